@@ -1,0 +1,3 @@
+"""quantdse: hardware-aware design-space exploration for quantized neural networks."""
+
+__version__ = "0.1.0"

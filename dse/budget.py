@@ -1,0 +1,40 @@
+"""Budgets: `3.7bits`, `3.5GB`, `12ms`, `5mJ` -> a constraint kind and an SI limit."""
+from __future__ import annotations
+
+import math
+import re
+
+from dse.errors import QuantDSEError
+
+#: unit -> (constraint kind, factor to SI: bits, bytes, seconds, joules)
+UNITS = {
+    "bits": ("bits", 1.0), "bit": ("bits", 1.0), "b": ("bits", 1.0),
+    "gb": ("memory", 1e9), "mb": ("memory", 1e6), "kb": ("memory", 1e3),
+    "gib": ("memory", 2.0 ** 30), "mib": ("memory", 2.0 ** 20), "bytes": ("memory", 1.0),
+    "s": ("latency", 1.0), "ms": ("latency", 1e-3), "us": ("latency", 1e-6),
+    "j": ("energy", 1.0), "mj": ("energy", 1e-3), "uj": ("energy", 1e-6),
+}
+_PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)\s*([a-zA-Z]+)\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: str) -> tuple[str, float, float]:
+    """Return (kind, SI limit, value as written) for a budget string like "3.7bits"."""
+    match = _PATTERN.match(str(text))
+    if not match:
+        raise QuantDSEError(f"malformed budget {text!r}: write a number and a unit, e.g. 3.7bits, 3.5GB, 12ms, 5mJ")
+    value = float(match.group(1))
+    unit = match.group(2).lower()
+    if unit not in UNITS:
+        raise QuantDSEError(f"unknown budget unit {match.group(2)!r} in {text!r}: use bits, GB, MB, GiB, ms, s, us, mJ or J")
+    if not math.isfinite(value) or value <= 0:
+        raise QuantDSEError(f"budget {text!r} must be a positive finite number")
+    kind, factor = UNITS[unit]
+    return kind, value * factor, value
+
+
+def limit_from_flag(flag: str, value: float | None, factor: float) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        raise QuantDSEError(f"{flag} must be a positive finite number, got {value}")
+    return value * factor

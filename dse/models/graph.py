@@ -1,0 +1,121 @@
+"""The LayerGraph: one node per quantizable op (plus attention), in dataflow order.
+
+Layer names follow HF state-dict module names (``model.layers.0.self_attn.q_proj``;
+the weight tensor is ``name + ".weight"``) so plans export 1:1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping, Protocol
+
+import networkx as nx
+import numpy as np
+
+#: kinds whose weights a plan assigns a format to
+QUANTIZABLE_KINDS = ("linear", "conv", "deform-conv", "lm-head")
+#: all kinds a graph may hold
+LAYER_KINDS = QUANTIZABLE_KINDS + ("embedding", "attention")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One op of the model.
+
+    shape: the weight tensor's shape as stored: (out, in) for linear, lm-head and
+    embedding (vocab, hidden); (out, in/groups, kh, kw) for conv; () for attention.
+    role: q, k, v, o, qkv, gate, up, down, fc1, fc2, router, embed, lm_head, conv, dwconv, ...
+    attrs: conv: stride, padding, groups, in_hw, out_hw; attention: heads, kv_heads, head_dim.
+    """
+
+    name: str
+    kind: str
+    shape: tuple
+    role: str = ""
+    block: int | None = None
+    expert: int | None = None
+    attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def params(self) -> int:
+        return int(math.prod(self.shape)) if self.shape else 0
+
+    @property
+    def k(self) -> int:
+        """Reduction length of the GEMM (input features x kernel area per group)."""
+        if self.kind in ("conv", "deform-conv"):
+            return int(math.prod(self.shape[1:]))
+        if self.kind == "embedding":
+            return 1
+        return int(self.shape[1]) if len(self.shape) > 1 else 0
+
+    @property
+    def n(self) -> int:
+        """Output features."""
+        if self.kind == "embedding":
+            return int(self.shape[1])
+        return int(self.shape[0]) if self.shape else 0
+
+    @property
+    def quantizable(self) -> bool:
+        return self.kind in QUANTIZABLE_KINDS and self.params > 0
+
+    def as_dict(self) -> dict:
+        out = {"name": self.name, "kind": self.kind, "params": self.params, "shape": list(self.shape),
+               "role": self.role, "block": self.block, "expert": self.expert}
+        out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in self.attrs.items()})
+        return out
+
+
+class WeightSource(Protocol):
+    """Real weights, read one tensor at a time (never the whole model in memory)."""
+
+    def get(self, layer_name: str) -> np.ndarray:
+        """The layer's weight as float32 [out, in*kh*kw] (2-D, groups along the last axis)."""
+        ...
+
+
+class LayerGraph:
+    """A model as a networkx DiGraph of `Layer` nodes, plus its config.
+
+    config: architecture facts the cost models need: hidden_size, num_layers,
+    heads, kv_heads, head_dim, vocab_size, num_experts, experts_per_token,
+    arch ("decoder", "encoder" or "cnn"), input_hw for CNNs.
+    extra_params: parameters outside the layers (norms, biases), kept at 16 bits.
+    """
+
+    def __init__(self, name: str, layers: list[Layer], config: Mapping | None = None, source: str = "config",
+                 weights: WeightSource | None = None, extra_params: int = 0, edges: list | None = None):
+        self.name = name
+        self.layers = list(layers)
+        self.config = dict(config or {})
+        self.source = source
+        self.weights = weights
+        self.extra_params = int(extra_params)
+        self.graph = nx.DiGraph()
+        for layer in self.layers:
+            self.graph.add_node(layer.name, layer=layer)
+        if edges is None:
+            edges = list(zip([l.name for l in self.layers[:-1]], [l.name for l in self.layers[1:]]))
+        self.graph.add_edges_from(edges)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def quantizable(self) -> list[Layer]:
+        return [l for l in self.layers if l.quantizable]
+
+    def layer(self, name: str) -> Layer:
+        return self.graph.nodes[name]["layer"]
+
+    @property
+    def params(self) -> int:
+        return sum(l.params for l in self.layers) + self.extra_params
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "params": self.params,
+                "config": self.config, "layers": [l.as_dict() for l in self.layers]}

@@ -1,0 +1,137 @@
+"""The search pipeline as typed steps: ingest -> sensitivity -> problem -> solve -> plan.
+
+`prepare()` does the expensive part once (model, hardware tables, sensitivity);
+`Prepared.problem(limits)` then builds a Problem for any budget in microseconds,
+which is what Pareto sweeps reuse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dse.budget import limit_from_flag, parse_budget
+from dse.errors import QuantDSEError
+from dse.problem import Problem
+from dse.sensitivity import Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
+from hwmodels.interface import CostTable
+from hwmodels.ops import ops_for_graph
+from hwmodels.registry import load_model as load_hardware
+from hwmodels.wholemodel import fixed_costs
+from hwmodels.workload import Workload
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Everything `dse.search` takes from its command line."""
+
+    hw: str
+    model: object = None  # catalog name, path, or nn.Module; None = the built-in default
+    budget: str | None = None
+    method: str = "ilp"
+    sensitivity: str | None = None  # None: weights when the model has them, else prior
+    workload: Workload = field(default_factory=Workload)
+    formats: tuple | None = None
+    max_latency_ms: float | None = None
+    max_energy_mj: float | None = None
+    max_memory_gb: float | None = None
+    overrides: tuple = ()
+    seed: int = 0
+
+    def limits(self) -> tuple[dict, dict]:
+        """(limits in SI by kind, the budget as written {"kind", "value", "unit"})."""
+        limits: dict = {}
+        budget_doc: dict = {}
+        if self.budget is not None:
+            kind, si, value = parse_budget(self.budget)
+            limits[kind] = si
+            budget_doc = {"kind": kind, "value": value, "text": str(self.budget).strip()}
+        for flag, value, factor, kind in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency"),
+                                          ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy"),
+                                          ("--max-memory-gb", self.max_memory_gb, 1e9, "memory")):
+            si = limit_from_flag(flag, value, factor)
+            if si is not None:
+                limits[kind] = min(si, limits.get(kind, np.inf))
+        if not limits:
+            raise QuantDSEError("no budget given: pass --budget (e.g. 3.7bits, 3.5GB, 12ms, 5mJ) "
+                                "or one of --max-latency-ms / --max-energy-mj / --max-memory-gb")
+        return limits, budget_doc
+
+
+@dataclass
+class Prepared:
+    """Model, hardware and tables ready for solving: everything but the limits."""
+
+    request: SearchRequest
+    graph: object
+    layers: list
+    formats: list
+    hardware: object
+    sensitivity: Sensitivity
+    costs: CostTable
+    bits: np.ndarray
+    fixed_memory: float
+    fixed_latency_s: float
+    fixed_energy_j: float
+
+    def problem(self, limits: dict) -> Problem:
+        mask = self.costs.supported & np.isfinite(self.sensitivity.errors)
+        return Problem(
+            layer_names=[l.name for l in self.layers], format_names=[f.name for f in self.formats],
+            error=np.nan_to_num(self.sensitivity.errors, nan=np.inf), params=np.array([l.params for l in self.layers]),
+            bits=self.bits, latency_s=self.costs.latency_s, energy_j=self.costs.energy_j, mask=mask,
+            limits=dict(limits), fixed_memory=self.fixed_memory, fixed_latency_s=self.fixed_latency_s,
+            fixed_energy_j=self.fixed_energy_j)
+
+
+def _candidate_formats(request: SearchRequest, layers) -> list:
+    from dse.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
+
+    if request.formats:
+        return parse_format_list(",".join(request.formats))
+    sens = request.sensitivity
+    if sens is not None and sens not in ("weights", "prior"):
+        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers))]
+    return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
+
+
+def prepare(request: SearchRequest) -> Prepared:
+    """Load the model and hardware, cost every (layer, format), compute sensitivity."""
+    from dse.models import DEFAULT_MODEL, load_graph
+
+    hardware = load_hardware(request.hw, list(request.overrides))
+    graph = load_graph(request.model if request.model is not None else DEFAULT_MODEL)
+    layers = graph.quantizable()
+    if not layers:
+        raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
+    formats = _candidate_formats(request, layers)
+    source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
+    sensitivity = compute_sensitivity(graph, layers, formats, source)
+    workload = request.workload
+    costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
+    bits = np.array([[f.bits_per_weight(l.k) for f in formats] for l in layers], dtype=np.float64)
+    emb, att = fixed_costs(hardware, graph, workload)
+    emb_params = sum(l.params for l in graph.layers if l.kind == "embedding")
+    fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
+    fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
+    return Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
+                    fixed_memory=2.0 * (emb_params + graph.extra_params),
+                    fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+
+
+def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None):
+    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError."""
+    from dse.solvers import solve
+
+    problem = prepared.problem(limits)
+    message = problem.infeasible_message()
+    if message:
+        raise QuantDSEError(message)
+    method = method or prepared.request.method
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed)
+    if not result.success:
+        raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
+    broken = problem.violations(result.assignment)
+    if broken:  # a solver bug, not bad input: keep the traceback
+        raise AssertionError(f"{method} returned an over-budget plan: {broken}")
+    return problem, result

@@ -1,0 +1,125 @@
+"""The plan (schema ``dse.plan/1``): the document other quantizers consume.
+
+Written atomically; the same inputs give the same bytes apart from the timing
+field ``solver.seconds``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dse import __version__
+from dse.errors import QuantDSEError
+from dse.io import atomic_write_text, dumps, load_json
+
+PLAN_SCHEMA = "dse.plan/1"
+LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
+
+
+def _r(x: float, digits: int = 12) -> float:
+    """Round to `digits` significant digits: stable JSON across platforms' last-ulp noise."""
+    x = float(x)
+    return float(f"{x:.{digits}g}") if np.isfinite(x) else x
+
+
+def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
+    """The plan document for a solved problem."""
+    req = prepared.request
+    a = result.assignment
+    costs = prepared.costs
+    layers = []
+    for i, layer in enumerate(prepared.layers):
+        f = int(a[i])
+        layers.append({
+            "name": layer.name, "format": prepared.formats[f].name, "bits": _r(prepared.bits[i, f]),
+            "params": int(layer.params), "error": _r(problem.error[i, f]),
+            "latency_s": _r(costs.latency_s[i, f]), "energy_j": _r(costs.energy_j[i, f]),
+            "memory_bytes": _r(problem.memory[i, f]), "kind": layer.kind, "role": layer.role,
+            "block": layer.block, "bound": ("compute", "memory", "other")[int(costs.bound[i, f])],
+        })
+    totals = {k: _r(v) for k, v in problem.totals(a).items()}
+    solver = {"status": result.status, "gap": _r(result.gap) if np.isfinite(result.gap) else None,
+              "seconds": round(float(result.seconds), 6), "objective": _r(result.objective),
+              "message": result.message}
+    solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
+    limits = {k: _r(v) for k, v in problem.limits.items()}
+    return {
+        "schema": PLAN_SCHEMA,
+        "model": prepared.graph.name,
+        "hardware": prepared.hardware.name,
+        "workload": req.workload.as_dict(),
+        "budget": {**budget_doc, "limits": limits},
+        "method": req.method,
+        "formats": [f.name for f in prepared.formats],
+        "layers": layers,
+        "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
+                  "energy_j": _r(problem.fixed_energy_j),
+                  "note": "embeddings (16-bit), norms/biases and attention over the KV cache: not searched"},
+        "totals": totals,
+        "solver": solver,
+        "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
+                       "sensitivity": prepared.sensitivity.source,
+                       "sensitivity_is_prior": prepared.sensitivity.source == "prior",
+                       "sensitivity_description": prepared.sensitivity.description,
+                       "model_source": prepared.graph.source,
+                       "hardware_overrides": list(req.overrides)},
+    }
+
+
+def plan_json(plan: dict) -> str:
+    return dumps(plan)
+
+
+def write_plan(plan: dict, path: str) -> None:
+    atomic_write_text(path, plan_json(plan))
+
+
+def load_plan(path: str) -> dict:
+    """Read and validate a plan file; a malformed one is a one-line QuantDSEError."""
+    plan = load_json(path, "plan")
+    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA:
+        raise QuantDSEError(f'plan {path}: "schema" must be "{PLAN_SCHEMA}": regenerate it with python -m dse.search')
+    layers = plan.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise QuantDSEError(f'plan {path}: "layers" must be a non-empty list')
+    for i, layer in enumerate(layers):
+        missing = [k for k in LAYER_KEYS if not isinstance(layer, dict) or k not in layer]
+        if missing:
+            raise QuantDSEError(f"plan {path}: layer {i} lacks {', '.join(missing)}: regenerate the plan")
+    for key in ("model", "hardware", "totals"):
+        if key not in plan:
+            raise QuantDSEError(f'plan {path}: missing "{key}": regenerate the plan')
+    return plan
+
+
+def format_table(plan: dict) -> str:
+    """Readable summary: layers grouped by block, then totals."""
+    lines = [f"quantdse plan: {plan['model']} on {plan['hardware']}  "
+             f"({plan['workload']['phase']}, batch {plan['workload']['batch']}, seq {plan['workload']['seq']})",
+             f"budget {plan['budget'].get('text', '')}  limits {plan['budget']['limits']}  method {plan['method']}  "
+             f"sensitivity {plan['provenance']['sensitivity']}"
+             + ("  (data-free prior)" if plan["provenance"]["sensitivity_is_prior"] else ""),
+             "",
+             f"  {'layer':48s} {'format':16s} {'bits':>7s} {'latency us':>11s} {'energy mJ':>10s} {'memory MB':>10s}"]
+    current = object()
+    for layer in plan["layers"]:
+        block = layer.get("block")
+        if block != current:
+            current = block
+            lines.append(f"block {block}" if block is not None else "other layers")
+        lines.append(f"  {layer['name'][-48:]:48s} {layer['format']:16s} {layer['bits']:7.3f} "
+                     f"{layer['latency_s'] * 1e6:11.2f} {layer['energy_j'] * 1e3:10.4f} "
+                     f"{layer.get('memory_bytes', 0) / 1e6:10.2f}")
+    t, s, fx = plan["totals"], plan["solver"], plan["fixed"]
+    counts: dict = {}
+    for layer in plan["layers"]:
+        counts[layer["format"]] = counts.get(layer["format"], 0) + layer["params"]
+    total_params = sum(counts.values())
+    mix = ", ".join(f"{k} {100 * v / total_params:.1f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines += ["",
+              f"formats by weight share: {mix}",
+              f"fixed (embeddings, norms, attention): memory {fx['memory_bytes'] / 1e9:.3f} GB, "
+              f"latency {fx['latency_s'] * 1e3:.3f} ms, energy {fx['energy_j'] * 1e3:.3f} mJ",
+              f"totals: {t['effective_bits']:.4f} effective bits/weight, memory {t['memory_bytes'] / 1e9:.4f} GB, "
+              f"latency {t['latency_s'] * 1e3:.4f} ms, energy {t['energy_j'] * 1e3:.4f} mJ, error {t['error']:.6g}",
+              f"solver: {s['status']}, gap {s['gap']}, {s['seconds']:.3f} s ({s.get('message', '')})"]
+    return "\n".join(lines)

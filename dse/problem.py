@@ -1,0 +1,157 @@
+"""The allocation problem as dense arrays: choose one format per layer.
+
+minimise    sum_l error[l, f_l]
+subject to  sum_l coef_c[l, f_l] <= rhs_c   for every constraint c
+            f_l allowed by mask[l]
+
+Constraints are linear in the one-hot choice, so every solver (ILP, Lagrangian,
+greedy, ...) reads the same `constraints()` list. Costs that no choice changes
+(embeddings, attention, norms) are `fixed_*` and are taken off the right-hand side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dse.errors import QuantDSEError
+
+#: constraint kinds and their units
+CONSTRAINT_UNITS = {"bits": "bits", "memory": "bytes", "latency": "s", "energy": "J"}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """sum_l coef[l, f_l] <= rhs (already net of fixed costs)."""
+
+    kind: str
+    coef: np.ndarray
+    rhs: float
+    limit: float  # the user's limit, in CONSTRAINT_UNITS[kind]
+
+
+@dataclass
+class Problem:
+    """Errors and costs of L layers x F formats, with limits.
+
+    bits: effective bits per weight of each (layer, format); memory: bytes of the
+    layer's weights in that format; latency_s / energy_j: predicted cost.
+    limits: {"bits": average effective bits, "memory": bytes, "latency": s, "energy": J};
+    memory, latency and energy limits are totals including the fixed parts.
+    """
+
+    layer_names: list
+    format_names: list
+    error: np.ndarray
+    params: np.ndarray
+    bits: np.ndarray
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    mask: np.ndarray
+    limits: dict = field(default_factory=dict)
+    fixed_memory: float = 0.0
+    fixed_latency_s: float = 0.0
+    fixed_energy_j: float = 0.0
+
+    def __post_init__(self):
+        L, F = len(self.layer_names), len(self.format_names)
+        for name in ("error", "bits", "latency_s", "energy_j", "mask"):
+            arr = getattr(self, name)
+            if arr.shape != (L, F):
+                raise ValueError(f"Problem.{name} has shape {arr.shape}, expected {(L, F)}")
+        unknown = set(self.limits) - set(CONSTRAINT_UNITS)
+        if unknown:
+            raise QuantDSEError(f"unknown constraint {sorted(unknown)}: use {', '.join(CONSTRAINT_UNITS)}")
+        self.params = np.asarray(self.params, dtype=np.float64)
+        finite = np.isfinite(self.error) & np.isfinite(self.bits)
+        for kind in self.limits:
+            finite &= np.isfinite(self.coef(kind))
+        self.mask = self.mask & finite
+        empty = ~self.mask.any(axis=1)
+        if empty.any():
+            first = self.layer_names[int(np.argmax(empty))]
+            raise QuantDSEError(f"layer {first} has no allowed format (none in the candidate list is supported "
+                                f"for it on this hardware): widen --formats")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.error.shape
+
+    @property
+    def memory(self) -> np.ndarray:
+        """Bytes of each layer's weights in each format."""
+        return self.params[:, None] * self.bits / 8.0
+
+    def coef(self, kind: str) -> np.ndarray:
+        if kind == "bits":
+            return self.params[:, None] * self.bits
+        if kind == "memory":
+            return self.memory
+        if kind == "latency":
+            return self.latency_s
+        if kind == "energy":
+            return self.energy_j
+        raise KeyError(kind)
+
+    def rhs(self, kind: str) -> float:
+        limit = float(self.limits[kind])
+        if kind == "bits":
+            return limit * float(self.params.sum())
+        fixed = {"memory": self.fixed_memory, "latency": self.fixed_latency_s, "energy": self.fixed_energy_j}[kind]
+        return limit - fixed
+
+    def constraints(self) -> list[Constraint]:
+        return [Constraint(kind, self.coef(kind), self.rhs(kind), float(self.limits[kind]))
+                for kind in self.limits]
+
+    def masked(self, arr: np.ndarray, fill: float = np.inf) -> np.ndarray:
+        return np.where(self.mask, arr, fill)
+
+    def smallest_limit(self, kind: str) -> float:
+        """The tightest limit of this kind any assignment can meet (each layer at its cheapest format)."""
+        low = self.masked(self.coef(kind)).min(axis=1).sum()
+        if kind == "bits":
+            return float(low / self.params.sum())
+        fixed = {"memory": self.fixed_memory, "latency": self.fixed_latency_s, "energy": self.fixed_energy_j}[kind]
+        return float(low + fixed)
+
+    def totals(self, assignment: np.ndarray) -> dict:
+        """Totals of an assignment (one format index per layer), fixed parts included."""
+        rows = np.arange(len(assignment))
+        pick = lambda a: a[rows, assignment]  # noqa: E731
+        return {
+            "effective_bits": float((self.params * pick(self.bits)).sum() / self.params.sum()),
+            "memory_bytes": float(pick(self.memory).sum() + self.fixed_memory),
+            "latency_s": float(pick(self.latency_s).sum() + self.fixed_latency_s),
+            "energy_j": float(pick(self.energy_j).sum() + self.fixed_energy_j),
+            "error": float(pick(self.error).sum()),
+        }
+
+    def violations(self, assignment: np.ndarray, rtol: float = 1e-9) -> list[str]:
+        """Constraints the assignment breaks (empty when feasible)."""
+        rows = np.arange(len(assignment))
+        out = []
+        if not self.mask[rows, assignment].all():
+            out.append("disallowed format")
+        for c in self.constraints():
+            used = float(c.coef[rows, assignment].sum())
+            if used > c.rhs + rtol * max(abs(c.rhs), 1.0):
+                out.append(f"{c.kind}: {used:.6g} > {c.rhs:.6g}")
+        return out
+
+    def objective(self, assignment: np.ndarray) -> float:
+        return float(self.error[np.arange(len(assignment)), assignment].sum())
+
+    def infeasible_message(self) -> str | None:
+        """A one-line message naming each limit below its smallest feasible value, or None."""
+        parts = []
+        fmt = {"bits": lambda v: f"{v:.4f}bits", "memory": lambda v: f"{v / 1e9:.4f}GB",
+               "latency": lambda v: f"{v * 1e3:.4f}ms", "energy": lambda v: f"{v * 1e3:.4f}mJ"}
+        for kind, limit in self.limits.items():
+            least = self.smallest_limit(kind)
+            if limit < least * (1 - 1e-12):
+                parts.append(f"{kind} limit {fmt[kind](limit)} is below the smallest feasible "
+                             f"{fmt[kind](least)}")
+        if not parts:
+            return None
+        return "; ".join(parts) + ": raise the budget or allow lower-bit --formats"

@@ -1,0 +1,75 @@
+"""`python -m dse.search`: pick a format per layer under a budget, costed on a hardware target.
+
+    python -m dse.search --hw u280 --budget 3.7bits
+    python -m dse.search --hw a100-80gb --model llama-3-8b --budget 3.5GB --json --out plan.json
+"""
+from __future__ import annotations
+
+import sys
+
+from dse.cli import ArgumentParser, run_cli
+from dse.pipeline import SearchRequest, prepare, solve_prepared
+from dse.plan import format_table, make_plan, plan_json, write_plan
+from hwmodels.workload import Workload
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
+    p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
+    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
+    p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
+                                   "folder; default llama-2-7b")
+    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform, rl")
+    p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
+                                         "else prior)")
+    p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode)")
+    p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision (16, 8, 4, 2)")
+    p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
+    p.add_argument("--max-latency-ms", type=float)
+    p.add_argument("--max-energy-mj", type=float)
+    p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hardware spec param (co-design), repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the plan here (atomically)")
+    p.add_argument("--json", action="store_true", help="print the plan JSON on stdout")
+    return p
+
+
+def request_from_args(args) -> SearchRequest:
+    return SearchRequest(
+        hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
+        workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
+        formats=tuple(args.formats.split(",")) if args.formats is not None else None,
+        max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
+        overrides=tuple(args.overrides), seed=args.seed)
+
+
+def search(request: SearchRequest) -> dict:
+    """Run the whole pipeline and return the plan document."""
+    limits, budget_doc = request.limits()
+    prepared = prepare(request)
+    problem, result = solve_prepared(prepared, limits)
+    return make_plan(prepared, problem, result, budget_doc)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    request = request_from_args(args)
+    request.limits()  # validate the budget before any expensive work
+    plan = search(request)
+    if args.out:
+        write_plan(plan, args.out)
+    if args.json:
+        sys.stdout.write(plan_json(plan))
+    else:
+        print(format_table(plan))
+        if args.out:
+            print(f"plan written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

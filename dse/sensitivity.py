@@ -1,0 +1,152 @@
+"""Sensitivity: the error of every (layer, format) pair, as one [L, F] array.
+
+Sources
+- ``weights``: the real quantization error of the layer's actual weights,
+  ``error = ||W - Q(W)||_F^2 / mean(W^2)`` -- the summed squared error in units of
+  the layer's mean squared weight (= params x relative MSE), so big layers weigh
+  by their size, as HAWQ's ||dW||^2 does. Tensors are read one at a time.
+- ``prior`` (data-free, for config-only models): the same quantity computed on a
+  synthetic weight sample fitted to the layer's shape and role: Student-t rows of
+  length K (the grouping axis), heavier-tailed for the roles known to carry
+  outliers (down/o projections, conv heads). It is a prior, and plans say so.
+- a JSON file ``{"schema": "dse.sensitivity/1", "layers": {layer: {format: error}}}``:
+  every model layer must be present; a format missing for a layer is not allowed
+  for that layer.
+
+Total error of a plan = sum of its layers' errors.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dse.errors import QuantDSEError
+from dse.io import load_json
+
+SENSITIVITY_SCHEMA = "dse.sensitivity/1"
+SOURCES = ("weights", "prior")
+
+#: Student-t degrees of freedom of the prior by role: lower = heavier tails (more outliers).
+#: Down/output projections and attention outputs carry the activation-outlier channels
+#: (LLM.int8(), SmoothQuant); embeddings-like heads are lighter-tailed.
+PRIOR_DOF = {"down": 4.0, "fc2": 4.0, "o": 5.0, "dense": 5.0, "v": 6.0, "lm_head": 8.0}
+DEFAULT_DOF = 7.0
+#: elements of synthetic weights per (K, role) prior sample
+PRIOR_SAMPLE = 1 << 16
+
+
+@dataclass
+class Sensitivity:
+    """errors[l, f]: error of layer l in format f (NaN where the format is not allowed)."""
+
+    errors: np.ndarray
+    source: str
+    description: str
+
+
+def _relative_sse(w: np.ndarray, fmt) -> float:
+    """||W - Q(W)||^2 / mean(W^2), the error of one layer in one format."""
+    q = fmt.quantize(w)
+    scale = float(np.mean(np.square(w, dtype=np.float64)))
+    if scale == 0.0:
+        return 0.0
+    return float(np.sum(np.square(w - q, dtype=np.float64)) / scale)
+
+
+def _prior_sample(k: int, role: str) -> np.ndarray:
+    """Synthetic weights [rows, k] for a layer role, seeded by (k, role) for determinism."""
+    rows = max(1, PRIOR_SAMPLE // max(k, 1))
+    rng = np.random.default_rng(zlib.crc32(f"{k}:{role}".encode()))
+    dof = PRIOR_DOF.get(role, DEFAULT_DOF)
+    return (rng.standard_t(dof, size=(rows, k)) / np.sqrt(k)).astype(np.float32)
+
+
+def prior_errors(layers, formats) -> np.ndarray:
+    """Data-free expected errors: params x relative MSE on a fitted synthetic sample."""
+    cache: dict = {}
+    out = np.empty((len(layers), len(formats)))
+    for i, layer in enumerate(layers):
+        key = (layer.k, layer.role)
+        if key not in cache:
+            sample = _prior_sample(layer.k, layer.role)
+            cache[key] = np.array([_relative_sse(sample, f) / sample.size for f in formats])
+        out[i] = cache[key] * layer.params
+    return out
+
+
+def weight_errors(graph, layers, formats) -> np.ndarray:
+    """Real quantization errors of the graph's weights (one tensor in memory at a time)."""
+    if graph.weights is None:
+        raise QuantDSEError(f"model {graph.name} has no weights (loaded from a config): "
+                            "use --sensitivity prior, or pass a safetensors file or folder as --model")
+    out = np.empty((len(layers), len(formats)))
+    for i, layer in enumerate(layers):
+        w = graph.weights.get(layer.name)
+        if not np.isfinite(w).all():
+            raise QuantDSEError(f"weights of {layer.name} contain NaN or inf: the checkpoint is corrupt, re-export it")
+        out[i] = [_relative_sse(w, f) for f in formats]
+    return out
+
+
+def read_sensitivity_file(path: str, layers) -> dict:
+    """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}."""
+    doc = load_json(path, "sensitivity file")
+    if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
+        raise QuantDSEError(f'sensitivity file {path}: "schema" must be "{SENSITIVITY_SCHEMA}"')
+    table = doc.get("layers")
+    if not isinstance(table, dict) or not table:
+        raise QuantDSEError(f'sensitivity file {path}: "layers" must be a non-empty object {{layer: {{format: error}}}}')
+    names = {l.name for l in layers}
+    for layer in layers:
+        if layer.name not in table:
+            raise QuantDSEError(f"sensitivity file {path} has no entry for layer {layer.name}: "
+                                "add it (every quantizable layer of the model needs one)")
+    for name, row in table.items():
+        if name not in names:
+            raise QuantDSEError(f"sensitivity file {path}: layer {name} is not in the model: "
+                                "check --model or regenerate the file")
+        if not isinstance(row, dict) or not row:
+            raise QuantDSEError(f"sensitivity file {path}: layer {name} must map formats to errors")
+        for fmt, value in row.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
+                                    f"number >= 0, got {value!r}")
+    return table
+
+
+def file_formats(table: dict) -> list[str]:
+    """Formats named in a sensitivity file, in first-seen order."""
+    seen: dict = {}
+    for row in table.values():
+        for fmt in row:
+            seen.setdefault(fmt, None)
+    return list(seen)
+
+
+def file_errors(table: dict, layers, formats) -> np.ndarray:
+    out = np.full((len(layers), len(formats)), np.nan)
+    for i, layer in enumerate(layers):
+        row = table[layer.name]
+        for j, fmt in enumerate(formats):
+            if fmt.name in row:
+                out[i, j] = float(row[fmt.name])
+    return out
+
+
+def compute_sensitivity(graph, layers, formats, source: str) -> Sensitivity:
+    """Errors [len(layers), len(formats)] from `source`: weights, prior or a JSON path."""
+    if source == "weights":
+        return Sensitivity(weight_errors(graph, layers, formats), "weights",
+                           "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
+    if source == "prior":
+        return Sensitivity(prior_errors(layers, formats), "prior",
+                           "data-free prior: expected error on Student-t weights fitted to shape and role")
+    if source.endswith(".json") or Path(source).is_file():
+        table = read_sensitivity_file(source, layers)
+        return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
+                           f"errors read from {source}")
+    raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior or a .json file "
+                        f"(schema {SENSITIVITY_SCHEMA})")

@@ -1,0 +1,40 @@
+"""Solvers: each module exposes `solve(problem, **options) -> SolveResult`.
+
+`solve(problem, method=...)` picks one by name. Infeasibility is a status, not an
+exception; the CLI turns it into the one-line error.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from dse.errors import QuantDSEError
+from dse.solvers.result import SolveResult
+
+METHODS = {
+    "ilp": "dse.solvers.ilp",
+    "lagrangian": "dse.solvers.lagrangian",
+    "baq": "dse.solvers.baq",
+    "nas": "dse.solvers.nas",
+    "greedy": "dse.solvers.greedy",
+    "uniform": "dse.solvers.uniform",
+    "rl": "policies.solver",
+}
+
+
+def available_methods() -> list[str]:
+    """Methods whose module is present in this installation."""
+    out = []
+    for name, module in METHODS.items():
+        if importlib.util.find_spec(module) is not None:
+            out.append(name)
+    return out
+
+
+def solve(problem, method: str = "ilp", **options) -> SolveResult:
+    if method not in METHODS or importlib.util.find_spec(METHODS[method]) is None:
+        raise QuantDSEError(f"unknown method {method!r}: use one of {', '.join(available_methods())}")
+    return importlib.import_module(METHODS[method]).solve(problem, **options)
+
+
+__all__ = ["solve", "SolveResult", "METHODS", "available_methods"]

@@ -1,0 +1,1 @@
+"""Co-design studies and reproductions of published results."""

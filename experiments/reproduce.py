@@ -1,0 +1,61 @@
+"""`python -m experiments.reproduce [NAME ...] [--json]`: our figure next to the paper's."""
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+
+from dse.cli import ArgumentParser, run_cli
+from dse.errors import QuantDSEError
+import experiments.reproductions as _pkg
+
+
+def registry() -> dict:
+    """All reproductions from experiments/reproductions/*.py, by name."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{_pkg.__name__}.{info.name}")
+        found.update(getattr(module, "REPRODUCTIONS", {}))
+    return dict(sorted(found.items()))
+
+
+def run(names: list[str] | None = None) -> list[dict]:
+    table = registry()
+    chosen = names or list(table)
+    unknown = [n for n in chosen if n not in table]
+    if unknown:
+        raise QuantDSEError(f"unknown reproduction {unknown[0]!r}: choose from {', '.join(table)}")
+    rows = []
+    for name in chosen:
+        got = table[name]()
+        ours, published = float(got["ours"]), float(got["published"])
+        rows.append({"name": name, "ours": ours, "published": published,
+                     "ratio": ours / published if published else float("nan"),
+                     "source": got["source"], **{k: v for k, v in got.items()
+                                                 if k not in ("ours", "published", "source")}})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = ArgumentParser(prog="experiments.reproduce", description=__doc__)
+    parser.add_argument("names", nargs="*", help="reproductions to run (default: all)")
+    parser.add_argument("--json", action="store_true", help="machine-readable list on stdout")
+    parser.add_argument("--list", action="store_true", help="list the names and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(registry()))
+        return 0
+    rows = run(args.names)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'name':45s} {'ours':>12s} {'published':>12s} {'ratio':>7s}  source")
+    for r in rows:
+        print(f"{r['name']:45s} {r['ours']:12.4g} {r['published']:12.4g} {r['ratio']:7.3f}  {r['source']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,76 @@
+"""`python -m hwmodels.cost`: predicted cost of one GEMM or one pass of a whole model.
+
+    python -m hwmodels.cost --hw a100-80gb --gemm 1,4096,4096 --format int4-g128 --json
+    python -m hwmodels.cost --hw u280 --model llama-2-7b --format int4-g128 --phase decode --seq 2048
+    python -m hwmodels.cost --hw systolic --set rows=32 --set cols=32 --set dataflow=os --gemm 64,64,64 --format int8
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from dse.cli import ArgumentParser, run_cli
+from dse.errors import QuantDSEError
+from hwmodels.ops import Ops
+from hwmodels.registry import load_model
+from hwmodels.wholemodel import model_cost
+from hwmodels.workload import Workload
+
+
+def _parse_gemm(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise QuantDSEError(f"--gemm {text!r} must be three positive integers M,K,N, e.g. --gemm 1,4096,4096")
+    return dims  # type: ignore[return-value]
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="hwmodels.cost", description=__doc__.split("\n")[0])
+    p.add_argument("--hw", required=True, help="target name or spec .toml path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--gemm", help="M,K,N: M tokens x K inputs x N outputs")
+    what.add_argument("--model", help="catalog name, config.json or safetensors: one whole pass")
+    p.add_argument("--format", required=True, help="weight format (python -m dse.formats), e.g. int4-g128-a8")
+    p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--kv-bits", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    from dse.formats import get_format
+
+    fmt = get_format(args.format)
+    workload = Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
+    model = load_model(args.hw, args.overrides)
+    if args.gemm:
+        m, k, n = _parse_gemm(args.gemm)
+        table = model.cost(Ops.gemm(m, k, n), [fmt], workload)
+        if not table.supported[0, 0]:
+            raise QuantDSEError(f"format {fmt.name} is not supported on {model.name}: pick another --format")
+        result = {"hardware": model.name, "gemm": [m, k, n], "format": fmt.name, **table.row(0, 0)}
+    else:
+        from dse.models import load_graph
+
+        graph = load_graph(args.model)
+        result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
+                  "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        for key, value in result.items():
+            if key == "breakdown":
+                for bk, bv in value.items():
+                    print(f"  {bk:28s} {bv:.6g}")
+            else:
+                print(f"{key:30s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

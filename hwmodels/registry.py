@@ -1,0 +1,42 @@
+"""Hardware families: the model module behind each spec's `family` key.
+
+Modules are imported lazily so listing targets stays fast. Each family module
+defines a `Model` class (a `HardwareModel` subclass with its `SCHEMA`).
+"""
+from __future__ import annotations
+
+import importlib
+
+from dse.errors import QuantDSEError
+from hwmodels.spec import HardwareSpec, apply_overrides, load_spec
+
+FAMILIES = {
+    "gpu": "hwmodels.families.gpu",
+    "fpga_llm": "hwmodels.families.fpga_llm",
+    "codenet": "hwmodels.families.codenet",
+    "bitserial": "hwmodels.families.bitserial",
+    "systolic": "hwmodels.families.systolic",
+    "cpu": "hwmodels.families.cpu",
+    "local": "hwmodels.families.local",
+}
+
+
+def family_names() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def family_class(family: str):
+    if family not in FAMILIES:
+        raise QuantDSEError(f"unknown hardware family {family!r}: use one of {', '.join(family_names())}")
+    return importlib.import_module(FAMILIES[family]).Model
+
+
+def family_schema(family: str) -> dict:
+    return family_class(family).SCHEMA
+
+
+def load_model(hw: str | HardwareSpec, overrides: list[str] | None = None):
+    """A ready cost model for a target name, spec path or spec, with `--set` overrides."""
+    spec = hw if isinstance(hw, HardwareSpec) else load_spec(hw)
+    spec = apply_overrides(spec, overrides)
+    return family_class(spec.family)(spec)

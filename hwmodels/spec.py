@@ -1,0 +1,244 @@
+"""Hardware specs: TOML data files, validated against their family's schema.
+
+A spec file looks like::
+
+    schema = "hwmodels.spec/1"
+    name = "u280"
+    family = "fpga_llm"
+    description = "AMD Alveo U280 running a FlightLLM-style decode/prefill engine"
+    extends = "other-spec"          # optional: start from another spec's params
+
+    [params]                        # SI units; the unit is in the key (clock_hz, hbm_bytes_per_s)
+    clock_hz = 225e6
+
+    [sources]                       # where each constant comes from
+    clock_hz = "FlightLLM (FPGA'24) Sec. 6"
+
+Loading collects every problem and raises one `QuantDSEError` listing them all,
+so a user fixes a spec in one pass (ZigZag's validator does the same).
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from dse.errors import QuantDSEError
+
+SPEC_SCHEMA = "hwmodels.spec/1"
+SPEC_DIR = Path(__file__).parent / "specs"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One field of a family's schema: its type, range, choices, default and meaning."""
+
+    type: type
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+    default: Any = None  # None = required
+
+    def check(self, key: str, value: Any) -> tuple[Any, str | None]:
+        """Return (coerced value, problem or None)."""
+        t = self.type
+        if t is bool:
+            if not isinstance(value, bool):
+                return value, f"{key} must be true or false, got {value!r}"
+        elif t is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    return value, f"{key} must be an integer, got {value!r}"
+        elif t is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return value, f"{key} must be a number, got {value!r}"
+            value = float(value)
+            if not math.isfinite(value):
+                return value, f"{key} must be finite, got {value!r}"
+        elif t is str:
+            if not isinstance(value, str):
+                return value, f"{key} must be a string, got {value!r}"
+        elif t is list:
+            if not isinstance(value, list):
+                return value, f"{key} must be a list, got {value!r}"
+            value = tuple(value)
+        if self.choices is not None and value not in self.choices:
+            return value, f"{key} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if self.min is not None and t in (int, float) and value < self.min:
+            return value, f"{key} must be >= {self.min}, got {value!r}"
+        if self.max is not None and t in (int, float) and value > self.max:
+            return value, f"{key} must be <= {self.max}, got {value!r}"
+        return value, None
+
+    def parse_text(self, key: str, text: str) -> Any:
+        """Parse a `--set KEY=VALUE` string into this param's type (range not checked here)."""
+        t = self.type
+        try:
+            if t is bool:
+                low = text.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return low in ("true", "1", "yes")
+            if t is int:
+                number = float(text)
+                if not number.is_integer():
+                    raise ValueError
+                return int(number)
+            if t is float:
+                return float(text)
+            if t is list:
+                return [part.strip() for part in text.split(",") if part.strip()]
+            return text
+        except ValueError:
+            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(t, str(t))
+            raise QuantDSEError(f"--set {key}={text}: {key} must be {kind}") from None
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """A validated hardware target: family, parameters and the source of each."""
+
+    name: str
+    family: str
+    description: str
+    params: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "family": self.family, "description": self.description,
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},
+                "sources": dict(self.sources)}
+
+
+def list_specs() -> list[str]:
+    """Names of the built-in targets (one spec file each)."""
+    return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise QuantDSEError(f"hardware spec {path} is not valid TOML ({exc}): fix the file") from None
+
+
+def _resolve_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise QuantDSEError(f"hardware spec file {candidate} not found: check the path")
+        return candidate
+    builtin = SPEC_DIR / f"{name_or_path}.toml"
+    if builtin.is_file():
+        return builtin
+    import difflib
+
+    names = list_specs()
+    close = difflib.get_close_matches(name_or_path, names, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise QuantDSEError(
+        f"unknown hardware {name_or_path!r}: {hint}choose one of {', '.join(names)} "
+        f"(python -m hwmodels.list) or pass a spec .toml path")
+
+
+def _raw_params(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """Top-level table, params and sources of a spec file, with `extends` applied."""
+    doc = _read_toml(path)
+    params: dict = {}
+    sources: dict = {}
+    parent = doc.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise QuantDSEError(f"hardware spec {path}: extends must be a spec name")
+        if parent in seen:
+            raise QuantDSEError(f"hardware spec {path}: extends cycle through {parent!r}")
+        _, params, sources = _raw_params(_resolve_path(parent), seen + (parent,))
+    own = doc.get("params", {})
+    if not isinstance(own, dict):
+        raise QuantDSEError(f"hardware spec {path}: [params] must be a table")
+    params.update(own)
+    src = doc.get("sources", {})
+    if isinstance(src, dict):
+        sources.update({k: str(v) for k, v in src.items()})
+    return doc, params, sources
+
+
+def load_spec(name_or_path: str) -> HardwareSpec:
+    """Load a built-in target by name, or a spec file by path, and validate it."""
+    from hwmodels.registry import family_schema, family_names
+
+    path = _resolve_path(str(name_or_path))
+    doc, params, sources = _raw_params(path, (path.stem,))
+    problems: list[str] = []
+    if doc.get("schema") != SPEC_SCHEMA:
+        problems.append(f'schema must be "{SPEC_SCHEMA}", got {doc.get("schema")!r}')
+    unknown_top = set(doc) - {"schema", "name", "family", "description", "extends", "params", "sources"}
+    if unknown_top:
+        problems.append(f"unknown top-level keys {', '.join(sorted(unknown_top))}")
+    family = doc.get("family")
+    name = doc.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        problems.append("name must be a non-empty string")
+    if family is None and doc.get("extends"):
+        family = _read_toml(_resolve_path(doc["extends"])).get("family")
+    if family not in family_names():
+        problems.append(f"family must be one of {', '.join(family_names())}, got {family!r}")
+        raise QuantDSEError(f"hardware spec {path}: " + "; ".join(problems))
+    schema = family_schema(family)
+    checked: dict = {}
+    for key in sorted(set(params) - set(schema)):
+        problems.append(f"unknown param {key!r} (valid: {', '.join(sorted(schema))})")
+    for key, p in schema.items():
+        if key not in params:
+            if p.default is None:
+                problems.append(f"missing param {key!r} ({p.help})")
+            else:
+                checked[key] = p.default
+            continue
+        value, problem = p.check(key, params[key])
+        if problem:
+            problems.append(problem)
+        checked[key] = value
+    if problems:
+        raise QuantDSEError(f"hardware spec {path}: " + "; ".join(problems))
+    return HardwareSpec(name=name, family=family, description=str(doc.get("description", "")),
+                        params=MappingProxyType(checked), sources=MappingProxyType(sources), path=str(path))
+
+
+def apply_overrides(spec: HardwareSpec, assignments: list[str] | None) -> HardwareSpec:
+    """Apply `--set KEY=VALUE` overrides with the family schema's type and range checks."""
+    if not assignments:
+        return spec
+    from hwmodels.registry import family_schema
+
+    schema = family_schema(spec.family)
+    params = dict(spec.params)
+    for item in assignments:
+        if "=" not in item:
+            raise QuantDSEError(f"--set {item!r} must be KEY=VALUE, e.g. --set clock_hz=300e6")
+        key, text = (part.strip() for part in item.split("=", 1))
+        if key not in schema:
+            raise QuantDSEError(
+                f"--set {key}: unknown param for {spec.name} (family {spec.family}); valid: {', '.join(sorted(schema))}")
+        value, problem = schema[key].check(key, schema[key].parse_text(key, text))
+        if problem:
+            raise QuantDSEError(f"--set {problem}")
+        params[key] = value
+    overridden = {a.split("=", 1)[0].strip() for a in assignments}
+    sources = dict(spec.sources)
+    for key in overridden:
+        sources[key] = "--set override"
+    return replace(spec, params=MappingProxyType(params), sources=MappingProxyType(sources))
