@@ -1,7 +1,8 @@
 """Exact allocation by integer programming (PuLP with HiGHS; CBC as fallback).
 
 One binary x[l, f] per allowed (layer, format), sum_f x[l, f] = 1, and one row per
-constraint -- the CalibTIP / HAWQ-V3 formulation. Formats that are dominated in a
+constraint -- the CalibTIP / HAWQ-V3 formulation -- with identical layers merged
+into integer counts (see `layer_classes`). Formats that are dominated in a
 layer (no better in error nor in any constrained cost than another allowed
 format) are dropped first: an exact presolve that shrinks the model a lot.
 
@@ -15,6 +16,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import pulp
@@ -74,41 +76,71 @@ def _solver(name: str, time_limit: float | None):
             return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, **options), "highs"
         name = "cbc"  # fall back
     if name == "cbc":
-        return pulp.PULP_CBC_CMD(gapRel=1e-9, gapAbs=0.0, **options), "cbc"
+        if pulp.COIN_CMD().available():
+            return pulp.COIN_CMD(gapRel=1e-9, gapAbs=0.0, **options), "cbc"
+        with warnings.catch_warnings():  # the bundled CBC binary is deprecated in PuLP 3.x, still shipped
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pulp.PULP_CBC_CMD(gapRel=1e-9, gapAbs=0.0, **options), "cbc"
     raise QuantDSEError(f"unknown ILP solver {name!r}: use highs or cbc")
+
+
+def layer_classes(problem, keep) -> tuple[np.ndarray, np.ndarray]:
+    """Group layers whose rows are identical (error, every constrained cost, allowed set).
+
+    Identical layers are interchangeable, so one integer count per (class, format)
+    replaces their binaries exactly and removes the symmetry that slows branch and
+    bound (a data-free prior makes all 32 q_proj of a Llama identical).
+    Returns (representative layer of each class, class index of each layer).
+    """
+    rows = [problem.error, keep.astype(float)] + [c.coef for c in problem.constraints()]
+    key = np.ascontiguousarray(np.hstack([np.where(keep, r, 0.0) for r in rows]))
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
 
 
 def _solve_once(problem, keep, rhs_scale: dict, solver_name: str, time_limit):
     L, F = problem.shape
-    rows, cols = np.nonzero(keep)
-    err_scale = float(np.abs(problem.error[rows, cols]).max()) or 1.0
+    reps, cls = layer_classes(problem, keep)
+    counts = np.bincount(cls, minlength=len(reps))
+    rows, cols = np.nonzero(keep[reps])  # over classes
+    layer_of = reps[rows]
+    err_scale = float(np.abs(problem.error[layer_of, cols]).max()) or 1.0
     model = pulp.LpProblem("quantdse_allocation", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x_{l}_{f}", cat=pulp.LpBinary) for l, f in zip(rows, cols)]
-    obj = problem.error[rows, cols] / err_scale
+    ub = counts[rows]
+    if hasattr(model, "add_variable"):  # PuLP >= 3.3: variables belong to the model
+        x = [model.add_variable(f"n_{c}_{f}", 0, int(u), cat=pulp.LpInteger) for c, f, u in zip(rows, cols, ub)]
+    else:  # pragma: no cover - older PuLP
+        x = [pulp.LpVariable(f"n_{c}_{f}", 0, int(u), cat=pulp.LpInteger) for c, f, u in zip(rows, cols, ub)]
+    obj = problem.error[layer_of, cols] / err_scale
     model += pulp.LpAffineExpression(zip(x, obj.tolist()))
-    starts = np.searchsorted(rows, np.arange(L + 1))
-    for l in range(L):
-        model += pulp.LpAffineExpression((x[i], 1.0) for i in range(starts[l], starts[l + 1])) == 1, f"one_{l}"
-    for c in problem.constraints():
-        scale = max(abs(c.rhs), float(np.abs(c.coef[rows, cols]).max()), 1e-300)
-        coef = c.coef[rows, cols] / scale
-        model += pulp.LpAffineExpression(zip(x, coef.tolist())) <= c.rhs * rhs_scale.get(c.kind, 1.0) / scale, c.kind
+    starts = np.searchsorted(rows, np.arange(len(reps) + 1))
+    for c in range(len(reps)):
+        model += (pulp.LpAffineExpression((x[i], 1.0) for i in range(starts[c], starts[c + 1]))
+                  == int(counts[c])), f"count_{c}"
+    for con in problem.constraints():
+        coef = con.coef[layer_of, cols]
+        scale = max(abs(con.rhs), float(np.abs(coef).max()), 1e-300)
+        model += (pulp.LpAffineExpression(zip(x, (coef / scale).tolist()))
+                  <= con.rhs * rhs_scale.get(con.kind, 1.0) / scale), con.kind
     solver, used = _solver(solver_name, time_limit)
     with _stdout_silenced():
         model.solve(solver)
     status = pulp.LpStatus[model.status]
+    values = np.rint(np.array([v.varValue if v.varValue is not None else np.nan for v in x]))
     assignment = None
-    values = np.array([v.varValue or 0.0 for v in x])
-    if status == "Optimal" or (values.size and np.isclose(
-            np.add.reduceat(values, starts[:-1]) if L else values, 1.0).all()):
-        assignment = cols[np.array([starts[l] + int(np.argmax(values[starts[l]:starts[l + 1]]))
-                                    for l in range(L)], dtype=np.int64) if L else np.zeros(0, np.int64)]
+    if np.isfinite(values).all() and (np.add.reduceat(values, starts[:-1]) == counts).all():
+        # hand the counts back to layers: within a class, layers in order take formats in order
+        assignment = np.empty(L, dtype=np.int64)
+        for c in range(len(reps)):
+            members = np.flatnonzero(cls == c)
+            assignment[members] = np.repeat(cols[starts[c]:starts[c + 1]],
+                                            values[starts[c]:starts[c + 1]].astype(np.int64))
     bound, gap = float("nan"), float("nan")
     if used == "highs" and getattr(model, "solverModel", None) is not None:
         info = model.solverModel.getInfo()
         bound = float(info.mip_dual_bound) * err_scale
         gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else float("nan")
-    return status, assignment, used, bound, gap
+    return status, assignment, used, bound, gap, len(reps)
 
 
 def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_layers: int = MAX_LAYERS,
@@ -136,7 +168,7 @@ def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_l
     keep = undominated_mask(problem)
     rhs_scale: dict = {}
     for attempt in range(4):
-        status, assignment, used, bound, gap = _solve_once(problem, keep, rhs_scale, solver, time_limit)
+        status, assignment, used, bound, gap, classes = _solve_once(problem, keep, rhs_scale, solver, time_limit)
         if assignment is None:
             break
         broken = problem.violations(assignment)
@@ -164,4 +196,5 @@ def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_l
         res_status = "time_limit"
     return SolveResult(res_status, assignment, objective, gap, seconds, "ilp", f"solved by {used}",
                        bound=bound if np.isfinite(bound) else objective if res_status == "optimal" else float("nan"),
-                       info={"solver": used, "variables": int(keep.sum()), "presolved_from": int(problem.mask.sum())})
+                       info={"solver": used, "layer_classes": classes, "choices": int(keep.sum()),
+                             "choices_before_presolve": int(problem.mask.sum())})

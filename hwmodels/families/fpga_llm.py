@@ -162,7 +162,10 @@ class Model(HardwareModel):
 
         # softmax of QK^T scores on the special-function units, after the matmul
         sfu = np.where(att & (roles == "qk"), _ceil_div(m * n, p["sfu_width"] * p["slrs"]), 0)[:, None]
-        fill = np.full((L, 1), float(p["layer_fill_cycles"]))
+        # one fill per op; the heads of an attention layer stream back to back, so its
+        # fill is shared by the op's `count` executions (one fill per attention layer)
+        per_exec = np.where(att, 1.0 / np.maximum(ops.count, 1e-12), 1.0)
+        fill = (p["layer_fill_cycles"] * per_exec)[:, None]
         core = np.maximum(compute, memory)
         cycles = core + sfu + fill
         bound = np.where(sfu + fill > core, OTHER, np.where(compute >= memory, COMPUTE, MEMORY))
@@ -170,14 +173,14 @@ class Model(HardwareModel):
         latency = cycles / p["clock_hz"]
         nbytes = weight_bytes + spill
         macs = (m * k_eff * n * gemm).astype(np.float64)[:, None]
-        mac_scale = 8.0 / np.maximum(8.0, act_bits)  # a wider MAC costs about as its DSP share
+        mac_width = np.maximum(8.0, act_bits) / 8.0  # a 16-bit MAC takes a whole DSP: twice the energy
         energy = (p["static_power_w"] * latency + p["hbm_energy_j_per_byte"] * nbytes
-                  + p["mac_energy_j"] * macs / mac_scale)
+                  + p["mac_energy_j"] * macs * mac_width)
         shape = (L, F)
         return CostTable(
             cycles=cycles, latency_s=latency, energy_j=energy, bytes=nbytes,
             bound=bound.astype(np.int8), supported=np.ones(shape, bool),
             breakdown={"compute_cycles": np.broadcast_to(compute, shape).astype(np.float64),
                        "memory_cycles": memory, "sfu_cycles": np.broadcast_to(sfu, shape).astype(np.float64),
-                       "fill_cycles": np.broadcast_to(fill, shape).copy(),
+                       "fill_cycles": np.broadcast_to(fill, shape).astype(np.float64),
                        "weight_bytes": weight_bytes, "spill_bytes": np.broadcast_to(spill, shape).copy()})

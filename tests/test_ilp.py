@@ -1,0 +1,104 @@
+"""The ILP against independent solvers: brute force (small) and scipy.optimize.milp (larger)."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy.optimize import LinearConstraint, milp
+
+from dse.problem import Problem
+from dse.solvers.ilp import solve, undominated_mask
+
+
+def random_problem(rng, L, F, kinds=("bits",), tightness=None):
+    err = rng.random((L, F)) * rng.lognormal(0, 1, (L, 1))
+    bits = rng.choice([2.125, 3.125, 4.125, 4.25, 8.0, 16.0], size=(L, F))
+    lat = rng.random((L, F))
+    en = rng.random((L, F))
+    mask = rng.random((L, F)) < 0.85
+    mask[np.arange(L), rng.integers(0, F, L)] = True
+    params = rng.integers(1, 1000, L)
+    p0 = Problem([f"l{i}" for i in range(L)], [f"f{j}" for j in range(F)], err, params, bits, lat, en, mask, {})
+    limits = {}
+    for kind in kinds:
+        lo, hi = p0.masked(p0.coef(kind)).min(1).sum(), p0.masked(p0.coef(kind), -np.inf).max(1).sum()
+        t = rng.uniform(-0.1, 1.0) if tightness is None else tightness
+        rhs = lo + t * (hi - lo)
+        limits[kind] = rhs / params.sum() if kind == "bits" else rhs
+    return Problem(p0.layer_names, p0.format_names, err, params, bits, lat, en, mask, limits)
+
+
+def brute_force(p):
+    best = None
+    for a in itertools.product(range(p.shape[1]), repeat=p.shape[0]):
+        a = np.array(a)
+        if not p.violations(a):
+            o = p.objective(a)
+            best = o if best is None or o < best else best
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.integers(1, 4),
+       st.sampled_from([("bits",), ("latency",), ("bits", "energy"), ("memory", "latency", "energy")]))
+def test_ilp_matches_brute_force(seed, L, F, kinds):
+    p = random_problem(np.random.default_rng(seed), L, F, kinds)
+    best = brute_force(p)
+    r = solve(p)
+    if best is None:
+        assert r.status == "infeasible" and not r.success
+    else:
+        assert r.status == "optimal"
+        assert not p.violations(r.assignment)
+        assert r.objective == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+def scipy_optimum(p):
+    """The same problem solved by scipy's HiGHS-backed milp on the one-hot encoding."""
+    L, F = p.shape
+    c = np.where(p.mask, p.error, 0.0).ravel()
+    one_hot = np.zeros((L, L * F))
+    for l in range(L):
+        one_hot[l, l * F:(l + 1) * F] = 1
+    cons = [LinearConstraint(one_hot, 1, 1)]
+    for con in p.constraints():
+        cons.append(LinearConstraint(np.where(p.mask, con.coef, 0.0).ravel()[None, :], -np.inf, con.rhs))
+    ub = p.mask.ravel().astype(float)
+    from scipy.optimize import Bounds
+    res = milp(c, integrality=np.ones(L * F), bounds=Bounds(0, ub), constraints=cons,
+               options={"mip_rel_gap": 1e-12})
+    return res
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ilp_matches_scipy_milp_on_226_layers(seed):
+    p = random_problem(np.random.default_rng(seed), 226, 8, ("bits", "latency"), tightness=0.35)
+    ours = solve(p)
+    ref = scipy_optimum(p)
+    assert ref.success and ours.status == "optimal"
+    assert ours.objective == pytest.approx(ref.fun, rel=1e-7)
+    assert not p.violations(ours.assignment)
+
+
+def test_cbc_fallback_agrees_with_highs():
+    p = random_problem(np.random.default_rng(7), 40, 6, ("bits",), tightness=0.3)
+    assert solve(p, solver="cbc").objective == pytest.approx(solve(p, solver="highs").objective, rel=1e-9)
+
+
+def test_dominated_formats_are_dropped_exactly():
+    # format 1 is worse in error and bits than format 0 in layer 0: dropped; layer 1 keeps both
+    err = np.array([[1.0, 2.0], [1.0, 0.5]])
+    bits = np.array([[4.0, 8.0], [4.0, 8.0]])
+    p = Problem(["a", "b"], ["x", "y"], err, [1, 1], bits, np.zeros((2, 2)), np.zeros((2, 2)),
+                np.ones((2, 2), bool), {"bits": 6.0})
+    assert undominated_mask(p).tolist() == [[True, False], [True, True]]
+
+
+def test_infeasible_budget_names_the_smallest_feasible():
+    bits = np.array([[4.0, 8.0], [3.0, 8.0]])
+    p = Problem(["a", "b"], ["x", "y"], np.ones((2, 2)), [1, 3], bits, np.zeros((2, 2)), np.zeros((2, 2)),
+                np.ones((2, 2), bool), {"bits": 3.0})
+    r = solve(p)
+    assert r.status == "infeasible"
+    # smallest average: (4*1 + 3*3) / 4 = 3.25 bits
+    assert "3.2500bits" in r.message
