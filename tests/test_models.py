@@ -11,7 +11,7 @@ import pytest
 
 from dse.errors import QuantDSEError
 from dse.models import DEFAULT_MODEL, list_catalog, load_graph
-from dse.models.catalog import packaged_weights
+from dse.models.registry import packaged_weights
 from dse.models.cnn import macs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Model ingestion: catalog names, HF config.json, safetensors, torch modules -> LayerGraph."""
-from dse.models.catalog import DEFAULT_MODEL, list_catalog
+from dse.models.registry import DEFAULT_MODEL, list_catalog
 from dse.models.graph import QUANTIZABLE_KINDS, Layer, LayerGraph, WeightSource
 from dse.models.load import load_graph
 

@@ -5,7 +5,7 @@ import json
 import sys
 
 from dse.cli import ArgumentParser, run_cli
-from dse.models.catalog import list_catalog
+from dse.models.registry import list_catalog
 from dse.models.load import load_graph
 
 

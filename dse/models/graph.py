@@ -82,7 +82,8 @@ class LayerGraph:
     config: architecture facts the cost models need: hidden_size, num_layers,
     heads, kv_heads, head_dim, vocab_size, num_experts, experts_per_token,
     arch ("decoder", "encoder" or "cnn"), input_hw for CNNs.
-    extra_params: parameters outside the layers (norms, biases), kept at 16 bits.
+    extra_params: parameters outside the layers (norms, biases), kept at 16 bits; a tied lm-head
+    (attrs tied_to) subtracts its size here, so the quantized lm-head also serves as the embedding.
     """
 
     def __init__(self, name: str, layers: list[Layer], config: Mapping | None = None, source: str = "config",

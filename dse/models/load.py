@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dse.errors import QuantDSEError
 from dse.io import load_json
-from dse.models.catalog import catalog_path, load_entry, packaged_weights
+from dse.models.registry import catalog_path, load_entry, packaged_weights
 from dse.models.checkpoint import graph_from_safetensors
 from dse.models.cnn import SPEC_FORMAT, graph_from_cnn_spec
 from dse.models.graph import LayerGraph

@@ -1,0 +1,38 @@
+"""Solver speed and quality at 226, 4k, 45k and 1M tensors (synthetic, realistic error tables).
+
+    python -m bench.solvers [--sizes 226,4096,45000,1000000] [--seed 0]
+
+Error model: error[l, f] = params_l * s_l * 2^(-theta * payload_bits_f), s_l lognormal
+per-layer sensitivity, theta = 1.95 (BAQ's fitted rate-distortion slope,
+REFERENCE.md "Allocation methods"). Prints seconds and objective / optimum - 1,
+the optimum being the ILP where it runs, else the Lagrangian's proven bound.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dse.problem import Problem
+
+#: (name, payload bits, effective bits with group-128 fp16 scale (+ zero point for asym))
+FORMATS = [("int2-g128", 2, 2.125), ("int2-asym-g128", 2, 2.25), ("int3-g128", 3, 3.125), ("nf3-g64", 3, 3.25),
+           ("int4-g128", 4, 4.125), ("int4-asym-g128", 4, 4.25), ("nf4-g64", 4, 4.25), ("int5-g128", 5, 5.125),
+           ("int6-g128", 6, 6.125), ("int8", 8, 8.0), ("fp16", 16, 16.0)]
+
+
+def synthetic_problem(n_layers: int, budget_bits: float = 3.7, seed: int = 0, theta: float = 1.95) -> Problem:
+    """A realistic random problem; formats of equal payload differ by a per-layer factor (asym/nf better)."""
+    rng = np.random.default_rng(seed)
+    F = len(FORMATS)
+    payload = np.array([f[1] for f in FORMATS], dtype=np.float64)
+    eff = np.array([f[2] for f in FORMATS], dtype=np.float64)
+    params = rng.choice([4096 * 4096, 4096 * 11008, 1024 * 4096, 2048 * 7168], size=n_layers).astype(np.float64)
+    sens = rng.lognormal(0.0, 1.0, n_layers)
+    quality = np.exp(rng.normal(0.0, 0.15, (n_layers, F)))  # datatype fit per layer
+    error = params[:, None] * sens[:, None] * 2.0 ** (-theta * payload)[None, :] * quality
+    error[:, -1] = 0.0  # fp16 is the reference: no quantization error
+    bits = np.broadcast_to(eff, (n_layers, F)).copy()
+    lat = params[:, None] * bits / 8 / 2e12  # bandwidth-bound decode at 2 TB/s
+    energy = lat * 300.0
+    mask = np.ones((n_layers, F), dtype=bool)
+    return Problem([f"l{i}" for i in range(n_layers)], [f[0] for f in FORMATS], error, params, bits,
+                   lat, energy, mask, {"bits": budget_bits})

@@ -1,0 +1,190 @@
+"""CPUs running low-bit LLM kernels: T-MAC lookup tables or llama.cpp dequantize-then-multiply.
+
+Both kernels are counted in SIMD instructions per core, issued at `simd_issue_per_cycle`,
+and bounded by DRAM bandwidth (roofline: cycles = max(compute, memory)).
+
+T-MAC (Wei et al., EuroSys'25, microsoft/T-MAC) splits a b-bit weight into b one-bit
+planes. For every token and every group of g = 4 activations it builds a 16-entry table
+of all +-sums of the 4 activations (`lut_ctor.cc`); a row's 4 weight bits of one plane
+are a 4-bit index into it. One NEON `tbl` (AVX2 `pshufb`) looks up `simd_bytes` indices,
+i.e. `simd_bytes` output rows of one (k group, bit plane). Per thread and op:
+
+    tbl     = m * ceil(ceil(n / simd_bytes) / threads) * ceil(k / 4) * b
+    tables  = ceil(m * ceil(k / 4) / threads)
+    ops     = tbl * tmac_ops_per_tbl + tables * tmac_ops_per_table
+
+so the cost is linear in the weight bits (the paper's point). T-MAC runs integer weights
+of 1..4 bits (int, ggml integer types, ternary as 2 planes, binary); other formats fall
+back to the llama.cpp kernels, as in T-MAC's llama.cpp integration.
+
+llama.cpp quantizes activations to int8 and multiplies with `sdot` after unpacking each
+16-byte int8 vector of weights with shifts and masks; each quantization group (block or
+k-quant sub-block) then costs a horizontal reduction and a scale multiply-add
+(`ggml_vec_dot_*` in ggml-quants.c). Per weight and token:
+
+    ops = (unpack(b) + offset + 1 mac) / lanes + dequant_ops_per_group / group
+
+fp16/bf16/fp32 weights take one FMA per `simd_bytes / bytes` lanes. llama.cpp splits the
+rows n over threads, and repeats the dequantization for every token (no weight reuse).
+
+Memory: weights at the format's effective bits plus activations in and out, at
+min(threads * core_bytes_per_s, dram_bytes_per_s): one core cannot drain unified
+memory on its own. Energy: active cores x core power x time + DRAM energy per byte.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dse.errors import QuantDSEError
+from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
+from hwmodels.ops import Ops
+from hwmodels.spec import Param
+from hwmodels.workload import Workload
+
+#: activations per T-MAC table: a 4-bit index addresses the 16 entries of one tbl/pshufb
+#: register (T-MAC `tbl.cc`, `lut_ctor_g4_*`: "g4").
+TMAC_GROUP = 4
+#: widest integer weight T-MAC has kernels for (README: "int1/2/3/4 x int8/fp16/fp32")
+TMAC_MAX_BITS = 4
+#: format families with a uniform integer grid, which the bit-plane decomposition needs
+TMAC_FAMILIES = ("int", "ggml", "ternary", "binary")
+
+#: SIMD ops to unpack one int8 vector from packed b-bit codes (ggml-quants.c, NEON):
+#: 4-bit: `and` + `ushr` give two vectors from 16 bytes (q4_0) -> 1 per vector;
+#: 2-bit: `and`, then (`ushr`, `and`) x 3 give four vectors (q2_K) -> 7/4;
+#: 1-bit: (`ushr`, `and`) x 8 - 1 -> 15/8; 8-bit: none (q8_0).
+UNPACK_OPS = {1: 15 / 8, 2: 7 / 4, 4: 1.0, 8: 0.0}
+#: 3/5/6-bit codes store the high bit(s) in a separate plane (q3_K hmask, q5_0 qh, q6_K qh):
+#: mask, shift into place and `orr` with the low part -> 3 more ops per vector.
+HIGH_PLANE_OPS = 3.0
+#: ops to decode non-uniform codes (nf4, fp4, fp8, mx) through a `tbl` codebook (llama.cpp
+#: iq4_nl decodes 4-bit codes with one `vqtbl1q_s8` per vector).
+CODEBOOK_OPS = 1.0
+
+SCHEMA = {
+    "clock_hz": Param(float, "core clock of the cores running the kernel (Hz)", min=1e8, max=7e9),
+    "cores": Param(int, "cores available to the kernel (threads may not exceed it)", min=1, max=512),
+    "threads": Param(int, "threads running each op (one per core)", min=1, max=512, default=1),
+    "simd_bytes": Param(int, "SIMD register width in bytes: 16 NEON, 32 AVX2", choices=(16, 32, 64)),
+    "simd_issue_per_cycle": Param(float, "SIMD instructions one core issues per cycle", min=0.25, max=16),
+    "dram_bytes_per_s": Param(float, "peak DRAM bandwidth of the whole chip (B/s)", min=1e8),
+    "core_bytes_per_s": Param(float, "DRAM bandwidth one core can draw on its own (B/s)", min=1e8),
+    "kernel": Param(str, "mpGEMM kernel: tmac (LUT, int1..4) or llamacpp (dequantize-then-multiply)",
+                    choices=("tmac", "llamacpp"), default="tmac"),
+    "tmac_ops_per_tbl": Param(float, "SIMD ops per table-lookup instruction: index unpack, tbl, "
+                                     "accumulate", min=1.0, max=32.0),
+    "tmac_ops_per_table": Param(float, "SIMD/store ops to build one 16-entry table of 4 activations",
+                                min=1.0, max=256.0),
+    "dequant_ops_per_group": Param(float, "llama.cpp: ops per quantization group (reduce, scale fma)",
+                                   min=0.0, max=64.0),
+    "core_power_w": Param(float, "power of one busy core (W)", min=0.01, max=100.0),
+    "dram_energy_j_per_byte": Param(float, "DRAM access energy (J/B)", min=0.0),
+}
+
+
+def _tmac_bits(fmt) -> int | None:
+    """Bit planes T-MAC needs for this format, or None when it runs on the llama.cpp path."""
+    if fmt.family not in TMAC_FAMILIES or fmt.act_bits > 16:
+        return None
+    bits = math.ceil(fmt.weight_bits - 1e-9)
+    return bits if 1 <= bits <= TMAC_MAX_BITS else None
+
+
+def _unpack_ops(bits: int) -> float:
+    """SIMD ops to turn packed b-bit codes into one int8 vector."""
+    if bits >= 8:
+        return 0.0
+    low = max(p for p in (1, 2, 4) if p <= bits)
+    return UNPACK_OPS[low] + (0.0 if low == bits else HIGH_PLANE_OPS)
+
+
+def _runs_as(fmt, k: int):
+    """The format llama.cpp really stores rows of length k in (ggml block fallback)."""
+    return fmt.fallback_for(k) if hasattr(fmt, "fallback_for") else fmt
+
+
+def dequant_ops_per_weight(fmt, k: int, simd_bytes: int, group_ops: float) -> float:
+    """llama.cpp SIMD ops per weight per token for `fmt` on rows of length k."""
+    if not fmt.is_quantized:
+        bf16 = fmt.name.startswith("bf16")          # widened to fp32 (one shift) before the FMA
+        lane_bytes = 4 if (bf16 or fmt.weight_bits >= 32) else 2
+        return (2.0 if bf16 else 1.0) / (simd_bytes / lane_bytes)
+    bits = math.ceil(fmt.weight_bits - 1e-9)
+    uniform = fmt.family in TMAC_FAMILIES
+    unpack = _unpack_ops(bits) + (0.0 if uniform else CODEBOOK_OPS)
+    offset = 1.0 if (fmt.symmetric and uniform and bits < 8) else 0.0  # q4_0's `sub 8`; zero points fold into mins
+    group = fmt.group_size or k
+    return (unpack + offset + 1.0) / simd_bytes + group_ops / group
+
+
+class Model(HardwareModel):
+    """A multi-core CPU with SIMD, running T-MAC or llama.cpp low-bit kernels."""
+
+    SCHEMA = SCHEMA
+    DESCRIPTION = "analytic SIMD-instruction roofline (T-MAC LUT / llama.cpp dequant)"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        if spec["threads"] > spec["cores"]:
+            raise QuantDSEError(f"threads={spec['threads']} exceeds cores={spec['cores']} of {spec.name}: "
+                                f"use --set threads=1..{spec['cores']}")
+
+    def kernel_for(self, fmt) -> str:
+        """The kernel that runs `fmt`: tmac for int1..4 weights when the spec picks tmac."""
+        return "tmac" if self.spec["kernel"] == "tmac" and _tmac_bits(fmt) is not None else "llamacpp"
+
+    def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
+        p = self.spec.params
+        L, F = len(ops), len(formats)
+        m = ops.m.astype(np.float64)[:, None]
+        k = ops.k.astype(np.int64)
+        n = ops.n.astype(np.float64)[:, None]
+        gemm = np.array([kind != "embedding" for kind in ops.kinds], dtype=bool)[:, None]
+        # T-MAC replaces weight GEMMs only; attention over the KV cache stays on llama.cpp
+        weights = np.array([kind not in ("embedding", "attention") for kind in ops.kinds], dtype=bool)[:, None]
+        threads, simd = p["threads"], p["simd_bytes"]
+
+        # per-format columns
+        lut = np.array([self.kernel_for(f) == "tmac" for f in formats], dtype=bool)[None, :] & weights
+        planes = np.array([_tmac_bits(f) or 0 for f in formats], dtype=np.float64)[None, :]
+        act_bytes = np.array([f.act_bits / 8 for f in formats], dtype=np.float64)[None, :]
+        uniq, inverse = np.unique(k, return_inverse=True)
+        bpw = np.empty((L, F))
+        deq = np.empty((L, F))
+        for j, f in enumerate(formats):
+            col_b = np.array([f.bits_per_weight(int(kk)) for kk in uniq])
+            col_d = np.array([dequant_ops_per_weight(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"])
+                              for kk in uniq])
+            bpw[:, j] = col_b[inverse]
+            deq[:, j] = col_d[inverse]
+
+        kf = k.astype(np.float64)[:, None]
+        kgroups = np.ceil(kf / TMAC_GROUP)
+        blocks = np.ceil(np.ceil(n / simd) / threads)
+        tbl = m * blocks * kgroups * planes
+        tables = np.ceil(m * kgroups / threads)
+        tmac_ops = tbl * p["tmac_ops_per_tbl"] + tables * p["tmac_ops_per_table"]
+        rows = np.ceil(n / threads)
+        llama_ops = m * rows * kf * deq
+        simd_ops = np.where(gemm, np.where(lut, tmac_ops, llama_ops), 0.0)
+        compute = simd_ops / p["simd_issue_per_cycle"]
+
+        weight_bytes = ops.weight_elems[:, None] * bpw / 8.0
+        acts = np.where(gemm, m * kf + m * n, m * n) * act_bytes
+        nbytes = weight_bytes + acts
+        bandwidth = min(threads * p["core_bytes_per_s"], p["dram_bytes_per_s"])
+        memory = nbytes / bandwidth * p["clock_hz"]
+
+        cycles = np.maximum(compute, memory)
+        latency = cycles / p["clock_hz"]
+        energy = threads * p["core_power_w"] * latency + p["dram_energy_j_per_byte"] * nbytes
+        return CostTable(
+            cycles=cycles, latency_s=latency, energy_j=energy, bytes=nbytes,
+            bound=np.where(compute >= memory, COMPUTE, MEMORY).astype(np.int8),
+            supported=np.ones((L, F), dtype=bool),
+            breakdown={"compute_cycles": compute, "memory_cycles": memory,
+                       "lut_lookups": np.where(lut, m * n * kgroups * planes, 0.0),
+                       "lut_tables": np.where(lut, m * kgroups, 0.0),
+                       "dequant_cycles": np.where(gemm & ~lut, compute, 0.0)})

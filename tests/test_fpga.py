@@ -1,0 +1,215 @@
+"""FPGA families: the U280 FlightLLM-style engine (fpga_llm) and CoDeNet on Ultra96 (codenet).
+
+Oracles: hand calculation from the spec constants (written out next to each number),
+a cycle-stepped reference simulation that walks tiles and HBM beats one cycle at a
+time (exact agreement on small shapes, hypothesis), and roofline bounds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dse.errors import QuantDSEError
+from dse.formats import get_format
+from hwmodels.ops import Ops
+from hwmodels.registry import load_model
+from hwmodels.workload import Workload
+
+DECODE = Workload("decode", 1, 512)
+PREFILL = Workload("prefill", 1, 256)
+
+
+def one(model, m, k, n, fmt, workload=DECODE, kind="linear"):
+    """Cost dict of one GEMM in one format."""
+    return model.cost(Ops.gemm(m, k, n, kind=kind), [get_format(fmt)], workload).row(0, 0)
+
+
+# --- hand calculations on the u280 spec -------------------------------------------------
+
+U280_BYTES_PER_CYCLE = 32 * 14.375e9 * 0.7 / 225e6  # channels x B/s x efficiency / clock = 1431.1
+
+
+def test_decode_gemv_is_hbm_bound_by_hand():
+    model = load_model("u280")
+    got = one(model, 1, 4096, 4096, "int8-a8")
+    # int8 per channel: 8 + 16/4096 bits per weight
+    weight_bytes = 4096 * 4096 * (8 + 16 / 4096) / 8
+    memory = math.ceil(weight_bytes / U280_BYTES_PER_CYCLE)  # 16785408 B / 1431.1 = 11728.9 -> 11729
+    # MV unit: M 1 x ceil(4096/16)=256 x ceil(ceil(4096/3)=1366 / 64)=22 tiles, one pass
+    compute = 1 * 256 * 22
+    assert got["bytes"] == pytest.approx(weight_bytes)
+    assert got["breakdown"]["memory_cycles"] == memory == 11729
+    assert got["breakdown"]["compute_cycles"] == compute
+    assert got["cycles"] == memory + 200  # + layer_fill_cycles
+    assert got["latency_s"] == pytest.approx((memory + 200) / 225e6)
+    assert got["bound"] == "memory"
+
+
+def test_prefill_gemm_compute_and_dsp_passes_by_hand():
+    model = load_model("u280")
+    # int8 x int8: 2 MACs per DSP; MM unit 128x16x2 x 3 SLRs = 12288 MACs needs 6144 <= 9024 DSPs
+    a8 = one(model, 256, 4096, 4096, "int8-a8", PREFILL)
+    mm_tiles = 2 * 256 * 683  # ceil(256/128) x ceil(4096/16) x ceil(1366/2)
+    assert a8["breakdown"]["compute_cycles"] == mm_tiles
+    assert a8["bound"] == "compute"
+    # fp16: one MAC per DSP, 12288 > 9024 DSPs -> 2 passes per MM tile;
+    # MV unit (64x16x1 x 3 = 3072 DSPs, 1 pass) would take 256 x 256 x 22 = 1441792: MM wins
+    fp16 = one(model, 256, 4096, 4096, "fp16", PREFILL)
+    assert fp16["breakdown"]["compute_cycles"] == 2 * mm_tiles
+
+
+def test_attention_window_limits_kv_read():
+    full = load_model("u280")
+    lam = load_model("u280", ["attention_window=252", "attention_sink=4"])
+    ops = Ops.from_rows([("a.qk", "attention", 1, 128, 1024, 1.0, 128.0 * 1024, "qk")])
+    fmt = [get_format("int8")]
+    wl = Workload("decode", 1, 1024)
+    a, b = full.cost(ops, fmt, wl).row(0, 0), lam.cost(ops, fmt, wl).row(0, 0)
+    assert b["bytes"] == pytest.approx(a["bytes"] * 256 / 1024)
+    # softmax of 256 (not 1024) scores on 16 lanes x 3 SLRs
+    assert b["breakdown"]["sfu_cycles"] == math.ceil(256 / 48)
+
+
+def test_sparsity_skips_weights_in_compute_and_storage():
+    dense = load_model("u280")
+    sparse = load_model("u280-flightllm")  # 50 % sparse, 2 index bits per kept weight
+    d = one(dense, 1, 4096, 4096, "int4-g128-a8")
+    s = one(sparse, 1, 4096, 4096, "int4-g128-a8")
+    bits = 4 + 16 / 128
+    assert d["bytes"] == pytest.approx(4096 * 4096 * bits / 8)
+    assert s["bytes"] == pytest.approx(4096 * 4096 * 0.5 * (bits + 2) / 8)
+    assert s["breakdown"]["compute_cycles"] == 1 * 128 * 22  # K 4096 -> 2048 kept -> 128 tiles
+
+
+# --- cycle-stepped reference -------------------------------------------------------------
+
+def reference_cycles(params: dict, m: int, k: int, n: int, bits: float, act_bits: int) -> int:
+    """Walk the engine one cycle at a time: the chosen unit retires one tile pass per cycle
+    (a tile's MAC lanes are mapped onto the DSPs, DSP-count lanes per pass), the HBM moves
+    one cycle's bytes per cycle, both concurrently; then the pipeline fill."""
+    width = max(act_bits, bits)
+    pack = params["dsp_macs_4bit"] if width <= 4 else params["dsp_macs_8bit"] if width <= 8 else params["dsp_macs_16bit"]
+    best = None
+    for um, uk, un in ((params["mm_m"], params["mm_k"], params["mm_n"]), (params["mv_m"], params["mv_k"], params["mv_n"])):
+        lanes = um * uk * un * params["slrs"]
+        passes = 0
+        while lanes > 0:  # one pass maps dsp_count x pack lanes
+            lanes -= params["dsp_count"] * pack
+            passes += 1
+        per_slr_n = -(-n // params["slrs"])
+        tiles = 0
+        for _m0 in range(0, m, um):
+            for _k0 in range(0, k, uk):
+                for _n0 in range(0, per_slr_n, un):
+                    tiles += 1
+        cyc = tiles * passes
+        best = cyc if best is None else min(best, cyc)
+    per_cycle = params["hbm_channels"] * params["hbm_channel_bytes_per_s"] * params["hbm_channel_efficiency"] / params["clock_hz"]
+    remaining_bytes = k * n * bits / 8
+    work, cycle, moved = best, 0, 0.0
+    while work > 0 or moved < remaining_bytes - 1e-9:
+        cycle += 1
+        work = max(0, work - 1)
+        moved += per_cycle
+    return cycle + params["layer_fill_cycles"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 300), k=st.integers(1, 96), n=st.integers(1, 400),
+       fmt=st.sampled_from(["int8", "int4-a4", "int8-a8", "int2-a8", "fp16"]),
+       slrs=st.integers(1, 3), channels=st.sampled_from([1, 2, 32]), dsp=st.sampled_from([500, 9024]))
+def test_matches_cycle_stepped_reference(m, k, n, fmt, slrs, channels, dsp):
+    model = load_model("u280", [f"slrs={slrs}", f"hbm_channels={channels}", f"dsp_count={dsp}"])
+    f = get_format(fmt)
+    got = model.cost(Ops.gemm(m, k, n), [f], DECODE).row(0, 0)
+    # per-channel formats: one 16-bit scale per row of k
+    bits = f.bits_per_weight(k)
+    assert got["cycles"] == reference_cycles(dict(model.spec.params), m, k, n, bits, f.act_bits)
+
+
+# --- roofline properties -----------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 4096), k=st.integers(1, 8192), n=st.integers(1, 8192),
+       fmt=st.sampled_from(["int2-g64", "int3-g128-a8", "int4-g128", "q4_k", "int8-a8", "fp16", "ternary"]))
+def test_never_faster_than_the_rooflines(m, k, n, fmt):
+    model = load_model("u280")
+    got = one(model, m, k, n, fmt, Workload("prefill", 1, max(m, 1)))
+    peak_bw = 32 * 14.375e9  # 460 GB/s, before any efficiency
+    assert got["latency_s"] >= got["bytes"] / peak_bw
+    peak_macs = 9024 * 4 * 225e6  # every DSP at its densest packing
+    assert got["latency_s"] >= m * k * n / peak_macs
+
+
+def test_unsupported_formats_are_masked():
+    model = load_model("u280")
+    fmts = [get_format(x) for x in ("int4-g128", "fp8-e4m3", "nf4", "mxfp4", "fp32", "q4_k", "bf16")]
+    table = model.cost(Ops.gemm(1, 4096, 4096), fmts, DECODE)
+    assert table.supported[0].tolist() == [True, False, False, False, False, True, True]
+    assert np.isinf(table.latency_s[0, 1]) and np.isfinite(table.latency_s[0, 0])
+
+
+def test_every_op_kind_is_costed():
+    model = load_model("u280")
+    ops = Ops.from_rows([
+        ("l", "linear", 1, 4096, 4096, 1.0, 4096.0 * 4096, "q"),
+        ("h", "lm-head", 1, 4096, 32000, 1.0, 4096.0 * 32000, "lm_head"),
+        ("e", "embedding", 1, 1, 4096, 1.0, 4096.0, "embed"),
+        ("a.qk", "attention", 1, 128, 512, 32.0, 128.0 * 512, "qk"),
+        ("a.pv", "attention", 1, 512, 128, 32.0, 128.0 * 512, "pv"),
+    ])
+    table = model.cost(ops, [get_format("fp16"), get_format("int4-g128")], DECODE)
+    assert np.isfinite(table.latency_s).all() and (table.latency_s > 0).all()
+    # an embedding gather: 4096 fp16 values at the cross-channel efficiency, no MACs
+    emb = table.row(2, 0)
+    assert emb["breakdown"]["compute_cycles"] == 0
+    assert emb["breakdown"]["memory_cycles"] == math.ceil(4096 * 2 / (32 * 14.375e9 * 0.35 / 225e6))
+
+
+# --- co-design knobs: direction and factor ------------------------------------------------
+
+def test_clock_halves_compute_bound_latency():
+    base = one(load_model("u280"), 256, 4096, 4096, "int8-a8", PREFILL)
+    fast = one(load_model("u280", ["clock_hz=450e6"]), 256, 4096, 4096, "int8-a8", PREFILL)
+    assert fast["bound"] == "compute" and fast["cycles"] == base["cycles"]
+    assert fast["latency_s"] == pytest.approx(base["latency_s"] / 2)
+
+
+def test_fewer_hbm_channels_slow_decode_by_their_ratio():
+    base = one(load_model("u280"), 1, 4096, 4096, "fp16")
+    half = one(load_model("u280", ["hbm_channels=16"]), 1, 4096, 4096, "fp16")
+    assert half["breakdown"]["memory_cycles"] == pytest.approx(2 * base["breakdown"]["memory_cycles"], abs=1)
+    assert half["latency_s"] > 1.9 * base["latency_s"] * (1 - 200 / base["cycles"])
+
+
+def test_wider_mv_unit_halves_decode_compute():
+    base = one(load_model("u280"), 1, 4096, 4096, "int4-a4")
+    wide = one(load_model("u280", ["mv_n=128"]), 1, 4096, 4096, "int4-a4")
+    assert base["breakdown"]["compute_cycles"] == 256 * 22
+    assert wide["breakdown"]["compute_cycles"] == 256 * 11
+
+
+# --- spec validation ------------------------------------------------------------------------
+
+def test_set_rejects_bad_values():
+    with pytest.raises(QuantDSEError, match="hbm_channels must be >= 1"):
+        load_model("u280", ["hbm_channels=0"])
+    with pytest.raises(QuantDSEError, match="unknown param for u280"):
+        load_model("u280", ["hbm_chanels=16"])
+    with pytest.raises(QuantDSEError, match="sparsity must be <= 0.95"):
+        load_model("u280", ["sparsity=1.5"])
+    with pytest.raises(QuantDSEError, match="mv_n must be an integer"):
+        load_model("u280", ["mv_n=2.5"])
+
+
+def test_spec_file_reports_every_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('schema = "hwmodels.spec/1"\nname = "bad"\nextends = "u280"\n'
+                   '[params]\nclock_hz = -1.0\nslrs = "three"\nfoo = 1\n')
+    with pytest.raises(QuantDSEError) as err:
+        load_model(str(bad))
+    msg = str(err.value)
+    assert "clock_hz must be >=" in msg and "slrs must be an integer" in msg and "unknown param 'foo'" in msg
