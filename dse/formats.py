@@ -310,7 +310,9 @@ def parse_format_list(text: str) -> list[Format]:
 # ---------------------------------------------------------------- input checks and helpers
 
 def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    ok = not isinstance(k, bool) and isinstance(k, (int, float, np.integer, np.floating)) \
+        and math.isfinite(k) and float(k).is_integer() and k >= 1
+    if not ok:
         raise QuantDSEError(f"row length k must be a positive integer, got {k!r}")
     return int(k)
 

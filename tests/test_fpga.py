@@ -86,11 +86,11 @@ def test_sparsity_skips_weights_in_compute_and_storage():
 
 # --- cycle-stepped reference -------------------------------------------------------------
 
-def reference_cycles(params: dict, m: int, k: int, n: int, bits: float, act_bits: int) -> int:
+def reference_cycles(params: dict, m: int, k: int, n: int, bits: float, code_bits: float, act_bits: int) -> int:
     """Walk the engine one cycle at a time: the chosen unit retires one tile pass per cycle
     (a tile's MAC lanes are mapped onto the DSPs, DSP-count lanes per pass), the HBM moves
     one cycle's bytes per cycle, both concurrently; then the pipeline fill."""
-    width = max(act_bits, bits)
+    width = max(act_bits, code_bits)  # the multiplier sees the weight code, not its scales
     pack = params["dsp_macs_4bit"] if width <= 4 else params["dsp_macs_8bit"] if width <= 8 else params["dsp_macs_16bit"]
     best = None
     for um, uk, un in ((params["mm_m"], params["mm_k"], params["mm_n"]), (params["mv_m"], params["mv_k"], params["mv_n"])):
@@ -125,9 +125,9 @@ def test_matches_cycle_stepped_reference(m, k, n, fmt, slrs, channels, dsp):
     model = load_model("u280", [f"slrs={slrs}", f"hbm_channels={channels}", f"dsp_count={dsp}"])
     f = get_format(fmt)
     got = model.cost(Ops.gemm(m, k, n), [f], DECODE).row(0, 0)
-    # per-channel formats: one 16-bit scale per row of k
-    bits = f.bits_per_weight(k)
-    assert got["cycles"] == reference_cycles(dict(model.spec.params), m, k, n, bits, f.act_bits)
+    code = 16 if f.family == "float" else f.weight_bits
+    # per-channel formats: one 16-bit scale per row of k in the stored bytes
+    assert got["cycles"] == reference_cycles(dict(model.spec.params), m, k, n, f.bits_per_weight(k), code, f.act_bits)
 
 
 # --- roofline properties -----------------------------------------------------------------

@@ -20,9 +20,9 @@ back to the llama.cpp kernels, as in T-MAC's llama.cpp integration.
 llama.cpp quantizes activations to int8 and multiplies with `sdot` after unpacking each
 16-byte int8 vector of weights with shifts and masks; each quantization group (block or
 k-quant sub-block) then costs a horizontal reduction and a scale multiply-add
-(`ggml_vec_dot_*` in ggml-quants.c). Per weight and token:
+(`ggml_vec_dot_*` in ggml-quants.c). Per token:
 
-    ops = (unpack(b) + offset + 1 mac) / lanes + dequant_ops_per_group / group
+    ops per row = k * (unpack(b) + offset + 1 mac) / simd_bytes + ceil(k / group) * dequant_ops_per_group
 
 fp16/bf16/fp32 weights take one FMA per `simd_bytes / bytes` lanes. llama.cpp splits the
 rows n over threads, and repeats the dequantization for every token (no weight reuse).
@@ -105,18 +105,18 @@ def _runs_as(fmt, k: int):
     return fmt.fallback_for(k) if hasattr(fmt, "fallback_for") else fmt
 
 
-def dequant_ops_per_weight(fmt, k: int, simd_bytes: int, group_ops: float) -> float:
-    """llama.cpp SIMD ops per weight per token for `fmt` on rows of length k."""
+def dequant_ops_per_row(fmt, k: int, simd_bytes: int, group_ops: float) -> float:
+    """llama.cpp SIMD ops for one row of k weights and one token in `fmt`."""
     if not fmt.is_quantized:
         bf16 = fmt.name.startswith("bf16")          # widened to fp32 (one shift) before the FMA
         lane_bytes = 4 if (bf16 or fmt.weight_bits >= 32) else 2
-        return (2.0 if bf16 else 1.0) / (simd_bytes / lane_bytes)
+        return k * (2.0 if bf16 else 1.0) / (simd_bytes / lane_bytes)
     bits = math.ceil(fmt.weight_bits - 1e-9)
     uniform = fmt.family in TMAC_FAMILIES
     unpack = _unpack_ops(bits) + (0.0 if uniform else CODEBOOK_OPS)
     offset = 1.0 if (fmt.symmetric and uniform and bits < 8) else 0.0  # q4_0's `sub 8`; zero points fold into mins
-    group = fmt.group_size or k
-    return (unpack + offset + 1.0) / simd_bytes + group_ops / group
+    groups = 1 if fmt.group_size is None else -(-k // fmt.group_size)
+    return k * (unpack + offset + 1.0) / simd_bytes + groups * group_ops
 
 
 class Model(HardwareModel):
@@ -155,7 +155,7 @@ class Model(HardwareModel):
         deq = np.empty((L, F))
         for j, f in enumerate(formats):
             col_b = np.array([f.bits_per_weight(int(kk)) for kk in uniq])
-            col_d = np.array([dequant_ops_per_weight(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"])
+            col_d = np.array([dequant_ops_per_row(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"])
                               for kk in uniq])
             bpw[:, j] = col_b[inverse]
             deq[:, j] = col_d[inverse]
@@ -167,7 +167,7 @@ class Model(HardwareModel):
         tables = np.ceil(m * kgroups / threads)
         tmac_ops = tbl * p["tmac_ops_per_tbl"] + tables * p["tmac_ops_per_table"]
         rows = np.ceil(n / threads)
-        llama_ops = m * rows * kf * deq
+        llama_ops = m * rows * deq
         simd_ops = np.where(gemm, np.where(lut, tmac_ops, llama_ops), 0.0)
         compute = simd_ops / p["simd_issue_per_cycle"]
 

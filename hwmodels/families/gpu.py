@@ -1,0 +1,344 @@
+"""NVIDIA GPU GEMM cost: CTA tiles, waves over SMs, a pipelined K loop, HBM and L2.
+
+How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marlin kernels do:
+
+- Kernel choice by format (`kernel_for`): fp16/bf16 -> fp16 tensor cores; int8 per channel
+  with 8-bit activations (W8A8) -> int8 tensor cores; weight-only formats (int2..8, nf4,
+  fp6, fp4, mx, ggml, ternary, fp8 weight-only) -> dequantize to fp16 on CUDA cores in the
+  main loop, then fp16 tensor cores (Marlin/AWQ style); 4-bit (or narrower) weights with
+  8-bit activations -> W4A8 (QServe): int8 tensor cores after a register-level 4->8 bit
+  unpack; `-a4` int weights -> W4A4 (Atom/QuaRot): int4 tensor cores, group scales applied
+  to the int32 partial sums on CUDA cores; fp8 weights with 8-bit activations -> fp8
+  tensor cores (Hopper, Ada). Decision: fp8 W8A8 on a chip without fp8 tensor cores (A100,
+  V100) is unsupported (no such kernel); fp8 weight-only runs as dequant-to-fp16 there
+  (vLLM's fp8 Marlin does this on Ampere).
+- Tiles: the output is cut into tile_m x tile_n CTA tiles; tile_m shrinks to the smallest
+  power of two >= M (not below the 16-row MMA) as cuBLAS/Marlin pick small-M configs.
+  When tiles cannot fill the SMs, K is split (split-K) so that they can.
+- Waves: units = tiles x split run ctas_per_sm per SM at a time; the last wave is partial
+  (the tail-wave effect).
+- K loop: each unit walks ceil(K_split / tile_k) k-steps. A k-step costs the max of
+  compute (tensor-core MMA + CUDA-core dequant + a fixed barrier/ldmatrix overhead),
+  its share of HBM bandwidth (weights stream from HBM; each operand tile is charged to
+  DRAM once, its reuse by other tiles is served by L2), its L2 read, and the memory
+  latency a `pipeline_stages`-deep cp.async pipeline can hide (small M is latency bound).
+  A wave adds a prologue (first loads: one DRAM latency) and an epilogue (store C).
+- Achieved efficiency therefore comes from named mechanisms: tile padding, tail waves,
+  prologue/epilogue per K loop, the k-step overhead, the memory latency floor, the DRAM
+  efficiency (~0.85-0.9 of the data sheet) and the power-limited sustained clock.
+- Energy: idle board power x time + energy per DRAM byte, per L2 byte, per tensor op
+  and per CUDA-core op (estimates derived from TDP; see each spec's [sources]).
+
+`reference_latency` is the same model written as a plain loop (tile by tile, wave by
+wave, k-step by k-step); the tests check the vectorised `Model` against it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
+from hwmodels.ops import Ops
+from hwmodels.spec import Param
+from hwmodels.workload import Workload
+
+#: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense peak
+TC_RATE_PARAM = {"fp16": "fp16_flops_per_s", "tf32": "tf32_flops_per_s", "int8": "int8_ops_per_s",
+                 "int4": "int4_ops_per_s", "fp8": "fp8_flops_per_s"}
+#: tensor-core energy relative to one fp16 MMA FLOP (narrower multipliers cost less;
+#: Horowitz ISSCC'14: int8 mult 0.2 pJ vs fp16 mult 1.1 pJ, so <= 1/2 is conservative)
+TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5}
+MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
+OUT_BYTES = 2       # fp16 output
+PARTIAL_BYTES = 4   # fp32 split-K partial sums
+
+SCHEMA = {
+    "sm_count": Param(int, "streaming multiprocessors", min=1, max=1024),
+    "boost_clock_hz": Param(float, "boost clock the data-sheet tensor peaks are quoted at", min=1e8, max=5e9),
+    "sustained_clock_hz": Param(float, "clock held under sustained tensor-core load (power limit)", min=1e8, max=5e9),
+    "fp16_flops_per_s": Param(float, "dense fp16/bf16 tensor-core peak, FP32 accumulate (FLOP/s)", min=1e9),
+    "tf32_flops_per_s": Param(float, "dense tf32 tensor-core peak, or the fp32 CUDA-core peak without TF32", min=1e9),
+    "int8_ops_per_s": Param(float, "dense int8 tensor-core peak (OP/s); 0 = no int8 tensor cores", min=0.0),
+    "int4_ops_per_s": Param(float, "dense int4 tensor-core peak (OP/s); 0 = no int4 tensor cores", min=0.0),
+    "fp8_flops_per_s": Param(float, "dense fp8 tensor-core peak (FLOP/s); 0 = no fp8 tensor cores", min=0.0),
+    "cuda_core_ops_per_s": Param(float, "CUDA-core (non-tensor) FP32 peak, an FMA counted as 2 ops", min=1e9),
+    "dram_bytes_per_s": Param(float, "data-sheet HBM/GDDR bandwidth (B/s)", min=1e9),
+    "dram_efficiency": Param(float, "achievable fraction of the data-sheet DRAM bandwidth", min=0.05, max=1.0),
+    "dram_latency_s": Param(float, "load-to-use latency of a DRAM access", min=0.0, max=1e-5),
+    "l2_bytes": Param(float, "L2 cache capacity (B)", min=0.0),
+    "l2_bytes_per_s": Param(float, "L2 -> SM read bandwidth, whole chip (B/s)", min=1e9),
+    "tile_m": Param(int, "CTA tile rows (largest; shrinks for small M)", min=16, max=512),
+    "tile_n": Param(int, "CTA tile columns", min=8, max=512),
+    "tile_k": Param(int, "k-step depth of the main loop", min=8, max=512),
+    "ctas_per_sm": Param(int, "CTAs resident per SM at this tile size", min=1, max=32),
+    "pipeline_stages": Param(int, "cp.async / TMA pipeline depth (loads in flight per CTA)", min=1, max=16),
+    "kstep_overhead_cycles": Param(float, "non-overlapped cycles per k-step (barrier, ldmatrix, address math)",
+                                   min=0.0, max=1e5),
+    "launch_overhead_s": Param(float, "fixed time per GEMM kernel: launch gap plus the small fused "
+                               "elementwise kernels around it", min=0.0, max=1e-3),
+    "idle_power_w": Param(float, "board power when idle/static (W)", min=0.0),
+    "tdp_w": Param(float, "board power limit (W)", min=1.0),
+    "dram_j_per_byte": Param(float, "DRAM access energy (J/B)", min=0.0),
+    "l2_j_per_byte": Param(float, "L2 read energy (J/B)", min=0.0),
+    "tc_j_per_flop": Param(float, "tensor-core energy per fp16 FLOP (J)", min=0.0),
+    "cuda_core_j_per_op": Param(float, "CUDA-core energy per op (J)", min=0.0),
+    # dequantisation cost in CUDA-core ops per weight (counted like cuda_core_ops_per_s),
+    # paid once per weight per CTA tile row-block: amortised over the tile's M rows.
+    "dequant_ops_int": Param(float, "ops/weight to unpack int4/int8 to fp16 with scale (Marlin lop3 "
+                             "trick: ~4 FP32-equivalent ops per weight; Frantar et al. 2024 Sec. 4)",
+                             min=0.0, default=4.0),
+    "dequant_ops_odd_bits": Param(float, "extra ops/weight for int2/3/5/6/7 fields crossing word "
+                                  "boundaries (estimate)", min=0.0, default=2.0),
+    "dequant_ops_lut": Param(float, "ops/weight for codebook formats (nf4, fp4, mx, ternary): shuffle/"
+                             "LUT lookup + scale (estimate)", min=0.0, default=6.0),
+    "dequant_ops_fp6": Param(float, "ops/weight for fp6 bit-level unpack (FP6-LLM, Xia et al. 2024, "
+                             "estimate)", min=0.0, default=8.0),
+    "dequant_ops_ggml": Param(float, "ops/weight for llama.cpp blocks (sub-block scales, mins)", min=0.0,
+                              default=6.0),
+    "dequant_ops_fp8": Param(float, "ops/weight fp8 -> fp16 convert + scale", min=0.0, default=2.0),
+    "dequant_ops_w4a8": Param(float, "ops/weight 4 -> 8 bit register-level unpack with group scale "
+                              "(QServe Sec. 5: 4 weights per 32-bit op)", min=0.0, default=1.0),
+    "psum_ops_per_group": Param(float, "ops per output element per weight group to scale int32 partial "
+                                "sums (Atom W4A4: convert + FMA)", min=0.0, default=2.0),
+}
+
+
+def kernel_for(fmt, rates: dict) -> tuple | None:
+    """(tensor datatype, activation bytes, dequant op kind, grouped partial sums) or None.
+
+    `rates` maps tensor datatype -> its peak (0 where the chip lacks it).
+    """
+    family, bits, act = fmt.family, float(fmt.weight_bits), int(fmt.act_bits)
+    if family == "float":
+        tc = "tf32" if bits > 16 else "fp16"
+        return (tc, 4.0 if bits > 16 else 2.0, None, False)
+    if act >= 16:
+        if family == "fp" and bits == 8:
+            kind = "fp8"
+        elif family == "fp" and bits == 6:
+            kind = "fp6"
+        elif family == "ggml":
+            kind = "ggml"
+        elif family == "int" or (family == "mx" and fmt.element == "int8"):
+            kind = "int" if bits in (4, 8) else "odd"
+        else:
+            kind = "lut"
+        return ("fp16", 2.0, kind, False)
+    if act == 8:
+        if family == "fp" and bits == 8:
+            return ("fp8", 1.0, None, False) if rates["fp8"] > 0 else None
+        if family == "int" and bits == 8:
+            return ("int8", 1.0, None, fmt.group_size is not None) if rates["int8"] > 0 else None
+        if family == "int" and bits <= 4:
+            return ("int8", 1.0, "w4a8", False) if rates["int8"] > 0 else None
+        return None
+    if act == 4 and family == "int" and bits <= 4:
+        return ("int4", 0.5, None, fmt.group_size is not None) if rates["int4"] > 0 else None
+    return None
+
+
+def _next_pow2(x: np.ndarray) -> np.ndarray:
+    return 2 ** np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)
+
+
+class Model(HardwareModel):
+    """Tile-and-wave GEMM model of an NVIDIA GPU (see the module docstring)."""
+
+    SCHEMA = SCHEMA
+    DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def rates(self) -> dict:
+        """Sustained tensor rate per datatype: data-sheet peak x sustained/boost clock."""
+        p = self.spec.params
+        scale = min(1.0, p["sustained_clock_hz"] / p["boost_clock_hz"])
+        return {tc: float(p[key]) * scale for tc, key in TC_RATE_PARAM.items()}
+
+    def kernel(self, fmt):
+        return kernel_for(fmt, self.rates)
+
+    def supports(self, fmt) -> bool:
+        return self.kernel(fmt) is not None
+
+    def _dequant_ops(self, kind) -> float:
+        p = self.spec.params
+        if kind is None:
+            return 0.0
+        if kind == "odd":
+            return p["dequant_ops_int"] + p["dequant_ops_odd_bits"]
+        return float(p[f"dequant_ops_{kind}"])
+
+    def format_arrays(self, formats: list) -> dict:
+        """Per-format [F] arrays: tensor rate, activation bytes, dequant ops, psum ops, energy scale."""
+        rates = self.rates
+        p = self.spec.params
+        out = {"rate": [], "act_bytes": [], "dequant": [], "psum": [], "tc_energy": []}
+        for fmt in formats:
+            kern = self.kernel(fmt)
+            if kern is None:  # unsupported: any finite placeholder, masked to inf by cost()
+                kern = ("fp16", 2.0, None, False)
+            tc, act_bytes, kind, grouped = kern
+            out["rate"].append(rates[tc])
+            out["act_bytes"].append(act_bytes)
+            out["dequant"].append(self._dequant_ops(kind))
+            out["psum"].append(p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0)
+            out["tc_energy"].append(TC_ENERGY_SCALE[tc])
+        return {k: np.array(v, dtype=np.float64) for k, v in out.items()}
+
+    @staticmethod
+    def weight_bits(ops: Ops, formats: list) -> np.ndarray:
+        """[L, F] effective stored bits per weight (scales, zeros, metadata included)."""
+        ks = ops.k.astype(np.int64)
+        uniq, inv = np.unique(ks, return_inverse=True)
+        table = np.array([[f.bits_per_weight(int(max(k, 1))) for f in formats] for k in uniq], dtype=np.float64)
+        return table[inv.reshape(-1)].reshape(len(ks), len(formats))
+
+    def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray) -> dict:
+        """Per-op [L] tile shape, tile counts, split-K factor, k-steps and waves."""
+        p = self.spec.params
+        slots = p["sm_count"] * p["ctas_per_sm"]
+        m = np.maximum(m.astype(np.int64), 1)
+        k = np.maximum(k.astype(np.int64), 1)
+        n = np.maximum(n.astype(np.int64), 1)
+        tm = np.clip(_next_pow2(m), MMA_M, p["tile_m"])
+        tn = np.full_like(m, p["tile_n"])
+        tiles_m = -(-m // tm)
+        tiles_n = -(-n // tn)
+        tiles = tiles_m * tiles_n
+        max_split = -(-k // p["tile_k"])
+        split = np.clip(slots // tiles, 1, max_split)
+        k_split = -(-k // split)
+        k_steps = -(-k_split // p["tile_k"])
+        units = tiles * split
+        full_waves = units // slots
+        tail = units - full_waves * slots
+        return {"slots": slots, "tm": tm, "tn": tn, "tiles_m": tiles_m, "tiles_n": tiles_n, "tiles": tiles,
+                "split": split, "k_steps": k_steps, "units": units, "full_waves": full_waves, "tail": tail}
+
+    # -------------------------------------------------------------------- cost
+    def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
+        p = self.spec.params
+        fa = self.format_arrays(formats)
+        t = self.tiling(ops.m, ops.k, ops.n)
+        slots = t["slots"]
+        wbytes = self.weight_bits(ops, formats) / 8.0                      # [L, F] bytes per weight
+        col = lambda a: np.asarray(a, dtype=np.float64)[:, None]           # noqa: E731  [L] -> [L, 1]
+        tm, tn, tk = col(t["tm"]), col(t["tn"]), float(p["tile_k"])
+        tiles_m, tiles_n, split = col(t["tiles_m"]), col(t["tiles_n"]), col(t["split"])
+        k_steps, full, tail = col(t["k_steps"]), col(t["full_waves"]), col(t["tail"])
+        units = col(t["units"])
+        rate, act_b = fa["rate"][None, :], fa["act_bytes"][None, :]
+        deq, psum = fa["dequant"][None, :], fa["psum"][None, :]
+        clock = p["sustained_clock_hz"]
+        dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
+        slot_l2_bw = p["l2_bytes_per_s"] / slots
+        slot_alu = p["cuda_core_ops_per_s"] / slots
+
+        # one k-step of one unit (a CTA tile of one K split)
+        w_step = tk * tn * wbytes                                           # weight tile bytes
+        a_step = tm * tk * act_b                                            # activation tile bytes
+        dram_step = w_step / tiles_m + a_step / tiles_n                     # DRAM share: reuse hits L2
+        t_mma = 2.0 * tm * tn * tk / (rate / slots)
+        t_deq = (tk * tn * deq + tm * tn * tk * psum) / slot_alu
+        t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
+        t_l2 = (w_step + a_step) / slot_l2_bw
+        t_lat = p["dram_latency_s"] / p["pipeline_stages"]
+        out_tile = tm * tn * np.where(split > 1, PARTIAL_BYTES * 2.0, OUT_BYTES)  # split-K: write + reduce-read
+
+        def wave(active):
+            """(total, k-step, memory part of the k-step) of one wave with `active` units."""
+            t_dram = active * dram_step / dram_bw
+            t_mem = np.maximum(np.maximum(t_dram, t_l2), t_lat)
+            step = np.maximum(t_comp, t_mem)
+            total = p["dram_latency_s"] + k_steps * step + active * out_tile / dram_bw
+            on = active > 0
+            return np.where(on, total, 0.0), np.where(on, step, 0.0), np.where(on, t_mem, 0.0)
+
+        t_full, step_full, mem_full = wave(np.broadcast_to(float(slots), tail.shape))
+        t_tail, step_tail, mem_tail = wave(tail)
+        waves = full + (tail > 0)
+        gemm_s = full * t_full + t_tail
+        body_s = k_steps * (full * step_full + step_tail)                   # the K loops themselves
+        compute_s = k_steps * waves * t_comp                                # busy tensor/CUDA cores
+        memory_s = k_steps * (full * mem_full + mem_tail)                   # memory-side step time
+
+        gemm = np.array([kd != "embedding" for kd in ops.kinds], dtype=bool)[:, None]
+        # embedding gather: read the rows, write them (no MMA)
+        gather_bytes = col(ops.weight_elems) * wbytes + col(ops.weight_elems) * OUT_BYTES
+        gather_s = p["dram_latency_s"] + gather_bytes / dram_bw
+        latency = np.where(gemm, gemm_s, gather_s) + p["launch_overhead_s"]
+        body_s = np.where(gemm, body_s, gather_s)
+        compute_s = np.where(gemm, compute_s, 0.0)
+        memory_s = np.where(gemm, memory_s, gather_s)
+        other_s = latency - body_s                                          # launch, prologues, epilogues
+        bound = np.argmax(np.stack(np.broadcast_arrays(compute_s, memory_s, other_s)), axis=0)
+
+        dram_bytes = np.where(gemm, units * k_steps * dram_step + units * out_tile, gather_bytes)
+        l2_bytes = np.where(gemm, units * k_steps * (w_step + a_step), 0.0)
+        mma_flops = np.where(gemm, units * k_steps * 2.0 * tm * tn * tk, 0.0)
+        alu_ops = np.where(gemm, units * k_steps * (tk * tn * deq + tm * tn * tk * psum), 0.0)
+        dequant_s = np.where(gemm, k_steps * waves * t_deq, 0.0)
+
+        energy = (p["idle_power_w"] * latency + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
+                  + p["tc_j_per_flop"] * fa["tc_energy"][None, :] * mma_flops + p["cuda_core_j_per_op"] * alu_ops)
+        shape = latency.shape
+        bc = lambda a: np.broadcast_to(a, shape).astype(np.float64)          # noqa: E731
+        return CostTable(
+            cycles=latency * clock, latency_s=latency, energy_j=energy, bytes=bc(dram_bytes),
+            bound=bc(bound).astype(np.int8), supported=np.ones(shape, dtype=bool),
+            breakdown={"compute_cycles": bc(compute_s) * clock, "memory_cycles": bc(memory_s) * clock,
+                       "dequant_cycles": bc(dequant_s) * clock,
+                       "overhead_cycles": bc(other_s) * clock, "waves": bc(waves),
+                       "l2_bytes": bc(l2_bytes), "tensor_ops": bc(mma_flops)})
+
+
+def reference_latency(spec, m: int, k: int, n: int, fmt) -> float:
+    """One GEMM's latency, walked tile by tile, wave by wave, k-step by k-step (test oracle).
+
+    Written independently of `Model._cost` (plain integers and loops, no numpy), from the
+    same description: that is what the exact-agreement test checks.
+    """
+    p = spec.params
+    model = Model(spec)
+    kern = model.kernel(fmt)
+    if kern is None:
+        return math.inf
+    tc, act_bytes, kind, grouped = kern
+    rate = model.rates[tc]
+    deq = model._dequant_ops(kind)
+    psum = p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0
+    wbytes = fmt.bits_per_weight(k) / 8.0
+    slots = p["sm_count"] * p["ctas_per_sm"]
+    tm = MMA_M
+    while tm < m and tm < p["tile_m"]:
+        tm *= 2
+    tm = min(tm, p["tile_m"])
+    tn, tk = p["tile_n"], p["tile_k"]
+    tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
+    split = max(1, min(slots // (tiles_m * tiles_n), math.ceil(k / tk)))
+    k_steps = math.ceil(math.ceil(k / split) / tk)
+    units = [(i, j, s) for i in range(tiles_m) for j in range(tiles_n) for s in range(split)]
+    dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
+    total = p["launch_overhead_s"]
+    for start in range(0, len(units), slots):
+        wave = units[start:start + slots]
+        active = len(wave)
+        total += p["dram_latency_s"]                                   # prologue: first loads land
+        for _ in range(k_steps):
+            slowest = 0.0
+            for _unit in wave:                                        # every unit does the same k-step
+                w_bytes = tk * tn * wbytes
+                a_bytes = tm * tk * act_bytes
+                mma = 2.0 * tm * tn * tk / (rate / slots)
+                dq = (tk * tn * deq + tm * tn * tk * psum) / (p["cuda_core_ops_per_s"] / slots)
+                compute = mma + dq + p["kstep_overhead_cycles"] / p["sustained_clock_hz"]
+                dram = active * (w_bytes / tiles_m + a_bytes / tiles_n) / dram_bw
+                l2 = (w_bytes + a_bytes) / (p["l2_bytes_per_s"] / slots)
+                latency = p["dram_latency_s"] / p["pipeline_stages"]
+                slowest = max(slowest, compute, dram, l2, latency)
+            total += slowest
+        out = PARTIAL_BYTES * 2 if split > 1 else OUT_BYTES
+        total += active * tm * tn * out / dram_bw                      # epilogue: store C tiles
+    return total
