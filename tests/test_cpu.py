@@ -1,0 +1,163 @@
+"""CPU family (T-MAC LUT kernels and llama.cpp dequant kernels).
+
+Oracles: a hand calculation of one small GEMV, and a step-by-step reference loop over
+(token, row block, k group, bit plane) per thread -- written independently of the
+closed-form model -- that must agree exactly on small shapes.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dse.errors import QuantDSEError
+from dse.formats import get_format
+from hwmodels.ops import Ops
+from hwmodels.registry import load_model
+from hwmodels.workload import Workload
+
+WL = Workload("decode", 1, 64)
+
+
+def _cost(hw, fmt, m, k, n, *sets):
+    model = load_model(hw, list(sets))
+    return model, model.cost(Ops.gemm(m, k, n), [get_format(fmt)], WL).row(0, 0)
+
+
+def test_hand_calculated_tmac_gemv():
+    # M2 Ultra, 1 thread, int2-g32 GEMV 1 x 64 x 32.
+    # rows 32 -> 2 blocks of 16 (one NEON tbl looks up 16 rows); k groups 64/4 = 16; 2 bit planes
+    # tbl = 2 * 16 * 2 = 64; tables = 16; ops = 64 * 4.375 + 16 * 28 = 728; 4 SIMD/cycle -> 182
+    # bytes = 64*32 weights * (2 + 16/32) bits / 8 = 640, + activations (64 + 32) * 2 B = 832
+    _, row = _cost("m2-ultra", "int2-g32", 1, 64, 32)
+    assert row["breakdown"]["lut_lookups"] == 1 * 32 * 16 * 2
+    assert row["breakdown"]["lut_tables"] == 16
+    assert row["bytes"] == 832
+    assert row["breakdown"]["compute_cycles"] == pytest.approx(182.0)
+    assert row["breakdown"]["memory_cycles"] == pytest.approx(832 / 102e9 * 3.49e9)
+    assert row["cycles"] == pytest.approx(182.0) and row["bound"] == "compute"
+
+
+def test_hand_calculated_llamacpp_q4_0_gemv():
+    # q4_0 on llama.cpp: per 16 weights 1 unpack + 1 `sub 8` + 1 sdot = 3 ops; per 32-block 5 ops
+    # row of k=64: 64*3/16 + 2*5 = 22 ops; 32 rows -> 704 ops / 4 per cycle = 176 cycles
+    _, row = _cost("m2-ultra-llamacpp", "q4_0", 1, 64, 32)
+    assert row["breakdown"]["dequant_cycles"] == pytest.approx(176.0)
+    assert row["breakdown"]["lut_lookups"] == 0
+
+
+def _reference_tmac(p, m, k, n, bits):
+    """Cycle-stepped T-MAC: threads take row blocks and tables round-robin, one step per tbl."""
+    T, simd = p["threads"], p["simd_bytes"]
+    ops = [0.0] * T
+    tables = [(tok, g) for tok in range(m) for g in range(math.ceil(k / 4))]
+    for i, _ in enumerate(tables):
+        ops[i % T] += p["tmac_ops_per_table"]
+    blocks = math.ceil(n / simd)
+    for tok in range(m):
+        for blk in range(blocks):
+            for g in range(math.ceil(k / 4)):
+                for b in range(bits):
+                    ops[blk % T] += p["tmac_ops_per_tbl"]
+    return max(ops) / p["simd_issue_per_cycle"]
+
+
+def _reference_llamacpp(p, m, k, n, fmt):
+    """Step per (row, quantization group): unpack+offset+sdot per 16-weight vector, group ops."""
+    T, simd = p["threads"], p["simd_bytes"]
+    per_vec = {2: 7 / 4 + 1 + (1 if fmt.symmetric else 0),
+               3: 7 / 4 + 3 + 1 + (1 if fmt.symmetric else 0),
+               4: 1 + 1 + (1 if fmt.symmetric else 0)}[math.ceil(fmt.weight_bits)]
+    ops = [0.0] * T
+    for tok in range(m):
+        for row in range(n):
+            for start in range(0, k, fmt.group_size):
+                length = min(fmt.group_size, k - start)
+                ops[row % T] += length * per_vec / simd + p["dequant_ops_per_group"]
+    return max(ops) / p["simd_issue_per_cycle"]
+
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 24).map(lambda v: 4 * v), st.integers(1, 70),
+                   st.integers(1, 4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.sampled_from(["binary", "ternary", "int2-g32", "int3-g32", "int4-g32", "int2-g32-asym"]))
+def test_tmac_matches_reference_loop(shape, fmt_name):
+    m, k, n, threads = shape
+    model, row = _cost("m2-ultra", fmt_name, m, k, n, f"threads={threads}")
+    bits = math.ceil(get_format(fmt_name).weight_bits)
+    assert row["breakdown"]["compute_cycles"] == pytest.approx(_reference_tmac(model.spec, m, k, n, bits), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.sampled_from(["int2-g32", "int3-g32", "int4-g32", "int4-g32-asym"]))
+def test_llamacpp_matches_reference_loop(shape, fmt_name):
+    m, k, n, threads = shape
+    model, row = _cost("m2-ultra-llamacpp", fmt_name, m, k, n, f"threads={threads}")
+    ref = _reference_llamacpp(model.spec, m, k, n, get_format(fmt_name))
+    assert row["breakdown"]["compute_cycles"] == pytest.approx(ref, rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["m2-ultra", "m2-ultra-llamacpp", "rpi5", "rpi5-llamacpp"]),
+       st.integers(1, 64), st.integers(1, 4096), st.integers(1, 4096), st.integers(1, 4),
+       st.sampled_from(["int2-g128", "int4-g128", "q2_k", "q4_0", "fp16", "nf4", "int8"]))
+def test_never_faster_than_memory_roofline(hw, m, k, n, threads, fmt_name):
+    model = load_model(hw, [f"threads={threads}"])
+    p = model.spec
+    row = model.cost(Ops.gemm(m, k, n), [get_format(fmt_name)], WL).row(0, 0)
+    bandwidth = min(threads * p["core_bytes_per_s"], p["dram_bytes_per_s"])
+    weight_bytes = k * n * get_format(fmt_name).bits_per_weight(k) / 8
+    assert row["bytes"] >= weight_bytes
+    assert row["latency_s"] >= row["bytes"] / bandwidth * (1 - 1e-12)
+
+
+def test_thread_scaling_direction():
+    fmts = [get_format(f) for f in ("int2-g128", "int4-g128", "q4_0", "fp16")]
+    ops = Ops.gemm(1, 4096, 11008)
+    lat = [load_model("m2-ultra", [f"threads={t}"]).cost(ops, fmts, WL).latency_s[0] for t in (1, 2, 4, 8, 16)]
+    assert all(np.all(a >= b) for a, b in zip(lat, lat[1:]))
+    assert np.all(lat[1] < lat[0])          # 1 -> 2 threads: compute-bound at 1 thread, so faster
+    # a memory-bound op stops scaling once the cores' bandwidth reaches the chip's DRAM peak
+    model8 = load_model("rpi5", ["threads=4"])
+    model2 = load_model("rpi5", ["threads=3"])  # 3 x 8.5 GB/s already exceeds the 17.07 GB/s peak
+    big = Ops.gemm(1, 4096, 4096)
+    fp16 = [get_format("fp16")]
+    assert model8.cost(big, fp16, WL).latency_s[0, 0] == pytest.approx(model2.cost(big, fp16, WL).latency_s[0, 0])
+
+
+def test_tmac_cost_linear_in_bits_and_kernel_choice():
+    model = load_model("m2-ultra")
+    fmts = [get_format(f) for f in ("binary", "int2-g128", "int4-g128", "fp16", "nf4", "int8")]
+    assert [model.kernel_for(f) for f in fmts] == ["tmac"] * 3 + ["llamacpp"] * 3
+    t = model.cost(Ops.gemm(1, 4096, 4096), fmts, WL)
+    lookups = t.breakdown["lut_lookups"][0, :3]
+    assert list(lookups / lookups[0]) == [1, 2, 4]
+    # attention over the KV cache never uses the LUT kernel
+    att = Ops.from_rows([("a.qk", "attention", 1, 128, 64, 1.0, 128 * 64.0, "qk")])
+    assert model.cost(att, [get_format("int4-g64")], WL).breakdown["lut_lookups"][0, 0] == 0
+
+
+def test_tmac_beats_llamacpp_at_low_bits_single_thread():
+    # T-MAC's claim (README, kernel-level figure, NUM_THREADS=1): LUT beats dequant at 2 bits
+    ops = Ops.gemm(1, 4096, 4096)
+    tmac = load_model("m2-ultra").cost(ops, [get_format("q2_k")], WL).latency_s[0, 0]
+    llama = load_model("m2-ultra-llamacpp").cost(ops, [get_format("q2_k")], WL).latency_s[0, 0]
+    assert tmac < llama
+
+
+def test_prefill_gemm_scales_with_tokens():
+    model = load_model("m2-ultra")
+    f = [get_format("int2-g128")]
+    one = model.cost(Ops.gemm(1, 4096, 4096), f, WL).breakdown["compute_cycles"][0, 0]
+    many = model.cost(Ops.gemm(256, 4096, 4096), f, WL).breakdown["compute_cycles"][0, 0]
+    assert many == pytest.approx(256 * one)
+
+
+def test_threads_above_cores_is_an_error():
+    with pytest.raises(QuantDSEError, match="threads=5 exceeds cores=4"):
+        load_model("rpi5", ["threads=5"])
+    with pytest.raises(QuantDSEError, match="kernel must be one of"):
+        load_model("rpi5", ["kernel=blas"])
