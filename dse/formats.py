@@ -12,7 +12,8 @@ Bits per weight, for a row of length k:
 G = group_size, or k for per-output-channel formats (one scale per row). When G does
 not divide k the last group of a row is partial and still stores a full scale: this is
 GPTQ/AutoGPTQ's ceil grouping (``ceil(in_features / group_size)`` scale rows). Scales and
-zero points are stored, and so rounded, in their real storage type (fp16 unless said).
+zero points are stored, and so rounded, in their real storage type (fp16 unless said):
+a group whose scale falls below fp16's range quantizes to 0, as it would in storage.
 
 Conventions of the reference `quantize()`:
 
@@ -261,9 +262,15 @@ def _get(name: str) -> Format:
         close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise QuantDSEError(f"unknown format {name!r}: {hint}run `python -m dse.formats` for the list") from None
-    if act == 16:
-        return fmt
-    return dataclasses.replace(fmt, name=f"{fmt.name}-a{act}", act_bits=act)
+    if act != 16:
+        fmt = dataclasses.replace(fmt, name=f"{fmt.name}-a{act}", act_bits=act)
+    return _intern(fmt)
+
+
+@functools.lru_cache(maxsize=None)
+def _intern(fmt: Format) -> Format:
+    """One object per format, whichever alias named it (fp4-e2m1-g128 is fp4-e2m1)."""
+    return fmt
 
 
 def get_format(name: str) -> Format:
@@ -282,7 +289,7 @@ def _catalog() -> tuple[Format, ...]:
             names += [f"int{n}-g{g}{suffix}" for g in _CATALOG_GROUPS]
     names += ["fp8-e4m3", "fp8-e5m2", "fp6-e3m2", "fp4-e2m1", "fp4-e2m1-g32", "fp4-e2m1-g64",
               "nf4", "mxfp4", "mxint8", "nvfp4", "ternary", "binary", *_GGML_BLOCKS]
-    return tuple(_build(n) for n in names)
+    return tuple(_get(n) for n in names)
 
 
 def list_formats() -> list[Format]:

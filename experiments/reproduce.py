@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import json
 import pkgutil
 import sys
@@ -29,9 +30,12 @@ def run(names: list[str] | None = None) -> list[dict]:
     rows = []
     for name in chosen:
         got = table[name]()
-        ours, published = float(got["ours"]), float(got["published"])
-        rows.append({"name": name, "ours": ours, "published": published,
-                     "ratio": ours / published if published else float("nan"),
+        ours = float(got["ours"])
+        published = got["published"]
+        known = published is not None and math.isfinite(float(published)) and float(published) != 0
+        # a figure the paper does not give (or we could not find) is null, never a made-up number
+        rows.append({"name": name, "ours": ours, "published": float(published) if known else None,
+                     "ratio": ours / float(published) if known else None,
                      "source": got["source"], **{k: v for k, v in got.items()
                                                  if k not in ("ours", "published", "source")}})
     return rows
@@ -53,7 +57,9 @@ def main(argv=None) -> int:
         return 0
     print(f"{'name':45s} {'ours':>12s} {'published':>12s} {'ratio':>7s}  source")
     for r in rows:
-        print(f"{r['name']:45s} {r['ours']:12.4g} {r['published']:12.4g} {r['ratio']:7.3f}  {r['source']}")
+        pub = f"{r['published']:12.4g}" if r["published"] is not None else f"{'n/a':>12s}"
+        ratio = f"{r['ratio']:7.3f}" if r["ratio"] is not None else f"{'n/a':>7s}"
+        print(f"{r['name']:45s} {r['ours']:12.4g} {pub} {ratio}  {r['source']}")
     return 0
 
 

@@ -213,3 +213,64 @@ def test_spec_file_reports_every_problem(tmp_path):
         load_model(str(bad))
     msg = str(err.value)
     assert "clock_hz must be >=" in msg and "slrs must be an integer" in msg and "unknown param 'foo'" in msg
+
+
+# --- codenet on the Ultra96 -------------------------------------------------------------------
+
+def conv_ops(*rows):
+    """rows: (name, kind, pixels, k, n, role) -> Ops with conv weight counts k*n."""
+    return Ops.from_rows([(name, kind, m, k, n, 1.0, float(k * n), role) for name, kind, m, k, n, role in rows])
+
+
+def test_codenet_engines_by_hand():
+    model = load_model("ultra96-codenet")
+    ops = conv_ops(("pw", "conv", 32 * 32, 116, 116, "conv"),
+                   ("dw", "conv", 32 * 32, 9, 116, "dwconv"),
+                   ("df", "deform-conv", 32 * 32, 9, 116, "dwconv"),
+                   ("layer0.0", "conv", 128 * 128, 27, 24, "conv"))
+    table = model.cost(ops, [get_format("int4")], Workload("prefill", 1, 1))
+    pw, dw, df, cpu = (table.row(i, 0) for i in range(4))
+    # 1x1 engine 16x16: 1024 pixels x ceil(116/16)=8 x 8
+    assert pw["breakdown"]["compute_cycles"] == 1024 * 8 * 8
+    # depthwise engine 16 ch x 9 taps: 1024 x ceil(116/16)=8 x ceil(9/9)=1; deformable x 2
+    assert dw["breakdown"]["compute_cycles"] == 1024 * 8
+    assert df["breakdown"]["compute_cycles"] == 2 * 1024 * 8
+    # DDR: int4 per channel (4 + 16/k bits) weights + 8-bit output map written and read
+    per_cycle = 8.533e9 * 0.6 / 250e6
+    pw_bytes = 116 * 116 * (4 + 16 / 116) / 8 + 2 * 1024 * 116
+    assert pw["bytes"] == pytest.approx(pw_bytes)
+    assert pw["cycles"] == max(1024 * 64, math.ceil(pw_bytes / per_cycle)) + 2000
+    # first layer on the ARM: MACs / 2 GMAC/s
+    assert cpu["latency_s"] == pytest.approx(math.ceil(128 * 128 * 27 * 24 / 2e9 * 250e6) / 250e6)
+    assert cpu["bound"] == "other"
+
+
+def test_codenet_supports_only_low_bit_integers():
+    model = load_model("ultra96-codenet")
+    fmts = [get_format(x) for x in ("int4", "int3-g64", "int8", "fp16", "ternary")]
+    t = model.cost(conv_ops(("pw", "conv", 64, 32, 32, "conv")), fmts, Workload("prefill", 1, 1))
+    assert t.supported[0].tolist() == [True, True, False, False, True]
+
+
+def test_codenet_wider_pointwise_engine_halves_compute():
+    ops = conv_ops(("pw", "conv", 4096, 256, 256, "conv"))
+    wl = Workload("prefill", 1, 1)
+    base = load_model("ultra96-codenet").cost(ops, [get_format("int4")], wl).row(0, 0)
+    wide = load_model("ultra96-codenet", ["pw_out=32"]).cost(ops, [get_format("int4")], wl).row(0, 0)
+    assert wide["breakdown"]["compute_cycles"] * 2 == base["breakdown"]["compute_cycles"]
+
+
+def test_codenet_whole_network_macs_match_table3():
+    """The catalog's layer lists carry CoDeNet Table 3's MACs; the model costs all of them."""
+    from dse.models import load_graph
+    from hwmodels.ops import ops_for_graph
+
+    model = load_model("ultra96-codenet")
+    wl = Workload("prefill", 1, 1)
+    for config, gmacs in (("b", 0.29), ("c", 1.14), ("d", 3.54), ("e", 3.58)):
+        ops = ops_for_graph(load_graph(f"codenet-{config}"), wl)
+        assert ops.macs.sum() / 1e9 == pytest.approx(gmacs, rel=0.03)
+        t = model.cost(ops, [get_format("int4")], wl)
+        assert np.isfinite(t.latency_s).all()
+        # never faster than the two engines at full use plus the ARM layer
+        assert t.latency_s.sum() >= ops.macs.sum() / ((256 + 144) * 250e6)

@@ -86,7 +86,7 @@ SCHEMA = {
 
 def _tmac_bits(fmt) -> int | None:
     """Bit planes T-MAC needs for this format, or None when it runs on the llama.cpp path."""
-    if fmt.family not in TMAC_FAMILIES or fmt.act_bits > 16:
+    if fmt.family not in TMAC_FAMILIES:
         return None
     bits = math.ceil(fmt.weight_bits - 1e-9)
     return bits if 1 <= bits <= TMAC_MAX_BITS else None

@@ -85,20 +85,20 @@ SCHEMA = {
     "cuda_core_j_per_op": Param(float, "CUDA-core energy per op (J)", min=0.0),
     # dequantisation cost in CUDA-core ops per weight (counted like cuda_core_ops_per_s),
     # paid once per weight per CTA tile row-block: amortised over the tile's M rows.
-    "dequant_ops_int": Param(float, "ops/weight to unpack int4/int8 to fp16 with scale (Marlin lop3 "
-                             "trick: ~4 FP32-equivalent ops per weight; Frantar et al. 2024 Sec. 4)",
-                             min=0.0, default=4.0),
+    "dequant_ops_int": Param(float, "ops/weight to unpack int4/int8 to fp16 and scale: the lop3 magic-"
+                             "number trick (Kim et al. 2022, used by Marlin, Frantar et al. 2024) takes ~1 "
+                             "half2 lane-instruction per weight = 2 FMA-counted ops", min=0.0, default=2.0),
     "dequant_ops_odd_bits": Param(float, "extra ops/weight for int2/3/5/6/7 fields crossing word "
-                                  "boundaries (estimate)", min=0.0, default=2.0),
+                                  "boundaries (estimate)", min=0.0, default=1.0),
     "dequant_ops_lut": Param(float, "ops/weight for codebook formats (nf4, fp4, mx, ternary): shuffle/"
-                             "LUT lookup + scale (estimate)", min=0.0, default=6.0),
+                             "LUT lookup + scale (estimate)", min=0.0, default=4.0),
     "dequant_ops_fp6": Param(float, "ops/weight for fp6 bit-level unpack (FP6-LLM, Xia et al. 2024, "
-                             "estimate)", min=0.0, default=8.0),
-    "dequant_ops_ggml": Param(float, "ops/weight for llama.cpp blocks (sub-block scales, mins)", min=0.0,
-                              default=6.0),
-    "dequant_ops_fp8": Param(float, "ops/weight fp8 -> fp16 convert + scale", min=0.0, default=2.0),
+                             "estimate)", min=0.0, default=5.0),
+    "dequant_ops_ggml": Param(float, "ops/weight for llama.cpp blocks (sub-block scales, mins; estimate)",
+                              min=0.0, default=4.0),
+    "dequant_ops_fp8": Param(float, "ops/weight fp8 -> fp16 convert + scale (estimate)", min=0.0, default=1.0),
     "dequant_ops_w4a8": Param(float, "ops/weight 4 -> 8 bit register-level unpack with group scale "
-                              "(QServe Sec. 5: 4 weights per 32-bit op)", min=0.0, default=1.0),
+                              "(QServe Sec. 5: 4 weights per 32-bit op, subtraction after multiply)", min=0.0, default=0.5),
     "psum_ops_per_group": Param(float, "ops per output element per weight group to scale int32 partial "
                                 "sums (Atom W4A4: convert + FMA)", min=0.0, default=2.0),
 }
@@ -195,8 +195,11 @@ class Model(HardwareModel):
         table = np.array([[f.bits_per_weight(int(max(k, 1))) for f in formats] for k in uniq], dtype=np.float64)
         return table[inv.reshape(-1)].reshape(len(ks), len(formats))
 
-    def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray) -> dict:
-        """Per-op [L] tile shape, tile counts, split-K factor, k-steps and waves."""
+    def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray, batch: np.ndarray | None = None) -> dict:
+        """Per-op [L] tile shape, tile counts, split-K factor, k-steps and waves.
+
+        batch: independent GEMMs of this shape run by one kernel (attention heads).
+        """
         p = self.spec.params
         slots = p["sm_count"] * p["ctas_per_sm"]
         m = np.maximum(m.astype(np.int64), 1)
@@ -206,7 +209,8 @@ class Model(HardwareModel):
         tn = np.full_like(m, p["tile_n"])
         tiles_m = -(-m // tm)
         tiles_n = -(-n // tn)
-        tiles = tiles_m * tiles_n
+        batch = np.ones_like(m) if batch is None else np.asarray(batch, dtype=np.int64)
+        tiles = tiles_m * tiles_n * batch
         max_split = -(-k // p["tile_k"])
         split = np.clip(slots // tiles, 1, max_split)
         k_split = -(-k // split)
@@ -214,14 +218,21 @@ class Model(HardwareModel):
         units = tiles * split
         full_waves = units // slots
         tail = units - full_waves * slots
+        rows = m / tiles_m                     # valid (unpadded) output rows and columns of a tile
+        cols = n / tiles_n
         return {"slots": slots, "tm": tm, "tn": tn, "tiles_m": tiles_m, "tiles_n": tiles_n, "tiles": tiles,
+                "batch": batch, "rows": rows, "cols": cols,
                 "split": split, "k_steps": k_steps, "units": units, "full_waves": full_waves, "tail": tail}
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         p = self.spec.params
         fa = self.format_arrays(formats)
-        t = self.tiling(ops.m, ops.k, ops.n)
+        # attention: the batch x KV-head GEMMs of a layer run as one batched kernel, so launch,
+        # waves and tails are those of the whole batch; the per-execution cost is its 1/batch share
+        attn = np.array([kd == "attention" for kd in ops.kinds], dtype=bool)
+        batch = np.where(attn, np.maximum(np.ceil(ops.count), 1), 1).astype(np.int64)
+        t = self.tiling(ops.m, ops.k, ops.n, batch)
         slots = t["slots"]
         wbytes = self.weight_bits(ops, formats) / 8.0                      # [L, F] bytes per weight
         col = lambda a: np.asarray(a, dtype=np.float64)[:, None]           # noqa: E731  [L] -> [L, 1]
@@ -245,7 +256,8 @@ class Model(HardwareModel):
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step + a_step) / slot_l2_bw
         t_lat = p["dram_latency_s"] / p["pipeline_stages"]
-        out_tile = tm * tn * np.where(split > 1, PARTIAL_BYTES * 2.0, OUT_BYTES)  # split-K: write + reduce-read
+        # epilogue stores the tile's valid outputs; split-K writes fp32 partials and reads them back
+        out_tile = col(t["rows"]) * col(t["cols"]) * np.where(split > 1, PARTIAL_BYTES * 2.0, OUT_BYTES)
 
         def wave(active):
             """(total, k-step, memory part of the k-step) of one wave with `active` units."""
@@ -284,13 +296,15 @@ class Model(HardwareModel):
         energy = (p["idle_power_w"] * latency + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
                   + p["tc_j_per_flop"] * fa["tc_energy"][None, :] * mma_flops + p["cuda_core_j_per_op"] * alu_ops)
         shape = latency.shape
-        bc = lambda a: np.broadcast_to(a, shape).astype(np.float64)          # noqa: E731
+        share = 1.0 / col(batch)
+        bc = lambda a: np.broadcast_to(a * share, shape).astype(np.float64)  # noqa: E731  one GEMM's share
+        latency, energy = latency * share, energy * share
         return CostTable(
             cycles=latency * clock, latency_s=latency, energy_j=energy, bytes=bc(dram_bytes),
-            bound=bc(bound).astype(np.int8), supported=np.ones(shape, dtype=bool),
+            bound=np.broadcast_to(bound, shape).astype(np.int8), supported=np.ones(shape, dtype=bool),
             breakdown={"compute_cycles": bc(compute_s) * clock, "memory_cycles": bc(memory_s) * clock,
                        "dequant_cycles": bc(dequant_s) * clock,
-                       "overhead_cycles": bc(other_s) * clock, "waves": bc(waves),
+                       "overhead_cycles": bc(other_s) * clock, "waves": bc(waves * col(batch)),
                        "l2_bytes": bc(l2_bytes), "tensor_ops": bc(mma_flops)})
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.errors import QuantDSEError
 from hwmodels.energy_tables import load_table, table_names
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops
@@ -100,7 +101,6 @@ class Model(HardwareModel):
         super().__init__(spec)
         p = spec.params
         if p["energy_table"] not in table_names():
-            from dse.errors import QuantDSEError
             raise QuantDSEError(f"energy_table {p['energy_table']!r} unknown: use one of {', '.join(table_names())}")
         self.energy = load_table(p["energy_table"], p["tech_nm"], p["vdd_v"])
         self.sram_pj_per_byte = {b: self.energy.sram_pj_per_byte(p[f"{b}_sram_kib"])

@@ -1,0 +1,108 @@
+"""CoDeNet's detection accelerator on an embedded FPGA (Ultra96, ZU3EG).
+
+Dong, Wang, Huang et al., "CoDeNet: Efficient Deployment of Input-Adaptive Object
+Detection on Embedded FPGAs", FPGA'21. Two engines run the network layer by layer:
+
+- a 1x1 (pointwise) engine of pw_in x pw_out MACs: one output pixel's
+  pw_in x pw_out slice per cycle, so cycles = pixels x ceil(K/pw_in) x ceil(N/pw_out);
+- a 3x3 depthwise / deformable engine of dw_channels x dw_taps MACs:
+  cycles = pixels x ceil(N/dw_channels) x ceil(K/dw_taps). Deformable taps read
+  input-dependent line-buffer positions, modelled as `deform_cycle_factor` x the
+  cycles of the regular depthwise engine.
+
+Each layer streams its weights and feature maps through DDR (each feature map is
+written once and read once by the next layer, at act_bits), overlapping with
+compute: cycles = max(compute, memory) + a fixed per-layer overhead. Layers named in
+`cpu_layers` (CoDeNet's first, 3-channel convolution) run on the ARM Cortex-A53 at
+`cpu_macs_per_s`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
+from hwmodels.ops import Ops
+from hwmodels.spec import Param
+from hwmodels.workload import Workload
+
+SCHEMA = {
+    "clock_hz": Param(float, "accelerator clock (Hz)", min=1e6, max=2e9),
+    "pw_in": Param(int, "1x1 engine: input channels per cycle", min=1),
+    "pw_out": Param(int, "1x1 engine: output channels per cycle", min=1),
+    "dw_channels": Param(int, "3x3 depthwise engine: channels per cycle", min=1),
+    "dw_taps": Param(int, "3x3 depthwise engine: kernel taps per channel per cycle", min=1),
+    "deform_cycle_factor": Param(float, "deformable conv cycles / regular depthwise cycles (irregular access)",
+                                 min=1.0),
+    "act_bits": Param(int, "feature-map precision in DDR (bits)", min=1, max=32),
+    "max_weight_bits": Param(float, "widest weight code the engines multiply", min=1, max=16),
+    "weight_families": Param(list, "format families the engines support", default=["int", "ternary", "binary"]),
+    "ddr_bytes_per_s": Param(float, "peak DDR bandwidth of the board (B/s)", min=1e6),
+    "ddr_efficiency": Param(float, "achieved / peak DDR bandwidth", min=0.01, max=1.0),
+    "layer_overhead_cycles": Param(int, "fixed per-layer cycles (line-buffer fill, instruction setup)", min=0),
+    "cpu_layers": Param(list, "layer names that run on the ARM CPU", default=[]),
+    "cpu_macs_per_s": Param(float, "ARM CPU MAC rate on those layers (MAC/s)", min=1e6),
+    "static_power_w": Param(float, "board power independent of activity (W)", min=0.0),
+    "ddr_energy_j_per_byte": Param(float, "DDR access energy (J/byte)", min=0.0),
+    "mac_energy_j": Param(float, "energy of one 4x8-bit MAC on the fabric (J)", min=0.0),
+}
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+class Model(HardwareModel):
+    """Cycle-level cost of CoDeNet's two-engine accelerator; see the module docstring."""
+
+    SCHEMA = SCHEMA
+    DESCRIPTION = "cycle-level: CoDeNet 1x1 + 3x3 depthwise/deformable engines, DDR, first layer on ARM"
+
+    def supports(self, fmt) -> bool:
+        p = self.spec.params
+        return fmt.family in p["weight_families"] and fmt.weight_bits <= p["max_weight_bits"]
+
+    def compute_cycles(self, ops: Ops) -> np.ndarray:
+        """[L] engine cycles (deformable factor applied; 0 for CPU layers and gathers)."""
+        p = self.spec.params
+        m, k, n = (x.astype(np.int64) for x in (ops.m, ops.k, ops.n))
+        kinds = np.array(ops.kinds)
+        roles = np.array(ops.roles if len(ops.roles) == len(ops) else ("",) * len(ops))
+        deform = kinds == "deform-conv"
+        depthwise = deform | (roles == "dwconv")
+        pw = m * _ceil_div(k, p["pw_in"]) * _ceil_div(n, p["pw_out"])
+        dw = m * _ceil_div(n, p["dw_channels"]) * _ceil_div(k, p["dw_taps"])
+        cycles = np.where(depthwise, dw, pw).astype(np.float64)
+        cycles = np.where(deform, np.ceil(cycles * p["deform_cycle_factor"]), cycles)
+        return np.where(kinds == "embedding", 0.0, cycles)
+
+    def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
+        p = self.spec.params
+        L, F = len(ops), len(formats)
+        on_cpu = np.array([name in p["cpu_layers"] for name in ops.names], dtype=bool)[:, None]
+        compute = self.compute_cycles(ops)[:, None]
+
+        bpw = np.empty((L, F))
+        for j, f in enumerate(formats):
+            for kk in np.unique(ops.k):
+                bpw[ops.k == kk, j] = f.bits_per_weight(int(kk))
+        weight_bytes = ops.weight_elems[:, None] * bpw / 8.0
+        fmap_bytes = (2.0 * ops.m * ops.n * p["act_bits"] / 8.0)[:, None]  # written once, read once
+        nbytes = weight_bytes + fmap_bytes
+        per_cycle = p["ddr_bytes_per_s"] * p["ddr_efficiency"] / p["clock_hz"]
+        memory = np.ceil(nbytes / per_cycle)
+
+        fpga = np.maximum(compute, memory) + p["layer_overhead_cycles"]
+        macs = ops.macs[:, None]
+        cpu = np.ceil(macs / p["cpu_macs_per_s"] * p["clock_hz"])  # CPU time in accelerator cycles
+        cycles = np.where(on_cpu, cpu, fpga)
+        bound = np.where(on_cpu, OTHER, np.where(compute >= memory, COMPUTE, MEMORY))
+        latency = cycles / p["clock_hz"]
+        energy = (p["static_power_w"] * latency + p["ddr_energy_j_per_byte"] * nbytes
+                  + p["mac_energy_j"] * macs)
+        shape = (L, F)
+        return CostTable(
+            cycles=cycles, latency_s=latency, energy_j=energy, bytes=np.broadcast_to(nbytes, shape).copy(),
+            bound=np.broadcast_to(bound, shape).astype(np.int8), supported=np.ones(shape, bool),
+            breakdown={"compute_cycles": np.broadcast_to(np.where(on_cpu, 0.0, compute), shape).astype(np.float64),
+                       "memory_cycles": np.where(on_cpu, 0.0, memory),
+                       "cpu_cycles": np.broadcast_to(np.where(on_cpu, cpu, 0.0), shape).astype(np.float64)})

@@ -1,0 +1,273 @@
+"""Timing real torch kernels, each batch in a child process so a crash loses nothing.
+
+`torch._weight_int8pack_mm` segfaults on some shapes (REFERENCE.md, "Measured-kernel
+pitfalls": M=64, K=1000, N=3072 on torch 2.13 CPU). So the parent never calls a kernel:
+it starts `python -m hwmodels.measure --worker`, sends the job list on stdin and reads one
+JSON line per measured shape. If the child dies, the first job it did not report is the
+crasher: it is recorded in `crashed`, and a fresh child measures the rest.
+
+Timing: weights are cycled through enough copies to exceed twice the last-level cache
+(a layer of a real model pass streams its weights from DRAM; a loop over one small
+weight would time a cache-resident kernel), one warm-up call per copy set, then
+`repeats` individually timed calls (at least `min_repeats`, until `target_s` is spent);
+the median is kept. CUDA calls are timed with events after a synchronize.
+
+A kernel is named by what it runs; `KERNELS` gives the bytes it moves (to the fit) and,
+in the worker only, builds the torch call (torch is imported lazily).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+#: L3 size assumed when /sys does not say (bytes); 32 MiB is this machine's L3 (sysfs index3)
+DEFAULT_LLC_BYTES = 32 << 20
+#: never allocate more than this for cold-cache weight copies (bytes)
+MAX_COPY_BYTES = 160 << 20
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A measured kernel: device, the torch op, and its bytes per element.
+
+    Shapes are GEMM shapes M x K x N (weight K x N). Conv kernels take M = output pixels,
+    K = Cin * kh * kw, N = Cout (im2col view); the gather reads M rows of N elements.
+    """
+
+    name: str
+    device: str
+    op: str            # mm | int8pack | intmm | int4pack | conv2d | gather
+    weight_bytes: float  # bytes per weight element (int4: 0.5)
+    act_bytes: float     # bytes per activation element in
+    out_bytes: float     # bytes per output element
+    group: int = 0       # int4 quantization group (adds a bf16 scale + zero per group)
+    ksize: int = 0       # conv2d: kernel side (K = Cin * ksize^2, M = side^2 output pixels)
+    dtype: str = "float32"
+
+    def bytes(self, m, k, n):
+        """Bytes one call reads and writes (weights + activations in + outputs)."""
+        if self.op == "gather":
+            return m * n * (self.weight_bytes + self.out_bytes) + m * 8.0
+        weights = k * n * self.weight_bytes
+        if self.group:
+            weights = weights + (k / self.group) * n * 4.0  # bf16 scale and zero per group
+        if self.op in ("int8pack", "intmm"):
+            weights = weights + n * 2.0  # per-channel scale
+        return weights + m * k * self.act_bytes + m * n * self.out_bytes
+
+    def flops(self, m, k, n):
+        return 0.0 * m if self.op == "gather" else 2.0 * m * k * n
+
+
+def _cpu_kernels() -> dict:
+    ks = [Kernel("mm-fp32", "cpu", "mm", 4, 4, 4, dtype="float32"),
+          Kernel("mm-bf16", "cpu", "mm", 2, 2, 2, dtype="bfloat16"),
+          Kernel("int8pack-mm", "cpu", "int8pack", 1, 2, 2, dtype="bfloat16"),
+          Kernel("int-mm", "cpu", "intmm", 1, 1, 4, dtype="int8"),
+          *[Kernel(f"int4pack-mm-g{g}", "cpu", "int4pack", 0.5, 2, 2, group=g, dtype="bfloat16")
+            for g in (32, 64, 128)],
+          Kernel("conv3x3-fp32", "cpu", "conv2d", 4, 4, 4, dtype="float32", ksize=3),
+          Kernel("conv3x3-bf16", "cpu", "conv2d", 2, 2, 2, dtype="bfloat16", ksize=3),
+          Kernel("gather-bf16", "cpu", "gather", 2, 0, 2, dtype="bfloat16")]
+    return {k.name: k for k in ks}
+
+
+def _cuda_kernels() -> dict:
+    ks = [Kernel("cuda-mm-fp16", "cuda", "mm", 2, 2, 2, dtype="float16"),
+          Kernel("cuda-mm-bf16", "cuda", "mm", 2, 2, 2, dtype="bfloat16"),
+          Kernel("cuda-int-mm", "cuda", "intmm", 1, 1, 4, dtype="int8"),
+          *[Kernel(f"cuda-int4pack-mm-g{g}", "cuda", "int4pack", 0.5, 2, 2, group=g, dtype="bfloat16")
+            for g in (32, 64, 128)]]
+    return {k.name: k for k in ks}
+
+
+KERNELS = {**_cpu_kernels(), **_cuda_kernels()}
+
+
+def llc_bytes() -> int:
+    """Last-level cache size from sysfs (bytes), or DEFAULT_LLC_BYTES."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    best = 0
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "size")) as fh:
+                    text = fh.read().strip().upper()
+            except OSError:
+                continue
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            number = text[:-1] if text[-1:] in "KMG" else text
+            if number.isdigit():
+                best = max(best, int(number) * scale)
+    except OSError:
+        pass
+    return best or DEFAULT_LLC_BYTES
+
+
+# ------------------------------------------------------------------ worker side (torch)
+
+def _int4_pack(torch, n: int, k: int, group: int, device: str):
+    """Random int4 weights packed for `_weight_int4pack_mm[_for_cpu]`, with scales and zeros.
+
+    Layout found by experiment on torch 2.13 (and torch's test_linalg `_group_quantize_tensor`):
+    codes are int32 [N, K] in 0..15; scales_and_zeros is [K/group, N, 2] bf16 and the kernel
+    computes w = (code - 8) * scale + zero. CPU packs with `_convert_weight_to_int4pack_for_cpu(
+    codes, 1)` (uint8 [N, K/2]); CUDA with `_convert_weight_to_int4pack(codes as uint8 pairs, 8)`.
+    """
+    codes = torch.randint(0, 16, (n, k), dtype=torch.int32, device=device)
+    sz = torch.rand(k // group, n, 2, dtype=torch.bfloat16, device=device)
+    if device == "cpu":
+        return torch._convert_weight_to_int4pack_for_cpu(codes, 1), sz
+    packed = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+    return torch._convert_weight_to_int4pack(packed, 8), sz
+
+
+def _weights(torch, kern: Kernel, m: int, k: int, n: int, device: str):
+    """One copy of the weight operand(s) as a tuple, and a function (x, weights) -> output."""
+    dt = getattr(torch, kern.dtype)
+    if kern.op == "mm":
+        return (torch.randn(k, n, dtype=dt, device=device),), lambda x, w: torch.mm(x, w[0])
+    if kern.op == "int8pack":
+        w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=device)
+        return (w, torch.rand(n, dtype=torch.bfloat16, device=device)), \
+            lambda x, w: torch._weight_int8pack_mm(x, w[0], w[1])
+    if kern.op == "intmm":
+        return (torch.randint(-128, 128, (n, k), dtype=torch.int8, device=device).t(),), \
+            lambda x, w: torch._int_mm(x, w[0])
+    if kern.op == "int4pack":
+        packed, sz = _int4_pack(torch, n, k, kern.group, device)
+        g = kern.group
+        if device == "cpu":
+            return (packed, sz), lambda x, w: torch._weight_int4pack_mm_for_cpu(x, w[0], g, w[1])
+        return (packed, sz), lambda x, w: torch._weight_int4pack_mm(x, w[0], g, w[1])
+    if kern.op == "conv2d":
+        ksz = kern.ksize
+        w = torch.randn(n, k // (ksz * ksz), ksz, ksz, dtype=dt, device=device)
+        return (w,), lambda x, w: torch.nn.functional.conv2d(x, w[0], padding=ksz // 2)
+    if kern.op == "gather":
+        table = torch.randn(max(4 * m, 32000), n, dtype=dt, device=device)
+        return (table,), lambda x, w: torch.nn.functional.embedding(x, w[0])
+    raise ValueError(kern.op)
+
+
+def _activation(torch, kern: Kernel, m: int, k: int, device: str):
+    if kern.op == "intmm":
+        return torch.randint(-128, 128, (m, k), dtype=torch.int8, device=device)
+    if kern.op == "conv2d":
+        side = int(round(m ** 0.5))  # shapes are designed with M a square (stride 1, same padding)
+        return torch.randn(1, k // kern.ksize ** 2, side, side, dtype=getattr(torch, kern.dtype), device=device)
+    if kern.op == "gather":
+        return torch.randint(0, 32000, (m,), device=device)
+    return torch.randn(m, k, dtype=getattr(torch, kern.dtype), device=device)
+
+
+def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, min_repeats: int,
+                max_repeats: int, cold_bytes: int) -> dict:
+    """Median seconds of one call, weights cycled through cold-cache copies."""
+    device = kern.device
+    first, fn = _weights(torch, kern, m, k, n, device)
+    per_copy = max(1, sum(t.numel() * t.element_size() for t in first))
+    copies = 1 if device == "cuda" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
+    copies = min(copies, 64)
+    sets = [first] + [tuple(t.clone() for t in first) for _ in range(copies - 1)]
+    x = _activation(torch, kern, m, k, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for w in sets[: min(copies, 4)]:  # warm-up: code paths, allocator, thread pool
+        fn(x, w)
+    sync()
+    times: list[float] = []
+    spent = 0.0
+    i = 0
+    while len(times) < max_repeats and (len(times) < min_repeats or spent < target_s):
+        w = sets[i % copies]
+        i += 1
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(x, w)
+            end.record()
+            end.synchronize()
+            dt = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            fn(x, w)
+            dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+    return {"kernel": kern.name, "shape": [m, k, n], "seconds": statistics.median(times), "repeats": len(times)}
+
+
+def _worker() -> int:
+    """Child process: read a job document on stdin, print one JSON line per measured shape."""
+    job = json.loads(sys.stdin.read())
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    torch.manual_seed(int(job.get("seed", 0)))
+    for kernel, m, k, n in job["jobs"]:
+        with torch.inference_mode():
+            row = time_kernel(torch, KERNELS[kernel], m, k, n, job["target_s"], job["min_repeats"],
+                              job["max_repeats"], job["cold_bytes"])
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ parent side
+
+def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_repeats: int = 5,
+            max_repeats: int = 200, seed: int = 0, progress: bool = True, desc: str = "measuring"):
+    """Time `jobs` ([kernel, M, K, N] lists) in child processes.
+
+    Returns (rows, crashed): rows are {"kernel", "shape", "seconds", "repeats"}; crashed lists
+    the [kernel, M, K, N] jobs during which a child died (its exit code in "returncode").
+    """
+    from tqdm import tqdm
+
+    remaining = [list(j) for j in jobs]
+    rows: list[dict] = []
+    crashed: list[dict] = []
+    bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr, disable=not progress,
+               leave=False)
+    doc = {"threads": threads, "target_s": target_s, "min_repeats": min_repeats, "max_repeats": max_repeats,
+           "cold_bytes": 2 * llc_bytes(), "seed": seed}
+    try:
+        while remaining:
+            proc = subprocess.Popen([sys.executable, "-m", "hwmodels.measure", "--worker"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            proc.stdin.write(json.dumps({**doc, "jobs": remaining}))
+            proc.stdin.close()
+            done = 0
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue
+                rows.append(json.loads(line))
+                done += 1
+                bar.update(1)
+            err = proc.stderr.read()
+            code = proc.wait()
+            remaining = remaining[done:]
+            if code == 0:
+                break
+            if not remaining:  # died after its last report: nothing lost
+                break
+            bad = remaining.pop(0)
+            crashed.append({"kernel": bad[0], "shape": bad[1:], "returncode": code,
+                            "stderr": err.strip().splitlines()[-1][:200] if err.strip() else ""})
+            bar.update(1)
+    finally:
+        bar.close()
+    return rows, crashed
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        raise SystemExit(_worker())
+    print("internal worker of hwmodels.calibrate: run `python -m hwmodels.calibrate --hw local`", file=sys.stderr)
+    raise SystemExit(2)
