@@ -89,7 +89,7 @@ def test_model_cost_positive_for_every_target():
 
     for name in list_specs():
         model = load_model(name)
-        table = model.cost(Ops.gemm(16, 256, 256), [get_format("int8"), get_format("fp16")], Workload())
+        table = model.cost(Ops.gemm(16, 256, 256), [get_format(n) for n in ("int4", "int8", "fp16")], Workload())
         ok = table.supported
         assert ok.any(), name
         assert (table.latency_s[ok] > 0).all() and (table.energy_j[ok] > 0).all(), name

@@ -29,12 +29,10 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - Energy: idle board power x time + energy per DRAM byte, per L2 byte, per tensor op
   and per CUDA-core op (estimates derived from TDP; see each spec's [sources]).
 
-`reference_latency` is the same model written as a plain loop (tile by tile, wave by
-wave, k-step by k-step); the tests check the vectorised `Model` against it.
+tests/test_gpu.py holds the same model written as a plain loop (tile by tile, wave by
+wave, k-step by k-step) and checks the vectorised `Model` against it.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -156,6 +154,12 @@ class Model(HardwareModel):
         scale = min(1.0, p["sustained_clock_hz"] / p["boost_clock_hz"])
         return {tc: float(p[key]) * scale for tc, key in TC_RATE_PARAM.items()}
 
+    @property
+    def alu_rate(self) -> float:
+        """Sustained CUDA-core rate (ops/s), scaled by the same clock ratio."""
+        p = self.spec.params
+        return p["cuda_core_ops_per_s"] * min(1.0, p["sustained_clock_hz"] / p["boost_clock_hz"])
+
     def kernel(self, fmt):
         return kernel_for(fmt, self.rates)
 
@@ -245,7 +249,7 @@ class Model(HardwareModel):
         clock = p["sustained_clock_hz"]
         dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
         slot_l2_bw = p["l2_bytes_per_s"] / slots
-        slot_alu = p["cuda_core_ops_per_s"] / slots
+        slot_alu = self.alu_rate / slots
 
         # one k-step of one unit (a CTA tile of one K split)
         w_step = tk * tn * wbytes                                           # weight tile bytes
@@ -307,52 +311,3 @@ class Model(HardwareModel):
                        "overhead_cycles": bc(other_s) * clock, "waves": bc(waves * col(batch)),
                        "l2_bytes": bc(l2_bytes), "tensor_ops": bc(mma_flops)})
 
-
-def reference_latency(spec, m: int, k: int, n: int, fmt) -> float:
-    """One GEMM's latency, walked tile by tile, wave by wave, k-step by k-step (test oracle).
-
-    Written independently of `Model._cost` (plain integers and loops, no numpy), from the
-    same description: that is what the exact-agreement test checks.
-    """
-    p = spec.params
-    model = Model(spec)
-    kern = model.kernel(fmt)
-    if kern is None:
-        return math.inf
-    tc, act_bytes, kind, grouped = kern
-    rate = model.rates[tc]
-    deq = model._dequant_ops(kind)
-    psum = p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0
-    wbytes = fmt.bits_per_weight(k) / 8.0
-    slots = p["sm_count"] * p["ctas_per_sm"]
-    tm = MMA_M
-    while tm < m and tm < p["tile_m"]:
-        tm *= 2
-    tm = min(tm, p["tile_m"])
-    tn, tk = p["tile_n"], p["tile_k"]
-    tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
-    split = max(1, min(slots // (tiles_m * tiles_n), math.ceil(k / tk)))
-    k_steps = math.ceil(math.ceil(k / split) / tk)
-    units = [(i, j, s) for i in range(tiles_m) for j in range(tiles_n) for s in range(split)]
-    dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
-    total = p["launch_overhead_s"]
-    for start in range(0, len(units), slots):
-        wave = units[start:start + slots]
-        active = len(wave)
-        total += p["dram_latency_s"]                                   # prologue: first loads land
-        for _ in range(k_steps):
-            slowest = 0.0
-            for _unit in wave:                                        # every unit does the same k-step
-                w_bytes = tk * tn * wbytes
-                a_bytes = tm * tk * act_bytes
-                mma = 2.0 * tm * tn * tk / (rate / slots)
-                dq = (tk * tn * deq + tm * tn * tk * psum) / (p["cuda_core_ops_per_s"] / slots)
-                compute = mma + dq + p["kstep_overhead_cycles"] / p["sustained_clock_hz"]
-                dram = active * (w_bytes / tiles_m + a_bytes / tiles_n) / dram_bw
-                l2 = (w_bytes + a_bytes) / (p["l2_bytes_per_s"] / slots)
-                latency = p["dram_latency_s"] / p["pipeline_stages"]
-                slowest = max(slowest, compute, dram, l2, latency)
-            total += slowest
-        out = PARTIAL_BYTES * 2 if split > 1 else OUT_BYTES
-        total += active * tm * tn * out / dram_bw                      # epilogue: store C tiles
-    return total
