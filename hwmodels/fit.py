@@ -1,0 +1,156 @@
+"""Parametric latency fits: a measured kernel's roofline, and an analytic target's efficiencies.
+
+Kernel model (one per measured kernel; `predict`):
+
+    t = overhead + (t_compute^p + t_memory^p)^(1/p)
+    t_compute = 2 M K N / (peak * e(M, m_half) * e(K, k_half) * e(N, n_half)),  e(x, h) = x / (x + h)
+    t_memory  = bytes(M, K, N) / bandwidth
+
+a roofline whose corner is smoothed by the p-norm (p = 1: compute and memory add up, p -> inf:
+the max), with a saturating efficiency per GEMM dimension (small dimensions fill SIMD lanes,
+register tiles and threads badly). Seven numbers per kernel, fitted with
+`scipy.optimize.least_squares` on log-time residuals (relative error, so a 5 us call weighs
+as much as a 50 ms call) with a soft-L1 loss (the machine is shared: a few timings are
+outliers). Gathers have no compute term: t = overhead + bytes / bandwidth.
+
+`fit_spec_params` fits chosen float params of any analytic family to measured GEMM times
+through that family's own `cost()`, for `hwmodels.calibrate --from`.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+
+import numpy as np
+from scipy.optimize import least_squares
+
+PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "m_half", "k_half", "n_half", "p")
+MEMORY_ONLY = ("overhead_s", "bytes_per_s")
+_LOWER = {"overhead_s": 1e-8, "peak_flops_per_s": 1e6, "bytes_per_s": 1e6, "m_half": 1e-3, "k_half": 1e-3,
+          "n_half": 1e-3, "p": 1.0}
+_UPPER = {"overhead_s": 1.0, "peak_flops_per_s": 1e17, "bytes_per_s": 1e14, "m_half": 1e5, "k_half": 1e6,
+          "n_half": 1e6, "p": 16.0}
+
+
+def _eff(x, half):
+    return x / (x + half)
+
+
+def predict_parts(params: dict, m, k, n, flops, nbytes):
+    """(overhead, t_compute, t_memory, total) seconds, numpy-broadcast over the shapes."""
+    t_mem = np.asarray(nbytes, dtype=np.float64) / params["bytes_per_s"]
+    overhead = np.broadcast_to(np.float64(params["overhead_s"]), t_mem.shape)
+    if "peak_flops_per_s" not in params:
+        return overhead, np.zeros_like(t_mem), t_mem, overhead + t_mem
+    eff = _eff(m, params["m_half"]) * _eff(k, params["k_half"]) * _eff(n, params["n_half"])
+    t_comp = np.asarray(flops, dtype=np.float64) / (params["peak_flops_per_s"] * eff)
+    p = params["p"]
+    with np.errstate(divide="ignore"):
+        body = np.exp(np.logaddexp(p * np.log(t_comp), p * np.log(t_mem)) / p)
+    return overhead, t_comp, t_mem, overhead + body
+
+
+def predict(params: dict, m, k, n, flops, nbytes):
+    return predict_parts(params, m, k, n, flops, nbytes)[3]
+
+
+def mape(predicted, measured) -> float:
+    """Mean absolute percentage error, in percent."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    return float(np.mean(np.abs(predicted - measured) / measured) * 100.0)
+
+
+def fit_kernel(m, k, n, flops, nbytes, seconds, memory_only: bool = False) -> dict:
+    """Least-squares fit of the kernel model to measured seconds; returns the params dict.
+
+    Several starting points for the efficiency knees (the log-residual surface has shallow
+    valleys); the start with the lowest robust cost wins.
+    """
+    m, k, n, flops, nbytes, seconds = (np.asarray(a, dtype=np.float64) for a in (m, k, n, flops, nbytes, seconds))
+    if len(seconds) < (2 if memory_only else len(PARAMS)):
+        raise ValueError(f"need at least {len(PARAMS)} measurements to fit, got {len(seconds)}")
+    names = MEMORY_ONLY if memory_only else PARAMS
+    lo = np.log([_LOWER[p] for p in names])
+    hi = np.log([_UPPER[p] for p in names])
+    log_t = np.log(seconds)
+
+    def unpack(x):
+        return dict(zip(names, np.exp(x)))
+
+    def residual(x):
+        return np.log(predict(unpack(x), m, k, n, flops, nbytes)) - log_t
+
+    base = {"overhead_s": max(float(seconds.min()) * 0.5, 2e-8), "bytes_per_s": float((nbytes / seconds).max()),
+            "peak_flops_per_s": float((flops / seconds).max()) * 1.5 if not memory_only else 1.0, "p": 2.0}
+    starts = [(1.0, 16.0, 16.0)] if memory_only else [(1.0, 16.0, 16.0), (8.0, 128.0, 128.0), (0.1, 1.0, 1.0)]
+    best = None
+    for mh, kh, nh in starts:
+        x0 = np.log([{**base, "m_half": mh, "k_half": kh, "n_half": nh}[p] for p in names])
+        x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+        res = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, max_nfev=2000)
+        if best is None or res.cost < best.cost:
+            best = res
+    return {key: float(v) for key, v in unpack(best.x).items()}
+
+
+# ------------------------------------------------------------------ analytic targets (--from)
+
+def fittable_params(schema: dict) -> list[str]:
+    """The float params of a family schema named like an efficiency or an overhead."""
+    return sorted(key for key, p in schema.items()
+                  if p.type is float and ("efficiency" in key or "overhead" in key))
+
+
+def _predict_spec(model_cls, spec, values: dict, groups: dict, workload):
+    params = dict(spec.params)
+    params.update(values)
+    model = model_cls(replace(spec, params=MappingProxyType(params)))
+    out = {}
+    for fmt_name, (fmt, ops, _) in groups.items():
+        out[fmt_name] = model.cost(ops, [fmt], workload).latency_s[:, 0]
+    return out
+
+
+def fit_spec_params(spec, measurements: list[dict], names: list[str]) -> dict:
+    """Fit `names` (float params of spec's family) to measured GEMM seconds via the family's cost().
+
+    measurements: [{"gemm": [M, K, N], "format": name, "seconds": s}]. Parameters are fitted as
+    multiples of their current value (or absolute, from 0) inside the schema's [min, max].
+    Returns {"params": fitted values, "mape_before": %, "mape_after": %, "n": count}.
+    """
+    from dse.formats import get_format
+    from hwmodels.ops import Ops
+    from hwmodels.registry import family_class
+    from hwmodels.workload import Workload
+
+    model_cls = family_class(spec.family)
+    schema = model_cls.SCHEMA
+    workload = Workload()
+    groups: dict = {}
+    for row in measurements:
+        name = row["format"]
+        entry = groups.setdefault(name, [get_format(name), [], []])
+        m, k, n = row["gemm"]
+        entry[1].append((f"m{len(entry[1])}", "linear", m, k, n, 1.0, float(k) * n, ""))
+        entry[2].append(float(row["seconds"]))
+    groups = {f: (fmt, Ops.from_rows(rows), np.array(sec)) for f, (fmt, rows, sec) in groups.items()}
+    measured = np.concatenate([g[2] for g in groups.values()])
+
+    scale = np.array([spec[p] if spec[p] > 0 else 1e-6 for p in names], dtype=np.float64)
+    lo = np.array([(schema[p].min if schema[p].min is not None else 0.0) for p in names]) / scale
+    hi = np.array([(schema[p].max if schema[p].max is not None else np.inf) for p in names]) / scale
+    x0 = np.clip(np.array([spec[p] for p in names]) / scale, lo, hi)
+
+    def times(x):
+        pred = _predict_spec(model_cls, spec, dict(zip(names, x * scale)), groups, workload)
+        return np.concatenate([pred[f] for f in groups])
+
+    def residual(x):
+        return np.log(np.maximum(times(x), 1e-30)) - np.log(measured)
+
+    before = mape(times(x0), measured)
+    res = least_squares(residual, x0, bounds=(lo, hi), x_scale=np.maximum(np.abs(x0), 1.0),
+                        diff_step=1e-3, max_nfev=500)
+    fitted = {p: float(v) for p, v in zip(names, res.x * scale)}
+    return {"params": fitted, "mape_before": before, "mape_after": mape(times(res.x), measured),
+            "n": int(len(measured))}

@@ -1,0 +1,72 @@
+"""`--set` co-design knobs on every family: clock, bandwidth and array size move the cost the right way.
+
+The oracle is first principles: a compute-bound op's time scales as 1/clock and 1/(array size);
+a memory-bound op's time as 1/bandwidth; no knob gives a super-linear speed-up, and fixed
+overheads keep the gain below the ideal factor of 2.
+"""
+import pytest
+
+from dse.formats import get_format
+from hwmodels.ops import Ops
+from hwmodels.registry import load_model
+from hwmodels.workload import Workload
+
+# target, format, compute-bound GEMM, memory-bound GEMM, clock knob, bandwidth knob,
+# array knobs (doubled together), the ideal speed-up factor of doubling them
+CASES = [
+    ("u280", "int8-a8", (2048, 4096, 4096), (1, 4096, 4096), "clock_hz", "hbm_channel_bytes_per_s",
+     ["mm_m", "dsp_count"], 0.5),  # a bigger MM unit needs the DSPs to feed it
+    ("ultra96-codenet", "int4", (4096, 256, 256), (1, 4096, 4096), "clock_hz", "ddr_bytes_per_s", ["pw_out"], 0.5),
+    ("bitmod", "int4-g128", (256, 4096, 4096), (1, 4096, 4096), "clock_hz", "dram_bits_per_cycle", ["rows"], 0.5),
+    ("systolic", "int8-a8", (512, 512, 512), (1, 4096, 4096), "clock_hz", "dram_bytes_per_cycle",
+     ["rows", "cols"], 0.25),
+    ("m2-ultra", "int2-g128", (1, 4096, 4096), (1, 4096, 4096), "clock_hz", "core_bytes_per_s", ["threads"], 0.5),
+]
+#: settings that make the compute-bound case compute-bound (SCALE-Sim's default DRAM of
+#: 10 words/cycle starves a 32x32 array on any GEMM that does not fit its 64 KB SRAMs)
+BASE = {"systolic": ["dram_bytes_per_cycle=1000"]}
+
+
+def latency(hw, overrides, fmt, gemm, phase="prefill"):
+    if phase == "prefill":
+        overrides = BASE.get(hw, []) + overrides
+    model = load_model(hw, overrides)
+    table = model.cost(Ops.gemm(*gemm), [get_format(fmt)], Workload(phase=phase, seq=max(gemm[0], 1)))
+    assert table.supported[0, 0], (hw, fmt)
+    return float(table.latency_s[0, 0]), int(table.bound[0, 0])
+
+
+def knob_value(hw, key):
+    return load_model(hw).spec[key]
+
+
+@pytest.mark.parametrize("hw,fmt,compute_gemm,memory_gemm,clock,bandwidth,array,ideal", CASES)
+def test_clock_speeds_up_compute_bound(hw, fmt, compute_gemm, memory_gemm, clock, bandwidth, array, ideal):
+    base, bound = latency(hw, [], fmt, compute_gemm)
+    assert bound == 0, f"{hw}: {compute_gemm} should be compute-bound"
+    fast, _ = latency(hw, [f"{clock}={2 * knob_value(hw, clock)}"], fmt, compute_gemm)
+    assert 0.5 * base * (1 - 1e-9) <= fast < 0.8 * base
+
+
+@pytest.mark.parametrize("hw,fmt,compute_gemm,memory_gemm,clock,bandwidth,array,ideal", CASES)
+def test_bandwidth_speeds_up_memory_bound(hw, fmt, compute_gemm, memory_gemm, clock, bandwidth, array, ideal):
+    if hw == "m2-ultra":
+        pytest.skip("one T-MAC thread is compute-bound on every shape (T-MAC's point)")
+    base, bound = latency(hw, [], fmt, memory_gemm, phase="decode")
+    assert bound == 1, f"{hw}: {memory_gemm} should be memory-bound"
+    fast, _ = latency(hw, [f"{bandwidth}={2 * knob_value(hw, bandwidth)}"], fmt, memory_gemm, phase="decode")
+    assert 0.5 * base * (1 - 1e-9) <= fast < 0.8 * base
+
+
+@pytest.mark.parametrize("hw,fmt,compute_gemm,memory_gemm,clock,bandwidth,array,ideal", CASES)
+def test_bigger_array_speeds_up_compute_bound(hw, fmt, compute_gemm, memory_gemm, clock, bandwidth, array, ideal):
+    base, _ = latency(hw, [], fmt, compute_gemm)
+    overrides = [f"{key}={2 * knob_value(hw, key)}" for key in array]
+    fast, _ = latency(hw, overrides, fmt, compute_gemm)
+    assert ideal * base * (1 - 1e-9) <= fast < 0.8 * base
+
+
+def test_systolic_dataflow_is_a_knob():
+    gemm = (64, 512, 64)  # few outputs, long reduction: output-stationary streams K through the array
+    lat = {df: latency("systolic", [f"dataflow={df}"], "int8-a8", gemm)[0] for df in ("os", "ws", "is")}
+    assert len(set(lat.values())) > 1

@@ -1,0 +1,200 @@
+"""GPU family: roofline bound, a loop-walked reference, published measurements.
+
+Oracles: (1) the roofline (bytes / data-sheet bandwidth, ops / data-sheet peak) that no
+prediction may beat; (2) `reference_latency`, the same tile/wave/k-step description
+written as a plain Python loop, which the vectorised model must match exactly on small
+shapes; (3) published figures in tests/data/gpu_measurements.json (each with its source),
+within +-25 %.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dse.formats import get_format
+from hwmodels.families.gpu import MMA_M, OUT_BYTES, PARTIAL_BYTES, TC_RATE_PARAM, Model
+from hwmodels.ops import Ops
+from hwmodels.registry import load_model
+from hwmodels.workload import Workload
+
+GPUS = ["a100-40gb", "a100-80gb", "h100-sxm", "rtx4090", "l40s", "v100s"]
+FORMATS = ["fp16", "bf16", "fp32", "int8", "int8-a8", "int8-g128-a8", "int4-g128", "int4-g32-asym", "int3-g128",
+           "int2-g64", "nf4", "fp6-e3m2", "fp4-e2m1", "mxfp4", "q4_k", "ternary", "fp8-e4m3", "fp8-e4m3-a8",
+           "int4-g128-a8", "int4-g128-a4", "int4-a4"]
+MEASUREMENTS = Path(__file__).parent / "data" / "gpu_measurements.json"
+MODELS = {hw: load_model(hw) for hw in GPUS}
+
+
+def reference_latency(model: Model, m: int, k: int, n: int, fmt) -> float:
+    """One GEMM's latency walked tile by tile, wave by wave, k-step by k-step.
+
+    Plain integers and loops, written from the model's description (not from its code):
+    pick the tile, split K to fill the SMs, then for each wave of resident CTAs walk its
+    K loop; a k-step lasts as long as the slowest of compute (MMA + dequant + barrier),
+    the wave's share of DRAM, the CTA's L2 read and the latency the pipeline can hide.
+    """
+    p = model.spec.params
+    kern = model.kernel(fmt)
+    if kern is None:
+        return math.inf
+    tc, act_bytes, kind, grouped = kern
+    rate = model.rates[tc]
+    deq = model._dequant_ops(kind)
+    psum = p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0
+    wbytes = fmt.bits_per_weight(k) / 8.0
+    slots = p["sm_count"] * p["ctas_per_sm"]
+    tm = MMA_M
+    while tm < m and tm < p["tile_m"]:
+        tm *= 2
+    tm = min(tm, p["tile_m"])
+    tn, tk = p["tile_n"], p["tile_k"]
+    tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
+    split = max(1, min(slots // (tiles_m * tiles_n), math.ceil(k / tk)))
+    k_steps = math.ceil(math.ceil(k / split) / tk)
+    units = [(i, j, s) for i in range(tiles_m) for j in range(tiles_n) for s in range(split)]
+    dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
+    total = p["launch_overhead_s"]
+    for start in range(0, len(units), slots):
+        wave = units[start:start + slots]
+        active = len(wave)
+        total += p["dram_latency_s"]                                   # prologue: first loads land
+        for _ in range(k_steps):
+            slowest = 0.0
+            for _unit in wave:
+                w_bytes = tk * tn * wbytes
+                a_bytes = tm * tk * act_bytes
+                mma = 2.0 * tm * tn * tk / (rate / slots)
+                dq = (tk * tn * deq + tm * tn * tk * psum) / (model.alu_rate / slots)
+                compute = mma + dq + p["kstep_overhead_cycles"] / p["sustained_clock_hz"]
+                dram = active * (w_bytes / tiles_m + a_bytes / tiles_n) / dram_bw
+                l2 = (w_bytes + a_bytes) / (p["l2_bytes_per_s"] / slots)
+                latency = p["dram_latency_s"] / p["pipeline_stages"]
+                slowest = max(slowest, compute, dram, l2, latency)
+            total += slowest
+        out = PARTIAL_BYTES * 2 if split > 1 else OUT_BYTES
+        total += active * (m / tiles_m) * (n / tiles_n) * out / dram_bw  # epilogue: store C
+    return total
+
+
+def one(model, m, k, n, fmt_name, kind="linear"):
+    return model.cost(Ops.gemm(m, k, n, kind=kind), [get_format(fmt_name)], Workload())
+
+
+def test_v100s_loads_and_lacks_int_tensor_cores():
+    model = load_model("v100s")
+    assert model.spec.family == "gpu" and model.spec["sm_count"] == 80
+    table = model.cost(Ops.gemm(1, 4096, 4096), [get_format(f) for f in ("fp16", "int4-g128", "int8-a8")],
+                       Workload())
+    assert table.supported[0].tolist() == [True, True, False]
+    assert np.isinf(table.latency_s[0, 2])
+
+
+@pytest.mark.parametrize("hw,fmt,ok", [
+    ("a100-80gb", "fp8-e4m3-a8", False), ("a100-80gb", "fp8-e4m3", True), ("h100-sxm", "fp8-e4m3-a8", True),
+    ("l40s", "fp8-e4m3-a8", True), ("h100-sxm", "int4-g128-a4", False), ("a100-40gb", "int4-g128-a4", True),
+    ("rtx4090", "int4-g128-a8", True), ("v100s", "int4-g128-a8", False), ("v100s", "nf4", True)])
+def test_format_support_follows_tensor_core_datatypes(hw, fmt, ok):
+    assert MODELS[hw].supports(get_format(fmt)) is ok
+
+
+def test_every_spec_constant_has_a_source():
+    for hw in GPUS:
+        sources = MODELS[hw].spec.sources
+        given_in_file = set(MODELS[hw].spec.params) - {k for k, p in Model.SCHEMA.items() if p.default is not None}
+        assert given_in_file <= set(sources), f"{hw}: unsourced {given_in_file - set(sources)}"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hw=st.sampled_from(GPUS), fmt=st.sampled_from(FORMATS),
+       m=st.integers(1, 20000), k=st.integers(1, 20000), n=st.integers(1, 30000),
+       kind=st.sampled_from(["linear", "attention"]))
+def test_never_faster_than_the_roofline(hw, fmt, m, k, n, kind):
+    model = MODELS[hw]
+    f = get_format(fmt)
+    table = one(model, m, k, n, fmt, kind)
+    if not model.supports(f):
+        assert np.isinf(table.latency_s[0, 0])
+        return
+    p = model.spec.params
+    tc, act_bytes, _, _ = model.kernel(f)
+    min_bytes = k * n * f.bits_per_weight(k) / 8 + m * k * act_bytes + m * n * OUT_BYTES
+    roofline = max(min_bytes / p["dram_bytes_per_s"], 2.0 * m * k * n / p[TC_RATE_PARAM[tc]])
+    assert table.latency_s[0, 0] >= roofline
+    assert table.bytes[0, 0] >= min_bytes * (1 - 1e-12)
+    assert table.energy_j[0, 0] >= p["idle_power_w"] * table.latency_s[0, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), m=st.integers(1, 300), k=st.integers(1, 700), n=st.integers(1, 700),
+       sms=st.integers(1, 6), ctas=st.integers(1, 2), hw=st.sampled_from(["a100-40gb", "rtx4090", "h100-sxm"]))
+def test_vectorised_model_matches_the_loop_reference(fmt, m, k, n, sms, ctas, hw):
+    # few SMs so small shapes still span several waves with a partial tail
+    model = load_model(hw, [f"sm_count={sms}", f"ctas_per_sm={ctas}"])
+    got = one(model, m, k, n, fmt).latency_s[0, 0]
+    want = reference_latency(model, m, k, n, get_format(fmt))
+    assert got == pytest.approx(want, rel=1e-12) or (math.isinf(got) and math.isinf(want))
+
+
+def test_batched_attention_amortises_one_launch():
+    """32 KV heads run as one kernel: 32 executions cost one batched kernel, not 32 launches."""
+    model = MODELS["a100-80gb"]
+    ops = Ops.from_rows([("attn.qk", "attention", 1, 128, 512, 32.0, 128.0 * 512, "qk")])
+    total = model.cost(ops, [get_format("fp16")], Workload()).latency_s[0, 0]
+    assert total < 32 * model.spec["launch_overhead_s"]
+    assert total > model.spec["launch_overhead_s"]
+
+
+def test_w4a16_wins_at_batch_1_and_loses_to_w8a8_at_large_batch():
+    """Why W4A16 loses at large batch: fp16 tensor cores at half the int8 rate, plus dequant."""
+    model = MODELS["a100-80gb"]
+    fmts = [get_format(f) for f in ("int4-g128", "int8-a8")]
+    small = model.cost(Ops.gemm(1, 4096, 11008), fmts, Workload()).latency_s[0]
+    large = model.cost(Ops.gemm(4096, 4096, 11008), fmts, Workload())
+    assert small[0] < small[1]
+    assert large.latency_s[0, 0] > 1.8 * large.latency_s[0, 1]
+    assert large.breakdown["dequant_cycles"][0, 0] > 0 and large.breakdown["dequant_cycles"][0, 1] == 0
+
+
+def test_large_gemm_power_stays_within_board_limits():
+    for hw in GPUS:
+        model = MODELS[hw]
+        t = one(model, 8192, 8192, 8192, "fp16")
+        watts = t.energy_j[0, 0] / t.latency_s[0, 0]
+        assert model.spec["idle_power_w"] < watts <= 1.1 * model.spec["tdp_w"], (hw, watts)
+
+
+def _predict(entry: dict) -> float:
+    from dse.models import load_graph
+    from hwmodels.wholemodel import model_cost
+
+    model = load_model(entry["hw"], entry.get("overrides") or [])
+    fmt = get_format(entry["format"])
+    if entry["kind"] == "gemm_tflops":
+        t = model.cost(Ops.gemm(entry["m"], entry["k"], entry["n"]), [fmt], Workload())
+        return 2.0 * entry["m"] * entry["k"] * entry["n"] / t.latency_s[0, 0] / 1e12
+    cost = model_cost(model, load_graph(entry["model"]), fmt, Workload("decode", entry["batch"], entry["seq"]))
+    if entry["kind"] == "decode_tokens_per_s":
+        return entry["batch"] / cost["latency_s"]
+    if entry["kind"] == "decode_ms_per_token":
+        return cost["latency_s"] * 1e3
+    raise AssertionError(f"unknown measurement kind {entry['kind']}")
+
+
+_ENTRIES = json.loads(MEASUREMENTS.read_text())["entries"]
+
+
+def test_measurement_file_has_enough_sourced_entries():
+    assert len(_ENTRIES) >= 8
+    assert all(e["source"] and e["published"] > 0 for e in _ENTRIES)
+
+
+@pytest.mark.parametrize("entry", _ENTRIES, ids=[e["id"] for e in _ENTRIES])
+def test_published_measurements_within_25_percent(entry):
+    ours = _predict(entry)
+    assert ours == pytest.approx(entry["published"], rel=0.25), (entry["id"], ours, entry["published"])
