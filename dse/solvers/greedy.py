@@ -22,51 +22,56 @@ def _scales(cons) -> list[float]:
     return [max(abs(c.rhs), 1e-300) for c in cons]
 
 
-def _best_moves(problem, a, cons, used, up: bool):
-    """Per layer: (target format, score, ok). up: score = error decrease per cost (higher first);
-    down: error increase per cost saved (lower first), only moves that raise no cost."""
-    L = len(a)
-    rows = np.arange(L)
-    err = problem.masked(problem.error)
-    d_err = err - err[rows, a][:, None]  # > 0: worse
-    deltas = [c.coef - c.coef[rows, a][:, None] for c in cons]
-    norm = [d / s for d, s in zip(deltas, _scales(cons))]
+def _best_moves(t, a, idx, used, up: bool):
+    """Best move of layers `idx` from formats `a[idx]`: (target, score, ok).
+
+    up: score = error decrease per normalised cost (higher first), within the room
+    `used` leaves; down: error increase per normalised cost saved on the violated
+    limits (lower first), among moves that raise no cost.
+    """
+    err, mask, coefs, rhs, scales = t
+    sub = np.arange(len(idx))
+    ai = a[idx]
+    e = err[idx]
+    d_err = e - e[sub, ai][:, None]  # > 0: worse
+    deltas = [c[idx] - c[idx, ai][:, None] for c in coefs]
+    m = mask[idx]
     if up:
-        d_cost = np.max(norm, axis=0) if norm else np.zeros_like(err)
-        fits = np.ones_like(problem.mask)
-        for d, c, u in zip(deltas, cons, used):
-            fits &= d <= c.rhs - u + 1e-10 * max(abs(c.rhs), 1.0)
-        ok = problem.mask & (d_err < 0) & fits
+        d_cost = np.max([d / s for d, s in zip(deltas, scales)], axis=0) if deltas else np.zeros_like(e)
+        ok = m & (d_err < 0)
+        for d, r, u in zip(deltas, rhs, used):
+            ok &= d <= r - u + 1e-10 * max(abs(r), 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(d_cost > 0, -d_err / d_cost, np.inf)
-        score = np.where(ok, score, -np.inf)
+            score = np.where(ok, np.where(d_cost > 0, -d_err / d_cost, np.inf), -np.inf)
         # among equal scores (free moves) prefer the larger error decrease
-        key = np.where(ok, -d_err, -np.inf)
-        j = np.lexsort((key, score), axis=-1)[:, -1] if len(a) else np.zeros(0, np.int64)
-        return j, score[rows, j], ok[rows, j]
-    over = [u > c.rhs + 1e-10 * max(abs(c.rhs), 1.0) for c, u in zip(cons, used)]
-    saved = sum(-n for n, o in zip(norm, over) if o)
-    raises = np.zeros_like(problem.mask)
+        j = np.lexsort((np.where(ok, -d_err, -np.inf), score), axis=-1)[:, -1]
+        return j, score[sub, j], ok[sub, j]
+    saved = sum(-d / s for d, s, r, u in zip(deltas, scales, rhs, used) if u > r + 1e-10 * max(abs(r), 1.0))
+    ok = m & (saved > 0)
     for d in deltas:
-        raises |= d > 0
-    ok = problem.mask & ~raises & (saved > 0)
+        ok &= d <= 0
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(ok, d_err / saved, np.inf)
     j = score.argmin(axis=1)
-    return j, score[rows, j], ok[rows, j]
+    return j, score[sub, j], ok[sub, j]
 
 
 def _rounds(problem, a, up: bool, deadline: float = np.inf) -> np.ndarray | None:
     """Greedy moves until none fits (up) or every constraint holds (down; None if impossible)."""
     cons = problem.constraints()
-    a = a.copy()
+    t = (problem.masked(problem.error), problem.mask, [c.coef for c in cons], [c.rhs for c in cons],
+         [max(abs(c.rhs), 1e-300) for c in cons])
+    coefs, rhs = t[2], t[3]
+    a = np.array(a, dtype=np.int64)
     rows = np.arange(len(a))
     sign = 1.0 if up else -1.0  # rank by sign * score, best first
+    j, score, ok = _best_moves(t, a, rows, [float(c[rows, a].sum()) for c in coefs], up)
     while time.perf_counter() < deadline:
-        used = [float(c.coef[rows, a].sum()) for c in cons]
-        if not up and not problem.violations(a):
-            return a
-        j, score, ok = _best_moves(problem, a, cons, used, up)
+        used = [float(c[rows, a].sum()) for c in coefs]
+        if not up:
+            if not problem.violations(a):
+                return a
+            j, score, ok = _best_moves(t, a, rows, used, up)  # which limits are over changes
         cand = np.nonzero(ok)[0]
         if len(cand) == 0:
             return a if up else None
@@ -74,25 +79,33 @@ def _rounds(problem, a, up: bool, deadline: float = np.inf) -> np.ndarray | None
         # the score each moved layer would offer next: a round stops where one of those would rank higher
         nxt = a.copy()
         nxt[cand] = j[cand]
-        _, score2, ok2 = _best_moves(problem, nxt, cons, [float(c.coef[rows, nxt].sum()) for c in cons], up)
-        s2 = np.where(ok2[cand], sign * score2[cand], -np.inf)
+        _, score2, ok2 = _best_moves(t, nxt, cand, [-np.inf] * len(cons), up)  # room ignored
+        s2 = np.where(ok2, sign * score2, -np.inf)
         in_order = np.ones(len(cand), dtype=bool)
         in_order[1:] = sign * score[cand][1:] >= np.maximum.accumulate(s2)[:-1]
-        steps = [u + np.cumsum(c.coef[cand, j[cand]] - c.coef[cand, a[cand]]) for c, u in zip(cons, used)]
+        steps = [u + np.cumsum(c[cand, j[cand]] - c[cand, a[cand]]) for c, u in zip(coefs, used)]
         if up:  # in order and within every limit
             good = in_order.copy()
-            for c, total in zip(cons, steps):
-                good &= total <= c.rhs + 1e-10 * max(abs(c.rhs), 1.0)
+            for r, total in zip(rhs, steps):
+                good &= total <= r + 1e-10 * max(abs(r), 1.0)
             n = len(cand) if good.all() else int(np.argmin(good))
         else:  # in order, up to the move that brings every constraint within its limit
             done = np.ones(len(cand), dtype=bool)
-            for c, total in zip(cons, steps):
-                done &= total <= c.rhs
+            for r, total in zip(rhs, steps):
+                done &= total <= r
             n = len(cand) if in_order.all() else int(np.argmin(in_order))
             if done.any():
                 n = min(n, int(np.argmax(done)) + 1)
-        n = max(n, 1)
-        a[cand[:n]] = j[cand[:n]]
+        moved = cand[:max(n, 1)]
+        a[moved] = j[moved]
+        if up:  # recompute the moved layers and those whose move no longer fits
+            used = [float(c[rows, a].sum()) for c in coefs]
+            stale = np.zeros(len(a), dtype=bool)
+            stale[moved] = True
+            for c, r, u in zip(coefs, rhs, used):
+                stale |= ok & (c[rows, j] - c[rows, a] > r - u + 1e-10 * max(abs(r), 1.0))
+            idx = np.nonzero(stale)[0]
+            j[idx], score[idx], ok[idx] = _best_moves(t, a, idx, used, up)
     return a if up else None
 
 

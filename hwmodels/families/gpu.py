@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
+from hwmodels.interface import CostTable, HardwareModel
 from hwmodels.ops import Ops
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
@@ -289,7 +289,7 @@ class Model(HardwareModel):
         compute_s = np.where(gemm, compute_s, 0.0)
         memory_s = np.where(gemm, memory_s, gather_s)
         other_s = latency - body_s                                          # launch, prologues, epilogues
-        bound = np.argmax(np.stack(np.broadcast_arrays(compute_s, memory_s, other_s)), axis=0)
+        bound = np.argmax(np.stack(np.broadcast_arrays(compute_s, memory_s, other_s)), axis=0)  # 0 compute, 1 memory, 2 other
 
         dram_bytes = np.where(gemm, units * k_steps * dram_step + units * out_tile, gather_bytes)
         l2_bytes = np.where(gemm, units * k_steps * (w_step + a_step), 0.0)

@@ -1,0 +1,409 @@
+"""`python -m hwmodels.calibrate`: measure real torch kernels here, fit them, report the error.
+
+    python -m hwmodels.calibrate --hw local [--quick] [--threads N] [--json]
+    python -m hwmodels.calibrate --hw local --device cuda --json      # on a machine with a GPU
+    python -m hwmodels.calibrate --hw a100-80gb --from measurements.json [--out derived.toml]
+
+`--hw local` times each kernel of `hwmodels.measure.KERNELS` on a designed grid of shapes
+(`design`), fits the parametric model of `hwmodels.fit` per kernel on the grid, and reports
+the MAPE on held-out shapes drawn at random (seeded) off the grid, never used in the fit.
+Results go to a cache file keyed by a machine fingerprint (CPU model, cores, torch version,
+threads, device), outside the repository: $QUANTDSE_CACHE_DIR, else
+$XDG_CACHE_HOME/quantdse, else ~/.cache/quantdse. Shapes that crashed a kernel are kept
+there and skipped by later calibrations.
+
+`--device cuda` measures torch's CUDA kernels the same way and prints, per kernel, the
+ratio of the matching analytic GPU target's prediction (a100-80gb, h100-sxm) to the
+measurement. Without a GPU it says so and exits 0.
+
+`--from FILE` fits the efficiency/overhead params of an analytic target (the float params
+of its family schema named "*efficiency*" or "*overhead*") to the user's own
+measurements, [{"gemm": [M, K, N], "format": "int4-g128", "seconds": 1.2e-5}, ...],
+through that family's cost(), and writes a derived spec (`extends = TARGET`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dse.cli import ArgumentParser, run_cli
+from dse.errors import QuantDSEError
+from dse.io import atomic_write_text, dumps, load_json
+from hwmodels import fit
+from hwmodels.measure import KERNELS, measure
+
+CALIBRATION_SCHEMA = "quantdse.calibration/1"
+#: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
+MAX_FLOPS = 2.2e9
+#: analytic target to compare a measured CUDA device with, by a substring of its name
+GPU_TARGETS = (("H100", "h100-sxm"), ("A100", "a100-80gb"))
+#: measured CUDA kernel -> the format the analytic GPU model costs for it
+CUDA_FORMATS = {"cuda-mm-fp16": "fp16", "cuda-mm-bf16": "bf16", "cuda-int-mm": "int8-a8",
+                "cuda-int4pack-mm-g32": "int4-g32", "cuda-int4pack-mm-g64": "int4-g64",
+                "cuda-int4pack-mm-g128": "int4-g128"}
+
+
+# ------------------------------------------------------------------ cache and fingerprint
+
+def cache_dir() -> Path:
+    """Where calibrations live (never inside the repository)."""
+    if os.environ.get("QUANTDSE_CACHE_DIR"):
+        return Path(os.environ["QUANTDSE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "quantdse"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_threads() -> int:
+    """torch's intra-op thread count here (what a plain torch program uses)."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def fingerprint(threads: int = 0, device: str = "cpu") -> dict:
+    """What a calibration is valid for: CPU model, cores, torch version, threads, device."""
+    import torch
+
+    doc = {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+           "threads": int(threads) or default_threads(), "device": device}
+    if device == "cuda" and torch.cuda.is_available():
+        doc["gpu"] = torch.cuda.get_device_name(0)
+    return doc
+
+
+def cache_path(fp: dict) -> Path:
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"local-{fp['device']}-{key}.json"
+
+
+def load_calibration(threads: int = 0, device: str = "cpu") -> dict | None:
+    """The cached calibration for this machine, or None when there is none (or it is unreadable)."""
+    fp = fingerprint(threads, device)
+    path = cache_path(fp)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if doc.get("schema") != CALIBRATION_SCHEMA or doc.get("fingerprint") != fp or not doc.get("kernels"):
+        return None
+    return doc
+
+
+# ------------------------------------------------------------------ shape design
+
+def _kernel_names(device: str) -> list[str]:
+    return [name for name, k in KERNELS.items() if k.device == device]
+
+
+def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Fit grid and held-out shapes for every kernel of `device`: [{"kernel", "shape", "role"}].
+
+    GEMMs: M from decode (1) to prefill-like (1024), K and N multiples of 128 (int4 groups
+    up to 128 divide K; `_weight_int8pack_mm` crashes for K not a multiple of 16). Held-out
+    shapes are log-uniform draws in the same ranges, off the grid. Shapes above MAX_FLOPS
+    are dropped to bound the run time.
+    """
+    rng = np.random.default_rng(seed)
+    if quick:
+        ms, ks, ns, held = (1, 16, 128), (512, 2048), (512, 2048), 4
+        sides, cins, couts = (14, 28), (32, 128), (64, 256)
+        gms, gns = (1, 64, 1024), (512, 2048)
+    else:
+        ms, ks, ns, held = (1, 4, 16, 64, 256, 1024), (256, 1024, 4096), (256, 1024, 4096), 8
+        sides, cins, couts = (7, 14, 28, 56), (16, 64, 256), (32, 128, 512)
+        gms, gns = (1, 8, 64, 512, 4096), (256, 1024, 4096)
+    jobs: list[dict] = []
+    for name in _kernel_names(device):
+        kern = KERNELS[name]
+        if kern.op == "gather":
+            grid = [(m, 1, n) for m in gms for n in gns]
+            extra = [(int(rng.integers(2, gms[-1])), 1, int(rng.integers(2, 32)) * 128) for _ in range(held)]
+        elif kern.op == "conv2d":
+            grid = [(s * s, c * 9, o) for s in sides for c in cins for o in couts]
+            extra = [(int(rng.integers(sides[0], sides[-1] + 1)) ** 2, int(rng.integers(2, 17)) * 16 * 9,
+                      int(rng.integers(2, 33)) * 16) for _ in range(held * 2)]
+        else:
+            grid = [(m, k, n) for m in ms for k in ks for n in ns]
+            lo, hi = math.log(ks[0]), math.log(ks[-1])
+            extra = [(max(1, int(round(math.exp(rng.uniform(0, math.log(ms[-1])))))),
+                      max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128,
+                      max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128) for _ in range(held * 2)]
+        grid = [s for s in grid if kern.flops(*s) <= MAX_FLOPS]
+        extra = [s for s in extra if kern.flops(*s) <= MAX_FLOPS and s not in grid][:held]
+        jobs += [{"kernel": name, "shape": list(s), "role": "fit"} for s in grid]
+        jobs += [{"kernel": name, "shape": list(s), "role": "heldout"} for s in extra]
+    return jobs
+
+
+# ------------------------------------------------------------------ calibrate
+
+def fit_rows(name: str, rows: list[dict]) -> dict:
+    """Fit one kernel on its "fit" rows; MAPE on the fit and on the held-out rows."""
+    kern = KERNELS[name]
+    mine = [r for r in rows if r["kernel"] == name]
+    if not mine:
+        raise QuantDSEError(f"no measurements of kernel {name}: rerun python -m hwmodels.calibrate --hw local")
+
+    def arrays(sel):
+        shp = np.array([r["shape"] for r in sel], dtype=np.float64).reshape(-1, 3)
+        m, k, n = shp.T
+        return m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n), np.array([r["seconds"] for r in sel])
+
+    train = [r for r in mine if r["role"] == "fit"]
+    test = [r for r in mine if r["role"] == "heldout"]
+    m, k, n, fl, by, sec = arrays(train)
+    params = fit.fit_kernel(m, k, n, fl, by, sec, memory_only=kern.op == "gather")
+    out = {"params": params, "n_fit": len(train), "n_heldout": len(test),
+           "fit_mape": fit.mape(fit.predict(params, m, k, n, fl, by), sec)}
+    if test:
+        m, k, n, fl, by, sec = arrays(test)
+        out["heldout_mape"] = fit.mape(fit.predict(params, m, k, n, fl, by), sec)
+    else:
+        out["heldout_mape"] = None
+    return out
+
+
+def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: int = 0,
+              progress: bool = True) -> dict:
+    """Measure, fit and cache; returns the calibration document (also written to cache_path)."""
+    started = time.perf_counter()
+    fp = fingerprint(threads, device)
+    path = cache_path(fp)
+    old_crashed = []
+    if path.is_file():
+        try:
+            old_crashed = json.loads(path.read_text(encoding="utf-8")).get("crashed", [])
+        except (OSError, ValueError):
+            old_crashed = []
+    avoid = {(c["kernel"], tuple(c["shape"])) for c in old_crashed}
+    jobs = [j for j in design(quick, device, seed) if (j["kernel"], tuple(j["shape"])) not in avoid]
+    rows, crashed = measure([[j["kernel"], *j["shape"]] for j in jobs], threads=fp["threads"],
+                            target_s=0.02 if quick else 0.05, min_repeats=5 if quick else 7,
+                            seed=seed, progress=progress, desc=f"calibrating {device}")
+    roles = {(j["kernel"], tuple(j["shape"])): j["role"] for j in jobs}
+    for r in rows:
+        r["role"] = roles[(r["kernel"], tuple(r["shape"]))]
+    kernels = {}
+    for name in _kernel_names(device):
+        if any(r["kernel"] == name and r["role"] == "fit" for r in rows):
+            kernels[name] = fit_rows(name, rows)
+    doc = {"schema": CALIBRATION_SCHEMA, "fingerprint": fp, "quick": bool(quick), "seed": seed,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "kernels": kernels,
+           "measurements": rows, "crashed": old_crashed + crashed}
+    doc["seconds"] = round(time.perf_counter() - started, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, dumps(doc))
+    doc["path"] = str(path)
+    return doc
+
+
+def ensure_calibration(threads: int = 0, auto: bool = True) -> dict:
+    """The cached CPU calibration; without one, run the quick one (auto) or raise the one-line error."""
+    doc = load_calibration(threads, "cpu")
+    if doc is not None:
+        return doc
+    if not auto:
+        raise QuantDSEError("no calibration of the local target on this machine: "
+                            "run python -m hwmodels.calibrate --hw local")
+    print("notice: no calibration of --hw local on this machine yet: running the quick one (~30 s); "
+          "python -m hwmodels.calibrate --hw local gives the full one", file=sys.stderr)
+    return calibrate(quick=True, threads=threads, progress=False)
+
+
+# ------------------------------------------------------------------ CUDA vs analytic
+
+def compare_with_target(doc: dict) -> dict | None:
+    """Median ratio analytic / measured per CUDA kernel, against the matching GPU target."""
+    gpu = doc["fingerprint"].get("gpu", "")
+    target = next((t for key, t in GPU_TARGETS if key in gpu), None)
+    if target is None:
+        return None
+    from dse.formats import get_format
+    from hwmodels.ops import Ops
+    from hwmodels.registry import load_model
+    from hwmodels.workload import Workload
+
+    model = load_model(target)
+    out = {"target": target, "kernels": {}}
+    for name, fmt_name in CUDA_FORMATS.items():
+        rows = [r for r in doc["measurements"] if r["kernel"] == name]
+        if not rows:
+            continue
+        fmt = get_format(fmt_name)
+        ops = Ops.from_rows([(f"g{i}", "linear", *r["shape"], 1.0, float(r["shape"][1] * r["shape"][2]), "")
+                             for i, r in enumerate(rows)])
+        pred = model.cost(ops, [fmt], Workload()).latency_s[:, 0]
+        ratio = pred / np.array([r["seconds"] for r in rows])
+        out["kernels"][name] = {"format": fmt_name, "median_ratio": float(np.median(ratio)),
+                                "min_ratio": float(ratio.min()), "max_ratio": float(ratio.max()), "n": len(rows)}
+    return out
+
+
+# ------------------------------------------------------------------ --from: fit an analytic target
+
+def read_measurements(path: str) -> list[dict]:
+    """Validate a user measurements file: a list of {"gemm": [M, K, N], "format", "seconds"}."""
+    from dse.formats import get_format
+
+    data = load_json(path, "measurements file")
+    if not isinstance(data, list) or not data:
+        raise QuantDSEError(f"measurements file {path} must be a non-empty JSON list of "
+                            '{"gemm": [M, K, N], "format": ..., "seconds": ...}')
+    for i, row in enumerate(data):
+        where = f"measurements file {path} entry {i}"
+        if not isinstance(row, dict) or set(row) - {"gemm", "format", "seconds"} or len(row) != 3:
+            raise QuantDSEError(f'{where} must have exactly the keys "gemm", "format", "seconds"')
+        g = row["gemm"]
+        if (not isinstance(g, list) or len(g) != 3
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in g)):
+            raise QuantDSEError(f"{where}: gemm must be three positive integers [M, K, N], got {g!r}")
+        s = row["seconds"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            raise QuantDSEError(f"{where}: seconds must be a positive number, got {s!r}")
+        if not isinstance(row["format"], str):
+            raise QuantDSEError(f"{where}: format must be a format name such as int4-g128")
+        get_format(row["format"])
+    return data
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def derive_spec(hw: str, measurements_path: str, out: str | None) -> dict:
+    """Fit `hw`'s fittable params to the measurements, write the derived spec, return a report."""
+    from hwmodels.registry import family_schema
+    from hwmodels.spec import load_spec
+
+    spec = load_spec(hw)
+    if spec.family == "local":
+        raise QuantDSEError("--from fits an analytic target; the local target is calibrated by measuring: "
+                            "drop --from")
+    names = fit.fittable_params(family_schema(spec.family))
+    if not names:
+        raise QuantDSEError(f"target {spec.name} (family {spec.family}) has no efficiency/overhead params to fit: "
+                            "pick an analytic GPU or FPGA target")
+    rows = read_measurements(measurements_path)
+    from hwmodels.registry import load_model
+
+    model = load_model(spec)
+    from dse.formats import get_format
+
+    unsupported = sorted({r["format"] for r in rows if not model.supports(get_format(r["format"]))})
+    if unsupported:
+        raise QuantDSEError(f"formats {', '.join(unsupported)} are not supported on {spec.name}: "
+                            "remove those measurements")
+    result = fit.fit_spec_params(spec, rows, names)
+    out_path = Path(out) if out else Path(f"{spec.name}-fitted.toml")
+    name = out_path.stem
+    source = f"fitted to {measurements_path} ({result['n']} GEMMs; MAPE {result['mape_before']:.1f}% -> " \
+             f"{result['mape_after']:.1f}%) by python -m hwmodels.calibrate --from"
+    lines = ['schema = "hwmodels.spec/1"', f"name = {json.dumps(name)}", f"extends = {json.dumps(spec.name)}",
+             f"description = {json.dumps(f'{spec.name} with efficiencies fitted to {measurements_path}')}",
+             "", "[params]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in result["params"].items()]
+    lines += ["", "[sources]"] + [f"{k} = {json.dumps(source)}" for k in result["params"]]
+    atomic_write_text(out_path, "\n".join(lines) + "\n")
+    load_spec(str(out_path))  # the file we wrote must load
+    return {"hardware": spec.name, "out": str(out_path), **result,
+            "initial": {k: float(spec[k]) for k in names}}
+
+
+# ------------------------------------------------------------------ CLI
+
+def _report_text(doc: dict) -> str:
+    fp = doc["fingerprint"]
+    lines = [f"local target: {fp['cpu']}, {fp['threads']} threads, torch {fp['torch']}, device {fp['device']}"
+             f" ({'quick' if doc['quick'] else 'full'} calibration, {doc['seconds']:.1f} s)",
+             f"cache: {doc.get('path', '')}",
+             f"{'kernel':22s} {'n_fit':>5s} {'fit MAPE':>9s} {'held-out':>9s} {'held MAPE':>9s}  peak GFLOP/s  GB/s"]
+    for name, k in doc["kernels"].items():
+        p = k["params"]
+        held = "n/a" if k["heldout_mape"] is None else f"{k['heldout_mape']:.1f}%"
+        lines.append(f"{name:22s} {k['n_fit']:5d} {k['fit_mape']:8.1f}% {k['n_heldout']:9d} {held:>9s}  "
+                     f"{p.get('peak_flops_per_s', 0) / 1e9:11.1f}  {p['bytes_per_s'] / 1e9:5.1f}")
+    for c in doc["crashed"]:
+        lines.append(f"crashed (avoided from now on): {c['kernel']} {c['shape']} exit {c['returncode']}")
+    cmp = doc.get("comparison")
+    if cmp:
+        lines.append(f"analytic {cmp['target']} / measured (median ratio):")
+        for name, c in cmp["kernels"].items():
+            lines.append(f"  {name:22s} {c['format']:10s} {c['median_ratio']:.2f}x "
+                         f"[{c['min_ratio']:.2f} .. {c['max_ratio']:.2f}] over {c['n']} shapes")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="hwmodels.calibrate", description=__doc__.split("\n")[0])
+    p.add_argument("--hw", required=True, help="local (measure here), or an analytic target with --from")
+    p.add_argument("--quick", action="store_true", help="small grid (~30 s), for tests")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out shapes and the random weights")
+    p.add_argument("--from", dest="source", metavar="FILE", help="measurements JSON to fit an analytic target to")
+    p.add_argument("--out", help="derived spec path for --from (default TARGET-fitted.toml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads < 0:
+        raise QuantDSEError(f"--threads must be >= 0, got {args.threads}")
+
+    if args.source:
+        report = derive_spec(args.hw, args.source, args.out)
+        if args.json:
+            print(dumps(report), end="")
+        else:
+            print(f"{report['hardware']}: fitted {', '.join(report['params'])} to {report['n']} measurements; "
+                  f"MAPE {report['mape_before']:.1f}% -> {report['mape_after']:.1f}%; wrote {report['out']}")
+            for k, v in report["params"].items():
+                print(f"  {k:28s} {report['initial'][k]:.6g} -> {v:.6g}")
+        return 0
+    if args.hw != "local":
+        raise QuantDSEError(f"--hw {args.hw}: only the local target is measured; for an analytic target "
+                            "pass --from measurements.json")
+    if args.out:
+        raise QuantDSEError("--out goes with --from (a derived spec); the local calibration is cached")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            message = "no CUDA device here (torch.cuda.is_available() is False): skipping the CUDA calibration"
+            print(dumps({"skipped": message}) if args.json else message, end="\n" if not args.json else "")
+            print(message, file=sys.stderr) if args.json else None
+            return 0
+    doc = calibrate(quick=args.quick, threads=args.threads, device=args.device, seed=args.seed,
+                    progress=not args.no_progress)
+    if args.device == "cuda":
+        doc["comparison"] = compare_with_target(doc)
+    if args.json:
+        print(dumps({k: v for k, v in doc.items() if k != "measurements"}), end="")
+    else:
+        print(_report_text(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
