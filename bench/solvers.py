@@ -36,3 +36,55 @@ def synthetic_problem(n_layers: int, budget_bits: float = 3.7, seed: int = 0, th
     mask = np.ones((n_layers, F), dtype=bool)
     return Problem([f"l{i}" for i in range(n_layers)], [f[0] for f in FORMATS], error, params, bits,
                    lat, energy, mask, {"bits": budget_bits})
+
+
+#: (method, options, largest size it runs at, reason when skipped above it)
+METHODS = [
+    ("highs", "ilp", {"solver": "highs", "time_limit": 60.0}, 5000, "PuLP model of >45k x 11 binaries: minutes"),
+    ("cbc", "ilp", {"solver": "cbc", "time_limit": 60.0}, 5000, "PuLP model of >45k x 11 binaries: minutes"),
+    ("lagrangian", "lagrangian", {}, None, ""),
+    ("baq", "baq", {}, None, ""),
+    ("nas", "nas", {"seed": 0}, 50_000, "about 10 s per 45k layers: several minutes at 1M"),
+    ("greedy", "greedy", {}, None, ""),
+]
+
+
+def main(argv=None) -> int:
+    from dse.cli import ArgumentParser
+    from dse.solvers import solve
+
+    p = ArgumentParser(prog="bench.solvers", description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="226,4096,45000,1000000")
+    p.add_argument("--budget-bits", type=float, default=3.7)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(f"{'layers':>8} {'method':>10} {'status':>10} {'seconds':>9} {'obj/opt-1':>11}  note")
+    for n in (int(s) for s in args.sizes.split(",")):
+        problem = synthetic_problem(n, args.budget_bits, args.seed)
+        results = {}
+        for label, method, options, largest, reason in METHODS:
+            if largest is not None and n > largest:
+                results[label] = None
+                print(f"{n:>8} {label:>10} {'':>10} {'':>9} {'':>11}  skipped ({reason})")
+                continue
+            r = solve(problem, method=method, **options)
+            assert not r.success or not problem.violations(r.assignment), label
+            results[label] = r
+        exact = results.get("highs")
+        if exact is not None and exact.status == "optimal":
+            optimum, source = exact.objective, "ILP optimum"
+        else:
+            optimum, source = results["lagrangian"].bound, "Lagrangian bound"
+        for label, r in results.items():
+            if r is None:
+                continue
+            note = f"gap {r.gap:.1e}" if np.isfinite(r.gap) else ""
+            print(f"{n:>8} {label:>10} {r.status:>10} {r.seconds:>9.3f} {r.objective / optimum - 1:>11.2e}  "
+                  f"{note} (vs {source})")
+    return 0
+
+
+if __name__ == "__main__":
+    from dse.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -41,6 +41,10 @@ Conventions of the reference `quantize()`:
   multiple of the block, llama-quantize (``tensor_type_fallback`` in src/llama-quant.cpp)
   quantizes that tensor as another type; `Format.fallback_for(k)` models it, and
   bits_per_weight/quantize use it.
+- bitmod3/bitmod4 (BitMoD, HPCA'25): per group of 128 the datatype of least squared error
+  among four fp3/fp4 variants whose redundant -0 code is an extra special value (see
+  `BITMOD_DATATYPES`); fp16 scale amax / max|grid| per candidate, round to nearest with ties
+  to the lower value, as the authors' ``quant_datatype`` / ``search_datatype``.
 - The activation suffix ``-aN`` (N in 4, 8, 16) only sets `act_bits`; quantize() is weights only.
 """
 from __future__ import annotations
@@ -211,6 +215,7 @@ _FIXED = {
 
 _INT_RE = re.compile(r"int(\d+)(?:-g(\d+))?(-asym)?")
 _FP4_RE = re.compile(r"fp4-e2m1(?:-g(\d+))?")
+_BITMOD_RE = re.compile(r"bitmod(\d+)-g(\d+)")
 _ACT_RE = re.compile(r"(.+)-a(\d+)")
 
 
@@ -243,6 +248,24 @@ def _build(base: str) -> Format:
         g = _check_group(m.group(1), base) or 128
         name = "fp4-e2m1" if g == 128 else f"fp4-e2m1-g{g}"
         return _F(name, "fp", 4, g, True, 16, 0, "e2m1", f"fp4 e2m1 (max 6), fp16 scale per group of {g}")
+    m = _BITMOD_RE.fullmatch(base)
+    if m:
+        n, g = int(m.group(1)), _check_group(m.group(2), base)
+        if n not in BITMOD_DATATYPES:
+            raise QuantDSEError(f"BitMoD width {n} in {base!r} is not defined: use bitmod3 or bitmod4 "
+                                "(the authors' mixtures are 3- and 4-bit only)")
+        # Storage per group: n-bit codes + 8 bits of metadata (scale + 2-bit datatype selector)
+        # -> n + 8/128 = 4.0625 / 3.0625 at g128: the paper's and its simulator's w_prec
+        # (bitmod_sim/test_bitmod.py; REFERENCE.md). The released quantizer keeps the scale
+        # in fp16, which stored with the selector would be n + 18/128 (4.140625); the 8
+        # bits match the authors' earlier code, which quantizes each group scale to
+        # `scale_bits` against one fp16 scale per row (yc2367/BitMoD
+        # wiki_c4_ppl/quant_utils/quant_weight_double.py; 6 + 2 = 8). We count the
+        # published 8 bits (the per-row fp16 scale, like NVFP4's tensor scale, is not
+        # counted) and fake-quantize with the released code's fp16 scale.
+        kinds = "/".join(BITMOD_DATATYPES[n])
+        return _F(f"bitmod{n}-g{g}", "bitmod", n, g, True, 8, 0, f"bitmod{n}",
+                  f"BitMoD fp{n} mixture ({kinds}) per group of {g}, 8-bit scale + datatype metadata")
     raise KeyError(base)
 
 
@@ -288,7 +311,8 @@ def _catalog() -> tuple[Format, ...]:
             names.append(f"int{n}{suffix}")
             names += [f"int{n}-g{g}{suffix}" for g in _CATALOG_GROUPS]
     names += ["fp8-e4m3", "fp8-e5m2", "fp6-e3m2", "fp4-e2m1", "fp4-e2m1-g32", "fp4-e2m1-g64",
-              "nf4", "mxfp4", "mxint8", "nvfp4", "ternary", "binary", *_GGML_BLOCKS]
+              "nf4", "mxfp4", "mxint8", "nvfp4", "bitmod3-g128", "bitmod4-g128", "ternary", "binary",
+              *_GGML_BLOCKS]
     return tuple(_get(n) for n in names)
 
 
@@ -389,6 +413,22 @@ NF4_CODE = np.array([
     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], dtype=np.float32)
 _NF4_MIDS = (NF4_CODE[1:] + NF4_CODE[:-1]) / 2
+
+#: BitMoD datatypes (abdelfattah-lab/BitMoD-HPCA-25, bitmod_quant/quant_utils/quant_weight.py,
+#: ``search_datatype(datatype="mixed_bitmod")``), in the code's units: 2 x e2m1 for fp4
+#: {0,1,2,3,4,6,8,12}, {0,1,2,4} for fp3. Each spends the sign-magnitude code of -0 on one
+#: special value: ER ("extra resolution") +-10 / +-3 (e2m1's +-5), EA ("extra asymmetry")
+#: +-16 / +-6 (e2m1's +-8). Order matters: on equal error the first one wins (strict `<`).
+BITMOD_DATATYPES: dict[int, dict[str, tuple[float, ...]]] = {
+    4: {"fp4_er_pos": (-12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 10, 12),
+        "fp4_er_neg": (-12, -10, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12),
+        "fp4_ea_pos": (-12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16),
+        "fp4_ea_neg": (-16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12)},
+    3: {"fp3_er_pos": (-4, -2, -1, 0, 1, 2, 3, 4),
+        "fp3_er_neg": (-4, -3, -2, -1, 0, 1, 2, 4),
+        "fp3_ea_pos": (-4, -2, -1, 0, 1, 2, 4, 6),
+        "fp3_ea_neg": (-6, -4, -2, -1, 0, 1, 2, 4)},
+}
 
 
 def round_minifloat(x: np.ndarray, element: str) -> np.ndarray:
@@ -652,9 +692,38 @@ def _q_ggml(f: Format, x):
     return out.reshape(x.shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _bitmod_tables(bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grids [C, V], max |grid| [C, 1], midpoints [V-1, C, 1]) of the BitMoD candidates, float32."""
+    grids = np.array(list(BITMOD_DATATYPES[bits].values()), dtype=np.float32)
+    mids = ((grids[:, 1:] + grids[:, :-1]) / 2).T[:, :, None]
+    return grids, np.abs(grids).max(axis=1, keepdims=True), mids
+
+
+def _q_bitmod(f: Format, x):
+    """Every candidate datatype at once on y [rows, n, C, G], then per group the one of least
+    squared error (argmin: the first on equal errors, as the code's strict `<` update)."""
+    k = x.shape[1]
+    g = _groups(x, f.group_size)[:, :, None, :]                      # [r, n, 1, G]
+    grids, qmax, mids = _bitmod_tables(int(f.weight_bits))
+    n_cand, n_val = grids.shape
+    scale = _fp16(np.abs(g).max(axis=-1, keepdims=True) / qmax)     # [r, n, C, 1]
+    y = g / _safe(scale)
+    # index into grids.ravel(): c*V + number of midpoints below y. A value on a midpoint
+    # counts it as not below, so it takes the lower neighbour (the code's `x <= mid`).
+    idx = np.broadcast_to(np.arange(0, n_cand * n_val, n_val, dtype=np.int16)[:, None], y.shape).copy()
+    for mid in mids:
+        idx += y > mid
+    q = np.take(grids.ravel(), idx) * scale                          # [r, n, C, G]
+    d = q - g
+    err = np.einsum("...i,...i->...", d, d)                          # [r, n, C]
+    best = np.argmin(err, axis=-1)[..., None, None]
+    return _ungroup(np.take_along_axis(q, best, axis=2)[:, :, 0], k)
+
+
 _QUANTIZERS = {
     "float": _q_float, "int": _q_int, "fp": _q_fp, "nf": _q_nf, "mx": _q_mx,
-    "nvfp": _q_nvfp, "ternary": _q_ternary, "binary": _q_binary, "ggml": _q_ggml,
+    "nvfp": _q_nvfp, "ternary": _q_ternary, "binary": _q_binary, "ggml": _q_ggml, "bitmod": _q_bitmod,
 }
 
 

@@ -75,13 +75,38 @@ def test_attention_window_limits_kv_read():
 
 def test_sparsity_skips_weights_in_compute_and_storage():
     dense = load_model("u280")
-    sparse = load_model("u280-flightllm")  # 50 % sparse, 2 index bits per kept weight
+    sparse = load_model("u280", ["sparsity=0.5", "sparse_index_bits=2"])  # 2:4-style: 2 index bits per kept weight
     d = one(dense, 1, 4096, 4096, "int4-g128-a8")
     s = one(sparse, 1, 4096, 4096, "int4-g128-a8")
     bits = 4 + 16 / 128
     assert d["bytes"] == pytest.approx(4096 * 4096 * bits / 8)
     assert s["bytes"] == pytest.approx(4096 * 4096 * 0.5 * (bits + 2) / 8)
     assert s["breakdown"]["compute_cycles"] == 1 * 128 * 22  # K 4096 -> 2048 kept -> 128 tiles
+
+
+def test_sparsity_applies_only_to_the_named_roles():
+    # FlightLLM's compiler output prunes only q/k: 30 % pruned, 4 + 8/256 index bits per kept int8 weight
+    model = load_model("u280-flightllm")
+    ops = Ops.from_rows([("q", "linear", 1, 4096, 4096, 1.0, 4096.0 * 4096, "q"),
+                         ("v", "linear", 1, 4096, 4096, 1.0, 4096.0 * 4096, "v")])
+    t = model.cost(ops, [get_format("int8-a8")], DECODE)
+    q, v = t.row(0, 0), t.row(1, 0)
+    bits = 8 + 16 / 4096
+    assert v["bytes"] == pytest.approx(4096 * 4096 * bits / 8)
+    assert q["bytes"] == pytest.approx(4096 * 4096 * 0.7 * (bits + 4.03125) / 8)
+    # MV unit: K 4096 -> ceil(0.7 * 4096) = 2868 kept -> ceil(2868/16) = 180 tiles x 22
+    assert q["breakdown"]["compute_cycles"] == 180 * 22
+    assert v["breakdown"]["compute_cycles"] == 256 * 22
+
+
+def test_board_power_replaces_the_activity_energy_model():
+    base = load_model("u280")
+    fixed = load_model("u280", ["board_power_w=33"])
+    a, b = one(base, 1, 4096, 4096, "int4-g128-a8"), one(fixed, 1, 4096, 4096, "int4-g128-a8")
+    assert b["latency_s"] == a["latency_s"]
+    assert b["energy_j"] == pytest.approx(33.0 * b["latency_s"])
+    # activity model by hand: 30 W x time + 31.2 pJ/B x bytes + 2 pJ x MACs (8-bit activations: width 1)
+    assert a["energy_j"] == pytest.approx(30.0 * a["latency_s"] + 31.2e-12 * a["bytes"] + 2e-12 * 4096 * 4096)
 
 
 # --- cycle-stepped reference -------------------------------------------------------------

@@ -66,6 +66,7 @@ def _rounds(problem, a, up: bool, deadline: float = np.inf) -> np.ndarray | None
     rows = np.arange(len(a))
     sign = 1.0 if up else -1.0  # rank by sign * score, best first
     j, score, ok = _best_moves(t, a, rows, [float(c[rows, a].sum()) for c in coefs], up)
+    window = 1024
     while time.perf_counter() < deadline:
         used = [float(c[rows, a].sum()) for c in coefs]
         if not up:
@@ -75,7 +76,7 @@ def _rounds(problem, a, up: bool, deadline: float = np.inf) -> np.ndarray | None
         cand = np.nonzero(ok)[0]
         if len(cand) == 0:
             return a if up else None
-        cand = cand[np.argsort(-sign * score[cand], kind="stable")]
+        cand = cand[np.argsort(-sign * score[cand], kind="stable")][:window]  # a round takes at most this many
         # the score each moved layer would offer next: a round stops where one of those would rank higher
         nxt = a.copy()
         nxt[cand] = j[cand]
@@ -97,6 +98,7 @@ def _rounds(problem, a, up: bool, deadline: float = np.inf) -> np.ndarray | None
             if done.any():
                 n = min(n, int(np.argmax(done)) + 1)
         moved = cand[:max(n, 1)]
+        window = 2 * window if len(moved) == window else max(1024, window // 2)
         a[moved] = j[moved]
         if up:  # recompute the moved layers and those whose move no longer fits
             used = [float(c[rows, a].sum()) for c in coefs]

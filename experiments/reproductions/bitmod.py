@@ -15,7 +15,6 @@ import functools
 import numpy as np
 from scipy.stats import gmean
 
-from dse.errors import QuantDSEError
 from dse.formats import Format, get_format
 from dse.models import load_graph
 from hwmodels.ops import Ops, attention_rows, ops_for_graph
@@ -40,13 +39,9 @@ def plain_format(name: str, bits: float, family: str = "int") -> Format:
 
 
 def bitmod_format(bits: int) -> Format:
-    """BitMoD weights: `bits`-bit payload, group 128, 8 bits of per-group scale + datatype
-    metadata -> bits + 0.0625 (test_bitmod.py: 4.0625 / 3.0625)."""
-    try:
-        return get_format(f"bitmod{bits}-g128")
-    except QuantDSEError:  # the catalog has no BitMoD types yet: same numbers, built here
-        base = get_format(f"int{bits}-g128")
-        return dataclasses.replace(base, name=f"bitmod{bits}-g128", family="fp", scale_bits=8, zero_bits=0)
+    """BitMoD weights from the catalog: `bits`-bit payload, group 128, 8 bits of per-group scale
+    + datatype metadata -> bits + 0.0625 (test_bitmod.py: 4.0625 / 3.0625)."""
+    return get_format(f"bitmod{bits}-g128")
 
 
 def design_formats(design: str, model: str, weight_bits: int) -> tuple[Format, Format]:

@@ -56,31 +56,58 @@ def generation(hw: str, format_names: list[str], kv_bits: int, overrides: list[s
 
 
 def _flightllm() -> dict:
-    # ~W3.5A8: half the layers int3-g128, half int4-g128 (3.6 effective bits), KV 8-bit (assumed)
-    return generation("u280-flightllm", ["int3-g128-a8", "int4-g128-a8"], kv_bits=8)
+    # the model FlightLLM's public compiler emits for Llama-2-7B (int8 weights, KV int8); see u280-flightllm.toml
+    return generation("u280-flightllm", ["int8-a8"], kv_bits=8)
 
 
 def _accllm() -> dict:
     return generation("u280-accllm", ["int2-g128-a8"], kv_bits=4)  # W2A8KV4
 
 
+#: AccLLM (arXiv 2505.03745 v1; IEEE TVLSI 2026) Table VII, Llama-2-7B on the U280 at batch 1
+ACCLLM_TABLE7 = "AccLLM (Liang et al., arXiv 2505.03745 / IEEE TVLSI 2026), Table VII"
+PUBLISHED = {"accllm_tokens_per_s": 164.0, "accllm_w": 33.0, "flightllm_tokens_per_s": 55.0, "flightllm_w": 45.0}
+SETUP = (f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-accllm W2A8KV4 (int2-g128), 2:4, "
+         f"Λ-attention 4+508 vs u280-flightllm int8 weights, q/k 30 % N:16 sparse, KV8")
+
+
+def _gap_note(flight_tokens_per_s: float) -> str:
+    return (f"AccLLM's own side lands on its Table VII figure; the gap is FlightLLM's: with the model its public "
+            f"compiler emits (int8, q/k 30 % sparse) our engine gives {flight_tokens_per_s:.0f} token/s against "
+            f"the 55 it reports, and its paper's ~W3.5 + sparse setup would give more than twice that, so the exact "
+            f"weight format behind the 55 is not in the sources we have. AccLLM's engine (array sizes, DSP packing) "
+            f"is not public in them either: it runs on the u280 MM/MV units, HBM-bound in decode. The Λ window "
+            f"(508 + 4) is an estimate.")
+
+
+def accllm_tokens_per_s() -> dict:
+    return {"ours": _accllm()["tokens_per_s"], "published": PUBLISHED["accllm_tokens_per_s"],
+            "source": f"{ACCLLM_TABLE7}: 164 token/s (cycle-accurate simulator, 225 MHz)", "setup": SETUP,
+            "note": "Decode is HBM-bound on 2-bit 2:4 weights + 4-bit KV; the Λ window is an estimate."}
+
+
+def flightllm_tokens_per_s() -> dict:
+    ours = _flightllm()["tokens_per_s"]
+    return {"ours": ours, "published": PUBLISHED["flightllm_tokens_per_s"],
+            "source": f"{ACCLLM_TABLE7}: FlightLLM on the U280, 55 token/s at 45 W (from FlightLLM, FPGA'24)",
+            "setup": SETUP, "note": _gap_note(ours)}
+
+
 def accllm_throughput_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
     return {"ours": acc["tokens_per_s"] / flight["tokens_per_s"], "published": 2.98,
-            "source": "AccLLM (Liang et al., arXiv 2505.03745), abstract: 2.98x throughput vs FlightLLM",
-            "setup": f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-accllm W2A8KV4, 2:4, "
-                     f"Λ-attention vs u280-flightllm W3.5A8 (int3/int4-g128), KV8, 50 % sparse",
-            "note": "Both run on our FlightLLM-style engine; AccLLM's own reconfigurable engine is not modelled, "
-                    "so only its compression (bits, KV4, window) separates them. FlightLLM's sparsity ratio and "
-                    "AccLLM's window length are estimates (see the spec sources)."}
+            "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 2.98x throughput vs FlightLLM (164 vs 55 token/s)",
+            "setup": SETUP, "note": _gap_note(flight["tokens_per_s"])}
 
 
 def accllm_energy_eff_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
     return {"ours": acc["tokens_per_j"] / flight["tokens_per_j"], "published": 4.07,
-            "source": "AccLLM (Liang et al., arXiv 2505.03745), abstract: 4.07x energy efficiency vs FlightLLM",
-            "setup": "as accllm_throughput_vs_flightllm; energy = board power model of the u280 spec",
-            "note": "Same board power model for both; AccLLM's lower-power engine (fewer DSPs) is not modelled."}
+            "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 4.07x energy efficiency vs FlightLLM "
+                      f"(4.96 token/J at 33 W vs 55 token/s at 45 W)",
+            "setup": SETUP + "; energy = each paper's reported board power (33 W, 45 W) x our modelled time",
+            "note": "Power is each paper's reported board power (spec board_power_w), not predicted: the ratio "
+                    "is our throughput ratio x 45/33, so it carries the throughput gap. " + _gap_note(flight["tokens_per_s"])}
 
 
 def flightllm_energy_eff_vs_v100s() -> dict:
@@ -98,9 +125,12 @@ def flightllm_energy_eff_vs_v100s() -> dict:
     gpu_tokens_per_j = GENERATED / joules
     return {"ours": flight["tokens_per_j"] / gpu_tokens_per_j, "published": 6.0,
             "source": "FlightLLM (Zeng et al., FPGA'24), abstract: 6.0x energy efficiency vs NVIDIA V100S",
-            "setup": f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-flightllm W3.5A8 "
-                     f"sparse vs v100s fp16 (vLLM-style dense fp16 weights and KV)",
-            "note": "The paper's GPU baseline also includes SmoothQuant W8A8; we compare against fp16."}
+            "setup": f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-flightllm (int8, q/k 30 % "
+                     f"sparse, 45 W board power) vs v100s fp16 (vLLM-style dense fp16 weights and KV)",
+            "note": f"FlightLLM side: about {flight['tokens_per_j']:.2f} token/J here against 55/45 = 1.22 in its "
+                    f"paper; V100S side {gpu_tokens_per_j:.2f} token/J from the gpu family, against the "
+                    f"1.22/6.0 = 0.20 the paper implies. The paper's GPU baseline also includes SmoothQuant "
+                    f"W8A8; we compare against fp16."}
 
 
 def _codenet_fps(config: str) -> dict:
@@ -126,8 +156,9 @@ def _codenet_repro(config: str):
         note = ("Frame time = first layer on the ARM A53 (estimated MAC rate) + every other layer on the "
                 "FPGA engines in sequence; channel shuffle, pooling and upsampling are not modelled.")
         if published != published:
-            note = ("Table 3's frame rate for this config was not in the sources reachable here, so published "
-                    "is NaN. " + note)
+            note = ("Table 3's frame rate for this config was not in the sources reachable here (the official "
+                    "repository Zhen-Dong/CoDeNet README copies Table 3 without its framerate column), so "
+                    "published is null. " + note)
         return {"ours": got["ours"], "published": published, "source": source,
                 "setup": f"codenet-{config} layer list (dse/models/catalog), int4 per-channel weights, 8-bit "
                          f"activations, ultra96-codenet spec, batch 1", "note": note}
@@ -136,6 +167,8 @@ def _codenet_repro(config: str):
 
 REPRODUCTIONS = {
     **{f"codenet_fps_config_{c}": _codenet_repro(c) for c in "bcde"},
+    "accllm_tokens_per_s": accllm_tokens_per_s,
+    "flightllm_tokens_per_s": flightllm_tokens_per_s,
     "accllm_throughput_vs_flightllm": accllm_throughput_vs_flightllm,
     "accllm_energy_eff_vs_flightllm": accllm_energy_eff_vs_flightllm,
     "flightllm_energy_eff_vs_v100s": flightllm_energy_eff_vs_v100s,

@@ -13,9 +13,12 @@ compute, so per op
     cycles = max(compute, memory) + softmax on the special-function units + fill.
 
 FlightLLM (Zeng et al., FPGA'24) adds N:M/block sparsity (`sparsity`: the
-fraction of linear weights skipped by both compute and storage); AccLLM adds
+fraction of weights skipped by both compute and storage, in the linear ops whose
+role is in `sparse_roles`, "*" = all of them); AccLLM adds
 Λ-shaped attention (`attention_window` recent + `attention_sink` first tokens).
-Energy is a board power model: static power x time + energy per HBM byte + per MAC.
+Energy is a board power model: static power x time + energy per HBM byte + per MAC;
+a spec that reproduces a paper may instead give the paper's reported board power
+(`board_power_w` > 0): energy = that power x time, the papers' own tokens/J accounting.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ SCHEMA = {
                                                                                        "binary", "float"]),
     "sparsity": Param(float, "fraction of linear weights pruned: skipped by compute and HBM", min=0.0,
                       max=0.95, default=0.0),
+    "sparse_roles": Param(list, "op roles (q, k, v, o, gate, up, down, lm_head, ...) whose weights are pruned; "
+                                "\"*\" = every linear op", default=["*"]),
     "sparse_index_bits": Param(float, "metadata bits stored per kept weight when sparsity > 0", min=0.0,
                                max=8.0, default=0.0),
     "attention_window": Param(int, "Λ-shaped attention: recent tokens each query reads (0 = all)", min=0,
@@ -66,6 +71,8 @@ SCHEMA = {
     "static_power_w": Param(float, "board power independent of activity (W)", min=0.0),
     "hbm_energy_j_per_byte": Param(float, "HBM access energy (J/byte)", min=0.0),
     "mac_energy_j": Param(float, "energy of one 8-bit MAC on a DSP incl. routing (J)", min=0.0),
+    "board_power_w": Param(float, "reported board power while running (W); > 0 replaces the activity "
+                                  "power model above with power x time", min=0.0, default=0.0),
 }
 
 
@@ -133,10 +140,12 @@ class Model(HardwareModel):
         kinds = np.array(ops.kinds)
         gemm = kinds != "embedding"
         att = kinds == "attention"
+        roles = np.array(ops.roles if len(ops.roles) == L else ("",) * L)
         sparse = np.isin(kinds, ("linear", "lm-head", "conv"))
+        if "*" not in p["sparse_roles"]:
+            sparse &= np.isin(roles, list(p["sparse_roles"]))
         keep = np.where(sparse, 1.0 - p["sparsity"], 1.0)
         ctx = self.context_fraction(ops, workload)
-        roles = np.array(ops.roles if len(ops.roles) == L else ("",) * L)
 
         # attention: the context dimension (N of QK^T, K of PV) shrinks under a window
         m = ops.m.astype(np.int64)
@@ -174,8 +183,11 @@ class Model(HardwareModel):
         nbytes = weight_bytes + spill
         macs = (m * k_eff * n * gemm).astype(np.float64)[:, None]
         mac_width = np.maximum(8.0, act_bits) / 8.0  # a 16-bit MAC takes a whole DSP: twice the energy
-        energy = (p["static_power_w"] * latency + p["hbm_energy_j_per_byte"] * nbytes
-                  + p["mac_energy_j"] * macs * mac_width)
+        if p["board_power_w"] > 0:
+            energy = p["board_power_w"] * latency
+        else:
+            energy = (p["static_power_w"] * latency + p["hbm_energy_j_per_byte"] * nbytes
+                      + p["mac_energy_j"] * macs * mac_width)
         shape = (L, F)
         return CostTable(
             cycles=cycles, latency_s=latency, energy_j=energy, bytes=nbytes,

@@ -1,0 +1,166 @@
+"""`python -m dse.pareto`: sweep a budget, solve each point, keep the error-vs-cost frontier.
+
+    python -m dse.pareto --hw u280 --model llama-2-7b --sweep bits=2.5:8:0.25 --x latency --out p.csv --plot p.png
+
+The model, hardware tables and sensitivity are prepared once (dse.pipeline); each
+budget value only builds a new Problem and solves it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from typing import Callable, Iterable
+
+import numpy as np
+
+from dse.cli import ArgumentParser, run_cli
+from dse.errors import QuantDSEError
+from dse.io import atomic_write_bytes, atomic_write_text
+
+#: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
+SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),
+               "latency": ("latency", 1e-3, "ms"), "energy": ("energy", 1e-3, "mJ")}
+#: --x choice -> key of Problem.totals()
+X_TOTALS = {"bits": "effective_bits", "memory": "memory_bytes", "latency": "latency_s", "energy": "energy_j"}
+COLUMNS = ["budget", "status", "method", "error", "effective_bits", "memory_bytes", "latency_s", "energy_j",
+           "seconds", "gap", "on_frontier"]
+
+
+def parse_sweep(text: str) -> tuple[str, np.ndarray]:
+    """`bits=2.5:8:0.25` -> ("bits", [2.5, 2.75, ..., 8.0]) (stop included)."""
+    try:
+        kind, spec = text.split("=", 1)
+        start, stop, step = (float(v) for v in spec.split(":"))
+    except ValueError:
+        raise QuantDSEError(f"malformed --sweep {text!r}: write KIND=START:STOP:STEP, e.g. bits=2.5:8:0.25") from None
+    if kind not in SWEEP_UNITS:
+        raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
+    if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
+        raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
+    n = int(np.floor((stop - start) / step + 1e-9)) + 1
+    return kind, start + step * np.arange(n)
+
+
+def frontier(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask of points no other point beats in both x and y (lower is better; NaN never on it)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    on = np.zeros(len(x), dtype=bool)
+    idx = np.nonzero(ok)[0]
+    for i in idx:
+        other = idx[idx != i]
+        dominated = (x[other] <= x[i]) & (y[other] <= y[i]) & ((x[other] < x[i]) | (y[other] < y[i]))
+        on[i] = not dominated.any()
+    return on
+
+
+def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[float], method: str = "ilp",
+                 x: str = "bits", progress: bool = False, **options) -> list[dict]:
+    """Solve `problem_factory(v)` for each budget value; one row per value (see COLUMNS).
+
+    Infeasible budgets are rows with status "infeasible" and NaN totals; `on_frontier`
+    marks the non-dominated rows in (x total, error).
+    """
+    from tqdm import tqdm
+
+    from dse.solvers import solve
+
+    rows = []
+    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=not progress):
+        problem = problem_factory(float(v))
+        result = solve(problem, method=method, **options)
+        row = {"budget": float(v), "status": result.status, "method": result.method, "seconds": result.seconds,
+               "gap": result.gap}
+        if result.success:
+            broken = problem.violations(result.assignment)
+            if broken:
+                raise AssertionError(f"{method} returned an over-budget assignment: {broken}")
+            totals = problem.totals(result.assignment)
+        else:
+            totals = {k: float("nan") for k in ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error")}
+        row.update(totals)
+        rows.append(row)
+    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float)
+    ys = np.array([r["error"] for r in rows], dtype=float)
+    for r, on in zip(rows, frontier(xs, ys)):
+        r["on_frontier"] = bool(on)
+    return rows
+
+
+def rows_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r[k] for k in COLUMNS})
+    return out.getvalue()
+
+
+def plot_png(rows: list[dict], x: str, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float)
+    ys = np.array([r["error"] for r in rows], dtype=float)
+    on = np.array([r["on_frontier"] for r in rows], dtype=bool)
+    ax.scatter(xs[~on], ys[~on], s=12, c="0.6", label="dominated")
+    order = np.argsort(xs[on])
+    ax.plot(xs[on][order], ys[on][order], "o-", ms=4, label="frontier")
+    ax.set_xlabel(X_TOTALS[x])
+    ax.set_ylabel("predicted error (sum over layers)")
+    ax.set_yscale("log" if (ys[np.isfinite(ys)] > 0).all() and np.isfinite(ys).any() else "linear")
+    ax.set_title(title)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="dse.pareto", description=__doc__.split("\n")[0])
+    p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
+    p.add_argument("--model", help="as for dse.search; default its built-in model")
+    p.add_argument("--sweep", required=True, help="KIND=START:STOP:STEP; bits (avg bits), memory (GB), "
+                                                  "latency (ms), energy (mJ); e.g. bits=2.5:8:0.25")
+    p.add_argument("--x", default="bits", choices=sorted(X_TOTALS), help="cost axis of the frontier")
+    p.add_argument("--method", default="ilp", help="solver (as for dse.search)")
+    p.add_argument("--formats", help="candidate formats, comma-separated")
+    p.add_argument("--sensitivity", help="weights, prior or FILE.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="CSV of every point (written atomically)")
+    p.add_argument("--plot", help="PNG of error vs --x (written atomically)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    return p
+
+
+def main(argv=None) -> int:
+    from dse.pipeline import SearchRequest, prepare
+
+    args = build_parser().parse_args(argv)
+    kind, values = parse_sweep(args.sweep)
+    limit_kind, factor, unit = SWEEP_UNITS[kind]
+    request = SearchRequest(hw=args.hw, model=args.model, budget=f"{values[0]:g}{unit}", method=args.method,
+                            sensitivity=args.sensitivity, seed=args.seed,
+                            formats=tuple(args.formats.split(",")) if args.formats else None)
+    prepared = prepare(request)
+    rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
+                        x=args.x, progress=True, seed=args.seed)
+    if args.out:
+        atomic_write_text(args.out, rows_csv(rows))
+    if args.plot:
+        atomic_write_bytes(args.plot, plot_png(rows, args.x, f"{prepared.graph.name} on {args.hw} ({args.method})"))
+    if args.json:
+        clean = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in r.items()} for r in rows]
+        sys.stdout.write(json.dumps(clean, indent=2) + "\n")
+    else:
+        sys.stdout.write(rows_csv(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,97 @@
+"""BAQ-style closed-form bit allocation (rate-distortion), projected onto the format catalog.
+
+BAQ (CSU-ModelCompression/BAQ, REFERENCE.md "Allocation methods") sets
+R_j = R_ref + (1/theta) * log2(L_j / GM(L)): with per-weight distortion
+D_j = L_j * 2^(-theta * R_j), this equalises the marginal distortion of every layer,
+which is the optimum of sum_j n_j D_j under sum_j n_j R_j = R_ref * sum_j n_j.
+
+Here theta is fitted from the error table (least squares of log2(error) vs bits
+within each layer; BAQ's own proxy gives about 1.95), L_j is the layer's error at
+its reference format divided by its parameters and brought back to 0 bits
+(times 2^(theta * bits_ref)), GM is the parameter-weighted geometric mean, and R_j is
+rounded to the allowed format nearest in bits (then lowest error). A greedy fix-up
+then meets the budget exactly: downgrades while over, upgrades while room is left.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+
+from dse.errors import QuantDSEError
+from dse.solvers import greedy
+from dse.solvers.result import SolveResult
+
+#: BAQ's fixed slope for its GPTQ-style loss proxy (REFERENCE.md, "details from their code")
+PAPER_THETA = 1.95
+
+
+def family(format_name: str) -> str:
+    """`int4-g128` -> `int-g128`, `fp8-e4m3` -> `fp-e4m3`: the name without its bit width."""
+    return re.sub(r"^([a-zA-Z_]+?)\d+(\.\d+)?", r"\1", format_name)
+
+
+def fit_theta(bits: np.ndarray, error: np.ndarray, usable: np.ndarray) -> float:
+    """Slope of -log2(error) vs bits, pooled over layers (each layer its own intercept); NaN if unfit."""
+    x = np.where(usable, bits, np.nan)
+    y = np.where(usable, np.log2(np.where(usable, error, 1.0)), np.nan)
+    n = usable.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = x - np.nansum(x, axis=1, keepdims=True) / n
+        dy = y - np.nansum(y, axis=1, keepdims=True) / n
+    sxx = float(np.nansum(dx * dx))
+    if sxx <= 0:
+        return float("nan")
+    return float(-np.nansum(dx * dy) / sxx)
+
+
+def _budget_bits(problem) -> float:
+    kinds = set(problem.limits)
+    if not kinds or not kinds <= {"bits", "memory"}:
+        raise QuantDSEError(f"baq allocates under a bits or memory budget only, got {sorted(kinds) or 'none'}: "
+                            f"use --method ilp, nas or greedy for latency or energy limits")
+    total = float(problem.params.sum())
+    return min(c.rhs / total * (8.0 if c.kind == "memory" else 1.0) for c in problem.constraints())
+
+
+def solve(problem, **_ignored) -> SolveResult:
+    """Options of other methods (seed, ...) are accepted and ignored."""
+    started = time.perf_counter()
+    r_ref = _budget_bits(problem)
+    rows = np.arange(problem.shape[0])
+    positive = problem.mask & (problem.error > 0)
+    theta = fit_theta(problem.bits, problem.error, positive)
+    by_family = {}
+    for fam in sorted({family(n) for n in problem.format_names}):
+        cols = np.array([family(n) == fam for n in problem.format_names])
+        value = fit_theta(problem.bits, problem.error, positive & cols[None, :])
+        if np.isfinite(value):
+            by_family[fam] = value
+    fitted = bool(np.isfinite(theta) and theta > 0)
+    if not fitted:
+        theta = PAPER_THETA  # no error-vs-bits trend in the table: fall back to the paper's value
+
+    # L_j from the positive-error format nearest the budget, brought back to 0 bits
+    lossy = positive.any(axis=1)
+    ref = np.where(positive, np.abs(problem.bits - r_ref), np.inf).argmin(axis=1)
+    with np.errstate(divide="ignore"):
+        log_l = (np.log2(np.where(lossy, problem.error[rows, ref], 1.0) / np.maximum(problem.params, 1.0))
+                 + theta * problem.bits[rows, ref])
+    w = problem.params * lossy
+    gm = float((w * log_l).sum() / w.sum()) if w.sum() > 0 else 0.0
+    target = np.where(lossy, r_ref + (log_l - gm) / theta, -np.inf)  # lossless layers: cheapest
+
+    distance = problem.masked(np.abs(problem.bits - target[:, None]))
+    a = np.lexsort((problem.masked(problem.error), distance), axis=-1)[:, 0]
+    rounded = a.copy()
+    if problem.violations(a):
+        a = greedy.downgrade(problem, a)
+    if a is None:
+        msg = problem.infeasible_message() or "baq found no assignment within the budget"
+        return SolveResult("infeasible", None, float("nan"), float("nan"), time.perf_counter() - started, "baq", msg)
+    a = greedy.upgrade(problem, a)
+    info = {"theta": theta, "theta_fitted": fitted, "theta_by_family": by_family, "reference_bits": r_ref,
+            "layers_changed_by_fixup": int((a != rounded).sum())}
+    return SolveResult("feasible", a, problem.objective(a), float("nan"), time.perf_counter() - started, "baq",
+                       info=info)

@@ -1,0 +1,67 @@
+"""Pareto sweep: frontier against its definition, monotone exact sweeps, files and CLI errors."""
+import numpy as np
+import pytest
+
+from dse.pareto import frontier, parse_sweep, pareto_sweep, plot_png, rows_csv
+from dse.problem import Problem
+
+
+def test_parse_sweep_includes_stop():
+    kind, values = parse_sweep("bits=2.5:4:0.5")
+    assert kind == "bits" and values.tolist() == [2.5, 3.0, 3.5, 4.0]
+
+
+@pytest.mark.parametrize("bad", ["bits=2.5:8", "speed=1:2:1", "bits=4:2:0.5", "bits=1:2:0"])
+def test_parse_sweep_rejects_bad_specs(bad):
+    from dse.errors import QuantDSEError
+
+    with pytest.raises(QuantDSEError, match="sweep"):
+        parse_sweep(bad)
+
+
+def test_frontier_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 40).astype(float)
+    x[3] = np.nan
+    expected = [np.isfinite(x[i]) and not any(
+        x[j] <= x[i] and y[j] <= y[i] and (x[j] < x[i] or y[j] < y[i]) for j in range(40) if np.isfinite(x[j]))
+        for i in range(40)]
+    assert frontier(x, y).tolist() == expected
+
+
+def factory(seed=0, L=30, F=5):
+    rng = np.random.default_rng(seed)
+    err = rng.random((L, F)) * rng.lognormal(0, 1, (L, 1))
+    bits = np.tile(np.array([2.125, 3.125, 4.125, 6.125, 8.0]), (L, 1))
+    params = rng.integers(1, 1000, L)
+    lat = params[:, None] * bits * 1e-9
+
+    def make(v):
+        return Problem([f"l{i}" for i in range(L)], [f"f{j}" for j in range(F)], err, params, bits, lat,
+                       lat * 10, np.ones((L, F), bool), {"bits": v})
+    return make
+
+
+def test_exact_sweep_is_monotone_and_marks_infeasible_budgets(tmp_path):
+    rows = pareto_sweep(factory(), [1.5, 2.5, 3.5, 4.5, 6.0, 8.0], method="lagrangian")
+    assert rows[0]["status"] == "infeasible" and not rows[0]["on_frontier"]  # below all-2.125-bit
+    errs = [r["error"] for r in rows[1:]]
+    # feasible sets are nested as the budget grows, so the exact optimum never rises
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(errs, errs[1:]))
+    assert all(r["effective_bits"] <= r["budget"] + 1e-9 for r in rows[1:])
+    text = rows_csv(rows)
+    assert text.splitlines()[0].startswith("budget,status,method,error") and len(text.splitlines()) == 7
+    assert plot_png(rows, "bits", "test")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_heuristic_points_off_the_exact_frontier_are_dominated():
+    make = factory(seed=2)
+    exact = pareto_sweep(make, [3.0, 4.0, 5.0], method="ilp")
+    greedy_rows = pareto_sweep(make, [3.0, 4.0, 5.0], method="greedy")
+    for e, g in zip(exact, greedy_rows):
+        assert e["error"] <= g["error"] * (1 + 1e-12)
+
+
+def test_cli_bad_sweep_exits_2(cli):
+    r = cli("dse.pareto", "--hw", "u280", "--sweep", "bits=3")
+    assert r.returncode == 2 and r.stderr.startswith("error: malformed --sweep")
