@@ -257,10 +257,11 @@ def _build(base: str) -> Format:
         # Storage per group: n-bit codes + 8 bits of metadata (scale + 2-bit datatype selector)
         # -> n + 8/128 = 4.0625 / 3.0625 at g128: the paper's and its simulator's w_prec
         # (bitmod_sim/test_bitmod.py; REFERENCE.md). The released quantizer keeps the scale
-        # in fp16, which stored with the selector would be n + 18/128 (4.140625); the 8
-        # bits match the authors' earlier code, which quantizes each group scale to
-        # `scale_bits` against one fp16 scale per row (yc2367/BitMoD
-        # wiki_c4_ppl/quant_utils/quant_weight_double.py; 6 + 2 = 8). We count the
+        # in fp16, which stored with the selector would be n + 18/128 (4.140625). 8 bits fit
+        # the authors' earlier code, which quantizes each group scale to `scale_bits`
+        # (a parameter there) against one fp16 scale per row (yc2367/BitMoD
+        # wiki_c4_ppl/quant_utils/quant_weight_double.py): a 6-bit scale + the 2-bit
+        # selector of 4 datatypes = 8 (our reading; the split is not stated). We count the
         # published 8 bits (the per-row fp16 scale, like NVFP4's tensor scale, is not
         # counted) and fake-quantize with the released code's fp16 scale.
         kinds = "/".join(BITMOD_DATATYPES[n])

@@ -45,6 +45,9 @@ from hwmodels.measure import KERNELS, measure
 CALIBRATION_SCHEMA = "quantdse.calibration/1"
 #: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
 MAX_FLOPS = 2.2e9
+#: cap on one designed shape's output bytes: bigger outputs are fresh mmap'd pages on every call
+#: (glibc returns large blocks to the OS), which times page faults rather than the kernel
+MAX_OUT_BYTES = 16e6
 #: measurement passes over the whole grid, each in fresh child processes (min of the pass medians)
 PASSES, QUICK_PASSES = 3, 2
 #: analytic target to compare a measured CUDA device with, by a substring of its name
@@ -130,31 +133,37 @@ def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
     """
     rng = np.random.default_rng(seed)
     if quick:
-        ms, ks, ns, held = (1, 16, 128), (512, 2048), (512, 2048), 4
+        ms, ks, ns, held = (4, 32, 256), (512, 2048), (512, 2048), 4
+        gemv_ks, gemv_ns = (512, 1024, 2048), (512, 2048)
         sides, cins, couts = (14, 28), (32, 128), (64, 256)
         gms, gns = (1, 64, 1024), (512, 2048)
     else:
-        ms, ks, ns, held = (1, 4, 16, 64, 256, 1024), (256, 1024, 4096), (256, 1024, 4096), 8
+        ms, ks, ns, held = (4, 16, 64, 256, 1024), (256, 1024, 4096), (256, 1024, 4096), 8
+        gemv_ks, gemv_ns = (256, 512, 1024, 2048, 4096), (256, 1024, 4096)
         sides, cins, couts = (7, 14, 28, 56), (16, 64, 256), (32, 128, 512)
-        gms, gns = (1, 8, 64, 512, 4096), (256, 1024, 4096)
+        gms, gns = (1, 8, 64, 512, 2048), (256, 1024, 4096)
+    lo, hi = math.log(ks[0]), math.log(ks[-1])
+
+    def dim128():
+        return max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128
+
     jobs: list[dict] = []
     for name in _kernel_names(device):
         kern = KERNELS[name]
         if kern.op == "gather":
             grid = [(m, 1, n) for m in gms for n in gns]
-            extra = [(int(rng.integers(2, gms[-1])), 1, int(rng.integers(2, 32)) * 128) for _ in range(held)]
+            extra = [(int(rng.integers(2, gms[-1])), 1, int(rng.integers(2, 32)) * 128) for _ in range(held * 2)]
         elif kern.op == "conv2d":
             grid = [(s * s, c * 9, o) for s in sides for c in cins for o in couts]
             extra = [(int(rng.integers(sides[0], sides[-1] + 1)) ** 2, int(rng.integers(2, 17)) * 16 * 9,
                       int(rng.integers(2, 33)) * 16) for _ in range(held * 2)]
-        else:
-            grid = [(m, k, n) for m in ms for k in ks for n in ns]
-            lo, hi = math.log(ks[0]), math.log(ks[-1])
-            extra = [(max(1, int(round(math.exp(rng.uniform(0, math.log(ms[-1])))))),
-                      max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128,
-                      max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128) for _ in range(held * 2)]
-        grid = [s for s in grid if kern.flops(*s) <= MAX_FLOPS]
-        extra = [s for s in extra if kern.flops(*s) <= MAX_FLOPS and s not in grid][:held]
+        else:  # GEMV (M = 1, decode) and GEMM (M > 1) are separate code paths with separate fits
+            grid = [(1, k, n) for k in gemv_ks for n in gemv_ns] + [(m, k, n) for m in ms for k in ks for n in ns]
+            extra = [(1 if i % 2 == 0 else max(2, int(round(math.exp(rng.uniform(math.log(2), math.log(ms[-1])))))),
+                      dim128(), dim128()) for i in range(held * 2)]
+        grid = [s for s in grid if kern.flops(*s) <= MAX_FLOPS and s[0] * s[2] * kern.out_bytes <= MAX_OUT_BYTES]
+        extra = [s for s in extra if kern.flops(*s) <= MAX_FLOPS and s[0] * s[2] * kern.out_bytes <= MAX_OUT_BYTES and s not in grid]
+        extra = extra[:held]
         jobs += [{"kernel": name, "shape": list(s), "role": "fit"} for s in grid]
         jobs += [{"kernel": name, "shape": list(s), "role": "heldout"} for s in extra]
     return jobs
@@ -162,8 +171,31 @@ def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
 
 # ------------------------------------------------------------------ calibrate
 
+def _regime(kern, m):
+    """Which sub-fit serves rows with M = m: "gemv" (M = 1) / "gemm" for GEMM kernels, else "all"."""
+    if kern.op in ("conv2d", "gather"):
+        return np.full(np.shape(m), "all")
+    return np.where(np.asarray(m) == 1, "gemv", "gemm")
+
+
+def kernel_parts(entry: dict, kern, m, k, n):
+    """(overhead, compute, memory, total) seconds of `kern` at shapes m, k, n from its fitted entry."""
+    m, k, n = (np.asarray(a, dtype=np.float64) for a in (m, k, n))
+    m, k, n = np.broadcast_arrays(m, k, n)
+    fl, by = kern.flops(m, k, n), kern.bytes(m, k, n)
+    regime = _regime(kern, m)
+    parts = [np.zeros(m.shape) for _ in range(4)]
+    for name, params in entry["fits"].items():
+        sel = regime == name
+        if sel.any():
+            got = fit.predict_parts(params, m[sel], k[sel], n[sel], fl[sel], by[sel])
+            for out, val in zip(parts, got):
+                out[sel] = val
+    return tuple(parts)
+
+
 def fit_rows(name: str, rows: list[dict]) -> dict:
-    """Fit one kernel on its "fit" rows; MAPE on the fit and on the held-out rows."""
+    """Fit one kernel on its "fit" rows (GEMV and GEMM apart); MAPE on the fit and held-out rows."""
     kern = KERNELS[name]
     mine = [r for r in rows if r["kernel"] == name]
     if not mine:
@@ -171,21 +203,25 @@ def fit_rows(name: str, rows: list[dict]) -> dict:
 
     def arrays(sel):
         shp = np.array([r["shape"] for r in sel], dtype=np.float64).reshape(-1, 3)
-        m, k, n = shp.T
-        return m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n), np.array([r["seconds"] for r in sel])
+        return shp[:, 0], shp[:, 1], shp[:, 2], np.array([r["seconds"] for r in sel])
 
     train = [r for r in mine if r["role"] == "fit"]
     test = [r for r in mine if r["role"] == "heldout"]
-    m, k, n, fl, by, sec = arrays(train)
-    params = fit.fit_kernel(m, k, n, fl, by, sec, memory_only=kern.op == "gather")
-    out = {"params": params, "n_fit": len(train), "n_heldout": len(test),
-           "fit_mape": fit.mape(fit.predict(params, m, k, n, fl, by), sec)}
+    m, k, n, sec = arrays(train)
+    regime = _regime(kern, m)
+    fits = {}
+    for part in sorted(set(regime.tolist())):
+        sel = regime == part
+        free = fit.MEMORY_ONLY if kern.op == "gather" else fit.GEMV_PARAMS if part == "gemv" else fit.PARAMS
+        fits[part] = fit.fit_kernel(m[sel], k[sel], n[sel], kern.flops(m[sel], k[sel], n[sel]),
+                                    kern.bytes(m[sel], k[sel], n[sel]), sec[sel], free=free)
+    entry = {"fits": fits, "n_fit": len(train), "n_heldout": len(test)}
+    entry["fit_mape"] = fit.mape(kernel_parts(entry, kern, m, k, n)[3], sec)
+    entry["heldout_mape"] = None
     if test:
-        m, k, n, fl, by, sec = arrays(test)
-        out["heldout_mape"] = fit.mape(fit.predict(params, m, k, n, fl, by), sec)
-    else:
-        out["heldout_mape"] = None
-    return out
+        m, k, n, sec = arrays(test)
+        entry["heldout_mape"] = fit.mape(kernel_parts(entry, kern, m, k, n)[3], sec)
+    return entry
 
 
 def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: int = 0,
@@ -359,7 +395,7 @@ def _report_text(doc: dict) -> str:
              f"cache: {doc.get('path', '')}",
              f"{'kernel':22s} {'n_fit':>5s} {'fit MAPE':>9s} {'held-out':>9s} {'held MAPE':>9s}  peak GFLOP/s  GB/s"]
     for name, k in doc["kernels"].items():
-        p = k["params"]
+        p = k["fits"].get("gemm") or k["fits"]["all"]
         held = "n/a" if k["heldout_mape"] is None else f"{k['heldout_mape']:.1f}%"
         lines.append(f"{name:22s} {k['n_fit']:5d} {k['fit_mape']:8.1f}% {k['n_heldout']:9d} {held:>9s}  "
                      f"{p.get('peak_flops_per_s', 0) / 1e9:11.1f}  {p['bytes_per_s'] / 1e9:5.1f}")

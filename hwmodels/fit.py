@@ -26,6 +26,9 @@ from scipy.optimize import least_squares
 
 PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "m_half", "k_half", "n_half", "p")
 MEMORY_ONLY = ("overhead_s", "bytes_per_s")
+#: GEMV (M = 1): one row, no tile to fill: a plain smoothed roofline, efficiencies fixed at 1
+GEMV_PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "p")
+_FIXED = {"m_half": 0.0, "k_half": 0.0, "n_half": 0.0, "p": 2.0}
 _LOWER = {"overhead_s": 1e-8, "peak_flops_per_s": 1e6, "bytes_per_s": 1e6, "m_half": 1e-3, "k_half": 1e-3,
           "n_half": 1e-3, "p": 1.0}
 _UPPER = {"overhead_s": 1.0, "peak_flops_per_s": 1e17, "bytes_per_s": 1e14, "m_half": 1e5, "k_half": 1e6,
@@ -60,32 +63,34 @@ def mape(predicted, measured) -> float:
     return float(np.mean(np.abs(predicted - measured) / measured) * 100.0)
 
 
-def fit_kernel(m, k, n, flops, nbytes, seconds, memory_only: bool = False) -> dict:
-    """Least-squares fit of the kernel model to measured seconds; returns the params dict.
+def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS) -> dict:
+    """Least-squares fit of the kernel model's `free` params to measured seconds; returns all params.
 
-    Several starting points for the efficiency knees (the log-residual surface has shallow
-    valleys); the start with the lowest robust cost wins.
+    Params not in `free` keep `_FIXED` values (MEMORY_ONLY: no compute term at all). Several
+    starting points for the efficiency knees (the log-residual surface has shallow valleys);
+    the start with the lowest robust cost wins.
     """
     m, k, n, flops, nbytes, seconds = (np.asarray(a, dtype=np.float64) for a in (m, k, n, flops, nbytes, seconds))
-    if len(seconds) < (2 if memory_only else len(PARAMS)):
-        raise ValueError(f"need at least {len(PARAMS)} measurements to fit, got {len(seconds)}")
-    names = MEMORY_ONLY if memory_only else PARAMS
-    lo = np.log([_LOWER[p] for p in names])
-    hi = np.log([_UPPER[p] for p in names])
+    if len(seconds) < len(free):
+        raise ValueError(f"need at least {len(free)} measurements to fit {len(free)} params, got {len(seconds)}")
+    memory_only = "peak_flops_per_s" not in free
+    fixed = {} if memory_only else {key: v for key, v in _FIXED.items() if key not in free}
+    lo = np.log([_LOWER[p] for p in free])
+    hi = np.log([_UPPER[p] for p in free])
     log_t = np.log(seconds)
 
     def unpack(x):
-        return dict(zip(names, np.exp(x)))
+        return {**fixed, **dict(zip(free, np.exp(x)))}
 
     def residual(x):
         return np.log(predict(unpack(x), m, k, n, flops, nbytes)) - log_t
 
     base = {"overhead_s": max(float(seconds.min()) * 0.5, 2e-8), "bytes_per_s": float((nbytes / seconds).max()),
             "peak_flops_per_s": float((flops / seconds).max()) * 1.5 if not memory_only else 1.0, "p": 2.0}
-    starts = [(1.0, 16.0, 16.0)] if memory_only else [(1.0, 16.0, 16.0), (8.0, 128.0, 128.0), (0.1, 1.0, 1.0)]
+    knees = [(1.0, 16.0, 16.0), (8.0, 128.0, 128.0), (0.1, 1.0, 1.0)] if "m_half" in free else [(1.0, 1.0, 1.0)]
     best = None
-    for mh, kh, nh in starts:
-        x0 = np.log([{**base, "m_half": mh, "k_half": kh, "n_half": nh}[p] for p in names])
+    for mh, kh, nh in knees:
+        x0 = np.log([{**base, "m_half": mh, "k_half": kh, "n_half": nh}[p] for p in free])
         x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
         res = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, max_nfev=2000)
         if best is None or res.cost < best.cost:

@@ -6,7 +6,7 @@ it starts `python -m hwmodels.measure --worker`, sends the job list on stdin and
 JSON line per measured shape. If the child dies, the first job it did not report is the
 crasher: it is recorded in `crashed`, and a fresh child measures the rest.
 
-Timing: weights are cycled through enough copies to exceed twice the last-level cache
+Timing: weights are cycled through enough copies to exceed 1.5x the last-level cache
 (a layer of a real model pass streams its weights from DRAM; a loop over one small
 weight would time a cache-resident kernel), one warm-up call per copy set, then
 `repeats` individually timed calls (at least `min_repeats`, until `target_s` is spent);
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 #: L3 size assumed when /sys does not say (bytes); 32 MiB is this machine's L3 (sysfs index3)
 DEFAULT_LLC_BYTES = 32 << 20
+#: rows of the gathered table: 8192 x 4096 bf16 = 64 MiB, beyond the LLC (so one copy is cold)
+GATHER_ROWS = 8192
 #: never allocate more than this for cold-cache weight copies (bytes)
 MAX_COPY_BYTES = 160 << 20
 
@@ -131,7 +133,7 @@ def _weights(torch, kern: Kernel, m: int, k: int, n: int, device: str):
     """One copy of the weight operand(s) as a tuple, and a function (x, weights) -> output."""
     dt = getattr(torch, kern.dtype)
     if kern.op == "mm":
-        return (torch.randn(k, n, dtype=dt, device=device),), lambda x, w: torch.mm(x, w[0])
+        return (torch.empty(k, n, dtype=dt, device=device).uniform_(-1, 1),), lambda x, w: torch.mm(x, w[0])
     if kern.op == "int8pack":
         w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=device)
         return (w, torch.rand(n, dtype=torch.bfloat16, device=device)), \
@@ -147,10 +149,10 @@ def _weights(torch, kern: Kernel, m: int, k: int, n: int, device: str):
         return (packed, sz), lambda x, w: torch._weight_int4pack_mm(x, w[0], g, w[1])
     if kern.op == "conv2d":
         ksz = kern.ksize
-        w = torch.randn(n, k // (ksz * ksz), ksz, ksz, dtype=dt, device=device)
+        w = torch.empty(n, k // (ksz * ksz), ksz, ksz, dtype=dt, device=device).uniform_(-1, 1)
         return (w,), lambda x, w: torch.nn.functional.conv2d(x, w[0], padding=ksz // 2)
     if kern.op == "gather":
-        table = torch.randn(max(4 * m, 32000), n, dtype=dt, device=device)
+        table = torch.empty(GATHER_ROWS, n, dtype=dt, device=device).uniform_(-1, 1)
         return (table,), lambda x, w: torch.nn.functional.embedding(x, w[0])
     raise ValueError(kern.op)
 
@@ -162,8 +164,8 @@ def _activation(torch, kern: Kernel, m: int, k: int, device: str):
         side = int(round(m ** 0.5))  # shapes are designed with M a square (stride 1, same padding)
         return torch.randn(1, k // kern.ksize ** 2, side, side, dtype=getattr(torch, kern.dtype), device=device)
     if kern.op == "gather":
-        return torch.randint(0, 32000, (m,), device=device)
-    return torch.randn(m, k, dtype=getattr(torch, kern.dtype), device=device)
+        return torch.randint(0, GATHER_ROWS, (m,), device=device)
+    return torch.empty(m, k, dtype=getattr(torch, kern.dtype), device=device).uniform_(-1, 1)
 
 
 def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, min_repeats: int,
@@ -172,7 +174,7 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
     device = kern.device
     first, fn = _weights(torch, kern, m, k, n, device)
     per_copy = max(1, sum(t.numel() * t.element_size() for t in first))
-    copies = 1 if device == "cuda" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
+    copies = 1 if device == "cuda" or kern.op == "gather" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
     copies = min(copies, 64)
     sets = [first] + [tuple(t.clone() for t in first) for _ in range(copies - 1)]
     x = _activation(torch, kern, m, k, device)
@@ -235,7 +237,7 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
     bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr, disable=not progress,
                leave=False)
     doc = {"threads": threads, "target_s": target_s, "min_repeats": min_repeats, "max_repeats": max_repeats,
-           "cold_bytes": 2 * llc_bytes(), "seed": seed}
+           "cold_bytes": 3 * llc_bytes() // 2, "seed": seed}
     try:
         while remaining:
             proc = subprocess.Popen([sys.executable, "-m", "hwmodels.measure", "--worker"],

@@ -26,6 +26,13 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - Achieved efficiency therefore comes from named mechanisms: tile padding, tail waves,
   prologue/epilogue per K loop, the k-step overhead, the memory latency floor, the DRAM
   efficiency (~0.85-0.9 of the data sheet) and the power-limited sustained clock.
+- Co-design knobs: compute is parametrised per SM per clock (tensor FLOP/OP by datatype,
+  CUDA-core ops), so a chip rate is per-SM rate x sm_count x sustained_clock_hz and
+  `--set sm_count=...` / `--set sustained_clock_hz=...` scale it; boost_clock_hz only
+  recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s, l2_bytes_per_s.
+- The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
+  (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
+  fma per weight for scale and zero, `dequant_ops_tinygemm`).
 - Energy: idle board power x time + energy per DRAM byte, per L2 byte, per tensor op
   and per CUDA-core op (estimates derived from TDP; see each spec's [sources]).
 
@@ -41,9 +48,10 @@ from hwmodels.ops import Ops
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
-#: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense peak
-TC_RATE_PARAM = {"fp16": "fp16_flops_per_s", "tf32": "tf32_flops_per_s", "int8": "int8_ops_per_s",
-                 "int4": "int4_ops_per_s", "fp8": "fp8_flops_per_s"}
+#: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense
+#: throughput per SM per clock (data-sheet peak = that x sm_count x boost_clock_hz)
+TC_RATE_PARAM = {"fp16": "fp16_flops_per_sm_clk", "tf32": "tf32_flops_per_sm_clk", "int8": "int8_ops_per_sm_clk",
+                 "int4": "int4_ops_per_sm_clk", "fp8": "fp8_flops_per_sm_clk"}
 #: tensor-core energy relative to one fp16 MMA FLOP (narrower multipliers cost less;
 #: Horowitz ISSCC'14: int8 mult 0.2 pJ vs fp16 mult 1.1 pJ, so <= 1/2 is conservative)
 TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5}
@@ -53,14 +61,20 @@ PARTIAL_BYTES = 4   # fp32 split-K partial sums
 
 SCHEMA = {
     "sm_count": Param(int, "streaming multiprocessors", min=1, max=1024),
-    "boost_clock_hz": Param(float, "boost clock the data-sheet tensor peaks are quoted at", min=1e8, max=5e9),
-    "sustained_clock_hz": Param(float, "clock held under sustained tensor-core load (power limit)", min=1e8, max=5e9),
-    "fp16_flops_per_s": Param(float, "dense fp16/bf16 tensor-core peak, FP32 accumulate (FLOP/s)", min=1e9),
-    "tf32_flops_per_s": Param(float, "dense tf32 tensor-core peak, or the fp32 CUDA-core peak without TF32", min=1e9),
-    "int8_ops_per_s": Param(float, "dense int8 tensor-core peak (OP/s); 0 = no int8 tensor cores", min=0.0),
-    "int4_ops_per_s": Param(float, "dense int4 tensor-core peak (OP/s); 0 = no int4 tensor cores", min=0.0),
-    "fp8_flops_per_s": Param(float, "dense fp8 tensor-core peak (FLOP/s); 0 = no fp8 tensor cores", min=0.0),
-    "cuda_core_ops_per_s": Param(float, "CUDA-core (non-tensor) FP32 peak, an FMA counted as 2 ops", min=1e9),
+    "boost_clock_hz": Param(float, "data-sheet boost clock the vendor's peaks are quoted at; only recomputes "
+                            "those peaks (datasheet_peak): the cost runs at sustained_clock_hz", min=1e8, max=5e9),
+    "sustained_clock_hz": Param(float, "clock the SMs run at under sustained tensor-core load (the power-limited "
+                                "clock): every compute rate is per-SM rate x sm_count x this", min=1e8, max=5e9),
+    "fp16_flops_per_sm_clk": Param(float, "dense fp16/bf16 tensor-core FLOP per SM per clock, FP32 accumulate",
+                                   min=1.0),
+    "tf32_flops_per_sm_clk": Param(float, "dense tf32 tensor-core FLOP per SM per clock (fp32 CUDA-core FLOP "
+                                   "without TF32)", min=1.0),
+    "int8_ops_per_sm_clk": Param(float, "dense int8 tensor-core OP per SM per clock; 0 = no int8 tensor cores", min=0.0),
+    "int4_ops_per_sm_clk": Param(float, "dense int4 tensor-core OP per SM per clock; 0 = no int4 tensor cores", min=0.0),
+    "fp8_flops_per_sm_clk": Param(float, "dense fp8 tensor-core FLOP per SM per clock, FP32 accumulate; 0 = no fp8 "
+                                  "tensor cores", min=0.0),
+    "cuda_core_ops_per_sm_clk": Param(float, "CUDA-core (non-tensor) FP32 ops per SM per clock, an FMA counted as 2",
+                                      min=1.0),
     "dram_bytes_per_s": Param(float, "data-sheet HBM/GDDR bandwidth (B/s)", min=1e9),
     "dram_efficiency": Param(float, "achievable fraction of the data-sheet DRAM bandwidth", min=0.05, max=1.0),
     "dram_latency_s": Param(float, "load-to-use latency of a DRAM access", min=0.0, max=1e-5),
@@ -83,6 +97,14 @@ SCHEMA = {
     "cuda_core_j_per_op": Param(float, "CUDA-core energy per op (J)", min=0.0),
     # dequantisation cost in CUDA-core ops per weight (counted like cuda_core_ops_per_s),
     # paid once per weight per CTA tile row-block: amortised over the tile's M rows.
+    "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
+                          "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
+                          "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
+    "dequant_ops_tinygemm": Param(float, "ops/weight of tinygemm's int4 -> bf16 dequant: per 32-bit word of 8 "
+                                  "weights 4 lop3 + 3 shifts + 4 bf16x2 fma (bias) + 4 bf16x2 fma (scale, zero) = "
+                                  "15 lane-instructions (pytorch aten/src/ATen/native/cuda/int4mm.cu, "
+                                  "convert_i4x8_to_bf16x2x4 and BLayout_TC_int4::load) = 1.875/weight = 3.75 "
+                                  "FMA-counted ops", min=0.0, default=3.75),
     "dequant_ops_int": Param(float, "ops/weight to unpack int4/int8 to fp16 and scale: the lop3 magic-"
                              "number trick (Kim et al. 2022, used by Marlin, Frantar et al. 2024) takes ~1 "
                              "half2 lane-instruction per weight = 2 FMA-counted ops", min=0.0, default=2.0),
@@ -102,10 +124,11 @@ SCHEMA = {
 }
 
 
-def kernel_for(fmt, rates: dict) -> tuple | None:
+def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin") -> tuple | None:
     """(tensor datatype, activation bytes, dequant op kind, grouped partial sums) or None.
 
-    `rates` maps tensor datatype -> its peak (0 where the chip lacks it).
+    `rates` maps tensor datatype -> its rate (0 where the chip lacks it); `w4a16_kernel`
+    picks the dequant of 4-bit int weight-only GEMMs.
     """
     family, bits, act = fmt.family, float(fmt.weight_bits), int(fmt.act_bits)
     if family == "float":
@@ -118,6 +141,8 @@ def kernel_for(fmt, rates: dict) -> tuple | None:
             kind = "fp6"
         elif family == "ggml":
             kind = "ggml"
+        elif family == "int" and bits == 4 and w4a16_kernel == "tinygemm":
+            kind = "tinygemm"
         elif family == "int" or (family == "mx" and fmt.element == "int8"):
             kind = "int" if bits in (4, 8) else "odd"
         else:
@@ -147,21 +172,28 @@ class Model(HardwareModel):
     DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
 
     # ----------------------------------------------------------------- helpers
+    def _per_chip(self, key: str, clock_hz: float) -> float:
+        p = self.spec.params
+        return float(p[key]) * p["sm_count"] * clock_hz
+
     @property
     def rates(self) -> dict:
-        """Sustained tensor rate per datatype: data-sheet peak x sustained/boost clock."""
-        p = self.spec.params
-        scale = min(1.0, p["sustained_clock_hz"] / p["boost_clock_hz"])
-        return {tc: float(p[key]) * scale for tc, key in TC_RATE_PARAM.items()}
+        """Sustained tensor rate per datatype: per-SM rate x sm_count x sustained clock."""
+        clock = self.spec.params["sustained_clock_hz"]
+        return {tc: self._per_chip(key, clock) for tc, key in TC_RATE_PARAM.items()}
 
     @property
     def alu_rate(self) -> float:
-        """Sustained CUDA-core rate (ops/s), scaled by the same clock ratio."""
-        p = self.spec.params
-        return p["cuda_core_ops_per_s"] * min(1.0, p["sustained_clock_hz"] / p["boost_clock_hz"])
+        """Sustained CUDA-core rate (ops/s): per-SM ops x sm_count x sustained clock."""
+        return self._per_chip("cuda_core_ops_per_sm_clk", self.spec.params["sustained_clock_hz"])
+
+    def datasheet_peak(self, tc: str) -> float:
+        """The vendor's dense peak for datatype `tc` ("cuda" = CUDA cores): per-SM rate x SMs x boost clock."""
+        key = "cuda_core_ops_per_sm_clk" if tc == "cuda" else TC_RATE_PARAM[tc]
+        return self._per_chip(key, self.spec.params["boost_clock_hz"])
 
     def kernel(self, fmt):
-        return kernel_for(fmt, self.rates)
+        return kernel_for(fmt, self.rates, self.spec.params["w4a16_kernel"])
 
     def supports(self, fmt) -> bool:
         return self.kernel(fmt) is not None
