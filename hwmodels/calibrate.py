@@ -49,7 +49,9 @@ MAX_FLOPS = 2.2e9
 #: (glibc returns large blocks to the OS), which times page faults rather than the kernel
 MAX_OUT_BYTES = 16e6
 #: measurement passes over the whole grid, each in fresh child processes (min of the pass medians)
-PASSES, QUICK_PASSES = 3, 2
+PASSES, QUICK_PASSES = 2, 2
+#: more passes (at most EXTRA_PASSES) over the shapes whose slowest pass is UNSURE_SPREAD x the fastest
+EXTRA_PASSES, UNSURE_SPREAD = 2, 1.3
 #: analytic target to compare a measured CUDA device with, by a substring of its name
 GPU_TARGETS = (("H100", "h100-sxm"), ("A100", "a100-80gb"))
 #: measured CUDA kernel -> the format the analytic GPU model costs for it
@@ -171,6 +173,11 @@ def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
 
 # ------------------------------------------------------------------ calibrate
 
+def _spread(runs: list[dict]) -> float:
+    times = [r["seconds"] for r in runs]
+    return max(times) / min(times) if times else 1.0
+
+
 def _regime(kern, m):
     """Which sub-fit serves rows with M = m: "gemv" (M = 1) / "gemm" for GEMM kernels, else "all"."""
     if kern.op in ("conv2d", "gather"):
@@ -241,15 +248,28 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
     passes = QUICK_PASSES if quick else PASSES
     seen: dict = {}
     crashed: list = []
-    for i in range(passes):
-        rows, bad = measure([[j["kernel"], *j["shape"]] for j in jobs], threads=fp["threads"],
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load_before > 0.5 and progress:
+        print(f"notice: load average {load_before:.1f} before calibrating: other processes share these cores, "
+              "multi-threaded timings may show scheduler stalls (repeated passes filter some)", file=sys.stderr)
+
+    def run(todo, i):
+        rows, bad = measure([[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
                             target_s=0.01 if quick else 0.02, min_repeats=5, seed=seed + i, progress=progress,
-                            desc=f"calibrating {device} (pass {i + 1}/{passes})")
-        crashed += bad
-        gone = {(c["kernel"], tuple(c["shape"])) for c in bad}
-        jobs = [j for j in jobs if (j["kernel"], tuple(j["shape"])) not in gone]
+                            desc=f"calibrating {device} (pass {i + 1})")
+        crashed.extend(bad)
         for r in rows:
             seen.setdefault((r["kernel"], tuple(r["shape"])), []).append(r)
+        gone = {(c["kernel"], tuple(c["shape"])) for c in bad}
+        return [j for j in todo if (j["kernel"], tuple(j["shape"])) not in gone]
+
+    for i in range(passes):
+        jobs = run(jobs, i)
+    for i in range(passes, passes + EXTRA_PASSES):  # shapes whose passes disagree: a pass was contended
+        unsure = [j for j in jobs if _spread(seen.get((j["kernel"], tuple(j["shape"])), [])) > UNSURE_SPREAD]
+        if not unsure:
+            break
+        run(unsure, i)
     rows = []
     for j in jobs:
         runs = seen.get((j["kernel"], tuple(j["shape"])), [])
@@ -263,6 +283,7 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
         if any(r["kernel"] == name and r["role"] == "fit" for r in rows):
             kernels[name] = fit_rows(name, rows)
     doc = {"schema": CALIBRATION_SCHEMA, "fingerprint": fp, "quick": bool(quick), "seed": seed,
+           "load_average": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0],
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "kernels": kernels,
            "measurements": rows, "crashed": old_crashed + crashed}
     doc["seconds"] = round(time.perf_counter() - started, 2)

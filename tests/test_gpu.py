@@ -73,7 +73,7 @@ def reference_latency(model: Model, m: int, k: int, n: int, fmt) -> float:
                 dq = (tk * tn * deq + tm * tn * tk * psum) / (model.alu_rate / slots)
                 compute = mma + dq + p["kstep_overhead_cycles"] / p["sustained_clock_hz"]
                 dram = active * (w_bytes / tiles_m + a_bytes / tiles_n) / dram_bw
-                l2 = (w_bytes + a_bytes) / (p["l2_bytes_per_s"] / slots)
+                l2 = (w_bytes + a_bytes) / (model.l2_rate / slots)
                 latency = p["dram_latency_s"] / p["pipeline_stages"]
                 slowest = max(slowest, compute, dram, l2, latency)
             total += slowest

@@ -29,7 +29,7 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - Co-design knobs: compute is parametrised per SM per clock (tensor FLOP/OP by datatype,
   CUDA-core ops), so a chip rate is per-SM rate x sm_count x sustained_clock_hz and
   `--set sm_count=...` / `--set sustained_clock_hz=...` scale it; boost_clock_hz only
-  recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s, l2_bytes_per_s.
+  recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s; the L2 feed per SM per clock.
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
   fma per weight for scale and zero, `dequant_ops_tinygemm`).
@@ -62,9 +62,9 @@ PARTIAL_BYTES = 4   # fp32 split-K partial sums
 SCHEMA = {
     "sm_count": Param(int, "streaming multiprocessors", min=1, max=1024),
     "boost_clock_hz": Param(float, "data-sheet boost clock the vendor's peaks are quoted at; only recomputes "
-                            "those peaks (datasheet_peak): the cost runs at sustained_clock_hz", min=1e8, max=5e9),
+                            "those peaks (datasheet_peak): the cost runs at sustained_clock_hz", min=1e8, max=1e10),
     "sustained_clock_hz": Param(float, "clock the SMs run at under sustained tensor-core load (the power-limited "
-                                "clock): every compute rate is per-SM rate x sm_count x this", min=1e8, max=5e9),
+                                "clock): every compute rate is per-SM rate x sm_count x this", min=1e8, max=1e10),
     "fp16_flops_per_sm_clk": Param(float, "dense fp16/bf16 tensor-core FLOP per SM per clock, FP32 accumulate",
                                    min=1.0),
     "tf32_flops_per_sm_clk": Param(float, "dense tf32 tensor-core FLOP per SM per clock (fp32 CUDA-core FLOP "
@@ -79,7 +79,8 @@ SCHEMA = {
     "dram_efficiency": Param(float, "achievable fraction of the data-sheet DRAM bandwidth", min=0.05, max=1.0),
     "dram_latency_s": Param(float, "load-to-use latency of a DRAM access", min=0.0, max=1e-5),
     "l2_bytes": Param(float, "L2 cache capacity (B)", min=0.0),
-    "l2_bytes_per_s": Param(float, "L2 -> SM read bandwidth, whole chip (B/s)", min=1e9),
+    "l2_bytes_per_sm_clk": Param(float, "L2 -> SM read bandwidth per SM per clock (B); the chip's L2 feed is "
+                                 "this x sm_count x sustained_clock_hz", min=0.1),
     "tile_m": Param(int, "CTA tile rows (largest; shrinks for small M)", min=16, max=512),
     "tile_n": Param(int, "CTA tile columns", min=8, max=512),
     "tile_k": Param(int, "k-step depth of the main loop", min=8, max=512),
@@ -187,6 +188,11 @@ class Model(HardwareModel):
         """Sustained CUDA-core rate (ops/s): per-SM ops x sm_count x sustained clock."""
         return self._per_chip("cuda_core_ops_per_sm_clk", self.spec.params["sustained_clock_hz"])
 
+    @property
+    def l2_rate(self) -> float:
+        """L2 -> SM read bandwidth of the chip (B/s): per-SM port x sm_count x sustained clock."""
+        return self._per_chip("l2_bytes_per_sm_clk", self.spec.params["sustained_clock_hz"])
+
     def datasheet_peak(self, tc: str) -> float:
         """The vendor's dense peak for datatype `tc` ("cuda" = CUDA cores): per-SM rate x SMs x boost clock."""
         key = "cuda_core_ops_per_sm_clk" if tc == "cuda" else TC_RATE_PARAM[tc]
@@ -280,7 +286,7 @@ class Model(HardwareModel):
         deq, psum = fa["dequant"][None, :], fa["psum"][None, :]
         clock = p["sustained_clock_hz"]
         dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
-        slot_l2_bw = p["l2_bytes_per_s"] / slots
+        slot_l2_bw = self.l2_rate / slots
         slot_alu = self.alu_rate / slots
 
         # one k-step of one unit (a CTA tile of one K split)
