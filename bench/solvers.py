@@ -45,7 +45,7 @@ METHODS = [
     ("lagrangian", "lagrangian", {}, None, ""),
     ("baq", "baq", {}, None, ""),
     ("nas", "nas", {"seed": 0}, 50_000, "about 10 s per 45k layers: several minutes at 1M"),
-    ("greedy", "greedy", {}, None, ""),
+    ("greedy", "greedy", {}, 50_000, "rounds are O(layers x formats) each: 228 s measured at 1M"),
 ]
 
 

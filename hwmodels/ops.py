@@ -62,6 +62,8 @@ def _layer_row(layer, graph, workload: Workload) -> tuple:
         return (layer.name, layer.kind, tokens, 1, layer.n, 1.0, float(tokens) * layer.n, layer.role)
     count = 1.0
     m = tokens
+    if layer.kind == "lm-head":
+        m = workload.batch  # serving engines (vLLM, TensorRT-LLM) compute logits of the last token only
     if layer.expert is not None:
         experts = int(graph.config.get("num_experts") or 1)
         top_k = int(graph.config.get("experts_per_token") or 1)

@@ -20,6 +20,8 @@ CASES = [
     ("bitmod", "int4-g128", (256, 4096, 4096), (1, 4096, 4096), "clock_hz", "dram_bits_per_cycle", ["rows"], 0.5),
     ("systolic", "int8-a8", (512, 512, 512), (1, 4096, 4096), "clock_hz", "dram_bytes_per_cycle",
      ["rows", "cols"], 0.25),
+    ("a100-80gb", "fp16", (8192, 8192, 8192), (1, 4096, 4096), "sustained_clock_hz", "dram_bytes_per_s",
+     ["sm_count"], 0.5),
     ("m2-ultra", "int2-g128", (1, 4096, 4096), (1, 4096, 4096), "clock_hz", "core_bytes_per_s", ["threads"], 0.5),
 ]
 #: settings that make the compute-bound case compute-bound (SCALE-Sim's default DRAM of
