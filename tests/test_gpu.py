@@ -188,6 +188,8 @@ def _predict(entry: dict) -> float:
         return entry["batch"] / cost["latency_s"]
     if entry["kind"] == "decode_ms_per_token":
         return cost["latency_s"] * 1e3
+    if entry["kind"] == "decode_power_w":
+        return cost["energy_j"] / cost["latency_s"]
     raise AssertionError(f"unknown measurement kind {entry['kind']}")
 
 
@@ -285,3 +287,38 @@ def test_tinygemm_kernel_only_changes_int4_weight_only_formats():
     assert deq_t[0] / deq_m[0] == pytest.approx(3.75 / 2.0) and deq_t[1] / deq_m[1] == pytest.approx(3.75 / 2.0)
     assert tiny.latency_s[0, 0] >= marlin.latency_s[0, 0]
     np.testing.assert_array_equal(tiny.latency_s[0, 2:], marlin.latency_s[0, 2:])
+
+
+# ------------------------------------------------------------------ energy
+def test_gemv_energy_by_hand_on_v100s():
+    """Batch-1 GEMV 1x4096x4096 fp16 on the V100S, written out from the spec constants.
+
+    Tiles: M pads to the 16-row MMA, 4096/128 = 32 column tiles; 80 CTA slots -> split-K 2
+    -> 64 units in one partial wave, so 64 SMs are busy for the whole wave (latency minus the
+    4 us launch gap). Energy = 40 W x latency + 1.18 W x 64 SMs x wave time + 47.2 pJ per DRAM
+    byte + 1 pJ per L2 byte + 0.727 pJ per (padded) tensor FLOP.
+    """
+    model = MODELS["v100s"]
+    t = one(model, 1, 4096, 4096, "fp16")
+    lat, nbytes = t.latency_s[0, 0], t.bytes[0, 0]
+    wave = lat - 4e-6
+    l2 = 64 * 64 * (32 * 128 * 2 + 16 * 32 * 2)   # 64 units x 64 k-steps (K 2048 per split / 32) x (w + a tile)
+    flops = 2 * 16 * 4096 * 4096
+    want = 40 * lat + 1.18 * 64 * wave + 47.2e-12 * nbytes + 1.0e-12 * l2 + 0.727e-12 * flops
+    assert t.breakdown["sm_seconds"][0, 0] == pytest.approx(64 * wave)
+    assert t.breakdown["l2_bytes"][0, 0] == pytest.approx(l2)
+    assert t.energy_j[0, 0] == pytest.approx(want, rel=1e-9)
+    # the SMs' active power, not the DRAM bytes, is what lifts decode far above idle
+    assert 1.18 * 64 * wave > 47.2e-12 * nbytes
+
+
+def test_memory_bound_decode_power_sits_between_idle_and_tdp():
+    """A weight-streaming GEMV keeps every SM resident: board power lands well above idle
+    (idle + DRAM alone was the old model's ~80 W on the V100S) and below the board limit."""
+    for hw in GPUS:
+        model = MODELS[hw]
+        t = one(model, 1, 8192, 28672, "fp16")
+        watts = t.energy_j[0, 0] / t.latency_s[0, 0]
+        p = model.spec.params
+        dram_only = p["idle_power_w"] + p["dram_bytes_per_s"] * p["dram_efficiency"] * p["dram_j_per_byte"]
+        assert dram_only < watts < p["tdp_w"], (hw, watts, dram_only)

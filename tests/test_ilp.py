@@ -102,3 +102,20 @@ def test_infeasible_budget_names_the_smallest_feasible():
     assert r.status == "infeasible"
     # smallest average: (4*1 + 3*3) / 4 = 3.25 bits
     assert "3.2500bits" in r.message
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_a_run_stopped_by_its_time_limit_says_so(solver):
+    # 600 distinct layers with near-tied formats: branch and bound cannot prove optimality in 0.05 s
+    p = random_problem(np.random.default_rng(3), 600, 8, ("bits", "latency"), tightness=0.4)
+    r = solve(p, solver=solver, time_limit=0.05)
+    assert r.status in ("time_limit", "error")
+    if r.status == "time_limit":
+        assert not p.violations(r.assignment)
+
+
+def test_large_single_budget_is_handed_to_lagrangian_and_says_so():
+    p = random_problem(np.random.default_rng(5), 300, 6, ("bits",), tightness=0.4)
+    r = solve(p, max_classes=100)
+    assert r.info["switched_to"] == "lagrangian" and "300 distinct layers > 100" in r.message
+    assert r.objective == pytest.approx(solve(p).objective, rel=1e-9)

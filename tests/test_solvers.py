@@ -41,7 +41,7 @@ def brute_force(p):
 FAST_NAS = dict(steps=20, bisections=4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 4),
        st.sampled_from([("bits",), ("latency",), ("bits", "memory")]))
 def test_every_method_against_brute_force_one_budget(seed, L, F, kinds):
@@ -67,7 +67,7 @@ def test_every_method_against_brute_force_one_budget(seed, L, F, kinds):
         assert r.objective == pytest.approx(p.objective(r.assignment))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.integers(2, 4))
 def test_several_budgets_ilp_never_worse_and_heuristics_feasible(seed, L, F):
     p = random_problem(np.random.default_rng(seed), L, F, ("bits", "latency", "energy"))

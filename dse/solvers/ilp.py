@@ -6,9 +6,10 @@ into integer counts (see `layer_classes`). Formats that are dominated in a
 layer (no better in error nor in any constrained cost than another allowed
 format) are dropped first: an exact presolve that shrinks the model a lot.
 
-Above `max_layers` layers the model gets too big for PuLP's Python front end and
-the Lagrangian multiple-choice-knapsack solver (certified gap) takes over; the
-result says so in `info["switched_to"]`.
+Above `max_classes` distinct layers branch and bound at tight tolerance takes
+minutes; for a single budget the Lagrangian multiple-choice-knapsack solver
+(exact repair, certified gap) takes over, and the result says so in
+`info["switched_to"]` and its message.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ import pulp
 from dse.errors import QuantDSEError
 from dse.solvers.result import SolveResult
 
-#: above this many layers `solve` hands over to the Lagrangian solver
-MAX_LAYERS = 20000
+#: above this many distinct layers `solve` hands a single budget to the Lagrangian solver
+MAX_CLASSES = 1500
 
 
 def undominated_mask(problem) -> np.ndarray:
@@ -73,7 +74,7 @@ def _solver(name: str, time_limit: float | None):
     if name == "highs":
         available = pulp.HiGHS().available()
         if available:
-            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, **options), "highs"
+            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9, dual_feasibility_tolerance=1e-9, **options), "highs"
         name = "cbc"  # fall back
     if name == "cbc":
         if pulp.COIN_CMD().available():
@@ -98,9 +99,31 @@ def layer_classes(problem, keep) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.ravel()
 
 
-def _solve_once(problem, keep, rhs_scale: dict, solver_name: str, time_limit):
+def _status(model, used: str) -> str:
+    """optimal | time_limit | infeasible | other, read from the solver itself.
+
+    PuLP reports "Optimal" for a run that stopped at its time limit with a
+    solution; HiGHS's model status and CBC's solution status tell them apart.
+    """
+    if used == "highs" and getattr(model, "solverModel", None) is not None:
+        import highspy
+
+        status = model.solverModel.getModelStatus()
+        known = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kInfeasible: "infeasible",
+                 highspy.HighsModelStatus.kTimeLimit: "time_limit"}
+        return known.get(status, str(status))
+    if model.status == pulp.LpStatusInfeasible:
+        return "infeasible"
+    if model.sol_status == pulp.LpSolutionOptimal:
+        return "optimal"
+    if model.sol_status == pulp.LpSolutionIntegerFeasible:
+        return "time_limit"
+    return pulp.LpStatus[model.status]
+
+
+def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_limit):
     L, F = problem.shape
-    reps, cls = layer_classes(problem, keep)
+    reps, cls = classes
     counts = np.bincount(cls, minlength=len(reps))
     rows, cols = np.nonzero(keep[reps])  # over classes
     layer_of = reps[rows]
@@ -125,10 +148,11 @@ def _solve_once(problem, keep, rhs_scale: dict, solver_name: str, time_limit):
     solver, used = _solver(solver_name, time_limit)
     with _stdout_silenced():
         model.solve(solver)
-    status = pulp.LpStatus[model.status]
+    status = _status(model, used)
     values = np.rint(np.array([v.varValue if v.varValue is not None else np.nan for v in x]))
     assignment = None
-    if np.isfinite(values).all() and (np.add.reduceat(values, starts[:-1]) == counts).all():
+    if status != "infeasible" and np.isfinite(values).all() and \
+            (np.add.reduceat(values, starts[:-1]) == counts).all():
         # hand the counts back to layers: within a class, layers in order take formats in order
         assignment = np.empty(L, dtype=np.int64)
         for c in range(len(reps)):
@@ -140,35 +164,49 @@ def _solve_once(problem, keep, rhs_scale: dict, solver_name: str, time_limit):
         info = model.solverModel.getInfo()
         bound = float(info.mip_dual_bound) * err_scale
         gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else float("nan")
-    return status, assignment, used, bound, gap, len(reps)
+    return status, assignment, used, bound, gap
 
 
-def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_layers: int = MAX_LAYERS,
+def _hand_over(problem, reason: str) -> SolveResult:
+    """Solve with the Lagrangian multiple-choice knapsack solver and say why in the result."""
+    from dse.solvers import lagrangian
+
+    result = lagrangian.solve(problem)
+    result.info["switched_to"] = "lagrangian"
+    gap = f"certified gap {result.gap:.2e}" if np.isfinite(result.gap) else "no gap"
+    result.message = f"{reason}: solved by Lagrangian relaxation + exact repair ({result.status}, {gap})"
+    result.method = "ilp"
+    return result
+
+
+def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_classes: int = MAX_CLASSES,
           **_ignored) -> SolveResult:
     """Minimise total error subject to the problem's constraints, exactly.
 
     :param solver: "highs" (default, through highspy) or "cbc" (PuLP's bundled CBC).
-    :param time_limit: seconds before the solver stops with its best solution.
-    :param max_layers: above this, switch to the Lagrangian solver (certified gap).
+    :param time_limit: seconds before the solver stops with its best solution (status "time_limit").
+    :param max_classes: above this many distinct layers, a single (or bits+memory) budget is handed
+        to the Lagrangian solver, which is exact where it proves optimality and certifies its gap
+        otherwise; branch and bound at 1e-9 tolerance takes minutes there (bench/solvers.py).
     """
     t0 = time.perf_counter()
     L, F = problem.shape
-    if L > max_layers:
-        from dse.solvers import lagrangian
-
-        result = lagrangian.solve(problem)
-        result.info["switched_to"] = "lagrangian"
-        result.message = (f"{L} layers > {max_layers}: solved by Lagrangian relaxation with certified gap "
-                          f"{result.gap:.2e}. " + result.message).strip()
-        result.method = "ilp"
-        return result
     message = problem.infeasible_message()
     if message:
         return SolveResult("infeasible", None, float("nan"), float("nan"), time.perf_counter() - t0, "ilp", message)
     keep = undominated_mask(problem)
+    classes = layer_classes(problem, keep)
+    if len(classes[0]) > max_classes:
+        from dse.solvers.lagrangian import one_constraint
+
+        try:
+            one_constraint(problem, "lagrangian")
+            return _hand_over(problem, f"{len(classes[0])} distinct layers > {max_classes}")
+        except QuantDSEError:
+            pass  # several independent budgets: only the ILP handles them; go on with it
     rhs_scale: dict = {}
     for attempt in range(4):
-        status, assignment, used, bound, gap, classes = _solve_once(problem, keep, rhs_scale, solver, time_limit)
+        status, assignment, used, bound, gap = _solve_once(problem, keep, classes, rhs_scale, solver, time_limit)
         if assignment is None:
             break
         broken = problem.violations(assignment)
@@ -182,19 +220,16 @@ def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_l
         assignment = None
     seconds = time.perf_counter() - t0
     if assignment is None:
-        if status == "Infeasible":
+        if status == "infeasible":
             return SolveResult("infeasible", None, float("nan"), float("nan"), seconds, "ilp",
                                "the constraints cannot all hold together: relax one of them")
         return SolveResult("error", None, float("nan"), float("nan"), seconds, "ilp",
                            f"{used} returned {status} without a feasible assignment")
     objective = problem.objective(assignment)
-    if status == "Optimal":
-        res_status = "optimal"
-        if not np.isfinite(gap):
-            gap = 0.0
-    else:
-        res_status = "time_limit"
+    res_status = "optimal" if status == "optimal" else "time_limit"
+    if res_status == "optimal" and not np.isfinite(gap):
+        gap = 0.0
     return SolveResult(res_status, assignment, objective, gap, seconds, "ilp", f"solved by {used}",
                        bound=bound if np.isfinite(bound) else objective if res_status == "optimal" else float("nan"),
-                       info={"solver": used, "layer_classes": classes, "choices": int(keep.sum()),
+                       info={"solver": used, "layer_classes": len(classes[0]), "choices": int(keep.sum()),
                              "choices_before_presolve": int(problem.mask.sum())})

@@ -33,8 +33,16 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
   fma per weight for scale and zero, `dequant_ops_tinygemm`).
-- Energy: idle board power x time + energy per DRAM byte, per L2 byte, per tensor op
-  and per CUDA-core op (estimates derived from TDP; see each spec's [sources]).
+- Energy: board power has three parts. (1) idle_power_w for the whole time. (2) While a
+  kernel runs, every SM holding a CTA draws sm_active_power_w whatever its utilisation:
+  the GPU sits in P0 (boost clock and voltage), and warps stalled on loads still clock
+  their schedulers, load/store units, L1 and register files; summed over busy SMs and
+  wave time (`sm_seconds`). This is why memory-bound batch-1 decode draws far more than
+  idle + DRAM energy. (3) Activity: energy per DRAM byte (the DRAM device plus the GPU's
+  PHY, memory controller and crossbar), per L2 byte, per tensor FLOP and per CUDA-core op.
+  The split of the dynamic budget (TDP - idle) between (2) and the tensor datapath is an
+  estimate; each spec's [sources] gives it, and tests/data/gpu_measurements.json checks
+  the resulting decode power against a published nvidia-smi reading.
 
 tests/test_gpu.py holds the same model written as a plain loop (tile by tile, wave by
 wave, k-step by k-step) and checks the vectorised `Model` against it.
@@ -91,6 +99,8 @@ SCHEMA = {
     "launch_overhead_s": Param(float, "fixed time per GEMM kernel: launch gap plus the small fused "
                                "elementwise kernels around it", min=0.0, max=1e-3),
     "idle_power_w": Param(float, "board power when idle/static (W)", min=0.0),
+    "sm_active_power_w": Param(float, "power of one SM while it holds a CTA, independent of its utilisation "
+                               "(P0 clock/voltage, schedulers, LSU/L1, register file) (W)", min=0.0, default=0.0),
     "tdp_w": Param(float, "board power limit (W)", min=1.0),
     "dram_j_per_byte": Param(float, "DRAM access energy (J/B)", min=0.0),
     "l2_j_per_byte": Param(float, "L2 read energy (J/B)", min=0.0),
@@ -314,6 +324,8 @@ class Model(HardwareModel):
         t_tail, step_tail, mem_tail = wave(tail)
         waves = full + (tail > 0)
         gemm_s = full * t_full + t_tail
+        sms = float(p["sm_count"])
+        sm_seconds = full * t_full * sms + t_tail * np.minimum(tail, sms)   # busy SM x seconds
         body_s = k_steps * (full * step_full + step_tail)                   # the K loops themselves
         compute_s = k_steps * waves * t_comp                                # busy tensor/CUDA cores
         memory_s = k_steps * (full * mem_full + mem_tail)                   # memory-side step time
@@ -323,6 +335,7 @@ class Model(HardwareModel):
         gather_bytes = col(ops.weight_elems) * wbytes + col(ops.weight_elems) * OUT_BYTES
         gather_s = p["dram_latency_s"] + gather_bytes / dram_bw
         latency = np.where(gemm, gemm_s, gather_s) + p["launch_overhead_s"]
+        sm_seconds = np.where(gemm, sm_seconds, gather_s * sms)             # a gather spreads over all SMs
         body_s = np.where(gemm, body_s, gather_s)
         compute_s = np.where(gemm, compute_s, 0.0)
         memory_s = np.where(gemm, memory_s, gather_s)
@@ -335,7 +348,8 @@ class Model(HardwareModel):
         alu_ops = np.where(gemm, units * k_steps * (tk * tn * deq + tm * tn * tk * psum), 0.0)
         dequant_s = np.where(gemm, k_steps * waves * t_deq, 0.0)
 
-        energy = (p["idle_power_w"] * latency + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
+        energy = (p["idle_power_w"] * latency + p["sm_active_power_w"] * sm_seconds
+                  + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
                   + p["tc_j_per_flop"] * fa["tc_energy"][None, :] * mma_flops + p["cuda_core_j_per_op"] * alu_ops)
         shape = latency.shape
         share = 1.0 / col(batch)
@@ -347,5 +361,5 @@ class Model(HardwareModel):
             breakdown={"compute_cycles": bc(compute_s) * clock, "memory_cycles": bc(memory_s) * clock,
                        "dequant_cycles": bc(dequant_s) * clock,
                        "overhead_cycles": bc(other_s) * clock, "waves": bc(waves * col(batch)),
-                       "l2_bytes": bc(l2_bytes), "tensor_ops": bc(mma_flops)})
+                       "l2_bytes": bc(l2_bytes), "tensor_ops": bc(mma_flops), "sm_seconds": bc(sm_seconds)})
 

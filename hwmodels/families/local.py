@@ -150,9 +150,8 @@ class Model(HardwareModel):
                 row_bytes = ops.weight_elems[emb] * bits / 8.0
                 out_bytes = m[emb] * n[emb] * gather.out_bytes
                 t = self._gather_seconds(row_bytes + out_bytes)
-                params = self.calibration["kernels"]["gather-bf16"]["fits"]["all"]
-                overhead[emb, j] = params["overhead_s"]
-                memory[emb, j] = t - params["overhead_s"]
+                overhead[emb, j] = self._gather_seconds(0.0)
+                memory[emb, j] = t - overhead[emb, j]
                 total[emb, j] = t
                 nbytes[emb, j] = row_bytes + out_bytes
         stacked = np.stack([compute, memory, overhead + im2col])
@@ -166,5 +165,8 @@ class Model(HardwareModel):
                                     "im2col_s": im2col})
 
     def _gather_seconds(self, nbytes):
-        params = self.calibration["kernels"]["gather-bf16"]["fits"]["all"]
+        entry = self.calibration["kernels"].get("gather-bf16")
+        if entry is None:
+            return np.full(np.shape(nbytes), np.inf)
+        params = entry["fits"]["all"]
         return params["overhead_s"] + np.asarray(nbytes, dtype=np.float64) / params["bytes_per_s"]
