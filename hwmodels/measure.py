@@ -213,9 +213,12 @@ def _worker() -> int:
         torch.set_num_threads(int(job["threads"]))
     torch.manual_seed(int(job.get("seed", 0)))
     for kernel, m, k, n in job["jobs"]:
-        with torch.inference_mode():
-            row = time_kernel(torch, KERNELS[kernel], m, k, n, job["target_s"], job["min_repeats"],
-                              job["max_repeats"], job["cold_bytes"])
+        try:
+            with torch.inference_mode():
+                row = time_kernel(torch, KERNELS[kernel], m, k, n, job["target_s"], job["min_repeats"],
+                                  job["max_repeats"], job["cold_bytes"])
+        except RuntimeError as exc:  # a shape the kernel rejects (e.g. CUDA _int_mm needs M > 16)
+            row = {"kernel": kernel, "shape": [m, k, n], "error": str(exc).strip().splitlines()[0][:200]}
         print(json.dumps(row), flush=True)
     return 0
 
@@ -227,7 +230,8 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
     """Time `jobs` ([kernel, M, K, N] lists) in child processes.
 
     Returns (rows, crashed): rows are {"kernel", "shape", "seconds", "repeats"}; crashed lists
-    the [kernel, M, K, N] jobs during which a child died (its exit code in "returncode").
+    the jobs during which a child died (its exit code in "returncode") or that the kernel
+    rejected with a RuntimeError (returncode 0, the message in "stderr").
     """
     from tqdm import tqdm
 
@@ -249,7 +253,12 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
             for line in proc.stdout:
                 if not line.startswith("{"):
                     continue
-                rows.append(json.loads(line))
+                row = json.loads(line)
+                if "error" in row:  # rejected, not crashed: the child goes on
+                    message = row.pop("error")
+                    crashed.append({**row, "returncode": 0, "stderr": message})
+                else:
+                    rows.append(row)
                 done += 1
                 bar.update(1)
             err = proc.stderr.read()

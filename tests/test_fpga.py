@@ -299,3 +299,37 @@ def test_codenet_whole_network_macs_match_table3():
         assert np.isfinite(t.latency_s).all()
         # never faster than the two engines at full use plus the ARM layer
         assert t.latency_s.sum() >= ops.macs.sum() / ((256 + 144) * 250e6)
+
+
+def test_codenet_shuffle_copy_pass_by_hand():
+    """Stride-1 ShuffleNet unit (no b1 branch): its untouched half (1024 px x 116 ch, 8-bit) is
+    read and written once through DDR after b2.5; a stride-2 unit (has b1) writes both halves
+    interleaved and copies nothing."""
+    ops = conv_ops(("layer2.1.b2.5", "conv", 1024, 116, 116, "conv"),
+                   ("layer2.0.b1.2", "conv", 1024, 116, 116, "conv"),
+                   ("layer2.0.b2.5", "conv", 1024, 116, 116, "conv"))
+    wl = Workload("prefill", 1, 1)
+    model = load_model("ultra96-codenet")
+    t = model.cost(ops, [get_format("int4")], wl)
+    off = load_model("ultra96-codenet", ["shuffle_copy_pass=0"]).cost(ops, [get_format("int4")], wl)
+    per_cycle = 8.533e9 * 0.6 / 250e6                      # 20.4792 B per accelerator cycle
+    copy = 2 * 1024 * 116                                   # read + write of the untouched half
+    assert t.breakdown["move_cycles"][0, 0] == math.ceil(copy / per_cycle) == 11601  # 237568 / 20.4792 = 11600.4
+    assert t.bytes[0, 0] - off.bytes[0, 0] == pytest.approx(copy)
+    assert t.cycles[0, 0] - off.cycles[0, 0] == 11601
+    assert t.breakdown["move_cycles"][1, 0] == 0 and t.breakdown["move_cycles"][2, 0] == 0
+
+
+def test_codenet_upsample_pass_by_hand():
+    """Nearest x2 upsampling after deconv_layers.0 (16x16 px x 256 ch, 8-bit): the 4x map is
+    written once and read once by the next layer = 8 x 256 x 256 B, serial to the engines."""
+    ops = conv_ops(("deconv_layers.0.conv_channel", "conv", 256, 1024, 256, "conv"))
+    wl = Workload("prefill", 1, 1)
+    t = load_model("ultra96-codenet").cost(ops, [get_format("int4")], wl).row(0, 0)
+    off = load_model("ultra96-codenet", ["upsample_pass=0"]).cost(ops, [get_format("int4")], wl).row(0, 0)
+    extra = 8 * 256 * 256
+    assert t["breakdown"]["move_cycles"] == math.ceil(extra / (8.533e9 * 0.6 / 250e6)) == 25602  # 524288 / 20.4792 = 25601.01
+    assert t["cycles"] == off["cycles"] + 25602
+    assert t["bytes"] == pytest.approx(off["bytes"] + extra)
+    # energy: the moved bytes pay DDR energy, 40 pJ/B, on top of the static power for the longer time
+    assert t["energy_j"] - off["energy_j"] == pytest.approx(5.0 * 25602 / 250e6 + 40e-12 * extra)

@@ -119,6 +119,8 @@ def test_model_evaluates_the_fit_by_hand(cache):
     assert not table.supported[:, 3].any()  # int3: no torch kernel
     assert table.supported[:, 4].all()
     assert table.energy_j[0, 0] == pytest.approx(1 * 3.75 * table.latency_s[0, 0])
+    odd = model.cost(Ops.gemm(1, 200, 256), [get_format("int4-g128"), get_format("int8")], Workload())
+    assert list(odd.supported[0]) == [False, True]  # the int4 kernel rejects K % group != 0
 
 
 def test_measure_survives_a_crashing_kernel():

@@ -15,6 +15,23 @@ written once and read once by the next layer, at act_bits), overlapping with
 compute: cycles = max(compute, memory) + a fixed per-layer overhead. Layers named in
 `cpu_layers` (CoDeNet's first, 3-channel convolution) run on the ARM Cortex-A53 at
 `cpu_macs_per_s`.
+
+Data movement that is not a convolution, from CoDeNet's network code (Zhen-Dong/CoDeNet
+lib/models/networks/shufflenetv2_dcn.py), each a DDR pass after its layer while the engines
+wait (serial cycles = bytes / DDR bytes per cycle, `move_cycles` in the breakdown):
+
+- ShuffleNetV2 channel split / concat / shuffle (BaseNode.forward): in a stride-1 unit the
+  untouched half x1 goes straight to the output, which `channel_shuffle` interleaves with the
+  computed half. Writing the computed half to interleaved addresses makes the concat free, but
+  x1 still has to be copied into its interleaved places: one read + one write of
+  pixels x channels at act_bits, charged to the unit's last layer (`*.b2.5` of a unit without a
+  `b1` branch). Stride-2 units compute both halves and write them interleaved: no copy.
+- Nearest x2 upsampling after each deformable block of the head (`_make_deconv_layer`,
+  nn.Upsample(scale_factor=2, mode='nearest')): the 4x larger map is written once and read
+  by the next layer once, 8 x pixels x channels extra bytes, charged to `*.conv_channel`.
+- max-pool: only in the maxpool=True variant of layer0, which runs on the ARM with it.
+- AXI interface stalls: part of ddr_efficiency (achieved/peak DDR bandwidth through the HP ports).
+Both passes can be switched off (`shuffle_copy_pass`, `upsample_pass`) to see their cost.
 """
 from __future__ import annotations
 
@@ -41,6 +58,11 @@ SCHEMA = {
     "layer_overhead_cycles": Param(int, "fixed per-layer cycles (line-buffer fill, instruction setup)", min=0),
     "cpu_layers": Param(list, "layer names that run on the ARM CPU", default=[]),
     "cpu_macs_per_s": Param(float, "ARM CPU MAC rate on those layers (MAC/s)", min=1e6),
+    "shuffle_copy_pass": Param(int, "1 = copy the untouched half of each stride-1 ShuffleNet unit into the "
+                               "shuffled output through DDR; 0 = free (e.g. a shuffle-aware address generator)",
+                               min=0, max=1, default=1),
+    "upsample_pass": Param(int, "1 = nearest x2 upsampling of the head through DDR; 0 = fused into the next "
+                           "layer's line buffer", min=0, max=1, default=1),
     "static_power_w": Param(float, "board power independent of activity (W)", min=0.0),
     "ddr_energy_j_per_byte": Param(float, "DDR access energy (J/byte)", min=0.0),
     "mac_energy_j": Param(float, "energy of one 4x8-bit MAC on the fabric (J)", min=0.0),
@@ -75,6 +97,18 @@ class Model(HardwareModel):
         cycles = np.where(deform, np.ceil(cycles * p["deform_cycle_factor"]), cycles)
         return np.where(kinds == "embedding", 0.0, cycles)
 
+    def move_bytes(self, ops: Ops) -> np.ndarray:
+        """[L] DDR bytes of the non-convolution passes after each layer (module docstring)."""
+        p = self.spec.params
+        names = list(ops.names)
+        units_with_b1 = {n.split(".b1.")[0] for n in names if ".b1." in n}
+        act = p["act_bits"] / 8.0
+        fmap = ops.m * ops.n * act
+        shuffle = np.array([n.endswith(".b2.5") and n.split(".b2.")[0] not in units_with_b1 for n in names])
+        upsample = np.array([n.startswith("deconv_layers.") and n.endswith(".conv_channel") for n in names])
+        return (p["shuffle_copy_pass"] * np.where(shuffle, 2.0 * fmap, 0.0)
+                + p["upsample_pass"] * np.where(upsample, 8.0 * fmap, 0.0))
+
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         p = self.spec.params
         L, F = len(ops), len(formats)
@@ -91,7 +125,10 @@ class Model(HardwareModel):
         per_cycle = p["ddr_bytes_per_s"] * p["ddr_efficiency"] / p["clock_hz"]
         memory = np.ceil(nbytes / per_cycle)
 
-        fpga = np.maximum(compute, memory) + p["layer_overhead_cycles"]
+        moved = self.move_bytes(ops)[:, None]
+        move = np.ceil(moved / per_cycle)
+        nbytes = nbytes + moved
+        fpga = np.maximum(compute, memory) + move + p["layer_overhead_cycles"]
         macs = ops.macs[:, None]
         cpu = np.ceil(macs / p["cpu_macs_per_s"] * p["clock_hz"])  # CPU time in accelerator cycles
         cycles = np.where(on_cpu, cpu, fpga)
@@ -105,4 +142,5 @@ class Model(HardwareModel):
             bound=np.broadcast_to(bound, shape).astype(np.int8), supported=np.ones(shape, bool),
             breakdown={"compute_cycles": np.broadcast_to(np.where(on_cpu, 0.0, compute), shape).astype(np.float64),
                        "memory_cycles": np.where(on_cpu, 0.0, memory),
+                       "move_cycles": np.broadcast_to(np.where(on_cpu, 0.0, move), shape).astype(np.float64),
                        "cpu_cycles": np.broadcast_to(np.where(on_cpu, cpu, 0.0), shape).astype(np.float64)})

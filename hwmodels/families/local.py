@@ -8,7 +8,7 @@ Which kernel runs a format:
     int8 (W8A16)           torch._weight_int8pack_mm (int8 weights per channel, bf16 activations)
     int8-a8 (W8A8)         torch._int_mm (int8 x int8 -> int32; activation quantization not timed)
     int4-g32/g64/g128      torch._weight_int4pack_mm_for_cpu (bf16 scale + zero per group, so the
-                           -asym variants run the same kernel)
+                           -asym variants run the same kernel; K must be a multiple of the group)
 
 Other formats are unsupported. fp16: torch has no fast CPU fp16 GEMM (measured here: 0.28
 GFLOP/s for 64x2048x2048 against 67 for bf16), so fp16 *weights* are unsupported; the KV cache
@@ -123,6 +123,8 @@ class Model(HardwareModel):
                 continue
             if fmt.weight_name == "fp16":
                 supported[chosen, j] = False
+            if fmt.group_size:  # _weight_int4pack_mm_for_cpu: "expect K to be divisible by qGroupSize"
+                supported[(ops.k % fmt.group_size != 0) & ~emb, j] = False
             cols = [overhead[:, j], compute[:, j], memory[:, j], total[:, j]]
             gemm_rows = ~emb & ~(conv & (fmt.family == "float"))
             if gemm_rows.any():
