@@ -48,6 +48,7 @@ def main() -> None:
         random_sensitivity(sens)
         cases = {"prior (u280, 3.7bits)": ["--hw", "u280", "--budget", "3.7bits"],
                  "random errors (u280, 3.7bits)": ["--hw", "u280", "--budget", "3.7bits", "--sensitivity", str(sens)],
+                 "deepseek-v3, 45k tensors (u280)": ["--hw", "u280", "--budget", "3.7bits", "--model", "deepseek-v3"],
                  "random errors + latency (u280)": ["--hw", "u280", "--budget", "3.7bits", "--sensitivity", str(sens),
                                                     "--max-latency-ms", "15"]}
         print(f"{'case':34s} {'process s (median)':>18s} {'solver s (median)':>18s} {'status':>8s}  bits")

@@ -84,6 +84,13 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j)
 
 
+def bits_table(layers, formats) -> np.ndarray:
+    """Effective bits [L, F]: each format's exact bits at each layer's reduction length."""
+    ks, inverse = np.unique(np.array([l.k for l in layers], dtype=np.int64), return_inverse=True)
+    per_k = np.array([[f.bits_per_weight(int(k)) for f in formats] for k in ks], dtype=np.float64)
+    return per_k[inverse.ravel()]
+
+
 def _candidate_formats(request: SearchRequest, layers) -> list:
     from dse.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
@@ -109,7 +116,7 @@ def prepare(request: SearchRequest) -> Prepared:
     sensitivity = compute_sensitivity(graph, layers, formats, source)
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = np.array([[f.bits_per_weight(l.k) for f in formats] for l in layers], dtype=np.float64)
+    bits = bits_table(layers, formats)
     emb, att = fixed_costs(hardware, graph, workload)
     emb_params = sum(l.params for l in graph.layers if l.kind == "embedding")
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)

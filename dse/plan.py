@@ -26,6 +26,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     req = prepared.request
     a = result.assignment
     costs = prepared.costs
+    memory = problem.memory
     layers = []
     for i, layer in enumerate(prepared.layers):
         f = int(a[i])
@@ -33,7 +34,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
             "name": layer.name, "format": prepared.formats[f].name, "bits": _r(prepared.bits[i, f]),
             "params": int(layer.params), "error": _r(problem.error[i, f]),
             "latency_s": _r(costs.latency_s[i, f]), "energy_j": _r(costs.energy_j[i, f]),
-            "memory_bytes": _r(problem.memory[i, f]), "kind": layer.kind, "role": layer.role,
+            "memory_bytes": _r(memory[i, f]), "kind": layer.kind, "role": layer.role,
             "block": layer.block, "bound": ("compute", "memory", "other")[int(costs.bound[i, f])],
         })
     totals = {k: _r(v) for k, v in problem.totals(a).items()}
