@@ -6,15 +6,16 @@ import re
 
 from dse.errors import QuantDSEError
 
-#: unit -> (constraint kind, factor to SI: bits, bytes, seconds, joules)
+#: unit -> (constraint kind, factor to SI: bits, bytes, seconds, joules). Case matters:
+#: GB is bytes (Gb would be bits), mJ is millijoules (MJ would be megajoules).
 UNITS = {
-    "bits": ("bits", 1.0), "bit": ("bits", 1.0), "b": ("bits", 1.0),
-    "gb": ("memory", 1e9), "mb": ("memory", 1e6), "kb": ("memory", 1e3),
-    "gib": ("memory", 2.0 ** 30), "mib": ("memory", 2.0 ** 20), "bytes": ("memory", 1.0),
+    "bits": ("bits", 1.0), "bit": ("bits", 1.0),
+    "GB": ("memory", 1e9), "MB": ("memory", 1e6), "kB": ("memory", 1e3), "KB": ("memory", 1e3),
+    "GiB": ("memory", 2.0 ** 30), "MiB": ("memory", 2.0 ** 20), "bytes": ("memory", 1.0), "B": ("memory", 1.0),
     "s": ("latency", 1.0), "ms": ("latency", 1e-3), "us": ("latency", 1e-6),
-    "j": ("energy", 1.0), "mj": ("energy", 1e-3), "uj": ("energy", 1e-6),
+    "J": ("energy", 1.0), "mJ": ("energy", 1e-3), "uJ": ("energy", 1e-6),
 }
-_PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)\s*([a-zA-Z]+)\s*$", re.IGNORECASE)
+_PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf))\s*([a-zA-Z]+)\s*$")
 
 
 def parse_budget(text: str) -> tuple[str, float, float]:
@@ -23,9 +24,10 @@ def parse_budget(text: str) -> tuple[str, float, float]:
     if not match:
         raise QuantDSEError(f"malformed budget {text!r}: write a number and a unit, e.g. 3.7bits, 3.5GB, 12ms, 5mJ")
     value = float(match.group(1))
-    unit = match.group(2).lower()
+    unit = match.group(2)
     if unit not in UNITS:
-        raise QuantDSEError(f"unknown budget unit {match.group(2)!r} in {text!r}: use bits, GB, MB, GiB, ms, s, us, mJ or J")
+        raise QuantDSEError(f"unknown budget unit {unit!r} in {text!r}: use bits, GB, MB, GiB, ms, s, us, mJ or J "
+                            "(case matters: GB is bytes, mJ millijoules)")
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"budget {text!r} must be a positive finite number")
     kind, factor = UNITS[unit]

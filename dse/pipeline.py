@@ -39,19 +39,28 @@ class SearchRequest:
     seed: int = 0
 
     def limits(self) -> tuple[dict, dict]:
-        """(limits in SI by kind, the budget as written {"kind", "value", "unit"})."""
+        """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
+
+        Without --budget, the first --max-* flag given is the budget the plan reports.
+        Also validates the method name, before any expensive work.
+        """
+        from dse.solvers import check_method
+
+        check_method(self.method)
         limits: dict = {}
         budget_doc: dict = {}
         if self.budget is not None:
             kind, si, value = parse_budget(self.budget)
             limits[kind] = si
             budget_doc = {"kind": kind, "value": value, "text": str(self.budget).strip()}
-        for flag, value, factor, kind in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency"),
-                                          ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy"),
-                                          ("--max-memory-gb", self.max_memory_gb, 1e9, "memory")):
+        for flag, value, factor, kind, unit in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency", "ms"),
+                                                ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy", "mJ"),
+                                                ("--max-memory-gb", self.max_memory_gb, 1e9, "memory", "GB")):
             si = limit_from_flag(flag, value, factor)
             if si is not None:
                 limits[kind] = min(si, limits.get(kind, np.inf))
+                if not budget_doc:
+                    budget_doc = {"kind": kind, "value": float(value), "text": f"{value:g}{unit}"}
         if not limits:
             raise QuantDSEError("no budget given: pass --budget (e.g. 3.7bits, 3.5GB, 12ms, 5mJ) "
                                 "or one of --max-latency-ms / --max-energy-mj / --max-memory-gb")
@@ -118,11 +127,11 @@ def prepare(request: SearchRequest) -> Prepared:
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(layers, formats)
     emb, att = fixed_costs(hardware, graph, workload)
-    emb_params = sum(l.params for l in graph.layers if l.kind == "embedding")
+    fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
     fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
     return Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
-                    fixed_memory=2.0 * (emb_params + graph.extra_params),
+                    fixed_memory=2.0 * (fixed_params + graph.extra_params),
                     fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
 
 

@@ -56,6 +56,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                   "energy_j": _r(problem.fixed_energy_j),
                   "note": "embeddings (16-bit), norms/biases and attention over the KV cache: not searched"},
         "totals": totals,
+        "device": device_fit(prepared.hardware.spec, totals["memory_bytes"]),
         "solver": solver,
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
                        "sensitivity": prepared.sensitivity.source,
@@ -64,6 +65,14 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "model_source": prepared.graph.source,
                        "hardware_overrides": list(req.overrides)},
     }
+
+
+def device_fit(spec, memory_bytes: float) -> dict:
+    """Whether the plan's weights fit the target's memory (None where the spec does not model it)."""
+    capacity = float(spec.get("memory_capacity_bytes", 0.0) or 0.0)
+    if capacity <= 0:
+        return {"memory_capacity_bytes": None, "weights_fit": None}
+    return {"memory_capacity_bytes": capacity, "weights_fit": bool(memory_bytes <= capacity)}
 
 
 def plan_json(plan: dict) -> str:

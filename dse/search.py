@@ -19,7 +19,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
-    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform, rl")
+    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
     p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
                                          "else prior)")
     p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
@@ -60,6 +60,10 @@ def main(argv=None) -> int:
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
     plan = search(request)
+    device = plan["device"]
+    if device["weights_fit"] is False:
+        print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed {plan['hardware']}'s "
+              f"{device['memory_capacity_bytes'] / 1e9:.0f} GB: shard the model or add --max-memory-gb", file=sys.stderr)
     if args.out:
         write_plan(plan, args.out)
     if args.json:

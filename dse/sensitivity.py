@@ -91,8 +91,16 @@ def weight_errors(graph, layers, formats) -> np.ndarray:
     return out
 
 
+def check_source(source: str) -> None:
+    """Reject sources this version names but cannot compute, with what to use instead."""
+    if source == "hessian":
+        raise QuantDSEError("hessian sensitivity needs calibration activations, which this version does not take: "
+                            "use weights, prior or a FILE.json you computed (schema dse.sensitivity/1)")
+
+
 def read_sensitivity_file(path: str, layers) -> dict:
     """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}."""
+    check_source(path)
     doc = load_json(path, "sensitivity file")
     if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
         raise QuantDSEError(f'sensitivity file {path}: "schema" must be "{SENSITIVITY_SCHEMA}"')
@@ -144,6 +152,7 @@ def compute_sensitivity(graph, layers, formats, source: str) -> Sensitivity:
     if source == "prior":
         return Sensitivity(prior_errors(layers, formats), "prior",
                            "data-free prior: expected error on Student-t weights fitted to shape and role")
+    check_source(source)
     if source.endswith(".json") or Path(source).is_file():
         table = read_sensitivity_file(source, layers)
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import importlib
 import math
-import json
 import pkgutil
 import sys
 
+from dse.io import dumps
 from dse.cli import ArgumentParser, run_cli
 from dse.errors import QuantDSEError
 import experiments.reproductions as _pkg
@@ -52,8 +52,7 @@ def main(argv=None) -> int:
         return 0
     rows = run(args.names)
     if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(dumps(rows))
         return 0
     print(f"{'name':45s} {'ours':>12s} {'published':>12s} {'ratio':>7s}  source")
     for r in rows:

@@ -6,9 +6,9 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 
+from dse.io import dumps
 from dse.cli import ArgumentParser, run_cli
 from dse.errors import QuantDSEError
 from hwmodels.ops import Ops
@@ -60,8 +60,7 @@ def main(argv=None) -> int:
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
                   "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
     if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(dumps(result))
     else:
         for key, value in result.items():
             if key == "breakdown":

@@ -1,9 +1,9 @@
 """`python -m hwmodels.list [--json]`: the hardware targets and their specs."""
 from __future__ import annotations
 
-import json
 import sys
 
+from dse.io import dumps
 from dse.cli import ArgumentParser, run_cli
 from hwmodels.spec import list_specs, load_spec
 
@@ -14,8 +14,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     specs = [load_spec(name) for name in list_specs()]
     if args.json:
-        json.dump([s.as_dict() for s in specs], sys.stdout, indent=2)
-        print()
+        sys.stdout.write(dumps([s.as_dict() for s in specs]))
         return 0
     width = max((len(s.name) for s in specs), default=4)
     for s in specs:

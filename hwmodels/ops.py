@@ -100,7 +100,8 @@ def ops_for_graph(graph, workload: Workload, layers: list | None = None) -> Ops:
 
 
 def fixed_ops_for_graph(graph, workload: Workload) -> tuple[Ops, Ops]:
-    """(embedding gathers, attention matmuls): the ops a plan does not choose formats for."""
-    emb = [_layer_row(l, graph, workload) for l in graph.layers if l.kind == "embedding"]
+    """(16-bit ops: embedding gathers and MoE routers, attention matmuls): what a plan does not choose."""
+    emb = [_layer_row(l, graph, workload) for l in graph.layers
+           if l.kind != "attention" and l.params > 0 and not l.quantizable]
     att = [row for l in graph.layers if l.kind == "attention" for row in attention_rows(l, workload)]
     return Ops.from_rows(emb), Ops.from_rows(att)

@@ -8,7 +8,13 @@ from __future__ import annotations
 import importlib
 
 from dse.errors import QuantDSEError
-from hwmodels.spec import HardwareSpec, apply_overrides, load_spec
+from hwmodels.spec import HardwareSpec, Param, apply_overrides, load_spec
+
+#: params every target may set, whatever its family
+COMMON_SCHEMA = {
+    "memory_capacity_bytes": Param(float, "device memory that holds the weights (0 = not modelled)", min=0.0,
+                                   default=0.0),
+}
 
 FAMILIES = {
     "gpu": "hwmodels.families.gpu",
@@ -32,7 +38,7 @@ def family_class(family: str):
 
 
 def family_schema(family: str) -> dict:
-    return family_class(family).SCHEMA
+    return {**COMMON_SCHEMA, **family_class(family).SCHEMA}
 
 
 def load_model(hw: str | HardwareSpec, overrides: list[str] | None = None):

@@ -25,17 +25,21 @@ def kv_format(bits: int):
 
 
 def embedding_format(model):
-    """Embeddings stay at 16 bits (not searched, as in AWQ/GPTQ/RAMP accounting)."""
+    """Embeddings and MoE routers stay at 16 bits (not searched, as in AWQ/GPTQ/RAMP accounting)."""
     from dse.formats import get_format
 
     return get_format("fp16")
 
 
 def fixed_costs(model, graph, workload: Workload) -> tuple[CostTable | None, CostTable | None]:
-    """Cost tables [ops, 1] of the embedding gathers and the attention matmuls."""
+    """Cost tables [ops, 1] of the 16-bit ops (embeddings, routers) and the attention matmuls."""
     emb_ops, att_ops = fixed_ops_for_graph(graph, workload)
     emb = model.cost(emb_ops, [embedding_format(model)], workload) if len(emb_ops) else None
     att = model.cost(att_ops, [kv_format(workload.kv_bits)], workload) if len(att_ops) else None
+    for table, what in ((emb, "16-bit embeddings/routers"), (att, f"attention over a {workload.kv_bits}-bit KV cache")):
+        if table is not None and not table.supported.all():
+            raise QuantDSEError(f"{model.name} cannot run the {what} of {graph.name}: choose a model it runs "
+                                f"(e.g. a CNN for a CNN accelerator), another --kv-bits, or another --hw")
     return emb, att
 
 
@@ -57,7 +61,7 @@ def model_cost(model, graph, fmt, workload: Workload) -> dict:
     if not layers.supported.all():
         raise QuantDSEError(f"format {fmt.name} is not supported on {model.name}: pick another --format")
     emb, att = fixed_costs(model, graph, workload)
-    parts = {"layers": _sum(layers), "attention": _sum(att), "embeddings": _sum(emb)}
+    parts = {"layers": _sum(layers), "attention": _sum(att), "sixteen_bit": _sum(emb)}
     total = {k: sum(p[k] for p in parts.values()) for k in ("cycles", "latency_s", "energy_j", "bytes")}
     bound_time = np.zeros(len(BOUND_NAMES))
     for table in (layers, att, emb):

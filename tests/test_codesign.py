@@ -69,6 +69,11 @@ def test_bigger_array_speeds_up_compute_bound(hw, fmt, compute_gemm, memory_gemm
 
 
 def test_systolic_dataflow_is_a_knob():
-    gemm = (64, 512, 64)  # few outputs, long reduction: output-stationary streams K through the array
-    lat = {df: latency("systolic", [f"dataflow={df}"], "int8-a8", gemm)[0] for df in ("os", "ws", "is")}
-    assert len(set(lat.values())) > 1
+    """64x512x64 on the 32x32 array, by SCALE-Sim v3's fold formula (systolic_compute_{os,ws,is}.py):
+    os: Sr=M, Sc=N, T=K: 2x2 folds of (32 + 32 + 512 - 2) = 2296 cycles;
+    ws: Sr=K, Sc=N, T=M: 16x2 folds of (2*32 + 32 + 64 - 2) = 5056; is: Sr=K, Sc=M, T=N: the same 5056."""
+    expected = {"os": 2296, "ws": 5056, "is": 5056}
+    for dataflow, cycles in expected.items():
+        model = load_model("systolic", [f"dataflow={dataflow}"])
+        table = model.cost(Ops.gemm(64, 512, 64), [get_format("int8-a8")], Workload(phase="prefill", seq=64))
+        assert table.breakdown["compute_cycles"][0, 0] == cycles, dataflow

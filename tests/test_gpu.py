@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dse.formats import get_format
-from hwmodels.families.gpu import MMA_M, OUT_BYTES, PARTIAL_BYTES, TC_RATE_PARAM, Model
+from hwmodels.families.gpu import MMA_M, OUT_BYTES, PARTIAL_BYTES, Model
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload

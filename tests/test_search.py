@@ -114,6 +114,9 @@ BAD_INPUTS = [
     (["--hw", "u280", "--budget", "3bits", "--set", "novalue"], "KEY=VALUE"),
     (["--hw", "u280"], "no budget given"),
     (["--hw", "u280", "--budget", "3bits", "--batch", "0"], "--batch must be a positive integer"),
+    (["--hw", "u280", "--budget", "3.5Gb"], "case matters"),
+    (["--hw", "u280", "--budget", "3bits", "--sensitivity", "hessian"], "hessian sensitivity needs calibration"),
+    (["--hw", "ultra96-codenet", "--budget", "4bits"], "cannot run the 16-bit embeddings/routers of llama-2-7b"),
 ]
 
 
@@ -166,3 +169,40 @@ def test_plan_written_atomically_and_table_printed(cli, tmp_path):
     assert "totals:" in r.stdout and "block 0" in r.stdout
     assert json.loads(out.read_text())["schema"] == "dse.plan/1"
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp file left behind
+
+
+def test_out_folder_is_an_error_and_plans_are_world_readable(cli, tmp_path):
+    r = cli("dse.search", "--hw", "u280", "--budget", "3.7bits", "--out", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr and list(tmp_path.iterdir()) == []
+    out = tmp_path / "plan.json"
+    assert cli("dse.search", "--hw", "u280", "--budget", "3.7bits", "--out", str(out)).returncode == 0
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_max_flag_alone_is_the_reported_budget(cli):
+    plan = search_json(cli, "--hw", "u280", "--max-latency-ms", "15")
+    assert plan["budget"]["kind"] == "latency" and plan["budget"]["value"] == 15.0 and plan["budget"]["text"] == "15ms"
+    assert plan["totals"]["latency_s"] <= 15e-3
+
+
+def test_device_memory_fit_is_reported(cli):
+    small = search_json(cli, "--hw", "u280", "--budget", "3.7bits")
+    assert small["device"] == {"memory_capacity_bytes": 8e9, "weights_fit": True}  # U280: 8 GB HBM2 (DS963)
+    r = cli("dse.search", "--hw", "u280", "--budget", "3.7bits", "--model", "llama-2-70b", "--json")
+    assert r.returncode == 0 and "exceed u280's 8 GB" in r.stderr
+    assert json.loads(r.stdout)["device"]["weights_fit"] is False
+
+
+def test_moe_routers_stay_16_bit(cli):
+    plan = search_json(cli, "--hw", "a100-80gb", "--budget", "4bits", "--model", "mixtral-8x7b")
+    names = {l["name"] for l in plan["layers"]}
+    assert "model.layers.0.block_sparse_moe.gate" not in names
+    assert "model.layers.0.block_sparse_moe.experts.7.w2" in names
+    graph = load_graph("mixtral-8x7b")
+    routers = sum(l.params for l in graph.layers if l.role == "router")
+    embeds = sum(l.params for l in graph.layers if l.kind == "embedding")
+    assert routers == 32 * 8 * 4096  # 32 blocks x 8 experts x hidden 4096
+    assert plan["fixed"]["memory_bytes"] == pytest.approx(2 * (routers + embeds + graph.extra_params))

@@ -59,7 +59,8 @@ class Layer:
 
     @property
     def quantizable(self) -> bool:
-        return self.kind in QUANTIZABLE_KINDS and self.params > 0
+        """Searched by a plan. MoE routers stay 16-bit, as GPTQModel and llama.cpp keep them."""
+        return self.kind in QUANTIZABLE_KINDS and self.params > 0 and self.role != "router"
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "params": self.params, "shape": list(self.shape),

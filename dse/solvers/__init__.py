@@ -31,10 +31,15 @@ def available_methods() -> list[str]:
     return out
 
 
-def solve(problem, method: str = "ilp", **options) -> SolveResult:
+def check_method(method: str) -> None:
+    """A one-line error for a method that is not installed here."""
     if method not in METHODS or importlib.util.find_spec(METHODS[method]) is None:
         raise QuantDSEError(f"unknown method {method!r}: use one of {', '.join(available_methods())}")
+
+
+def solve(problem, method: str = "ilp", **options) -> SolveResult:
+    check_method(method)
     return importlib.import_module(METHODS[method]).solve(problem, **options)
 
 
-__all__ = ["solve", "SolveResult", "METHODS", "available_methods"]
+__all__ = ["solve", "check_method", "SolveResult", "METHODS", "available_methods"]
