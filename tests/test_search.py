@@ -102,6 +102,7 @@ BAD_INPUTS = [
     (["--hw", "u280", "--budget", "3bits", "--formats", "int4-g128,int9-g3"], "int9-g3"),
     (["--hw", "u280", "--budget", "3bits", "--method", "magic"], "unknown method"),
     (["--hw", "u280", "--budget=-3bits"], "positive"),
+    (["--hw", "u280", "--budget", "-3bits"], "must be a positive finite number"),
     (["--hw", "u280", "--budget", "nanbits"], "positive finite"),
     (["--hw", "u280", "--budget", "3parsecs"], "unknown budget unit"),
     (["--hw", "u280", "--budget", "three"], "malformed budget"),
