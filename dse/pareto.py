@@ -1,12 +1,15 @@
 """`python -m dse.pareto`: sweep a budget, solve each point, keep the error-vs-cost frontier.
 
     python -m dse.pareto --hw u280 --model llama-2-7b --sweep bits=2.5:8:0.25 --x latency --out p.csv --plot p.png
+    python -m dse.pareto --hw systolic --set rows=32 --set cols=32 --phase prefill --seq 512 --sweep latency=1:20:1
 
 The model, hardware tables and sensitivity are prepared once (dse.pipeline); each
-budget value only builds a new Problem and solves it.
+budget value only builds a new Problem and solves it. The workload and co-design
+flags are those of dse.search and build the same SearchRequest.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -122,38 +125,46 @@ def plot_png(rows: list[dict], x: str, title: str) -> bytes:
 
 
 def build_parser() -> ArgumentParser:
+    from dse.search import add_request_args
+
     p = ArgumentParser(prog="dse.pareto", description=__doc__.split("\n")[0])
-    p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
-    p.add_argument("--model", help="as for dse.search; default its built-in model")
+    add_request_args(p)
     p.add_argument("--sweep", required=True, help="KIND=START:STOP:STEP; bits (avg bits), memory (GB), "
                                                   "latency (ms), energy (mJ); e.g. bits=2.5:8:0.25")
-    p.add_argument("--x", default="bits", choices=sorted(X_TOTALS), help="cost axis of the frontier")
-    p.add_argument("--method", default="ilp", help="solver (as for dse.search)")
-    p.add_argument("--formats", help="candidate formats, comma-separated")
-    p.add_argument("--sensitivity", help="weights, prior or FILE.json")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--x", choices=sorted(X_TOTALS), help="cost axis of the frontier (default: the sweep's kind)")
     p.add_argument("--out", help="CSV of every point (written atomically)")
     p.add_argument("--plot", help="PNG of error vs --x (written atomically)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     return p
 
 
+def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
+    """The SearchRequest dse.search would build from these flags, budgeted at the sweep's first value."""
+    from dse import search
+
+    unit = SWEEP_UNITS[kind][2]
+    flags = argparse.Namespace(**vars(args))
+    flags.budget = f"{values[0]:g}{unit}"
+    flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None  # the sweep is the only limit
+    return search.request_from_args(flags)
+
+
 def main(argv=None) -> int:
-    from dse.pipeline import SearchRequest, prepare
+    from dse.pipeline import prepare
 
     args = build_parser().parse_args(argv)
     kind, values = parse_sweep(args.sweep)
-    limit_kind, factor, unit = SWEEP_UNITS[kind]
-    request = SearchRequest(hw=args.hw, model=args.model, budget=f"{values[0]:g}{unit}", method=args.method,
-                            sensitivity=args.sensitivity, seed=args.seed,
-                            formats=tuple(args.formats.split(",")) if args.formats else None)
+    x = args.x or kind
+    limit_kind, factor, _ = SWEEP_UNITS[kind]
+    request = request_from_args(args, kind, values)
+    request.limits()  # validate the method and budget before any expensive work
     prepared = prepare(request)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
-                        x=args.x, progress=True, seed=args.seed)
+                        x=x, progress=True, seed=args.seed)
     if args.out:
         atomic_write_text(args.out, rows_csv(rows))
     if args.plot:
-        atomic_write_bytes(args.plot, plot_png(rows, args.x, f"{prepared.graph.name} on {args.hw} ({args.method})"))
+        atomic_write_bytes(args.plot, plot_png(rows, x, f"{prepared.graph.name} on {args.hw} ({args.method})"))
     if args.json:
         clean = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         sys.stdout.write(json.dumps(clean, indent=2) + "\n")

@@ -15,7 +15,7 @@ from dse.errors import QuantDSEError
 from dse.problem import Problem
 from dse.sensitivity import Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
 from hwmodels.interface import CostTable
-from hwmodels.ops import ops_for_graph
+from hwmodels.ops import bits_table, ops_for_graph
 from hwmodels.registry import load_model as load_hardware
 from hwmodels.wholemodel import fixed_costs
 from hwmodels.workload import Workload
@@ -93,13 +93,6 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j)
 
 
-def bits_table(layers, formats) -> np.ndarray:
-    """Effective bits [L, F]: each format's exact bits at each layer's reduction length."""
-    ks, inverse = np.unique(np.array([l.k for l in layers], dtype=np.int64), return_inverse=True)
-    per_k = np.array([[f.bits_per_weight(int(k)) for f in formats] for k in ks], dtype=np.float64)
-    return per_k[inverse.ravel()]
-
-
 def _candidate_formats(request: SearchRequest, layers) -> list:
     from dse.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
@@ -125,7 +118,7 @@ def prepare(request: SearchRequest) -> Prepared:
     sensitivity = compute_sensitivity(graph, layers, formats, source)
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(layers, formats)
+    bits = bits_table(np.array([l.k for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)

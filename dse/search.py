@@ -13,10 +13,12 @@ from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
+def add_request_args(p: ArgumentParser) -> None:
+    """The flags dse.search and dse.pareto share: what to quantize, for which workload, on which design.
+
+    `request_from_args` reads them.
+    """
     p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
-    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
@@ -27,12 +29,18 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode)")
     p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision (16, 8, 4, 2)")
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
-    p.add_argument("--max-latency-ms", type=float)
-    p.add_argument("--max-energy-mj", type=float)
-    p.add_argument("--max-memory-gb", type=float)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
     p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
+    add_request_args(p)
+    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
+    p.add_argument("--max-latency-ms", type=float)
+    p.add_argument("--max-energy-mj", type=float)
+    p.add_argument("--max-memory-gb", type=float)
     p.add_argument("--out", help="write the plan here (atomically)")
     p.add_argument("--json", action="store_true", help="print the plan JSON on stdout")
     return p

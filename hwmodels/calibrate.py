@@ -40,11 +40,16 @@ from dse.cli import ArgumentParser, run_cli
 from dse.errors import QuantDSEError
 from dse.io import atomic_write_text, dumps, load_json
 from hwmodels import fit
-from hwmodels.measure import KERNELS, measure
+from hwmodels.measure import KERNELS, STREAM, measure
 
 CALIBRATION_SCHEMA = "quantdse.calibration/1"
 #: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
-MAX_FLOPS = 1.2e9
+MAX_FLOPS = 2.4e9
+#: cap on one designed shape's weight elements (making random weights and int4-packing them
+#: costs ~5 ns per element here: 2^25 elements keep it under ~0.2 s a shape; 4096 x 8192)
+MAX_WEIGHT_ELEMS = 2 ** 25
+#: random fit shapes per kernel on top of the grid (full), and held-out shapes per kernel
+FIT_DRAWS, HELDOUT, HELDOUT_QUICK = 16, 24, 6
 #: cap on one designed shape's output bytes: bigger outputs are fresh mmap'd pages on every call
 #: (glibc returns large blocks to the OS), which times page faults rather than the kernel
 MAX_OUT_BYTES = 16e6
@@ -125,49 +130,80 @@ def _kernel_names(device: str) -> list[str]:
     return [name for name, k in KERNELS.items() if k.device == device]
 
 
-def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
-    """Fit grid and held-out shapes for every kernel of `device`: [{"kernel", "shape", "role"}].
+def _draw(rng, kern, count: int, quick: bool) -> list[tuple]:
+    """`count` random shapes of `kern` in the realistic LLM/CNN range, within the caps.
 
-    GEMMs: M from decode (1) to prefill-like (1024), K and N multiples of 128 (int4 groups
-    up to 128 divide K; `_weight_int8pack_mm` crashes for K not a multiple of 16). Held-out
-    shapes are log-uniform draws in the same ranges, off the grid. Shapes above MAX_FLOPS
-    are dropped to bound the run time.
+    GEMMs: a third decode GEMVs (M = 1), the rest M log-uniform in 2..2048; K and N
+    log-uniform in 256..16384, multiples of 128 (real layers: 1408, 4096, 11008, 14336; int4
+    groups up to 128 divide K). Convs: ResNet-like 3x3 layers (sides 7..56, 16..512 channels
+    in steps of 16). Gathers: 1..2048 rows of 256..8192 elements. Draws over a cap are redrawn.
     """
-    rng = np.random.default_rng(seed)
+    top = 4096 if quick else 16384
+
+    def log_uniform(lo, hi):
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+    def dim(lo, hi, step):
+        return max(lo, int(round(log_uniform(lo, hi) / step)) * step)
+
+    out: list[tuple] = []
+    for _ in range(count * 50):
+        if len(out) == count:
+            break
+        if kern.op == "gather":
+            s = (int(round(log_uniform(1, 2048))), 1, dim(256, top // 2, 128))
+        elif kern.op == "conv2d":
+            s = (int(rng.integers(7, 57)) ** 2, dim(16, 512, 16) * 9, dim(32, 512, 16))
+        else:
+            m = 1 if len(out) % 3 == 0 else int(round(log_uniform(2, 2048)))
+            s = (m, dim(256, top, 128), dim(256, top, 128))
+        if _within_caps(kern, s) and s not in out:
+            out.append(s)
+    return out
+
+
+def _within_caps(kern, s) -> bool:
+    m, k, n = s
+    return (kern.flops(m, k, n) <= MAX_FLOPS and m * n * kern.out_bytes <= MAX_OUT_BYTES
+            and k * n <= MAX_WEIGHT_ELEMS)
+
+
+def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Fit and held-out shapes for every kernel of `device`: [{"kernel", "shape", "role"}].
+
+    Fit: a grid over the range (powers of 2 and 4; GEMV M = 1 and GEMM M > 1 are separate
+    code paths with separate fits) plus random draws (`_draw`, so the fit sees the odd sizes
+    real layers have). Held-out: HELDOUT (HELDOUT_QUICK) further draws from the same
+    distribution with their own seeded stream, never in the fit. Shapes over the caps
+    (MAX_FLOPS, MAX_OUT_BYTES, MAX_WEIGHT_ELEMS) are left out to bound the run time.
+    """
     if quick:
-        ms, ks, ns, held = (4, 32, 256), (512, 2048), (512, 2048), 4
+        ms, ks, ns = (4, 32, 256), (512, 2048), (512, 2048)
         gemv_ks, gemv_ns = (512, 1024, 2048), (512, 2048)
         sides, cins, couts = (14, 28), (32, 128), (64, 256)
         gms, gns = (1, 64, 1024), (512, 2048)
+        extra_fit, held = 0, HELDOUT_QUICK
     else:
-        ms, ks, ns, held = (4, 16, 64, 256, 1024), (256, 1024, 4096), (256, 1024, 4096), 8
-        gemv_ks, gemv_ns = (256, 512, 1024, 2048, 4096), (256, 1024, 4096)
-        sides, cins, couts = (7, 14, 28, 56), (16, 64, 256), (32, 128, 512)
-        gms, gns = (1, 8, 64, 512, 2048), (256, 1024, 4096)
-    lo, hi = math.log(ks[0]), math.log(ks[-1])
-
-    def dim128():
-        return max(2, int(round(math.exp(rng.uniform(lo, hi)) / 128))) * 128
-
+        ms, ks, ns = (2, 8, 32, 128, 512, 2048), (256, 1024, 4096, 16384), (256, 1024, 4096, 16384)
+        gemv_ks, gemv_ns = (256, 1024, 4096, 16384), (256, 1024, 4096, 16384)
+        sides, cins, couts = (7, 14, 28, 56), (16, 64, 256, 512), (32, 128, 512)
+        gms, gns = (1, 16, 128, 1024, 2048), (256, 1024, 4096)
+        extra_fit, held = FIT_DRAWS, HELDOUT
     jobs: list[dict] = []
-    for name in _kernel_names(device):
+    for i, name in enumerate(_kernel_names(device)):
         kern = KERNELS[name]
         if kern.op == "gather":
             grid = [(m, 1, n) for m in gms for n in gns]
-            extra = [(int(rng.integers(2, gms[-1])), 1, int(rng.integers(2, 32)) * 128) for _ in range(held * 2)]
         elif kern.op == "conv2d":
             grid = [(s * s, c * 9, o) for s in sides for c in cins for o in couts]
-            extra = [(int(rng.integers(sides[0], sides[-1] + 1)) ** 2, int(rng.integers(2, 17)) * 16 * 9,
-                      int(rng.integers(2, 33)) * 16) for _ in range(held * 2)]
-        else:  # GEMV (M = 1, decode) and GEMM (M > 1) are separate code paths with separate fits
+        else:
             grid = [(1, k, n) for k in gemv_ks for n in gemv_ns] + [(m, k, n) for m in ms for k in ks for n in ns]
-            extra = [(1 if i % 2 == 0 else max(2, int(round(math.exp(rng.uniform(math.log(2), math.log(ms[-1])))))),
-                      dim128(), dim128()) for i in range(held * 2)]
-        grid = [s for s in grid if kern.flops(*s) <= MAX_FLOPS and s[0] * s[2] * kern.out_bytes <= MAX_OUT_BYTES]
-        extra = [s for s in extra if kern.flops(*s) <= MAX_FLOPS and s[0] * s[2] * kern.out_bytes <= MAX_OUT_BYTES and s not in grid]
-        extra = extra[:held]
+        grid = [s for s in grid if _within_caps(kern, s)]
+        fit_rng, held_rng = (np.random.default_rng([seed, i, role]) for role in (0, 1))
+        grid += [s for s in _draw(fit_rng, kern, extra_fit, quick) if s not in grid]
+        test = [s for s in _draw(held_rng, kern, held + 8, quick) if s not in grid][:held]
         jobs += [{"kernel": name, "shape": list(s), "role": "fit"} for s in grid]
-        jobs += [{"kernel": name, "shape": list(s), "role": "heldout"} for s in extra]
+        jobs += [{"kernel": name, "shape": list(s), "role": "heldout"} for s in test]
     return jobs
 
 
@@ -201,8 +237,14 @@ def kernel_parts(entry: dict, kern, m, k, n):
     return tuple(parts)
 
 
-def fit_rows(name: str, rows: list[dict]) -> dict:
-    """Fit one kernel on its "fit" rows (GEMV and GEMM apart); MAPE on the fit and held-out rows."""
+def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = None) -> dict:
+    """Fit one kernel on its "fit" rows (GEMV and GEMM apart); MAPE on the fit and held-out rows.
+
+    With the measured STREAM bandwidth, the fitted bandwidth is bounded to
+    [stream / BW_LOW, stream * BW_HIGH] (`fit.bandwidth_bounds`). "heldout_noise" is the
+    pass-to-pass variation of the held-out timings (mean |pass 1 / pass 2 - 1|, percent):
+    the measurement noise, a lower bound on any model's held-out MAPE.
+    """
     kern = KERNELS[name]
     mine = [r for r in rows if r["kernel"] == name]
     if not mine:
@@ -223,7 +265,8 @@ def fit_rows(name: str, rows: list[dict]) -> dict:
         if sel.sum() < len(free):  # e.g. CUDA _int_mm rejects M <= 16: no GEMV regime to fit
             continue
         fits[part] = fit.fit_kernel(m[sel], k[sel], n[sel], kern.flops(m[sel], k[sel], n[sel]),
-                                    kern.bytes(m[sel], k[sel], n[sel]), sec[sel], free=free)
+                                    kern.bytes(m[sel], k[sel], n[sel]), sec[sel], free=free,
+                                    bandwidth=fit.bandwidth_bounds(stream_bytes_per_s))
     if not fits:
         return None
     entry = {"fits": fits, "n_fit": len(train), "n_heldout": len(test)}
@@ -235,6 +278,8 @@ def fit_rows(name: str, rows: list[dict]) -> dict:
 
     entry["fit_mape"] = covered_mape(m, k, n, sec)
     entry["heldout_mape"] = covered_mape(*arrays(test)) if test else None
+    pairs = [r["pass_seconds"][:2] for r in test if len(r.get("pass_seconds", ())) >= 2]
+    entry["heldout_noise"] = float(np.mean([abs(a / b - 1) for a, b in pairs]) * 100) if pairs else None
     return entry
 
 
@@ -260,12 +305,18 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
         print(f"notice: load average {load_before:.1f} before calibrating: other processes share these cores, "
               "multi-threaded timings may show scheduler stalls (repeated passes filter some)", file=sys.stderr)
 
+    streams: list[float] = []
+
     def run(todo, i):
-        rows, bad = measure([[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
+        probe = [[STREAM, 1, 1, 1]] if device == "cpu" else []
+        rows, bad = measure(probe + [[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
                             target_s=0.01 if quick else 0.02, min_repeats=5, seed=seed + i, progress=progress,
                             desc=f"calibrating {device} (pass {i + 1})")
         crashed.extend(bad)
         for r in rows:
+            if r["kernel"] == STREAM:
+                streams.append(r["bytes_per_s"])
+                continue
             seen.setdefault((r["kernel"], tuple(r["shape"])), []).append(r)
         gone = {(c["kernel"], tuple(c["shape"])) for c in bad}
         return [j for j in todo if (j["kernel"], tuple(j["shape"])) not in gone]
@@ -285,15 +336,17 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
                          "seconds": min(r["seconds"] for r in runs),
                          "pass_seconds": [r["seconds"] for r in runs],
                          "repeats": sum(r["repeats"] for r in runs)})
+    stream = max(streams) if streams else None  # the least contended pass
     kernels = {}
     for name in _kernel_names(device):
         if any(r["kernel"] == name and r["role"] == "fit" for r in rows):
-            entry = fit_rows(name, rows)
+            entry = fit_rows(name, rows, stream)
             if entry is not None:
                 kernels[name] = entry
     doc = {"schema": CALIBRATION_SCHEMA, "fingerprint": fp, "quick": bool(quick), "seed": seed,
            "load_average": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0],
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "kernels": kernels,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "stream_bytes_per_s": stream,
+           "kernels": kernels,
            "measurements": rows, "crashed": old_crashed + crashed}
     doc["seconds"] = round(time.perf_counter() - started, 2)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -423,12 +476,16 @@ def _report_text(doc: dict) -> str:
     lines = [f"local target: {fp['cpu']}, {fp['threads']} threads, torch {fp['torch']}, device {fp['device']}"
              f" ({'quick' if doc['quick'] else 'full'} calibration, {doc['seconds']:.1f} s)",
              f"cache: {doc.get('path', '')}",
-             f"{'kernel':22s} {'n_fit':>5s} {'fit MAPE':>9s} {'held-out':>9s} {'held MAPE':>9s}  peak GFLOP/s  GB/s"]
+             f"STREAM copy bandwidth: {(doc.get('stream_bytes_per_s') or 0) / 1e9:.1f} GB/s",
+             f"{'kernel':22s} {'n_fit':>5s} {'fit MAPE':>9s} {'held-out':>9s} {'held MAPE':>9s} {'noise':>6s}"
+             "  peak GFLOP/s  GB/s"]
     for name, k in doc["kernels"].items():
         p = k["fits"].get("gemm") or k["fits"].get("all") or k["fits"]["gemv"]
+        bw = (k["fits"].get("gemv") or p)["bytes_per_s"]  # GEMV: where the bandwidth is identifiable
         held = "n/a" if k["heldout_mape"] is None else f"{k['heldout_mape']:.1f}%"
-        lines.append(f"{name:22s} {k['n_fit']:5d} {k['fit_mape'] or 0:8.1f}% {k['n_heldout']:9d} {held:>9s}  "
-                     f"{p.get('peak_flops_per_s', 0) / 1e9:11.1f}  {p['bytes_per_s'] / 1e9:5.1f}")
+        noise = "n/a" if k.get("heldout_noise") is None else f"{k['heldout_noise']:.1f}%"
+        lines.append(f"{name:22s} {k['n_fit']:5d} {k['fit_mape'] or 0:8.1f}% {k['n_heldout']:9d} {held:>9s} {noise:>6s}  "
+                     f"{p.get('peak_flops_per_s', 0) / 1e9:11.1f}  {bw / 1e9:5.1f}")
     for c in doc["crashed"]:
         lines.append(f"crashed (avoided from now on): {c['kernel']} {c['shape']} exit {c['returncode']}")
     cmp = doc.get("comparison")

@@ -31,6 +31,8 @@ GEMV_PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "p")
 _FIXED = {"m_half": 0.0, "k_half": 0.0, "n_half": 0.0, "p": 2.0}
 _LOWER = {"overhead_s": 1e-8, "peak_flops_per_s": 1e6, "bytes_per_s": 1e6, "m_half": 1e-3, "k_half": 1e-3,
           "n_half": 1e-3, "p": 1.0}
+#: fitted bandwidth within [STREAM / BW_LOW, STREAM * BW_HIGH] (`bandwidth_bounds`)
+BW_LOW, BW_HIGH = 8.0, 2.0
 _UPPER = {"overhead_s": 1.0, "peak_flops_per_s": 1e17, "bytes_per_s": 1e14, "m_half": 1e5, "k_half": 1e6,
           "n_half": 1e6, "p": 16.0}
 
@@ -63,10 +65,23 @@ def mape(predicted, measured) -> float:
     return float(np.mean(np.abs(predicted - measured) / measured) * 100.0)
 
 
-def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS) -> dict:
+def bandwidth_bounds(stream_bytes_per_s: float | None) -> tuple[float, float]:
+    """Physically plausible [low, high] for a kernel's bandwidth, from the measured STREAM copy.
+
+    High: BW_HIGH x STREAM (a read-only stream of weights beats a copy, which also writes and
+    write-allocates: 3 bytes of traffic per 2 counted). Low: STREAM / BW_LOW (a kernel may
+    use DRAM badly; below that its time is compute, overhead or threading, not bandwidth).
+    """
+    if not stream_bytes_per_s:
+        return _LOWER["bytes_per_s"], _UPPER["bytes_per_s"]
+    return stream_bytes_per_s / BW_LOW, stream_bytes_per_s * BW_HIGH
+
+
+def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS, bandwidth: tuple | None = None) -> dict:
     """Least-squares fit of the kernel model's `free` params to measured seconds; returns all params.
 
-    Params not in `free` keep `_FIXED` values (MEMORY_ONLY: no compute term at all). Several
+    Params not in `free` keep `_FIXED` values (MEMORY_ONLY: no compute term at all);
+    `bandwidth` = (low, high) bounds bytes_per_s (`bandwidth_bounds`). Several
     starting points for the efficiency knees (the log-residual surface has shallow valleys);
     the start with the lowest robust cost wins.
     """
@@ -75,8 +90,11 @@ def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS) -> dict:
         raise ValueError(f"need at least {len(free)} measurements to fit {len(free)} params, got {len(seconds)}")
     memory_only = "peak_flops_per_s" not in free
     fixed = {} if memory_only else {key: v for key, v in _FIXED.items() if key not in free}
-    lo = np.log([_LOWER[p] for p in free])
-    hi = np.log([_UPPER[p] for p in free])
+    lower, upper = dict(_LOWER), dict(_UPPER)
+    if bandwidth is not None:
+        lower["bytes_per_s"], upper["bytes_per_s"] = bandwidth
+    lo = np.log([lower[p] for p in free])
+    hi = np.log([upper[p] for p in free])
     log_t = np.log(seconds)
 
     def unpack(x):

@@ -8,9 +8,13 @@ crasher: it is recorded in `crashed`, and a fresh child measures the rest.
 
 Timing: weights are cycled through enough copies to exceed 1.5x the last-level cache
 (a layer of a real model pass streams its weights from DRAM; a loop over one small
-weight would time a cache-resident kernel), one warm-up call per copy set, then
+weight would time a cache-resident kernel), a few warm-up calls, then
 `repeats` individually timed calls (at least `min_repeats`, until `target_s` is spent);
 the median is kept. CUDA calls are timed with events after a synchronize.
+
+The job `STREAM` times a STREAM-style copy of two buffers of 4x the LLC each: the
+machine's DRAM bandwidth with these threads, which bounds the fitted bandwidths
+(`hwmodels.fit`), so the GB/s the calibration reports is a physical quantity.
 
 A kernel is named by what it runs; `KERNELS` gives the bytes it moves (to the fit) and,
 in the worker only, builds the torch call (torch is imported lazily).
@@ -31,6 +35,11 @@ DEFAULT_LLC_BYTES = 32 << 20
 GATHER_ROWS = 8192
 #: never allocate more than this for cold-cache weight copies (bytes)
 MAX_COPY_BYTES = 160 << 20
+#: at most this many weight copies: enough that even a 16 KiB weight cycles through > 1.5x the
+#: LLC (a cap of 64 left weights under ~0.75 MB cache-resident: a cliff in the data, not the machine)
+MAX_COPIES = 4096
+#: job name of the bandwidth probe (`time_stream`), measured by the same worker as the kernels
+STREAM = "stream-copy"
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
     first, fn = _weights(torch, kern, m, k, n, device)
     per_copy = max(1, sum(t.numel() * t.element_size() for t in first))
     copies = 1 if device == "cuda" or kern.op == "gather" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
-    copies = min(copies, 64)
+    copies = min(copies, MAX_COPIES)
     sets = [first] + [tuple(t.clone() for t in first) for _ in range(copies - 1)]
     x = _activation(torch, kern, m, k, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -204,6 +213,22 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
     return {"kernel": kern.name, "shape": [m, k, n], "seconds": statistics.median(times), "repeats": len(times)}
 
 
+def time_stream(torch, cold_bytes: int, target_s: float, min_repeats: int, max_repeats: int) -> dict:
+    """STREAM copy bandwidth (bytes/s, read + write counted once each, as STREAM does) from DRAM."""
+    elems = max(1 << 20, int(cold_bytes * 8 // 3) // 4)  # 4x the LLC per buffer (cold_bytes = 1.5x LLC)
+    src = torch.empty(elems, dtype=torch.float32).uniform_(-1, 1)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times: list[float] = []
+    while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < target_s):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"kernel": STREAM, "shape": [1, 1, elems], "seconds": seconds, "repeats": len(times),
+            "bytes_per_s": 2.0 * elems * 4 / seconds}
+
+
 def _worker() -> int:
     """Child process: read a job document on stdin, print one JSON line per measured shape."""
     job = json.loads(sys.stdin.read())
@@ -215,6 +240,10 @@ def _worker() -> int:
     for kernel, m, k, n in job["jobs"]:
         try:
             with torch.inference_mode():
+                if kernel == STREAM:
+                    row = time_stream(torch, job["cold_bytes"], job["target_s"], job["min_repeats"], job["max_repeats"])
+                    print(json.dumps(row), flush=True)
+                    continue
                 row = time_kernel(torch, KERNELS[kernel], m, k, n, job["target_s"], job["min_repeats"],
                                   job["max_repeats"], job["cold_bytes"])
         except RuntimeError as exc:  # a shape the kernel rejects (e.g. CUDA _int_mm needs M > 16)

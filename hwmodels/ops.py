@@ -105,3 +105,15 @@ def fixed_ops_for_graph(graph, workload: Workload) -> tuple[Ops, Ops]:
            if l.kind != "attention" and l.params > 0 and not l.quantizable]
     att = [row for l in graph.layers if l.kind == "attention" for row in attention_rows(l, workload)]
     return Ops.from_rows(emb), Ops.from_rows(att)
+
+
+def bits_table(k: np.ndarray, formats: list) -> np.ndarray:
+    """[L, F] effective stored bits per weight of rows of length k[l] in each format.
+
+    Scales, zero points and block metadata depend on the row length through the
+    number of groups, so each format is asked once per distinct k (real models
+    have few) and the answers are broadcast back to the L rows.
+    """
+    ks, inverse = np.unique(np.asarray(k, dtype=np.int64), return_inverse=True)
+    per_k = np.array([[f.bits_per_weight(int(kk)) for f in formats] for kk in ks], dtype=np.float64)
+    return per_k.reshape(len(ks), len(formats))[inverse.reshape(-1)]

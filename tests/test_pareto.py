@@ -1,9 +1,12 @@
 """Pareto sweep: frontier against its definition, monotone exact sweeps, files and CLI errors."""
+import json
+
 import numpy as np
 import pytest
 
-from dse.pareto import frontier, parse_sweep, pareto_sweep, plot_png, rows_csv
+from dse.pareto import build_parser, frontier, parse_sweep, pareto_sweep, plot_png, request_from_args, rows_csv
 from dse.problem import Problem
+from hwmodels.workload import Workload
 
 
 def test_parse_sweep_includes_stop():
@@ -65,3 +68,51 @@ def test_heuristic_points_off_the_exact_frontier_are_dominated():
 def test_cli_bad_sweep_exits_2(cli):
     r = cli("dse.pareto", "--hw", "u280", "--sweep", "bits=3")
     assert r.returncode == 2 and r.stderr.startswith("error: malformed --sweep")
+
+
+#: a small model with every workload and co-design flag set away from its default
+FLAGS = ["--hw", "u280", "--model", "opt-1.3b", "--sensitivity", "prior", "--batch", "4", "--seq", "512",
+         "--kv-bits", "8", "--set", "hbm_channels=16", "--set", "clock_hz=300e6",
+         "--formats", "int4-g128,int8,fp16", "--seed", "3"]
+
+
+def test_workload_and_codesign_flags_build_the_request_dse_search_builds():
+    from dse import search
+
+    extra = ["--phase", "prefill", "--method", "greedy"]
+    args = build_parser().parse_args(FLAGS + extra + ["--sweep", "latency=10:12:1"])
+    got = request_from_args(args, "latency", parse_sweep("latency=10:12:1")[1])
+    # the peer: dse.search's own parser and request builder, budgeted at the sweep's first point
+    assert got == search.request_from_args(search.build_parser().parse_args(FLAGS + extra + ["--budget", "10ms"]))
+    assert got.workload == Workload(phase="prefill", batch=4, seq=512, kv_bits=8)
+    assert got.overrides == ("hbm_channels=16", "clock_hz=300e6")
+    assert got.formats == ("int4-g128", "int8", "fp16") and got.seed == 3 and got.budget == "10ms"
+
+
+def test_sweep_point_matches_dse_search_with_the_same_flags(cli):
+    r = cli("dse.pareto", *FLAGS, "--sweep", "latency=12:13.5:1.5", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)[1]
+    s = cli("dse.search", *FLAGS, "--budget", "13.5ms", "--json")
+    assert s.returncode == 0, s.stderr
+    totals = json.loads(s.stdout)["totals"]
+    assert row["status"] == "optimal" and row["latency_s"] <= 13.5e-3 * (1 + 1e-9)
+    for key in ("latency_s", "energy_j", "memory_bytes", "effective_bits", "error"):
+        assert row[key] == pytest.approx(totals[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("extra, axis", [([], "latency"), (["--x", "bits"], "bits")])
+def test_frontier_axis_defaults_to_the_sweep_kind(monkeypatch, capsys, extra, axis):
+    from dse import pareto
+
+    seen = []
+    real = pareto.pareto_sweep
+    monkeypatch.setattr(pareto, "pareto_sweep", lambda *a, **kw: seen.append(kw["x"]) or real(*a, **kw))
+    assert pareto.main(FLAGS + ["--sweep", "latency=12:13.5:1.5", *extra]) == 0
+    assert seen == [axis]
+    assert capsys.readouterr().out.startswith("budget,status")
+
+
+def test_cli_bad_workload_exits_2(cli):
+    r = cli("dse.pareto", "--hw", "u280", "--batch", "0", "--sweep", "bits=3:4:1")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --batch must be a positive integer, got 0"

@@ -113,6 +113,49 @@ def test_baq_fits_the_generating_theta():
     assert np.corrcoef(np.log(s), chosen)[0, 1] > 0.8
 
 
+def test_baq_fits_each_family_its_own_theta_and_allocates_with_it():
+    # Two families generated with different slopes: error = params * s_l * c_fam * 2^(-theta_fam * bits).
+    # Layers 0..7 may use only int formats, layers 8..15 only nf ones (no cross-family free moves for
+    # the fix-up), plus a lossless bf16 everywhere (one width, no error: no slope of its own).
+    thetas, offset = {"int": 2.0, "nf": 1.0}, {"int": 1.0, "nf": 0.3}
+    widths = [2.0, 3.0, 4.0, 5.0, 6.0]
+    log2_s = np.array([0.2, 0.8, 1.4, 2.3])
+    log2_s = np.concatenate([log2_s, -log2_s])            # pairs s, 1/s: GM(s) = 1 in each family
+    names = [f"{fam}{w:g}" for fam in thetas for w in widths] + ["bf16"]
+    fam_of = [fam for fam in thetas for _ in widths] + ["bf"]
+    bits_row = np.array(widths * 2 + [16.0])
+    L, F = 2 * len(log2_s), len(names)
+    layer_fam = ["int"] * len(log2_s) + ["nf"] * len(log2_s)
+    s = 2.0 ** np.concatenate([log2_s, log2_s])
+    params = np.tile(np.array([1000.0, 3000.0, 500.0, 2000.0]), 4)  # equal within each pair s, 1/s
+    err = np.zeros((L, F))
+    mask = np.zeros((L, F), bool)
+    for j, fam in enumerate(fam_of[:-1]):
+        err[:, j] = params * s * offset[fam] * 2.0 ** (-thetas[fam] * bits_row[j])
+        mask[:, j] = [lf == fam for lf in layer_fam]
+    mask[:, -1] = True
+    bits = np.tile(bits_row, (L, 1))
+    zeros = np.zeros_like(err)
+    p = Problem([f"l{i}" for i in range(L)], names, err, params, bits, zeros, zeros, mask, {"bits": 4.0})
+    r = baq.solve(p)
+    assert r.info["theta_by_family"]["int"] == pytest.approx(2.0, rel=1e-9)
+    assert r.info["theta_by_family"]["nf"] == pytest.approx(1.0, rel=1e-9)
+    assert "bf" not in r.info["theta_by_family"]                     # fell back to the pooled theta
+    assert 1.0 < r.info["theta"] < 2.0                                # pooled: a mix of both slopes
+
+    def by_hand(theta_of):
+        # BAQ per family: R_l = 4 + log2(s_l / GM(s)) / theta_fam, rounded to the nearest width
+        rate = 4.0 + np.concatenate([log2_s / theta_of["int"], log2_s / theta_of["nf"]])
+        width = np.array(widths)[np.abs(np.array(widths)[None, :] - rate[:, None]).argmin(1)]
+        return [f"{fam}{w:g}" for fam, w in zip(layer_fam, width)]
+
+    # symmetric rates round to exactly 4 bits on average: nothing for the fix-up to change
+    assert r.info["layers_changed_by_fixup"] == 0
+    assert [names[j] for j in r.assignment] == by_hand(thetas)
+    pooled = {fam: r.info["theta"] for fam in thetas}
+    assert by_hand(pooled) != by_hand(thetas)                         # the pooled slope would allocate otherwise
+
+
 def test_baq_and_lagrangian_reject_what_they_do_not_handle():
     p = random_problem(np.random.default_rng(1), 4, 3, ("bits", "latency"), tightness=0.5)
     with pytest.raises(QuantDSEError, match="baq allocates under a bits or memory budget only.*ilp, nas or greedy"):

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -111,9 +111,7 @@ class Model(HardwareModel):
         n = ops.n.astype(np.float64)[:, None]
         gather = np.array([kd == "embedding" for kd in ops.kinds], dtype=bool)[:, None]
         # per format: storage bits (depend on k through groups) and payload bits
-        uk, inv = np.unique(ops.k, return_inverse=True)
-        eff = np.array([[f.bits_per_weight(int(kk)) if kk > 0 else f.bits for f in formats]
-                        for kk in uk], dtype=np.float64).reshape(len(uk), F)[inv.reshape(-1)]
+        eff = bits_table(ops.k, formats)
         passes = np.array([self.weight_passes(f.weight_bits) for f in formats], dtype=np.float64)[None, :]
         gsize = np.array([(f.group_size or 0) if f.is_quantized else -1 for f in formats], dtype=np.float64)
         kk = ops.k.astype(np.float64)[:, None]

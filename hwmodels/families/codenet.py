@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -115,10 +115,7 @@ class Model(HardwareModel):
         on_cpu = np.array([name in p["cpu_layers"] for name in ops.names], dtype=bool)[:, None]
         compute = self.compute_cycles(ops)[:, None]
 
-        bpw = np.empty((L, F))
-        for j, f in enumerate(formats):
-            for kk in np.unique(ops.k):
-                bpw[ops.k == kk, j] = f.bits_per_weight(int(kk))
+        bpw = bits_table(ops.k, formats)
         weight_bytes = ops.weight_elems[:, None] * bpw / 8.0
         fmap_bytes = (2.0 * ops.m * ops.n * p["act_bits"] / 8.0)[:, None]  # written once, read once
         nbytes = weight_bytes + fmap_bytes

@@ -39,7 +39,7 @@ import numpy as np
 
 from dse.errors import QuantDSEError
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -151,13 +151,11 @@ class Model(HardwareModel):
         planes = np.array([_tmac_bits(f) or 0 for f in formats], dtype=np.float64)[None, :]
         act_bytes = np.array([f.act_bits / 8 for f in formats], dtype=np.float64)[None, :]
         uniq, inverse = np.unique(k, return_inverse=True)
-        bpw = np.empty((L, F))
+        bpw = bits_table(k, formats)
         deq = np.empty((L, F))
         for j, f in enumerate(formats):
-            col_b = np.array([f.bits_per_weight(int(kk)) for kk in uniq])
             col_d = np.array([dequant_ops_per_row(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"])
                               for kk in uniq])
-            bpw[:, j] = col_b[inverse]
             deq[:, j] = col_d[inverse]
 
         kf = k.astype(np.float64)[:, None]

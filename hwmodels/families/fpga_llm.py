@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -156,10 +156,7 @@ class Model(HardwareModel):
         compute = np.where(gemm[:, None], self.compute_cycles(m, np.maximum(k_eff, 1), n, packing), 0)
 
         # HBM traffic: weights at effective bits (+ sparse index metadata), activation spills
-        bpw = np.empty((L, F))
-        for j, f in enumerate(formats):
-            for kk in np.unique(ops.k):
-                bpw[ops.k == kk, j] = f.bits_per_weight(int(kk))
+        bpw = bits_table(ops.k, formats)
         index_bits = np.where(sparse & (p["sparsity"] > 0), p["sparse_index_bits"], 0.0)
         weight_bytes = (ops.weight_elems * keep * ctx)[:, None] * (bpw + index_bits[:, None]) / 8.0
         act_bits = np.array([float(f.act_bits) for f in formats])[None, :]

@@ -52,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.interface import CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -239,14 +239,6 @@ class Model(HardwareModel):
             out["tc_energy"].append(TC_ENERGY_SCALE[tc])
         return {k: np.array(v, dtype=np.float64) for k, v in out.items()}
 
-    @staticmethod
-    def weight_bits(ops: Ops, formats: list) -> np.ndarray:
-        """[L, F] effective stored bits per weight (scales, zeros, metadata included)."""
-        ks = ops.k.astype(np.int64)
-        uniq, inv = np.unique(ks, return_inverse=True)
-        table = np.array([[f.bits_per_weight(int(max(k, 1))) for f in formats] for k in uniq], dtype=np.float64)
-        return table[inv.reshape(-1)].reshape(len(ks), len(formats))
-
     def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray, batch: np.ndarray | None = None) -> dict:
         """Per-op [L] tile shape, tile counts, split-K factor, k-steps and waves.
 
@@ -286,7 +278,7 @@ class Model(HardwareModel):
         batch = np.where(attn, np.maximum(np.ceil(ops.count), 1), 1).astype(np.int64)
         t = self.tiling(ops.m, ops.k, ops.n, batch)
         slots = t["slots"]
-        wbytes = self.weight_bits(ops, formats) / 8.0                      # [L, F] bytes per weight
+        wbytes = bits_table(ops.k, formats) / 8.0                         # [L, F] bytes per weight
         col = lambda a: np.asarray(a, dtype=np.float64)[:, None]           # noqa: E731  [L] -> [L, 1]
         tm, tn, tk = col(t["tm"]), col(t["tn"]), float(p["tile_k"])
         tiles_m, tiles_n, split = col(t["tiles_m"]), col(t["tiles_n"]), col(t["split"])

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -148,7 +148,7 @@ class Model(HardwareModel):
                 total[quant_conv, j] += extra
                 nbytes[quant_conv, j] += copy_bytes
             if emb.any():  # a gather of M rows of N elements in this format
-                bits = np.array([fmt.bits_per_weight(int(max(x, 1))) for x in n[emb]])
+                bits = bits_table(n[emb], [fmt])[:, 0]
                 row_bytes = ops.weight_elems[emb] * bits / 8.0
                 out_bytes = m[emb] * n[emb] * gather.out_bytes
                 t = self._gather_seconds(row_bytes + out_bytes)

@@ -36,7 +36,7 @@ import numpy as np
 from dse.errors import QuantDSEError
 from hwmodels.energy_tables import load_table, table_names
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
-from hwmodels.ops import Ops
+from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param
 from hwmodels.workload import Workload
 
@@ -146,10 +146,7 @@ class Model(HardwareModel):
         gather = np.array([kind == "embedding" for kind in ops.kinds], dtype=bool)[:, None]
 
         a = np.array([f.act_bits / 8.0 for f in formats])[None, :]
-        w = np.empty((L, F))
-        ks, inv = np.unique(ops.k, return_inverse=True)
-        for j, f in enumerate(formats):
-            w[:, j] = np.array([f.bits_per_weight(int(kk)) / 8.0 for kk in ks])[inv]
+        w = bits_table(ops.k, formats) / 8.0
         o = a
 
         comp = np.where(gather, 0.0, compute_cycles(ops.m, ops.k, ops.n, R, C, df)[:, None].astype(np.float64))
