@@ -26,17 +26,27 @@ def _cost(hw, fmt, m, k, n, *sets):
 
 
 def test_hand_calculated_tmac_gemv():
-    # M2 Ultra, 1 thread, int2-g32 GEMV 1 x 64 x 32.
+    # M2 Ultra, 1 thread, int2-g32 (symmetric) GEMV 1 x 64 x 32.
     # rows 32 -> 2 blocks of 16 (one NEON tbl looks up 16 rows); k groups 64/4 = 16; 2 bit planes
-    # tbl = 2 * 16 * 2 = 64; tables = 16; ops = 64 * 4.375 + 16 * 28 = 728; 4 SIMD/cycle -> 182
+    # tbl = 2 * 16 * 2 = 64 -> 64 * 3.875 = 248
+    # chunks of 32 row-planes x 16 k groups: 32 rows * 2 planes / 32 = 2 -> 2 * 14 = 28 (no zero point)
+    # plane combine: 32 rows * 2 ops per plane * 2 planes = 128; tables: 16 * 28 = 448
+    # ops = 248 + 28 + 128 + 448 = 852; 4 SIMD/cycle -> 213
     # bytes = 64*32 weights * (2 + 16/32) bits / 8 = 640, + activations (64 + 32) * 2 B = 832
     _, row = _cost("m2-ultra", "int2-g32", 1, 64, 32)
     assert row["breakdown"]["lut_lookups"] == 1 * 32 * 16 * 2
     assert row["breakdown"]["lut_tables"] == 16
     assert row["bytes"] == 832
-    assert row["breakdown"]["compute_cycles"] == pytest.approx(182.0)
+    assert row["breakdown"]["compute_cycles"] == pytest.approx(213.0)
     assert row["breakdown"]["memory_cycles"] == pytest.approx(832 / 102e9 * 3.49e9)
-    assert row["cycles"] == pytest.approx(182.0) and row["bound"] == "compute"
+    assert row["cycles"] == pytest.approx(213.0) and row["bound"] == "compute"
+    # asymmetric: the zero point is added to the plane-0 vectors only, 4 / 2 = 2 FMAs per chunk -> +4 ops
+    _, asym = _cost("m2-ultra", "int2-g32-asym", 1, 64, 32)
+    assert asym["breakdown"]["compute_cycles"] == pytest.approx(214.0)
+    # 4 planes: zero point 4 / 4 = 1 per chunk; tbl 128 * 3.875 = 496, chunks 4 * 15 = 60,
+    # combine 32 * 2 * 4 = 256, tables 448 -> 1260 / 4 = 315
+    _, w4 = _cost("m2-ultra", "int4-g32-asym", 1, 64, 32)
+    assert w4["breakdown"]["compute_cycles"] == pytest.approx(315.0)
 
 
 def test_hand_calculated_llamacpp_q4_0_gemv():
@@ -47,8 +57,9 @@ def test_hand_calculated_llamacpp_q4_0_gemv():
     assert row["breakdown"]["lut_lookups"] == 0
 
 
-def _reference_tmac(p, m, k, n, bits):
-    """Cycle-stepped T-MAC: threads take row blocks and tables round-robin, one step per tbl."""
+def _reference_tmac(p, m, k, n, bits, asym):
+    """Stepped T-MAC: threads take row blocks and tables round-robin; one step per tbl, per
+    chunk of 32 row-planes x 16 k groups of the thread's rows, per output row's plane combine."""
     T, simd = p["threads"], p["simd_bytes"]
     ops = [0.0] * T
     tables = [(tok, g) for tok in range(m) for g in range(math.ceil(k / 4))]
@@ -60,6 +71,13 @@ def _reference_tmac(p, m, k, n, bits):
             for g in range(math.ceil(k / 4)):
                 for b in range(bits):
                     ops[blk % T] += p["tmac_ops_per_tbl"]
+    for t in range(T):
+        row_planes = len(range(t, blocks, T)) * simd * bits
+        for tok in range(m):
+            for _ in range(math.ceil(row_planes / 32)):
+                for _ in range(0, math.ceil(k / 4), 16):
+                    ops[t] += p["tmac_ops_per_chunk"] + (4 / bits if asym else 0)
+            ops[t] += row_planes * 2
     return max(ops) / p["simd_issue_per_cycle"]
 
 
@@ -87,8 +105,10 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 24).map(lambda v: 4 * v), s
 def test_tmac_matches_reference_loop(shape, fmt_name):
     m, k, n, threads = shape
     model, row = _cost("m2-ultra", fmt_name, m, k, n, f"threads={threads}")
-    bits = math.ceil(get_format(fmt_name).weight_bits)
-    assert row["breakdown"]["compute_cycles"] == pytest.approx(_reference_tmac(model.spec, m, k, n, bits), rel=1e-12)
+    fmt = get_format(fmt_name)
+    bits = math.ceil(fmt.weight_bits)
+    ref = _reference_tmac(model.spec, m, k, n, bits, not fmt.symmetric)
+    assert row["breakdown"]["compute_cycles"] == pytest.approx(ref, rel=1e-12)
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,13 +9,18 @@ by T-MAC and Q4_0 by llama.cpp (README: "We evaluate ... Llama-2-7B (W2) with T-
 
 Ours: one decode step of llama-2-7b (batch 1) through `hwmodels.wholemodel.model_cost`,
 with the average context of a 128-token generation from an empty prompt (64 tokens).
+llama.cpp files are costed tensor by tensor in the types `llama-quantize` writes
+(`LLAMACPP_MIX`), not as if every tensor were Q2_K / Q4_0.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from dse.formats import get_format
 from dse.models import load_graph
+from hwmodels.ops import ops_for_graph
 from hwmodels.registry import load_model
-from hwmodels.wholemodel import model_cost
+from hwmodels.wholemodel import fixed_costs, model_cost
 from hwmodels.workload import Workload
 
 SOURCE = "T-MAC (EuroSys'25), microsoft/T-MAC docs/profiling_data.md (README Fig. e2e_threads)"
@@ -33,10 +38,34 @@ SPECS = {"M2-Ultra": "m2-ultra", "Raspberry Pi 5": "rpi5"}
 FORMATS = {"W2": ("int2-g128-asym", "q2_k"), "W4": ("int4-g128-asym", "q4_0")}
 
 
+#: tensors `llama-quantize` stores at other types than the file type (llama.cpp
+#: llama_tensor_get_type, b2794 and later): output.weight -> Q6_K for every k-quant and
+#: Q4_0 file; with ftype Q2_K, attn_v.weight -> Q3_K (n_gqa < 4, as Llama-2-7B) and
+#: ffn_down -> Q3_K. Checked against the code of later versions (src/llama-quant.cpp),
+#: where these rules are unchanged.
+LLAMACPP_MIX = {"q2_k": {"lm_head": "q6_k", "v_proj": "q3_k", "down_proj": "q3_k"},
+                "q4_0": {"lm_head": "q6_k"}}
+
+
+def _layer_formats(names, fmt: str) -> list[str]:
+    mix = LLAMACPP_MIX.get(fmt, {})
+    return [next((f for key, f in mix.items() if name.endswith(key)), fmt) for name in names]
+
+
 def tokens_per_s(hw: str, fmt: str, threads: int) -> float:
+    """Decode tokens/s; llama.cpp files get the per-tensor types `llama-quantize` really writes."""
     model = load_model(hw, [f"threads={threads}"])
-    cost = model_cost(model, load_graph("llama-2-7b"), get_format(fmt), DECODE)
-    return 1.0 / cost["latency_s"]
+    graph = load_graph("llama-2-7b")
+    if fmt not in LLAMACPP_MIX:
+        return 1.0 / model_cost(model, graph, get_format(fmt), DECODE)["latency_s"]
+    ops = ops_for_graph(graph, DECODE)
+    per_op = _layer_formats(ops.names, fmt)
+    names = sorted(set(per_op))
+    table = model.cost(ops, [get_format(n) for n in names], DECODE)
+    column = np.array([names.index(n) for n in per_op])
+    latency = float(table.latency_s[np.arange(len(ops)), column].sum())
+    latency += sum(float(t.latency_s.sum()) for t in fixed_costs(model, graph, DECODE) if t is not None)
+    return 1.0 / latency
 
 
 def _setup(device, threads, width, system, fmt):
@@ -74,22 +103,31 @@ def _speedup(device, threads, width, note):
     return fn
 
 
-_M2 = ("compute-bound at 1 thread: T-MAC SIMD ops counted from tbl.cc/lut_ctor.cc at 4 NEON ops/cycle, "
-       "3.49 GHz; non-GEMM work (norms, rope, softmax, sampling) is not modelled")
-_M2_LLAMA = ("llama.cpp ops counted from ggml_vec_dot_q4_0_q8_0 (NEON); Q2_K uses the same per-group "
-             "reduction count per 16-weight sub-block, which misses its scalar dependency chains")
+_M2 = ("compute-bound at 1 thread: T-MAC SIMD ops counted from the tuned kernels (tbl_g4_int8_float_update_impl, "
+       "lut_ctor_g4_int8_impl, qgemm_lut plane combine) at 4 NEON ops/cycle, 3.49 GHz; non-GEMM work (norms, rope, "
+       "softmax, sampling, graph dispatch) is not modelled")
+_W4 = ("; short of the published figure because the counted kernel is nearly linear in bit planes: the parts "
+       "that are not (table build shared by the planes, zero-point FMAs on plane 0 "
+       "only) are ~3 % of a 2-bit GEMV at batch 1, so our W4/W2 time is 1.97 while the "
+       "published one is 1.86. Read as two points on a line, the published data give ~25.8 ms per bit plane plus "
+       "~8.4 ms independent of bits; our count gives ~32 ms per plane at 4 NEON ops/cycle, more "
+       "than the published slope, so the gap is not in the bit-dependence we model but in a per-lookup cost "
+       "the e2e build beat (its kernel build or compiler scheduling is not published)")
+_M2_LLAMA = ("llama.cpp ops counted from ggml_vec_dot_q4_0_q8_0 (NEON), the same per-group count for k-quants; the "
+             "files carry llama-quantize's per-tensor types (Q2_K: attn_v and ffn_down in Q3_K, output in Q6_K; "
+             "Q4_0: output in Q6_K)")
 _PI = ("memory-bound in our model at the ASSUMED 8.5 GB/s single-core bandwidth (no published "
        "figure found); the agreement depends on that assumption")
 
 REPRODUCTIONS = {
     "tmac_m2ultra_llama2_7b_w2_1thread_tok_s": _tmac("M2-Ultra", 1, "W2", _M2),
-    "tmac_m2ultra_llama2_7b_w4_1thread_tok_s": _tmac("M2-Ultra", 1, "W4", _M2 + (
-        "; about 1 % outside the +-15 % target: our cost is exactly linear in bit planes (W4/W2 time 1.99) "
-        "while the published W2/W4 throughput ratio is 1.86, i.e. T-MAC amortises some per-row work over planes")),
+    "tmac_m2ultra_llama2_7b_w4_1thread_tok_s": _tmac("M2-Ultra", 1, "W4", _M2 + _W4),
     "tmac_m2ultra_llamacpp_q2k_1thread_tok_s": _llamacpp("M2-Ultra", 1, "W2", _M2_LLAMA),
     "tmac_m2ultra_llamacpp_q4_0_1thread_tok_s": _llamacpp("M2-Ultra", 1, "W4", _M2_LLAMA),
     "tmac_m2ultra_w2_1thread_speedup_vs_llamacpp": _speedup("M2-Ultra", 1, "W2", _M2_LLAMA),
-    "tmac_m2ultra_w4_1thread_speedup_vs_llamacpp": _speedup("M2-Ultra", 1, "W4", _M2_LLAMA),
+    "tmac_m2ultra_w4_1thread_speedup_vs_llamacpp": _speedup("M2-Ultra", 1, "W4", _M2_LLAMA + (
+        "; outside +-15 %: it carries the T-MAC W4 shortfall (see tmac_m2ultra_llama2_7b_w4_1thread_tok_s) and the "
+        "6 % optimism of our Q4_0 estimate")),
     "tmac_rpi5_llama2_7b_w2_1thread_tok_s": _tmac("Raspberry Pi 5", 1, "W2", _PI),
     "tmac_rpi5_llama2_7b_w4_1thread_tok_s": _tmac("Raspberry Pi 5", 1, "W4", _PI),
 }

@@ -7,13 +7,22 @@ T-MAC (Wei et al., EuroSys'25, microsoft/T-MAC) splits a b-bit weight into b one
 planes. For every token and every group of g = 4 activations it builds a 16-entry table
 of all +-sums of the 4 activations (`lut_ctor.cc`); a row's 4 weight bits of one plane
 are a 4-bit index into it. One NEON `tbl` (AVX2 `pshufb`) looks up `simd_bytes` indices,
-i.e. `simd_bytes` output rows of one (k group, bit plane). Per thread and op:
+i.e. `simd_bytes` output rows of one (k group, bit plane). The tuned kernel
+(`tbl_g4_int8_float_update_impl`) walks chunks of 32 row-planes x 16 k groups; per
+chunk it converts and scales the int16 sums once, and adds the zero point only to the
+plane-0 vectors. A final pass combines the b planes of each output row. Per thread/op:
 
     tbl     = m * ceil(ceil(n / simd_bytes) / threads) * ceil(k / 4) * b
+    rows    = ceil(ceil(n / simd_bytes) / threads) * simd_bytes   (the busiest thread's row blocks)
+    chunks  = m * ceil(rows * b / 32) * ceil(k / 64)
     tables  = ceil(m * ceil(k / 4) / threads)
-    ops     = tbl * tmac_ops_per_tbl + tables * tmac_ops_per_table
+    ops     = tbl * tmac_ops_per_tbl + chunks * (tmac_ops_per_chunk + [asym] 4 / b)
+              + m * rows * 2b (plane combine: b converts + b-1 FMAs + 1 convert)
+              + tables * tmac_ops_per_table
 
-so the cost is linear in the weight bits (the paper's point). T-MAC runs integer weights
+Only the table build (shared by all planes) and the zero-point FMAs (plane 0 only) do not
+grow with b; at batch 1 they are ~3 % of a 2-bit GEMV, so the cost stays close to linear
+in the weight bits (the paper's point). T-MAC runs integer weights
 of 1..4 bits (int, ggml integer types, ternary as 2 planes, binary); other formats fall
 back to the llama.cpp kernels, as in T-MAC's llama.cpp integration.
 
@@ -48,6 +57,12 @@ from hwmodels.workload import Workload
 TMAC_GROUP = 4
 #: widest integer weight T-MAC has kernels for (README: "int1/2/3/4 x int8/fp16/fp32")
 TMAC_MAX_BITS = 4
+#: T-MAC chunk: 32 row-planes (two 16-lane `tbl` results) x kfactor 16 k groups; the tuned
+#: Llama-2-7B kernels use kfactor = 16 at 2 and 4 bits (deploy/tuned/aarch64-llama-2-7b-{2,4}bit/kcfg.ini)
+TMAC_CHUNK_ROWS, TMAC_CHUNK_KGROUPS = 32, 16
+#: zero-point FMAs per chunk: `add_zero` on the 4 output vectors, only those of bit plane 0
+#: (`(ib) % Bits ? cs : cs + zs * partial_sum`), i.e. 4 / b per chunk (tuned kernels.cc, ZeroPoint branch)
+TMAC_ZERO_OPS = 4.0
 #: format families with a uniform integer grid, which the bit-plane decomposition needs
 TMAC_FAMILIES = ("int", "ggml", "ternary", "binary")
 
@@ -74,7 +89,9 @@ SCHEMA = {
     "kernel": Param(str, "mpGEMM kernel: tmac (LUT, int1..4) or llamacpp (dequantize-then-multiply)",
                     choices=("tmac", "llamacpp"), default="tmac"),
     "tmac_ops_per_tbl": Param(float, "SIMD ops per table-lookup instruction: index unpack, tbl, "
-                                     "accumulate", min=1.0, max=32.0),
+                                     "widening accumulate", min=1.0, max=32.0),
+    "tmac_ops_per_chunk": Param(float, "T-MAC ops per chunk of 32 row-planes x 16 k groups: convert, "
+                                       "LUT scale, weight scale (zero point counted apart)", min=0.0, max=256.0),
     "tmac_ops_per_table": Param(float, "SIMD/store ops to build one 16-entry table of 4 activations",
                                 min=1.0, max=256.0),
     "dequant_ops_per_group": Param(float, "llama.cpp: ops per quantization group (reduce, scale fma)",
@@ -149,6 +166,7 @@ class Model(HardwareModel):
         # per-format columns
         lut = np.array([self.kernel_for(f) == "tmac" for f in formats], dtype=bool)[None, :] & weights
         planes = np.array([_tmac_bits(f) or 0 for f in formats], dtype=np.float64)[None, :]
+        asym = np.array([not f.symmetric for f in formats], dtype=bool)[None, :]
         act_bytes = np.array([f.act_bits / 8 for f in formats], dtype=np.float64)[None, :]
         uniq, inverse = np.unique(k, return_inverse=True)
         bpw = bits_table(k, formats)
@@ -163,7 +181,11 @@ class Model(HardwareModel):
         blocks = np.ceil(np.ceil(n / simd) / threads)
         tbl = m * blocks * kgroups * planes
         tables = np.ceil(m * kgroups / threads)
-        tmac_ops = tbl * p["tmac_ops_per_tbl"] + tables * p["tmac_ops_per_table"]
+        tmac_rows = blocks * simd                     # rows of the busiest thread (whole row blocks)
+        chunks = m * np.ceil(tmac_rows * planes / TMAC_CHUNK_ROWS) * np.ceil(kgroups / TMAC_CHUNK_KGROUPS)
+        zero_ops = np.where(asym & (planes > 0), TMAC_ZERO_OPS / np.maximum(planes, 1.0), 0.0)
+        tmac_ops = (tbl * p["tmac_ops_per_tbl"] + chunks * (p["tmac_ops_per_chunk"] + zero_ops)
+                    + m * tmac_rows * 2.0 * planes + tables * p["tmac_ops_per_table"])
         rows = np.ceil(n / threads)
         llama_ops = m * rows * deq
         simd_ops = np.where(gemm, np.where(lut, tmac_ops, llama_ops), 0.0)
