@@ -3,7 +3,7 @@
     python -m bench.local [--full] [--threads N] [--seed 0] [--json]
 
 Runs the calibration (quick unless --full; written to the usual cache), prints each kernel's
-MAPE on the held-out shapes of the calibration, then times a few LLM-like shapes that are in
+MAPE on the held-out shapes of the calibration (and their pass-to-pass noise), then times a few LLM-like shapes that are in
 neither the fit grid nor the held-out set, fresh, and prints predicted vs measured (each a
 median over its calls, the minimum over two passes) with the median ratio.
 """
@@ -57,6 +57,7 @@ def main(argv=None) -> int:
                       "measured_s": measured, "ratio": pred / measured})
     result = {"fingerprint": doc["fingerprint"], "quick": doc["quick"], "calibration_s": doc["seconds"],
               "heldout_mape": {k: v["heldout_mape"] for k, v in doc["kernels"].items()},
+              "heldout_noise": {k: v.get("heldout_noise") for k, v in doc["kernels"].items()},
               "median_heldout_mape": float(np.median([v["heldout_mape"] for v in doc["kernels"].values()
                                                       if v["heldout_mape"] is not None])),
               "spot": spots, "median_spot_ratio": float(np.median([s["ratio"] for s in spots])),
@@ -68,9 +69,10 @@ def main(argv=None) -> int:
     fp = doc["fingerprint"]
     print(f"{fp['cpu']}, {fp['threads']} threads, torch {fp['torch']}: "
           f"{'quick' if doc['quick'] else 'full'} calibration in {doc['seconds']:.1f} s")
-    print(f"{'kernel':22s} held-out MAPE")
+    print(f"{'kernel':22s} held-out MAPE  noise (median pass-to-pass)")
     for name, mape in result["heldout_mape"].items():
-        print(f"{name:22s} {'n/a' if mape is None else f'{mape:.1f}%'}")
+        noise = result["heldout_noise"][name]
+        print(f"{name:22s} {'n/a' if mape is None else f'{mape:.1f}%':>13s}  {'n/a' if noise is None else f'{noise:.1f}%'}")
     print(f"median held-out MAPE {result['median_heldout_mape']:.1f}%")
     print(f"{'spot check':22s} {'format':10s} {'M,K,N':>16s} {'predicted':>11s} {'measured':>11s} ratio")
     for s in spots:

@@ -4,14 +4,21 @@ Kernel model (one per measured kernel; `predict`):
 
     t = overhead + (t_compute^p + t_memory^p)^(1/p)
     t_compute = 2 M K N / (peak * e(M, m_half) * e(K, k_half) * e(N, n_half)),  e(x, h) = x / (x + h)
-    t_memory  = bytes(M, K, N) / bandwidth
+    t_memory  = (bytes(M, K, N) + reread * W * s(W / LLC)) / bandwidth,  s(x) = x^4 / (1 + x^4)
 
 a roofline whose corner is smoothed by the p-norm (p = 1: compute and memory add up, p -> inf:
 the max), with a saturating efficiency per GEMM dimension (small dimensions fill SIMD lanes,
-register tiles and threads badly). Seven numbers per kernel, fitted with
+register tiles and threads badly). The weights W (bytes) are streamed once from DRAM (the
+measurement keeps them cold); a kernel that passes over them again (packing, converting bf16
+to fp32, one pass per block of M rows) finds them in the last-level cache while W fits and
+goes back to DRAM when it does not: `reread` extra passes, switched on by the smooth step s
+around the LLC size (read from sysfs by `hwmodels.measure.llc_bytes`, stored in the params as
+`llc_bytes`). The bandwidth is bounded around the measured STREAM copy (`bandwidth_bounds`).
+Eight numbers per kernel, fitted with
 `scipy.optimize.least_squares` on log-time residuals (relative error, so a 5 us call weighs
 as much as a 50 ms call) with a soft-L1 loss (the machine is shared: a few timings are
-outliers). Gathers have no compute term: t = overhead + bytes / bandwidth.
+outliers). Gathers have no compute term: t = overhead + (M row_s + bytes / bandwidth) / speedup
+(speedup = par_speedup past GRAIN_SIZE output elements, else 1).
 
 `fit_spec_params` fits chosen float params of any analytic family to measured GEMM times
 through that family's own `cost()`, for `hwmodels.calibrate --from`.
@@ -24,28 +31,59 @@ from types import MappingProxyType
 import numpy as np
 from scipy.optimize import least_squares
 
-PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "m_half", "k_half", "n_half", "p")
+PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "m_half", "k_half", "n_half", "p", "reread")
 MEMORY_ONLY = ("overhead_s", "bytes_per_s")
+#: a gather of M random rows: + M x row_s, the DRAM latency of a row that memory-level parallelism
+#: does not hide; and torch splits it over threads only past GRAIN_SIZE output elements, so the
+#: memory time is divided by `par_speedup` (fitted, 1 .. threads) where M x N > GRAIN_SIZE
+GATHER_PARAMS = MEMORY_ONLY + ("row_s", "par_speedup")
+#: at::internal::GRAIN_SIZE = 32768 (torch aten/src/ATen/Parallel.h): the smallest range
+#: at::parallel_for splits over threads
+GRAIN_SIZE = 32768
 #: GEMV (M = 1): one row, no tile to fill: a plain smoothed roofline, efficiencies fixed at 1
-GEMV_PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "p")
-_FIXED = {"m_half": 0.0, "k_half": 0.0, "n_half": 0.0, "p": 2.0}
+GEMV_PARAMS = ("overhead_s", "peak_flops_per_s", "bytes_per_s", "p", "reread")
+_FIXED = {"m_half": 0.0, "k_half": 0.0, "n_half": 0.0, "p": 2.0, "reread": 0.0}
+#: steepness of the LLC step s(W / LLC): s = 0.06 at half the LLC, 0.94 at twice it
+LLC_STEP = 4.0
+#: folds of the cross-validation that chooses between model variants (`select_and_fit`), and the
+#: margin (percentage points of CV MAPE) by which a more complex variant must win to be kept
+CV_FOLDS, CV_MARGIN = 5, 0.25
 _LOWER = {"overhead_s": 1e-8, "peak_flops_per_s": 1e6, "bytes_per_s": 1e6, "m_half": 1e-3, "k_half": 1e-3,
-          "n_half": 1e-3, "p": 1.0}
+          "n_half": 1e-3, "p": 1.0, "reread": 1e-3,
+          "row_s": 1e-12, "par_speedup": 1.0}
 #: fitted bandwidth within [STREAM / BW_LOW, STREAM * BW_HIGH] (`bandwidth_bounds`)
 BW_LOW, BW_HIGH = 8.0, 2.0
 _UPPER = {"overhead_s": 1.0, "peak_flops_per_s": 1e17, "bytes_per_s": 1e14, "m_half": 1e5, "k_half": 1e6,
-          "n_half": 1e6, "p": 16.0}
+          "n_half": 1e6, "p": 16.0, "reread": 16.0,
+          "row_s": 1e-6, "par_speedup": 256.0}
 
 
 def _eff(x, half):
     return x / (x + half)
 
 
-def predict_parts(params: dict, m, k, n, flops, nbytes):
-    """(overhead, t_compute, t_memory, total) seconds, numpy-broadcast over the shapes."""
-    t_mem = np.asarray(nbytes, dtype=np.float64) / params["bytes_per_s"]
+def spill(wbytes, llc_bytes):
+    """Smooth 0 -> 1 step as the weights outgrow the last-level cache."""
+    x = (np.asarray(wbytes, dtype=np.float64) / llc_bytes) ** LLC_STEP
+    return x / (1.0 + x)
+
+
+def predict_parts(params: dict, m, k, n, flops, nbytes, wbytes=0.0):
+    """(overhead, t_compute, t_memory, total) seconds, numpy-broadcast over the shapes.
+
+    wbytes: weight bytes per call (for the reread term; params without "reread" ignore it).
+    """
+    nbytes = np.asarray(nbytes, dtype=np.float64)
+    if params.get("reread", 0.0) > 0.0:
+        nbytes = nbytes + params["reread"] * np.asarray(wbytes, dtype=np.float64) * spill(wbytes,
+                                                                                         params["llc_bytes"])
+    t_mem = nbytes / params["bytes_per_s"]
     overhead = np.broadcast_to(np.float64(params["overhead_s"]), t_mem.shape)
     if "peak_flops_per_s" not in params:
+        if params.get("row_s", 0.0) > 0.0:
+            m_arr = np.asarray(m, dtype=np.float64)
+            parallel = m_arr * np.asarray(n, dtype=np.float64) > GRAIN_SIZE
+            t_mem = (t_mem + params["row_s"] * m_arr) / np.where(parallel, params.get("par_speedup", 1.0), 1.0)
         return overhead, np.zeros_like(t_mem), t_mem, overhead + t_mem
     eff = _eff(m, params["m_half"]) * _eff(k, params["k_half"]) * _eff(n, params["n_half"])
     t_comp = np.asarray(flops, dtype=np.float64) / (params["peak_flops_per_s"] * eff)
@@ -55,8 +93,8 @@ def predict_parts(params: dict, m, k, n, flops, nbytes):
     return overhead, t_comp, t_mem, overhead + body
 
 
-def predict(params: dict, m, k, n, flops, nbytes):
-    return predict_parts(params, m, k, n, flops, nbytes)[3]
+def predict(params: dict, m, k, n, flops, nbytes, wbytes=0.0):
+    return predict_parts(params, m, k, n, flops, nbytes, wbytes)[3]
 
 
 def mape(predicted, measured) -> float:
@@ -77,19 +115,27 @@ def bandwidth_bounds(stream_bytes_per_s: float | None) -> tuple[float, float]:
     return stream_bytes_per_s / BW_LOW, stream_bytes_per_s * BW_HIGH
 
 
-def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS, bandwidth: tuple | None = None) -> dict:
+def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS, bandwidth: tuple | None = None,
+               wbytes=0.0, llc_bytes: float | None = None) -> dict:
     """Least-squares fit of the kernel model's `free` params to measured seconds; returns all params.
 
     Params not in `free` keep `_FIXED` values (MEMORY_ONLY: no compute term at all);
-    `bandwidth` = (low, high) bounds bytes_per_s (`bandwidth_bounds`). Several
+    `bandwidth` = (low, high) bounds bytes_per_s (`bandwidth_bounds`); without `llc_bytes` (or
+    with no weight shape reaching half the LLC, where the reread term is not identifiable)
+    "reread" is fixed at 0. Several
     starting points for the efficiency knees (the log-residual surface has shallow valleys);
     the start with the lowest robust cost wins.
     """
     m, k, n, flops, nbytes, seconds = (np.asarray(a, dtype=np.float64) for a in (m, k, n, flops, nbytes, seconds))
     if len(seconds) < len(free):
         raise ValueError(f"need at least {len(free)} measurements to fit {len(free)} params, got {len(seconds)}")
+    wbytes = np.broadcast_to(np.asarray(wbytes, dtype=np.float64), seconds.shape)
+    if "reread" in free and (not llc_bytes or not (wbytes > llc_bytes / 2).any()):
+        free = tuple(p for p in free if p != "reread")
     memory_only = "peak_flops_per_s" not in free
     fixed = {} if memory_only else {key: v for key, v in _FIXED.items() if key not in free}
+    if "reread" in free:
+        fixed["llc_bytes"] = float(llc_bytes)
     lower, upper = dict(_LOWER), dict(_UPPER)
     if bandwidth is not None:
         lower["bytes_per_s"], upper["bytes_per_s"] = bandwidth
@@ -101,10 +147,11 @@ def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS, bandwidth:
         return {**fixed, **dict(zip(free, np.exp(x)))}
 
     def residual(x):
-        return np.log(predict(unpack(x), m, k, n, flops, nbytes)) - log_t
+        return np.log(predict(unpack(x), m, k, n, flops, nbytes, wbytes)) - log_t
 
     base = {"overhead_s": max(float(seconds.min()) * 0.5, 2e-8), "bytes_per_s": float((nbytes / seconds).max()),
-            "peak_flops_per_s": float((flops / seconds).max()) * 1.5 if not memory_only else 1.0, "p": 2.0}
+            "peak_flops_per_s": float((flops / seconds).max()) * 1.5 if not memory_only else 1.0, "p": 2.0,
+            "reread": 0.5, "par_speedup": 1.5, "row_s": float(seconds.min() / np.max(m)) if np.max(m) > 0 else 1e-9}
     knees = [(1.0, 16.0, 16.0), (8.0, 128.0, 128.0), (0.1, 1.0, 1.0)] if "m_half" in free else [(1.0, 1.0, 1.0)]
     best = None
     for mh, kh, nh in knees:
@@ -114,6 +161,39 @@ def fit_kernel(m, k, n, flops, nbytes, seconds, free: tuple = PARAMS, bandwidth:
         if best is None or res.cost < best.cost:
             best = res
     return {key: float(v) for key, v in unpack(best.x).items()}
+
+
+def select_and_fit(m, k, n, flops, nbytes, seconds, candidates: list, folds: int = CV_FOLDS, seed: int = 0,
+                   **opts) -> dict:
+    """Fit the candidate param sets (`fit_kernel`'s `free`) and keep the one with the lowest
+    `folds`-fold cross-validated MAPE on these rows (seeded folds): an extra term must
+    predict rows it was not fitted on, better by CV_MARGIN, to be kept (candidates go from
+    simple to complex), so it cannot just absorb noise.
+
+    Returns the chosen fit on all rows, with "cv_mape" (percent) added.
+    """
+    arrays = [np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(seconds)) for a in (m, k, n, flops, nbytes)]
+    seconds = np.asarray(seconds, dtype=np.float64)
+    wbytes = np.broadcast_to(np.asarray(opts.pop("wbytes", 0.0), dtype=np.float64), seconds.shape)
+    if len(candidates) == 1 or len(seconds) < 2 * folds:  # nothing to choose, or too few rows: the simplest
+        return {**fit_kernel(*arrays, seconds, free=candidates[0], wbytes=wbytes, **opts), "cv_mape": None}
+    fold = np.random.default_rng(seed).permutation(len(seconds)) % folds
+    best = None
+    for free in candidates:
+        pred = np.empty_like(seconds)
+        ok = True
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            if tr.sum() < len(free) or not te.any():
+                ok = False
+                break
+            params = fit_kernel(*(a[tr] for a in arrays), seconds[tr], free=free, wbytes=wbytes[tr], **opts)
+            pred[te] = predict(params, *(a[te] for a in arrays), wbytes[te])
+        score = mape(pred, seconds) if ok else np.inf
+        if best is None or score < best[0] - CV_MARGIN:
+            best = (score, free)
+    params = fit_kernel(*arrays, seconds, free=best[1], wbytes=wbytes, **opts)
+    return {**params, "cv_mape": float(best[0]) if np.isfinite(best[0]) else None}
 
 
 # ------------------------------------------------------------------ analytic targets (--from)

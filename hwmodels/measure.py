@@ -8,7 +8,8 @@ crasher: it is recorded in `crashed`, and a fresh child measures the rest.
 
 Timing: weights are cycled through enough copies to exceed 1.5x the last-level cache
 (a layer of a real model pass streams its weights from DRAM; a loop over one small
-weight would time a cache-resident kernel), a few warm-up calls, then
+weight would time a cache-resident kernel); a gather reads random rows of a table 4x the
+LLC with fresh indices per call, for the same reason. A few warm-up calls, then
 `repeats` individually timed calls (at least `min_repeats`, until `target_s` is spent);
 the median is kept. CUDA calls are timed with events after a synchronize.
 
@@ -31,13 +32,14 @@ from dataclasses import dataclass
 
 #: L3 size assumed when /sys does not say (bytes); 32 MiB is this machine's L3 (sysfs index3)
 DEFAULT_LLC_BYTES = 32 << 20
-#: rows of the gathered table: 8192 x 4096 bf16 = 64 MiB, beyond the LLC (so one copy is cold)
+#: fewest rows of the gathered table (`gather_rows` makes it 4x the LLC at least)
 GATHER_ROWS = 8192
 #: never allocate more than this for cold-cache weight copies (bytes)
 MAX_COPY_BYTES = 160 << 20
-#: at most this many weight copies: enough that even a 16 KiB weight cycles through > 1.5x the
-#: LLC (a cap of 64 left weights under ~0.75 MB cache-resident: a cliff in the data, not the machine)
-MAX_COPIES = 4096
+#: at most this many weight copies: enough that even a 9 KiB weight (the smallest designed conv)
+#: cycles through > 1.5x the LLC (a cap of 64 left weights under ~0.75 MB cache-resident: a cliff
+#: in the data, not the machine)
+MAX_COPIES = 8192
 #: job name of the bandwidth probe (`time_stream`), measured by the same worker as the kernels
 STREAM = "stream-copy"
 
@@ -60,16 +62,22 @@ class Kernel:
     ksize: int = 0       # conv2d: kernel side (K = Cin * ksize^2, M = side^2 output pixels)
     dtype: str = "float32"
 
-    def bytes(self, m, k, n):
-        """Bytes one call reads and writes (weights + activations in + outputs)."""
+    def weights(self, m, k, n):
+        """Bytes of the weight operand (with its scales); 0 for a gather (rows, not a matrix)."""
         if self.op == "gather":
-            return m * n * (self.weight_bytes + self.out_bytes) + m * 8.0
-        weights = k * n * self.weight_bytes
+            return 0.0 * m
+        weights = k * n * self.weight_bytes + 0.0 * m
         if self.group:
             weights = weights + (k / self.group) * n * 4.0  # bf16 scale and zero per group
         if self.op in ("int8pack", "intmm"):
             weights = weights + n * 2.0  # per-channel scale
-        return weights + m * k * self.act_bytes + m * n * self.out_bytes
+        return weights
+
+    def bytes(self, m, k, n):
+        """Bytes one call reads and writes (weights + activations in + outputs)."""
+        if self.op == "gather":
+            return m * n * (self.weight_bytes + self.out_bytes) + m * 8.0
+        return self.weights(m, k, n) + m * k * self.act_bytes + m * n * self.out_bytes
 
     def flops(self, m, k, n):
         return 0.0 * m if self.op == "gather" else 2.0 * m * k * n
@@ -161,19 +169,26 @@ def _weights(torch, kern: Kernel, m: int, k: int, n: int, device: str):
         w = torch.empty(n, k // (ksz * ksz), ksz, ksz, dtype=dt, device=device).uniform_(-1, 1)
         return (w,), lambda x, w: torch.nn.functional.conv2d(x, w[0], padding=ksz // 2)
     if kern.op == "gather":
-        table = torch.empty(GATHER_ROWS, n, dtype=dt, device=device).uniform_(-1, 1)
+        table = torch.empty(gather_rows(n, kern.weight_bytes), n, dtype=dt, device=device).fill_(0.5)
         return (table,), lambda x, w: torch.nn.functional.embedding(x, w[0])
     raise ValueError(kern.op)
 
 
-def _activation(torch, kern: Kernel, m: int, k: int, device: str):
+def gather_rows(n: int, elem_bytes: float) -> int:
+    """Rows of the gathered table: at least GATHER_ROWS and 4x the LLC, so random rows are cold
+    (an LLM's embedding table, 0.25-2 GB, is far beyond the LLC; a table that fits would time
+    cache hits, not the DRAM reads a real pass does)."""
+    return max(GATHER_ROWS, int(4 * llc_bytes() // max(1.0, n * elem_bytes)))
+
+
+def _activation(torch, kern: Kernel, m: int, k: int, device: str, kern_n: int = 0):
     if kern.op == "intmm":
         return torch.randint(-128, 128, (m, k), dtype=torch.int8, device=device)
     if kern.op == "conv2d":
         side = int(round(m ** 0.5))  # shapes are designed with M a square (stride 1, same padding)
         return torch.randn(1, k // kern.ksize ** 2, side, side, dtype=getattr(torch, kern.dtype), device=device)
     if kern.op == "gather":
-        return torch.randint(0, GATHER_ROWS, (m,), device=device)
+        return torch.randint(0, gather_rows(kern_n, kern.weight_bytes), (m,), device=device)
     return torch.empty(m, k, dtype=getattr(torch, kern.dtype), device=device).uniform_(-1, 1)
 
 
@@ -186,16 +201,22 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
     copies = 1 if device == "cuda" or kern.op == "gather" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
     copies = min(copies, MAX_COPIES)
     sets = [first] + [tuple(t.clone() for t in first) for _ in range(copies - 1)]
-    x = _activation(torch, kern, m, k, device)
+    x = _activation(torch, kern, m, k, device, n)
+    if kern.op == "gather":  # fresh row indices per call (one index set repeated would gather cached rows)
+        per_call = max(1.0, m * n * kern.weight_bytes)
+        xs = [x] + [_activation(torch, kern, m, k, device, n) for _ in range(min(MAX_COPIES, int(cold_bytes // per_call)))]
+    else:
+        xs = [x]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for w in sets[: min(copies, 4)]:  # warm-up: code paths, allocator, thread pool
-        fn(x, w)
+        fn(xs[-1], w)
     sync()
     times: list[float] = []
     spent = 0.0
     i = 0
     while len(times) < max_repeats and (len(times) < min_repeats or spent < target_s):
         w = sets[i % copies]
+        x = xs[i % len(xs)]
         i += 1
         if device == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -14,6 +14,7 @@ from dse.cli import run_cli
 from dse.errors import QuantDSEError
 from dse.formats import get_format
 from hwmodels import calibrate, fit
+from hwmodels import measure as measure_mod
 from hwmodels.measure import KERNELS, measure
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
@@ -52,6 +53,63 @@ def test_memory_only_fit_and_mape():
     got = fit.fit_kernel(m, m, m, 0 * m, nbytes, seconds, free=fit.MEMORY_ONLY)
     assert got == pytest.approx({"overhead_s": 2e-6, "bytes_per_s": 5e10}, rel=1e-3)
     assert fit.mape([1.1, 0.9], [1.0, 1.0]) == pytest.approx(10.0)
+
+
+def test_fit_recovers_llc_reread_term():
+    # a kernel that passes over its weights 1.5 extra times once they outgrow a 32 MiB LLC
+    kern, llc = KERNELS["mm-bf16"], float(32 << 20)
+    true = {**TRUE, "reread": 1.5, "llc_bytes": llc, "bytes_per_s": 4e10}
+    rng = np.random.default_rng(3)
+    m = np.r_[np.ones(30), np.round(np.exp(rng.uniform(0, np.log(64), 30)))]
+    k = 256 * rng.integers(1, 33, 60).astype(float)
+    n = 256 * rng.integers(1, 65, 60).astype(float)
+    w = kern.weights(m, k, n)
+    assert (w > 2 * llc).sum() > 5 and (w < llc / 2).sum() > 5  # both sides of the step
+    sec = fit.predict(true, m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n), w)
+    got = fit.fit_kernel(m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n), sec, wbytes=w, llc_bytes=llc)
+    assert got["reread"] == pytest.approx(1.5, rel=0.05) and got["bytes_per_s"] == pytest.approx(4e10, rel=0.05)
+    # by hand: the term is reread * W * s(W / LLC) extra bytes, s(2) = 16 / 17
+    assert fit.spill(2 * llc, llc) == pytest.approx(16 / 17)
+    # cross-validation keeps the term here, and drops it on data made without it
+    cands = [tuple(p for p in fit.PARAMS if p != "reread"), fit.PARAMS]
+    args = (m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n))
+    chosen = fit.select_and_fit(*args, sec, candidates=cands, wbytes=w, llc_bytes=llc)
+    assert chosen["reread"] == pytest.approx(1.5, rel=0.05) and chosen["cv_mape"] < 1.0
+    plain = fit.predict(TRUE, m, k, n, kern.flops(m, k, n), kern.bytes(m, k, n))
+    assert fit.select_and_fit(*args, plain * rng.lognormal(0, 0.05, 60), candidates=cands, wbytes=w,
+                              llc_bytes=llc)["reread"] == 0.0
+
+
+def test_bandwidth_bounds_hold():
+    # data that wants 1 TB/s (a cache-resident kernel) is held to 2x the measured STREAM copy
+    m = np.array([1, 8, 64, 512, 2048.0])
+    nbytes = m * 4096 * 4
+    seconds = 1e-6 + nbytes / 1e12
+    lo, hi = fit.bandwidth_bounds(40e9)
+    assert (lo, hi) == (40e9 / fit.BW_LOW, 40e9 * fit.BW_HIGH)
+    got = fit.fit_kernel(m, m, m, 0 * m, nbytes, seconds, free=fit.MEMORY_ONLY, bandwidth=(lo, hi))
+    assert lo <= got["bytes_per_s"] <= hi * (1 + 1e-9)
+
+
+def test_design_holds_out_enough_unseen_realistic_shapes():
+    jobs = calibrate.design(False, seed=0)
+    for name, kern in KERNELS.items():
+        if kern.device != "cpu":
+            continue
+        fit_shapes = {tuple(j["shape"]) for j in jobs if j["kernel"] == name and j["role"] == "fit"}
+        held = [tuple(j["shape"]) for j in jobs if j["kernel"] == name and j["role"] == "heldout"]
+        assert len(held) >= 20 and not fit_shapes & set(held), name
+        for m, k, n in held:
+            assert calibrate._within_caps(kern, (m, k, n))
+            if kern.op not in ("conv2d", "gather"):
+                assert 1 <= m <= 2048 and 256 <= min(k, n) and max(k, n) <= 16384 and k % 128 == n % 128 == 0
+        if kern.op not in ("conv2d", "gather"):
+            assert sum(m == 1 for m, _, _ in held) >= len(held) // 3 - 1  # decode GEMVs are a third
+    assert calibrate.design(False, seed=0) == jobs and calibrate.design(False, seed=1) != jobs  # seeded
+    # every designed weight is timed cold: its copies (at most MAX_COPIES) span 1.5x the LLC
+    smallest = min(KERNELS[j["kernel"]].weights(*j["shape"]) for j in jobs if KERNELS[j["kernel"]].op != "gather")
+    assert measure_mod.MAX_COPIES * smallest >= 1.5 * measure_mod.llc_bytes()
+    assert measure_mod.gather_rows(256, 2) * 256 * 2 >= 4 * measure_mod.llc_bytes()
 
 
 def _synthetic_calibration(threads: int) -> dict:
@@ -121,6 +179,21 @@ def test_model_evaluates_the_fit_by_hand(cache):
     assert table.energy_j[0, 0] == pytest.approx(1 * 3.75 * table.latency_s[0, 0])
     odd = model.cost(Ops.gemm(1, 200, 256), [get_format("int4-g128"), get_format("int8")], Workload())
     assert list(odd.supported[0]) == [False, True]  # the int4 kernel rejects K % group != 0
+
+
+def test_embedding_gather_by_hand(cache):
+    doc = _synthetic_calibration(threads=1)
+    gather = {"overhead_s": 1e-6, "bytes_per_s": 2e10, "row_s": 1e-8, "par_speedup": 1.8}
+    doc["kernels"]["gather-bf16"]["fits"]["all"] = gather
+    _install(doc)
+    model = load_model("local", ["threads=1", "auto_calibrate=false"])
+    ops = Ops.from_rows([("small", "embedding", 8, 1, 1024, 1.0, 8.0 * 1024, ""),
+                         ("big", "embedding", 512, 1, 4096, 1.0, 512.0 * 4096, "")])
+    t = model.cost(ops, [get_format("bf16")], Workload()).latency_s[:, 0]
+    # hand: 1 us + (M x 10 ns + bytes / 20 GB/s) / speedup, bf16 rows in and out (2 + 2 bytes per
+    # element); 8 x 1024 = 8192 elements stay on one thread (torch GRAIN_SIZE 32768), 512 x 4096 split
+    assert t[0] == pytest.approx(1e-6 + 8 * 1e-8 + 8 * 1024 * 4 / 2e10, rel=1e-9)
+    assert t[1] == pytest.approx(1e-6 + (512 * 1e-8 + 512 * 4096 * 4 / 2e10) / 1.8, rel=1e-9)
 
 
 def test_measure_survives_a_crashing_kernel():

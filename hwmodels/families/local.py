@@ -143,7 +143,7 @@ class Model(HardwareModel):
             quant_conv = conv & (fmt.family != "float")
             if quant_conv.any():  # im2col: write and read back M x K activations at gather speed
                 copy_bytes = 2.0 * m[quant_conv] * k[quant_conv] * KERNELS[name].act_bytes
-                extra = self._gather_seconds(copy_bytes)
+                extra = self._gather_seconds(copy_bytes, m[quant_conv], k[quant_conv])
                 im2col[quant_conv, j] = extra
                 total[quant_conv, j] += extra
                 nbytes[quant_conv, j] += copy_bytes
@@ -151,8 +151,8 @@ class Model(HardwareModel):
                 bits = bits_table(n[emb], [fmt])[:, 0]
                 row_bytes = ops.weight_elems[emb] * bits / 8.0
                 out_bytes = m[emb] * n[emb] * gather.out_bytes
-                t = self._gather_seconds(row_bytes + out_bytes)
-                overhead[emb, j] = self._gather_seconds(0.0)
+                t = self._gather_seconds(row_bytes + out_bytes, m[emb], n[emb])
+                overhead[emb, j] = self._gather_seconds(0.0, 0.0, 0.0)
                 memory[emb, j] = t - overhead[emb, j]
                 total[emb, j] = t
                 nbytes[emb, j] = row_bytes + out_bytes
@@ -166,9 +166,13 @@ class Model(HardwareModel):
                          breakdown={"compute_s": compute, "memory_s": memory, "overhead_s": overhead,
                                     "im2col_s": im2col})
 
-    def _gather_seconds(self, nbytes):
+    def _gather_seconds(self, nbytes, rows, width):
+        """Seconds to gather `rows` rows of `width` elements moving `nbytes`, by the measured gather's fit."""
+        from hwmodels.fit import predict
+
         entry = self.calibration["kernels"].get("gather-bf16")
         if entry is None:
             return np.full(np.shape(nbytes), np.inf)
-        params = entry["fits"]["all"]
-        return params["overhead_s"] + np.asarray(nbytes, dtype=np.float64) / params["bytes_per_s"]
+        rows = np.asarray(rows, dtype=np.float64)
+        return predict(entry["fits"]["all"], rows, 1.0, np.asarray(width, dtype=np.float64), 0.0 * rows,
+                       np.asarray(nbytes, dtype=np.float64))
