@@ -54,7 +54,8 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "layers": layers,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
-                  "note": "embeddings (16-bit), norms/biases and attention over the KV cache: not searched"},
+                  "note": "embeddings and MoE routers (16-bit), norms/biases and attention over the KV cache: "
+                          "not searched"},
         "totals": totals,
         "device": device_fit(prepared.hardware.spec, totals["memory_bytes"]),
         "solver": solver,
@@ -127,7 +128,7 @@ def format_table(plan: dict) -> str:
     mix = ", ".join(f"{k} {100 * v / total_params:.1f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
     lines += ["",
               f"formats by weight share: {mix}",
-              f"fixed (embeddings, norms, attention): memory {fx['memory_bytes'] / 1e9:.3f} GB, "
+              f"fixed (embeddings, routers, norms, attention): memory {fx['memory_bytes'] / 1e9:.3f} GB, "
               f"latency {fx['latency_s'] * 1e3:.3f} ms, energy {fx['energy_j'] * 1e3:.3f} mJ",
               f"totals: {t['effective_bits']:.4f} effective bits/weight, memory {t['memory_bytes'] / 1e9:.4f} GB, "
               f"latency {t['latency_s'] * 1e3:.4f} ms, energy {t['energy_j'] * 1e3:.4f} mJ, error {t['error']:.6g}",

@@ -74,7 +74,9 @@ def _solver(name: str, time_limit: float | None):
     if name == "highs":
         available = pulp.HiGHS().available()
         if available:
-            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9, dual_feasibility_tolerance=1e-9, **options), "highs"
+            tight = dict(mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9,
+                         dual_feasibility_tolerance=1e-9)
+            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, **tight, **options), "highs"
         name = "cbc"  # fall back
     if name == "cbc":
         if pulp.COIN_CMD().available():
@@ -154,11 +156,10 @@ def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_
     if status != "infeasible" and np.isfinite(values).all() and \
             (np.add.reduceat(values, starts[:-1]) == counts).all():
         # hand the counts back to layers: within a class, layers in order take formats in order
+        # (layers sorted by class, in layer order: one pass, not one scan of cls per class)
+        by_class = np.argsort(cls, kind="stable")
         assignment = np.empty(L, dtype=np.int64)
-        for c in range(len(reps)):
-            members = np.flatnonzero(cls == c)
-            assignment[members] = np.repeat(cols[starts[c]:starts[c + 1]],
-                                            values[starts[c]:starts[c + 1]].astype(np.int64))
+        assignment[by_class] = np.repeat(cols, values.astype(np.int64))
     bound, gap = float("nan"), float("nan")
     if used == "highs" and getattr(model, "solverModel", None) is not None:
         info = model.solverModel.getInfo()
