@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dse.cli import ArgumentParser, run_cli  # noqa: E402
+from quantcore.cli import ArgumentParser, run_cli  # noqa: E402
 
 # Reduction/output sizes of real transformer layers (Llama/Mistral/OPT/Phi hidden and MLP
 # dims): real models have few distinct k, which the models exploit (bits_per_weight per k).
@@ -53,8 +53,8 @@ def random_ops(n_ops: int, seed: int):
 
 
 def bench_tables(n_ops: int, n_formats: int, repeats: int, seed: int) -> None:
-    from dse.formats import get_format
-    from dse.errors import QuantDSEError
+    from quantcore.formats import get_format
+    from quantcore.errors import QuantDSEError
     from hwmodels.registry import load_model
     from hwmodels.spec import list_specs
     from hwmodels.workload import Workload
@@ -81,8 +81,8 @@ def bench_tables(n_ops: int, n_formats: int, repeats: int, seed: int) -> None:
 
 def bench_wholemodel(repeats: int) -> None:
     try:
-        from dse.formats import get_format
-        from dse.models import load_graph
+        from quantcore.formats import get_format
+        from quantcore.models import load_graph
         from hwmodels.registry import load_model
         from hwmodels.wholemodel import model_cost
         from hwmodels.workload import Workload
@@ -92,7 +92,7 @@ def bench_wholemodel(repeats: int) -> None:
     graph = load_graph("llama-2-7b")
     fmt = get_format("int4-g128")
     workload = Workload(phase="decode", batch=1, seq=2048)
-    from dse.errors import QuantDSEError
+    from quantcore.errors import QuantDSEError
     from hwmodels.spec import list_specs
 
     for hw in list_specs():
@@ -114,7 +114,7 @@ def bench_scalesim(repeats: int) -> None:
         return
     sys.path.insert(0, str(ROOT / "tests"))
     from scalesim_shim import run_gemm
-    from dse.formats import get_format
+    from quantcore.formats import get_format
     from hwmodels.ops import Ops
     from hwmodels.registry import load_model
     from hwmodels.workload import Workload

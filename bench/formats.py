@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dse.formats import list_formats  # noqa: E402
+from quantcore.formats import list_formats  # noqa: E402
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-from dse.cli import ArgumentParser, run_cli
-from dse.formats import get_format
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.formats import get_format
 from hwmodels import calibrate
 from hwmodels.measure import measure
 from hwmodels.ops import Ops

@@ -32,8 +32,8 @@ def run(args: list[str]) -> tuple[float, dict]:
 
 
 def random_sensitivity(path: Path) -> None:
-    from dse.formats import DEFAULT_SEARCH_FORMATS, get_format
-    from dse.models import load_graph
+    from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format
+    from quantcore.models import load_graph
 
     rng = np.random.default_rng(0)
     layers = load_graph("llama-2-7b").quantizable()

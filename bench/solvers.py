@@ -53,7 +53,7 @@ METHODS = [
 
 
 def main(argv=None) -> int:
-    from dse.cli import ArgumentParser
+    from quantcore.cli import ArgumentParser
     from dse.solvers import solve
 
     p = ArgumentParser(prog="bench.solvers", description=__doc__.split("\n")[0])
@@ -89,6 +89,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from dse.cli import run_cli
+    from quantcore.cli import run_cli
 
     raise SystemExit(run_cli(main))

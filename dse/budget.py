@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 #: unit -> (constraint kind, factor to SI: bits, bytes, seconds, joules). Case matters:
 #: GB is bytes (Gb would be bits), mJ is millijoules (MJ would be megajoules).

@@ -18,9 +18,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dse.cli import ArgumentParser, run_cli
-from dse.errors import QuantDSEError
-from dse.io import atomic_write_bytes, atomic_write_text
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
+from quantcore.io import atomic_write_bytes, atomic_write_text
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
 SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),

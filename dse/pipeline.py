@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dse.budget import limit_from_flag, parse_budget
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.problem import Problem
 from dse.sensitivity import Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
 from hwmodels.interface import CostTable
@@ -94,7 +94,7 @@ class Prepared:
 
 
 def _candidate_formats(request: SearchRequest, layers) -> list:
-    from dse.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
+    from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
     if request.formats:
         return parse_format_list(",".join(request.formats))
@@ -106,7 +106,7 @@ def _candidate_formats(request: SearchRequest, layers) -> list:
 
 def prepare(request: SearchRequest) -> Prepared:
     """Load the model and hardware, cost every (layer, format), compute sensitivity."""
-    from dse.models import DEFAULT_MODEL, load_graph
+    from quantcore.models import DEFAULT_MODEL, load_graph
 
     hardware = load_hardware(request.hw, list(request.overrides))
     graph = load_graph(request.model if request.model is not None else DEFAULT_MODEL)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from dse import __version__
-from dse.errors import QuantDSEError
-from dse.io import atomic_write_text, dumps, load_json
+from quantcore.errors import QuantDSEError
+from quantcore.io import atomic_write_text, dumps, load_json
 
 PLAN_SCHEMA = "dse.plan/1"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 #: constraint kinds and their units
 CONSTRAINT_UNITS = {"bits": "bits", "memory": "bytes", "latency": "s", "energy": "J"}

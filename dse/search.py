@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from dse.cli import ArgumentParser, run_cli
+from quantcore.cli import ArgumentParser, run_cli
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload

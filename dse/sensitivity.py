@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dse.errors import QuantDSEError
-from dse.io import load_json
+from quantcore.errors import QuantDSEError
+from quantcore.io import load_json
 
 SENSITIVITY_SCHEMA = "dse.sensitivity/1"
 SOURCES = ("weights", "prior")

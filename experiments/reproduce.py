@@ -6,9 +6,9 @@ import math
 import pkgutil
 import sys
 
-from dse.io import dumps
-from dse.cli import ArgumentParser, run_cli
-from dse.errors import QuantDSEError
+from quantcore.io import dumps
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
 import experiments.reproductions as _pkg
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dse.cli import ArgumentParser, run_cli
-from dse.errors import QuantDSEError
-from dse.io import atomic_write_text, dumps, load_json
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
+from quantcore.io import atomic_write_text, dumps, load_json
 from hwmodels import fit
 from hwmodels.measure import KERNELS, STREAM, llc_bytes, measure
 
@@ -414,7 +414,7 @@ def compare_with_target(doc: dict) -> dict | None:
     target = next((t for key, t in GPU_TARGETS if key in gpu), None)
     if target is None:
         return None
-    from dse.formats import get_format
+    from quantcore.formats import get_format
     from hwmodels.ops import Ops
     from hwmodels.registry import load_model
     from hwmodels.workload import Workload
@@ -439,7 +439,7 @@ def compare_with_target(doc: dict) -> dict | None:
 
 def read_measurements(path: str) -> list[dict]:
     """Validate a user measurements file: a list of {"gemm": [M, K, N], "format", "seconds"}."""
-    from dse.formats import get_format
+    from quantcore.formats import get_format
 
     data = load_json(path, "measurements file")
     if not isinstance(data, list) or not data:
@@ -485,7 +485,7 @@ def derive_spec(hw: str, measurements_path: str, out: str | None) -> dict:
     from hwmodels.registry import load_model
 
     model = load_model(spec)
-    from dse.formats import get_format
+    from quantcore.formats import get_format
 
     unsupported = sorted({r["format"] for r in rows if not model.supports(get_format(r["format"]))})
     if unsupported:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from dse.io import dumps
-from dse.cli import ArgumentParser, run_cli
-from dse.errors import QuantDSEError
+from quantcore.io import dumps
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from dse.formats import get_format
+    from quantcore.formats import get_format
 
     fmt = get_format(args.format)
     workload = Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             raise QuantDSEError(f"format {fmt.name} is not supported on {model.name}: pick another --format")
         result = {"hardware": model.name, "gemm": [m, k, n], "format": fmt.name, **table.row(0, 0)}
     else:
-        from dse.models import load_graph
+        from quantcore.models import load_graph
 
         graph = load_graph(args.model)
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,

@@ -221,7 +221,7 @@ def fit_spec_params(spec, measurements: list[dict], names: list[str]) -> dict:
     multiples of their current value (or absolute, from 0) inside the schema's [min, max].
     Returns {"params": fitted values, "mape_before": %, "mape_after": %, "n": count}.
     """
-    from dse.formats import get_format
+    from quantcore.formats import get_format
     from hwmodels.ops import Ops
     from hwmodels.registry import family_class
     from hwmodels.workload import Workload

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from dse.io import dumps
-from dse.cli import ArgumentParser, run_cli
+from quantcore.io import dumps
+from quantcore.cli import ArgumentParser, run_cli
 from hwmodels.spec import list_specs, load_spec
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from hwmodels.spec import HardwareSpec, Param, apply_overrides, load_spec
 
 #: params every target may set, whatever its family

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 SPEC_SCHEMA = "hwmodels.spec/1"
 SPEC_DIR = Path(__file__).parent / "specs"

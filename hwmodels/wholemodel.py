@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from hwmodels.interface import BOUND_NAMES, CostTable
 from hwmodels.ops import fixed_ops_for_graph, ops_for_graph
 from hwmodels.workload import Workload
@@ -17,7 +17,7 @@ KV_FORMATS = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4-g64", 2: "int2-g64"}
 
 def kv_format(bits: int):
     """The format the KV cache is stored in for `--kv-bits`."""
-    from dse.formats import get_format
+    from quantcore.formats import get_format
 
     if bits not in KV_FORMATS:
         raise QuantDSEError(f"--kv-bits {bits} is not supported: use one of {', '.join(map(str, KV_FORMATS))}")
@@ -26,7 +26,7 @@ def kv_format(bits: int):
 
 def embedding_format(model):
     """Embeddings and MoE routers stay at 16 bits (not searched, as in AWQ/GPTQ/RAMP accounting)."""
-    from dse.formats import get_format
+    from quantcore.formats import get_format
 
     return get_format("fp16")
 

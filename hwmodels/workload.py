@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 PHASES = ("decode", "prefill")
 

@@ -6,7 +6,7 @@ overheads keep the gain below the ideal factor of 2.
 """
 import pytest
 
-from dse.formats import get_format
+from quantcore.formats import get_format
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload

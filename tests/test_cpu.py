@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dse.errors import QuantDSEError
-from dse.formats import get_format
+from quantcore.errors import QuantDSEError
+from quantcore.formats import get_format
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload

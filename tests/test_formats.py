@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dse.errors import QuantDSEError
-from dse.formats import (
-    DEFAULT_SEARCH_FORMATS, NF4_CODE, get_format, list_formats, main, parse_format_list, round_minifloat,
+from dse.formats import main
+from quantcore.errors import QuantDSEError
+from quantcore.formats import (
+    DEFAULT_SEARCH_FORMATS, NF4_CODE, get_format, list_formats, parse_format_list, round_minifloat,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -444,7 +445,7 @@ def _bitmod_oracle(w, bits):
 
 
 def test_bitmod_grids_are_the_authors():
-    from dse.formats import BITMOD_DATATYPES
+    from quantcore.formats import BITMOD_DATATYPES
     for bits, grids in _BITMOD_GRIDS.items():
         assert [list(g) for g in BITMOD_DATATYPES[bits].values()] == grids
         assert all(len(g) == 2 ** bits for g in grids)   # the special value fills the -0 code

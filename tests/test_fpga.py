@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dse.errors import QuantDSEError
-from dse.formats import get_format
+from quantcore.errors import QuantDSEError
+from quantcore.formats import get_format
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload
@@ -287,7 +287,7 @@ def test_codenet_wider_pointwise_engine_halves_compute():
 
 def test_codenet_whole_network_macs_match_table3():
     """The catalog's layer lists carry CoDeNet Table 3's MACs; the model costs all of them."""
-    from dse.models import load_graph
+    from quantcore.models import load_graph
     from hwmodels.ops import ops_for_graph
 
     model = load_model("ultra96-codenet")

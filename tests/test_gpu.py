@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dse.formats import get_format
+from quantcore.formats import get_format
 from hwmodels.families.gpu import MMA_M, OUT_BYTES, PARTIAL_BYTES, Model
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
@@ -172,7 +172,7 @@ def test_large_gemm_power_stays_within_board_limits():
 
 
 def _predict(entry: dict) -> float:
-    from dse.models import load_graph
+    from quantcore.models import load_graph
     from hwmodels.wholemodel import model_cost
 
     model = load_model(entry["hw"], entry.get("overrides") or [])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from hwmodels.registry import load_model
 from hwmodels.spec import apply_overrides, list_specs, load_spec
 
@@ -83,7 +83,7 @@ def test_cost_cli_gemm_and_bad_input(cli):
 
 
 def test_model_cost_positive_for_every_target():
-    from dse.formats import get_format
+    from quantcore.formats import get_format
     from hwmodels.ops import Ops
     from hwmodels.workload import Workload
 

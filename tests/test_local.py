@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from dse.cli import run_cli
-from dse.errors import QuantDSEError
-from dse.formats import get_format
+from quantcore.cli import run_cli
+from quantcore.errors import QuantDSEError
+from quantcore.formats import get_format
 from hwmodels import calibrate, fit
 from hwmodels import measure as measure_mod
 from hwmodels.measure import KERNELS, measure

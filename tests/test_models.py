@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dse.errors import QuantDSEError
-from dse.models import DEFAULT_MODEL, list_catalog, load_graph
-from dse.models.registry import packaged_weights
-from dse.models.cnn import macs
+from quantcore.errors import QuantDSEError
+from quantcore.models import DEFAULT_MODEL, list_catalog, load_graph
+from quantcore.models.registry import packaged_weights
+from quantcore.models.cnn import macs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_unknown_name_lists_close_matches():
 
 
 def test_config_errors(tmp_path):
-    cfg = json.loads((ROOT / "dse/models/catalog/llama-2-7b.json").read_text())
+    cfg = json.loads((ROOT / "quantcore/models/catalog/llama-2-7b.json").read_text())
     del cfg["intermediate_size"]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(QuantDSEError, match="missing required key 'intermediate_size'"):

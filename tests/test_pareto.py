@@ -16,7 +16,7 @@ def test_parse_sweep_includes_stop():
 
 @pytest.mark.parametrize("bad", ["bits=2.5:8", "speed=1:2:1", "bits=4:2:0.5", "bits=1:2:0"])
 def test_parse_sweep_rejects_bad_specs(bad):
-    from dse.errors import QuantDSEError
+    from quantcore.errors import QuantDSEError
 
     with pytest.raises(QuantDSEError, match="sweep"):
         parse_sweep(bad)

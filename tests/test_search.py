@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from dse.formats import get_format
-from dse.models import load_graph
+from quantcore.formats import get_format
+from quantcore.models import load_graph
 
 
 def search_json(cli, *args):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from dse.errors import QuantDSEError
-from dse.formats import get_format
-from dse.models import load_graph
+from quantcore.errors import QuantDSEError
+from quantcore.formats import get_format
+from quantcore.models import load_graph
 from dse.sensitivity import compute_sensitivity, prior_errors
 
 

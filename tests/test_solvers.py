@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.problem import Problem
 from problems import brute_force, random_problem
 from dse.solvers import baq, greedy, ilp, lagrangian, nas, uniform

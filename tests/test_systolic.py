@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dse.errors import QuantDSEError
-from dse.formats import get_format
+from quantcore.errors import QuantDSEError
+from quantcore.formats import get_format
 from hwmodels.energy_tables import load_table, tech_energy_scale
 from hwmodels.families.systolic import compute_cycles, mac_precision
 from hwmodels.ops import Ops

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
 
 METHODS = {

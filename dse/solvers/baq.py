@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.solvers import greedy
 from dse.solvers.result import SolveResult
 

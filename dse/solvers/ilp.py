@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import pulp
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
 
 #: above this many distinct layers `solve` hands a single budget to the Lagrangian solver

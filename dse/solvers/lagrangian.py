@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from dse.solvers.hull import lower_hull, segments
 from dse.solvers.result import SolveResult
 

@@ -15,8 +15,8 @@ import functools
 import numpy as np
 from scipy.stats import gmean
 
-from dse.formats import Format, get_format
-from dse.models import load_graph
+from quantcore.formats import Format, get_format
+from quantcore.models import load_graph
 from hwmodels.ops import Ops, attention_rows, ops_for_graph
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload

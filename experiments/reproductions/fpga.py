@@ -37,8 +37,8 @@ def generation(hw: str, format_names: list[str], kv_bits: int, overrides: list[s
     """Llama-2-7B, batch 1: one prefill of PROMPT tokens + GENERATED decode steps.
 
     With two formats, layers alternate between them (FlightLLM-style mixed precision)."""
-    from dse.formats import get_format
-    from dse.models import load_graph
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
 
     model = load_model(hw, overrides)
     graph = load_graph(LLAMA)
@@ -122,8 +122,8 @@ FLIGHTLLM_GPU_OPT_MS, FLIGHTLLM_GPU_NAIVE_MS = 5727.0 / 512, 11316.9 / 512
 
 def _gpu_generation(hw: str, overrides: list[str] | None = None) -> dict:
     """(seconds, joules) of FlightLLM's GPU case: one prefill of PROMPT + GENERATED fp16 decode steps."""
-    from dse.formats import get_format
-    from dse.models import load_graph
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
     from hwmodels.wholemodel import model_cost
 
     gpu, graph, fp16 = load_model(hw, overrides), load_graph(LLAMA), get_format("fp16")
@@ -179,8 +179,8 @@ def flightllm_energy_eff_vs_v100s() -> dict:
 
 
 def _codenet_fps(config: str) -> dict:
-    from dse.formats import get_format
-    from dse.models import load_graph
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
     from hwmodels.wholemodel import model_cost
 
     model = load_model("ultra96-codenet")
@@ -214,7 +214,7 @@ def _codenet_repro(config: str):
                     "repository Zhen-Dong/CoDeNet README copies Table 3 without its framerate column), so "
                     "published is null. " + note)
         return {"ours": got["ours"], "published": published, "source": source,
-                "setup": f"codenet-{config} layer list (dse/models/catalog), int4 per-channel weights, 8-bit "
+                "setup": f"codenet-{config} layer list (quantcore/models/catalog), int4 per-channel weights, 8-bit "
                          f"activations, ultra96-codenet spec, batch 1", "note": note}
     return run
 

@@ -28,8 +28,8 @@ def _serving_throughput(hw: str, model_name: str, fmt_name: str, kv_bits: int, b
                         prompt: int = 1024, output: int = 512, samples: int = 8) -> float:
     """Generated tokens/s of a batch: one prefill of `prompt` tokens, then `output` decode
     steps whose context grows from prompt to prompt+output (mean over `samples` contexts)."""
-    from dse.formats import get_format
-    from dse.models import load_graph
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
 
     model, graph, fmt = load_model(hw), load_graph(model_name), get_format(fmt_name)
     prefill = model_cost(model, graph, fmt, Workload("prefill", batch, prompt, kv_bits))["latency_s"]
@@ -60,8 +60,8 @@ def qserve_l40s_llama3_8b_vs_trt_w8a8() -> dict:
 
 
 def w4a16_decode_speedup_a100_llama2_7b() -> dict:
-    from dse.formats import get_format
-    from dse.models import load_graph
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
 
     model, graph = load_model("a100-80gb", GPT_FAST + ["w4a16_kernel=tinygemm"]), load_graph("llama-2-7b")
     work = Workload("decode", 1, 105)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.formats import get_format
-from dse.models import load_graph
+from quantcore.formats import get_format
+from quantcore.models import load_graph
 from hwmodels.ops import ops_for_graph
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import fixed_costs, model_cost

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 TABLE_DIR = Path(__file__).parent
 

@@ -46,7 +46,7 @@ import math
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
 from hwmodels.spec import Param

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 from hwmodels.energy_tables import load_table, table_names
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table

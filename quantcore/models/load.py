@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dse.errors import QuantDSEError
-from dse.io import load_json
-from dse.models.registry import catalog_path, load_entry, packaged_weights
-from dse.models.checkpoint import graph_from_safetensors
-from dse.models.cnn import SPEC_FORMAT, graph_from_cnn_spec
-from dse.models.graph import LayerGraph
-from dse.models.hf_config import graph_from_config
-from dse.models.torch_module import graph_from_module
+from quantcore.errors import QuantDSEError
+from quantcore.io import load_json
+from quantcore.models.registry import catalog_path, load_entry, packaged_weights
+from quantcore.models.checkpoint import graph_from_safetensors
+from quantcore.models.cnn import SPEC_FORMAT, graph_from_cnn_spec
+from quantcore.models.graph import LayerGraph
+from quantcore.models.hf_config import graph_from_config
+from quantcore.models.torch_module import graph_from_module
 
 
 def load_graph(source, *, example_input=None) -> LayerGraph:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

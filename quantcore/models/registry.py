@@ -10,8 +10,8 @@ import difflib
 import importlib.util
 from pathlib import Path
 
-from dse.errors import QuantDSEError
-from dse.io import load_json
+from quantcore.errors import QuantDSEError
+from quantcore.io import load_json
 
 CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
 DEFAULT_MODEL = "llama-2-7b"

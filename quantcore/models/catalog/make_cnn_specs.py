@@ -1,6 +1,6 @@
 """Regenerate the CNN layer specs in this folder (resnet-50.json, codenet-a..e.json).
 
-Run: `python dse/models/catalog/make_cnn_specs.py`. The JSON files are the shipped
+Run: `python quantcore/models/catalog/make_cnn_specs.py`. The JSON files are the shipped
 data; this script is their provenance, so the architectures can be checked line by line:
 
 - ResNet-50 v1.5 as in torchvision `resnet50` (stride on the 3x3 conv of a bottleneck).

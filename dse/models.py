@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from dse.cli import ArgumentParser, run_cli
-from dse.models.registry import list_catalog
-from dse.models.load import load_graph
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.models.registry import list_catalog
+from quantcore.models.load import load_graph
 
 
 def _table(graph) -> str:

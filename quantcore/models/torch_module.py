@@ -10,8 +10,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from dse.errors import QuantDSEError
-from dse.models.graph import Layer, LayerGraph
+from quantcore.errors import QuantDSEError
+from quantcore.models.graph import Layer, LayerGraph
 
 
 class TorchWeights:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from dse.errors import QuantDSEError
-from dse.models.graph import Layer, LayerGraph
+from quantcore.errors import QuantDSEError
+from quantcore.models.graph import Layer, LayerGraph
 
 SPEC_FORMAT = "quantdse.cnn/1"
 _CONV_KEYS = ("name", "in_channels", "out_channels", "kernel", "stride", "groups", "in_hw", "out_hw")

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from types import MappingProxyType
 
-from dse.io import load_json
-from dse.models.graph import Layer, LayerGraph
-from dse.models.hf_config import SUPPORTED_MODEL_TYPES, graph_from_config
-from dse.models.safetensors_io import FLOAT_DTYPES, SafetensorsWeights, natural_key, read_tensors
+from quantcore.io import load_json
+from quantcore.models.graph import Layer, LayerGraph
+from quantcore.models.hf_config import SUPPORTED_MODEL_TYPES, graph_from_config
+from quantcore.models.safetensors_io import FLOAT_DTYPES, SafetensorsWeights, natural_key, read_tensors
 
 EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
                    "embed_positions")

@@ -16,8 +16,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Callable
 
-from dse.errors import QuantDSEError
-from dse.models.graph import Layer, LayerGraph
+from quantcore.errors import QuantDSEError
+from quantcore.models.graph import Layer, LayerGraph
 
 
 class _Builder:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dse.errors import QuantDSEError
+from quantcore.errors import QuantDSEError
 
 #: bytes per element of each safetensors dtype (safetensors `Dtype` enum)
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
