@@ -37,6 +37,8 @@ class SearchRequest:
     max_memory_gb: float | None = None
     overrides: tuple = ()
     seed: int = 0
+    policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
+    solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -128,6 +130,16 @@ def prepare(request: SearchRequest) -> Prepared:
                     fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
 
 
+def _solver_options(prepared: Prepared, method: str) -> dict:
+    """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
+    opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
+    if method != "rl":
+        if opts:
+            raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")
+        return {}
+    return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}
+
+
 def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None):
     """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError."""
     from dse.solvers import solve
@@ -137,7 +149,8 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed)
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
+                   **_solver_options(prepared, method))
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

@@ -12,6 +12,9 @@ from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
 
+#: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S)
+SOLVER_SET_KEYS = ("polish", "polish_seconds")
+
 
 def add_request_args(p: ArgumentParser) -> None:
     """The flags dse.search and dse.pareto share: what to quantize, for which workload, on which design.
@@ -21,7 +24,7 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
-    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
+    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform, rl")
     p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
                                          "else prior)")
     p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
@@ -30,7 +33,10 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision (16, 8, 4, 2)")
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hardware spec param (co-design), repeatable")
+                   help="override a hardware spec param (co-design), repeatable; with --method rl also "
+                        "polish=false (raw rollout) and polish_seconds=S")
+    p.add_argument("--policy", help="--method rl: a policy folder (policy.json + policy.safetensors) or a name in "
+                                    "policies/zoo (default ramp-sac)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -52,7 +58,9 @@ def request_from_args(args) -> SearchRequest:
         workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
         formats=tuple(args.formats.split(",")) if args.formats is not None else None,
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
-        overrides=tuple(args.overrides), seed=args.seed)
+        overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
+        solver_options=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() in SOLVER_SET_KEYS),
+        policy=args.policy, seed=args.seed)
 
 
 def search(request: SearchRequest) -> dict:
