@@ -1,12 +1,14 @@
 """The SAC agent zero-shot on held-out models: objective relative to the exact ILP, beside greedy, BAQ and NAS.
 
-    python -m bench.rl [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5]
+    python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5]
 
 Held-out models (never in the training mix, policies.pool.HELD_OUT) on one target,
 each with its data-free prior table and with a random table (policies.pool's synthetic
 tables, seeded here, never seen in training), at several average-bit budgets and one
 latency limit. Prints, per method, the median and worst objective / ILP objective and
 whether any plan broke a limit; the rollout time per model; the policy's training time.
+"forecast only" is the ablation that always plays action 0.5 (the env's balance-price
+forecast, no learned deviation): what the learned policy adds or loses against it.
 """
 from __future__ import annotations
 
@@ -19,10 +21,21 @@ from dse.pipeline import SearchRequest, prepare
 from dse.solvers import solve
 from policies.policy import load_policy
 from policies.pool import random_limits, synthetic_errors, sub_problem
-from policies.solver import solve as rl_solve
+from policies.episode import Episode, layer_infos
+from policies.solver import rollout, solve as rl_solve
 
 MODELS = ("llama-3-8b", "qwen2.5-7b", "mistral-7b", "mixtral-8x7b")
 BASELINES = ("greedy", "baq", "nas")
+
+
+class _Forecast:
+    """The ablation: action 0.5 at every step (the env's forecast, no learned deviation)."""
+
+    def __init__(self, policy):
+        self.scaler = policy.scaler
+
+    def act(self, obs) -> float:
+        return 0.5
 
 
 def cases(hw: str, budgets, seed: int):
@@ -48,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     policy = load_policy(args.policy)
-    ratios: dict = {m: [] for m in ("rl raw", "rl polished", *BASELINES)}
+    ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *BASELINES)}
     over: dict = {m: 0 for m in ratios}
     rollout_s: dict = {}
     n = 0
@@ -56,7 +69,8 @@ def main(argv=None) -> int:
         ilp = solve(problem, "ilp").objective
         res = rl_solve(problem, policy=policy, layers=layers)
         rollout_s.setdefault(label.split()[0], []).append(res.info["rollout_seconds"])
-        plans = {"rl raw": res.info["raw_assignment"], "rl polished": res.assignment}
+        plans = {"rl raw": res.info["raw_assignment"], "rl polished": res.assignment,
+                 "forecast only": rollout(_Forecast(policy), Episode(problem, layer_infos(layers)))}
         for m in BASELINES:
             plans[m] = solve(problem, m, seed=0).assignment
         for m, a in plans.items():

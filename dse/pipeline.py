@@ -39,6 +39,7 @@ class SearchRequest:
     seed: int = 0
     policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
     solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
+    reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -134,7 +135,7 @@ def _solver_options(prepared: Prepared, method: str) -> dict:
     """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
     opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
     if method != "rl":
-        if opts:
+        if opts and prepared.request.method != "rl":
             raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")
         return {}
     return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}

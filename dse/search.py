@@ -8,12 +8,14 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
 
-#: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S)
-SOLVER_SET_KEYS = ("polish", "polish_seconds")
+#: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S;
+#: with --reward measured also episodes=N, texts=N, holdout=N, see policies/measured.py)
+SOLVER_SET_KEYS = ("polish", "polish_seconds", "episodes", "texts", "holdout")
 
 
 def add_request_args(p: ArgumentParser) -> None:
@@ -47,6 +49,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--reward", default="error", choices=("error", "measured"),
+                   help="--method rl: error (the table's summed error, default) or measured (fine-tune the policy on "
+                        "the real model's end metric; models with installed weights)")
     p.add_argument("--out", help="write the plan here (atomically)")
     p.add_argument("--json", action="store_true", help="print the plan JSON on stdout")
     return p
@@ -60,15 +65,36 @@ def request_from_args(args) -> SearchRequest:
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
         solver_options=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() in SOLVER_SET_KEYS),
-        policy=args.policy, seed=args.seed)
+        policy=args.policy, reward=getattr(args, "reward", "error"), seed=args.seed)
 
 
 def search(request: SearchRequest) -> dict:
     """Run the whole pipeline and return the plan document."""
     limits, budget_doc = request.limits()
+    if request.reward == "measured" and request.method != "rl":
+        raise QuantDSEError("--reward measured needs --method rl: add --method rl or drop --reward")
     prepared = prepare(request)
-    problem, result = solve_prepared(prepared, limits)
+    if request.reward == "measured":
+        problem, result = _measured(prepared, limits)
+    else:
+        problem, result = solve_prepared(prepared, limits)
     return make_plan(prepared, problem, result, budget_doc)
+
+
+def _measured(prepared, limits):
+    """--reward measured: the ILP plan, then the RL agent fine-tuned on the measured metric (policies.measured)."""
+    from policies.measured import finetune
+
+    problem, ilp = solve_prepared(prepared, limits, method="ilp")
+    req = prepared.request
+    model = req.model if isinstance(req.model, str) else prepared.graph.name
+    options = dict(kv.split("=", 1) for kv in req.solver_options)
+    result = finetune(problem, ilp.assignment, model, policy=req.policy, layers=prepared.layers,
+                      weights=prepared.graph.weights, seed=req.seed, **options)
+    broken = problem.violations(result.assignment)
+    if broken:  # a solver bug, not bad input
+        raise AssertionError(f"rl returned an over-budget plan: {broken}")
+    return problem, result
 
 
 def main(argv=None) -> int:

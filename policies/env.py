@@ -4,8 +4,9 @@ Step l chooses layer l's format. The action (one float in [0, 1]) picks a point 
 layer's (cost, error) hull, ordered by cost (so by effective bits), relative to a
 forecast: the hull point the layer takes at the balance price b (feature 26: the price
 at which the layers still to come, all priced alike, would just fit the room left).
-The action moves round((2 * action - 1) * STEPS) hull points from the forecast (0.4 to
-0.6: the forecast itself; above: costlier formats with less error; below: cheaper), and
+The action moves round((2 * action - 1) * STEPS) hull points from the forecast (0.3 to
+0.7: the forecast itself; above: the next costlier hull point, less error; below: the
+next cheaper one), and
 the format then comes through the budget-safe projection of `policies.episode`, so no
 episode can end over any limit (bits, memory, latency, energy). The forecast is what a
 receding-horizon Lagrangian would do; the agent learns when to deviate from it.
@@ -42,11 +43,17 @@ The per-format error and cost rows enter through summaries of the layer's
 23-25 price spread  cost-weighted 25/50/75 % quantiles of every hull segment's log10 slope
 26 balance          the balance price b above, as a number in [0, 1] (`policies.episode`)
 
-Reward: the terminal reward is -(total error) / reference, where reference is the
-greedy plan's total error of the same problem (a fixed normalisation, so returns are
-about -1 on every model). It is paid out as it accrues: step l gives -error[l, f] /
-reference. The sum is the terminal reward exactly, so this shaping leaves the optimal
-policy unchanged and only gives the critic a dense signal. With `reward_fn`, steps pay
+Reward: the terminal reward is -L * (total error) / reference, where reference is the
+greedy plan's total error of the same problem and L the number of layers (fixed
+normalisations: a step's reward is then about -1 on every model, the scale SAC's
+entropy temperature is tuned for; at -1/L per step the entropy bonus drowns the error).
+It is paid out as it accrues: step l gives -L * error[l, f] / reference. The sum is the
+terminal reward exactly, so this part leaves the optimal policy unchanged and only
+gives the critic a dense signal. One shaping term does change it: each step also pays
+-DEVIATION_COST * (2 * action - 1)**2, a small price on leaving the forecast. A hull step
+changes the error in jumps, so the critic's gradient in the action is flat inside a
+step and noisy at its edges; this term gives the actor a smooth pull to the forecast
+and leaves it only where the critic sees a real gain. With `reward_fn`, steps pay
 0 and the last step pays reward_fn(assignment) (the measured-metric mode).
 """
 from __future__ import annotations
@@ -57,7 +64,8 @@ import numpy as np
 from policies.episode import MU_LO, ROLE_GROUPS, Episode, action_for_price
 
 N_FEATURES = 27
-STEPS = 2.5  # the action moves up to round(STEPS) hull points off the forecast, either way
+STEPS = 1.25  # the action moves round((2a - 1) * STEPS) hull points off the forecast: -1, 0 or +1
+DEVIATION_COST = 0.2  # per-step reward cost of leaving the forecast, times (2a - 1)**2
 FEATURE_NAMES = ("position", "role_attn_in", "role_attn_out", "role_mlp_in", "role_mlp_out", "relative_size",
                  "log_params", "fan_in", "fan_out", "weight_tails", "has_weights", "sensitivity", "cost_share",
                  "first_price", "last_price", "hull_size", "layers_left", "params_left", "budget_left",
@@ -227,7 +235,7 @@ class AllocationEnv(gym.Env):
         f = r.step(a)
         done = r.done
         if self.reward_fn is None:
-            reward = -float(r.ep.problem.error[l, f]) / r.ep.reference
+            reward = -float(r.ep.problem.error[l, f]) / r.ep.reference * r.ep.L - DEVIATION_COST * (2 * a - 1) ** 2
         else:
             reward = float(self.reward_fn(r.assignment.copy())) if done else 0.0
         info = {"assignment": r.assignment.copy()} if done else {}

@@ -5,6 +5,8 @@
 Soft Actor-Critic (stable-baselines3) on the randomised mix of `policies.pool`:
 catalog models x hardware targets x format subsets x sensitivity sources x budgets.
 Deterministic for a seed on one machine: one torch thread, seeded SB3, numpy and env.
+gamma = 1: the objective is the undiscounted sum of layer errors (a discount would pay
+the agent to spend the budget early and starve the last layers).
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ def _progress_callback(total: int):
 
 
 def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=TRAIN_HARDWARE,
-          formats=TRAIN_FORMATS, pairs: int | None = None, progress: bool = True, window: int | None = None):
+          formats=TRAIN_FORMATS, pairs: int | None = None, progress: bool = True, window: int | None = None,
+          ent_coef="auto_0.1", gamma: float = 1.0):
     """Train SAC; returns (sb3 model, scaler, training record)."""
     import torch
     from stable_baselines3 import SAC
@@ -80,12 +83,14 @@ def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=T
     env.action_space.seed(seed)
     model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": list(HIDDEN)}, learning_rate=3e-4,
                 buffer_size=max(timesteps, 1000), learning_starts=min(1000, max(timesteps // 10, 100)),
-                batch_size=128, gamma=0.99, train_freq=1, gradient_steps=1, seed=seed, device="cpu", verbose=0)
+                batch_size=128, gamma=gamma, ent_coef=ent_coef, train_freq=1, gradient_steps=1, seed=seed,
+                device="cpu", verbose=0)
     model.learn(total_timesteps=timesteps, callback=_progress_callback(timesteps) if progress else None)
     record = {"seed": seed, "timesteps": timesteps, "seconds": round(time.perf_counter() - started, 1),
               "torch_threads": 1, "models": [e.name for e in pool], "formats": list(formats),
               "held_out": list(HELD_OUT), "algorithm": "SAC (stable-baselines3)",
-              "hyperparameters": {"hidden": HIDDEN, "learning_rate": 3e-4, "batch_size": 128, "gamma": 0.99,
+              "hyperparameters": {"hidden": HIDDEN, "learning_rate": 3e-4, "batch_size": 128, "gamma": gamma,
+                                  "ent_coef": ent_coef,
                                   "window": win}}
     return model, scaler, record
 
