@@ -159,8 +159,8 @@ def search_targets(args: argparse.Namespace) -> int:
         return 0
     print(format_comparison(compare(plans, labels_for(plans))))
     if written:
-        print(f"plans written to {', '.join(written)}; next: python -m dse.show {written[0]}, "
-              f"python -m dse.compare {' '.join(written)}")
+        print(f"plans written to {', '.join(written)}; next:\n  python -m dse.show {written[0]}\n"
+              f"  python -m dse.compare {' '.join(written)}")
     else:
         print("next: add --out plan.json to write plan-<hw>.json per target, then python -m dse.show or dse.export")
     return 0

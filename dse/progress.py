@@ -30,12 +30,12 @@ def solver_progress(method: str, enabled: bool = True):
         return
     from tqdm import tqdm
 
-    bar = tqdm(desc=f"{method}", unit="step", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+    bar = tqdm(desc=f"{method} search", unit="step", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
     def progress(done: int, note: str = "") -> None:
-        bar.update(done - bar.n)
         if note:
             bar.set_postfix_str(note, refresh=False)
+        bar.update(done - bar.n)
 
     try:
         yield progress

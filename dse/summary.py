@@ -9,6 +9,7 @@ dse.compare print this; `--verbose` adds every layer.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 #: budget/limit kind -> (totals key, factor from SI to the unit shown, unit)
@@ -168,9 +169,9 @@ def workload_text(workload: dict) -> str:
 def error_text(plan: dict) -> str:
     """What the error number measures, from the sensitivity that produced it."""
     source = plan.get("provenance", {}).get("sensitivity", "?")
-    what = {"prior": "expected params x relative MSE (data-free prior)",
-            "weights": "params x relative MSE of the real weights"}.get(source, f"{source} sensitivity")
-    return f"{what}, summed over layers; lower is better"
+    what = {"prior": "params x relative MSE, expected by the prior",
+            "weights": "params x relative MSE of the weights"}.get(source, f"{source} sensitivity")
+    return f"sum of {what}; lower is better"
 
 
 def _bound_share(layers: list[dict]) -> str:
@@ -205,7 +206,7 @@ def format_summary(plan: dict, out: str | None = None) -> str:
              + (f" (gap {gap:.2g})" if isinstance(gap, (int, float)) else "")
              + (f", {solver['seconds']:.2f} s" if isinstance(solver.get("seconds"), (int, float)) else ""),
              f"sensitivity {prov.get('sensitivity', '?')}: "
-             + (prov.get("sensitivity_description") or "no description in the plan"),
+             + (prov.get("sensitivity_description") or "no description in the plan").removeprefix("data-free prior: "),
              "", f"{len(layers)} searched layers by role (majority format by weights; exceptions below)"]
     folded = fold(layers)
     exc = folded["exceptions"]
@@ -249,10 +250,11 @@ def _totals(plan: dict) -> list[str]:
             ["latency", f"{t['latency_s'] * 1e3:.3f} ms", _fixed(fx, "latency_s", 1e3, "ms"),
              "   ".join(s for s in (limit("latency"), _bound_share(plan["layers"])) if s)],
             ["energy", f"{t['energy_j'] * 1e3:.2f} mJ", _fixed(fx, "energy_j", 1e3, "mJ"), limit("energy")],
-            ["error", f"{t['error']:.4g}", "", error_text(plan)]]
+            ["error", f"{t['error']:.4g}", "", ""]]
     lines = _table(rows)
+    lines[-1] += f"  {error_text(plan)}"
     if fx.get("note"):
-        lines.append(f"  fixed: {fx['note']}")
+        lines += textwrap.wrap(f"fixed part: {fx['note']}", width=96, initial_indent="  ", subsequent_indent="    ")
     return lines
 
 
