@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
@@ -110,7 +111,8 @@ def format_comparison(doc: dict) -> str:
         why = (": a bits budget bounds the size of the weights, which does not depend on the target; "
                "give a latency (12ms) or energy (5mJ) budget to let the hardware choose"
                if doc["bits_budget"] and len(set(doc["hardware"])) > 1 else "")
-        lines.append(f"every plan picks the same format for every layer{why}")
+        lines += textwrap.wrap(f"every plan picks the same format for every layer{why}", width=96,
+                               subsequent_indent="  ")
     else:
         for d in doc["differ_from_first"]:
             lines.append(f"{d['plan']} differs from {labels[0]} in {d['layers']} layers "
@@ -159,10 +161,10 @@ def search_targets(args: argparse.Namespace) -> int:
         return 0
     print(format_comparison(compare(plans, labels_for(plans))))
     if written:
-        print(f"plans written to {', '.join(written)}; next:\n  python -m dse.show {written[0]}\n"
-              f"  python -m dse.compare {' '.join(written)}")
+        print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"
+              f"  compare:    python -m dse.compare {' '.join(written)}")
     else:
-        print("next: add --out plan.json to write plan-<hw>.json per target, then python -m dse.show or dse.export")
+        print("next:\n  keep the plans:   add --out plan.json (writes plan-<hw>.json per target)")
     return 0
 
 

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         sys.stdout.write(dumps(summary_doc(plan)))
     else:
         print(format_table(plan, verbose=args.verbose, out=args.plan).replace(
-            f"plan written to {args.plan}; next:", "next:"))
+            f"plan written to {args.plan}; next:", "next:", 1))
         if args.plot:
             print(f"figure written to {args.plot}")
     return 0

@@ -267,10 +267,12 @@ def _fixed(fx: dict, key: str, factor: float, unit: str) -> str:
 
 
 def next_steps(out: str | None) -> list[str]:
+    """What to do with the plan (lines start with a label, so a README quoting them runs no command)."""
     path = out or "plan.json"
-    head = [f"plan written to {out}; next:"] if out else ["next: add --out plan.json to keep this plan, then"]
-    return head + [f"  python -m dse.show {path} --verbose                  every layer, --plot for a figure",
-                   f"  python -m dse.export --plan {path} --to llamacpp     the file your quantizer reads"]
+    return [f"plan written to {out}; next:" if out else "next:",
+            *([] if out else ["  keep the plan:    add --out plan.json"]),
+            f"  every layer:      python -m dse.show {path} --verbose   (--plot plan.png draws it)",
+            f"  quantizer config: python -m dse.export --plan {path} --to llamacpp"]
 
 
 def format_layers(plan: dict) -> str:

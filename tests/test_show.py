@@ -208,3 +208,19 @@ def test_nas_reports_progress_once_per_training():
     seen = []
     result = nas.solve(problem, seed=0, steps=10, bisections=3, progress=lambda done, note: seen.append(done))
     assert result.success and seen == list(range(1, result.info["lambdas_tried"] + 1))
+
+
+def test_readme_quotes_the_main_job_output(capsys):
+    """The README shows what `make run` prints, and its line count; both must stay true."""
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    intro, rest = readme.split("It prints the plan in one screen\n", 1)
+    count = int(re.match(r"\((\d+) lines\)", rest).group(1))
+    block = rest.split(":\n\n", 1)[1].split("\n\n`--verbose`", 1)[0]
+    quoted = "\n".join(line[4:] for line in block.split("\n"))
+    assert search.main(["--hw", "u280", "--budget", "3.7bits"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    seconds = re.compile(r", [0-9.]+ s$", re.M)  # the solver's time varies run to run
+    assert seconds.sub("", quoted) == seconds.sub("", printed), "regenerate the README's copy of `make run`"
+    assert count == len(printed.split("\n")) < 60
