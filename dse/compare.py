@@ -42,12 +42,12 @@ def compare(plans: list[dict], labels: list[str]) -> dict:
     """The comparison as a document (what `--json` prints): totals, roles, layers that differ."""
     formats = [{l["name"]: l["format"] for l in p["layers"]} for p in plans]
     weights = {l["name"]: l["params"] for p in plans for l in p["layers"]}
-    total_weights = sum(l["params"] for l in plans[0]["layers"]) or 1
     differ = []
     for label, f in zip(labels[1:], formats[1:]):
-        names = [n for n in set(formats[0]) | set(f) if formats[0].get(n) != f.get(n)]
+        both = set(formats[0]) | set(f)  # layers of either plan; a layer only one plan has differs
+        names = [n for n in both if formats[0].get(n) != f.get(n)]
         differ.append({"plan": label, "layers": len(names),
-                       "weight_share": sum(weights[n] for n in names) / total_weights})
+                       "weight_share": sum(weights[n] for n in names) / (sum(weights[n] for n in both) or 1)})
     by_plan = [{r.template: r for r in roles(p["layers"])} for p in plans]
     templates = list(dict.fromkeys(t for rs in by_plan for t in rs))
     role_rows = []
@@ -159,6 +159,11 @@ def search_targets(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(dumps(plans))
         return 0
+    if args.verbose:
+        from dse.plan import format_table
+
+        for plan in plans:
+            print(format_table(plan, verbose=True).split("\n\nnext:")[0] + "\n")
     print(format_comparison(compare(plans, labels_for(plans))))
     if written:
         print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"

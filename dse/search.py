@@ -48,7 +48,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", help="write the plan here (atomically); with several --hw, one file per target: "
                                  "plan.json -> plan-<hw>.json")
     p.add_argument("--json", action="store_true", help="print the plan JSON on stdout (several --hw: a list of plans)")
-    p.add_argument("--verbose", action="store_true", help="also list every layer")
+    p.add_argument("--verbose", action="store_true", help="also list every layer (several --hw: every plan in full)")
     return p
 
 

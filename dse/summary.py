@@ -129,24 +129,30 @@ def fold(layers: list[dict]) -> dict:
                 others.setdefault(layer["format"], []).append(i)
         for fmt, subset in others.items():
             exceptions.setdefault((role.where(subset), fmt), []).append((role, subset))
-    bits = {l["format"]: l["bits"] for l in layers}
     return {
-        "rules": [{"where": w, "roles": [r.label for r in rs], "format": f, "bits": bits[f],
+        "rules": [{"where": w, "roles": [r.label for r in rs], "format": f,
+                   "bits": _mean_bits([l for r in rs for l in r.layers if l["format"] == f]),
                    "layers": sum(len(r.layers) for r in rs)} for (w, f), rs in rules.items()],
-        "exceptions": [{"where": w, "roles": [r.label for r, _ in rs], "format": f, "bits": bits[f],
+        "exceptions": [{"where": w, "roles": [r.label for r, _ in rs], "format": f,
+                        "bits": _mean_bits([r.layers[i] for r, s in rs for i in s]),
                         "layers": sum(len(s) for _, s in rs)} for (w, f), rs in exceptions.items()],
     }
 
 
+def _mean_bits(layers: list[dict]) -> float:
+    """Effective bits averaged by weights: a format's bits depend on the row length (partial groups)."""
+    params = sum(l["params"] for l in layers)
+    return sum(l["bits"] * l["params"] for l in layers) / params if params else float(layers[0]["bits"])
+
+
 def format_shares(layers: list[dict]) -> list[dict]:
     """[{"format", "bits", "share"}] by weight share, largest first."""
-    params: dict = {}
-    bits: dict = {}
+    by_format: dict = {}
     for layer in layers:
-        params[layer["format"]] = params.get(layer["format"], 0) + layer["params"]
-        bits[layer["format"]] = layer["bits"]
+        by_format.setdefault(layer["format"], []).append(layer)
+    params = {f: sum(l["params"] for l in ls) for f, ls in by_format.items()}
     total = sum(params.values()) or 1
-    return [{"format": f, "bits": bits[f], "share": p / total}
+    return [{"format": f, "bits": _mean_bits(by_format[f]), "share": p / total}
             for f, p in sorted(params.items(), key=lambda kv: -kv[1])]
 
 
@@ -169,9 +175,9 @@ def workload_text(workload: dict) -> str:
 def error_text(plan: dict) -> str:
     """What the error number measures, from the sensitivity that produced it."""
     source = plan.get("provenance", {}).get("sensitivity", "?")
-    what = {"prior": "params x relative MSE, expected by the prior",
-            "weights": "params x relative MSE of the weights"}.get(source, f"{source} sensitivity")
-    return f"sum of {what}; lower is better"
+    what = {"prior": "sum of params x relative MSE, expected by the prior",
+            "weights": "sum of params x relative MSE of the weights"}.get(source, f"sum over layers ({source})")
+    return f"{what}; lower is better"
 
 
 def _bound_share(layers: list[dict]) -> str:
