@@ -224,3 +224,23 @@ def test_readme_quotes_the_main_job_output(capsys):
     seconds = re.compile(r", [0-9.]+ s$", re.M)  # the solver's time varies run to run
     assert seconds.sub("", quoted) == seconds.sub("", printed), "regenerate the README's copy of `make run`"
     assert count == len(printed.split("\n")) < 60
+
+
+def test_compare_by_hand():
+    a, b = small_plan(), small_plan()
+    b["hardware"] = "a100-80gb"
+    b["layers"][8] = layer("lm_head", "int4-g128", params=800)  # one layer changed: 800 of 1600 weights
+    doc = compare.compare([a, b], compare.labels_for([a, b]))
+    assert doc["plans"] == ["u280", "a100-80gb"]
+    assert doc["differ_from_first"] == [{"plan": "a100-80gb", "layers": 1, "weight_share": 0.5}]
+    assert [r["role"] for r in doc["roles"] if r["differs"]] == ["lm_head"]
+    q = doc["roles"][0]["formats"]["u280"]
+    assert q == {"format": "int4-g128", "uniform": False}  # 3 of 4 blocks: mixed, majority shown
+    text = compare.format_comparison(doc)
+    assert "a100-80gb differs from u280 in 1 layers (50.0 % of the weights)" in text
+    assert re.search(r"q_proj +int4-g128\* +int4-g128\*$", text, re.M)
+
+
+def test_show_missing_plan_is_one_line(cli, tmp_path):
+    r = cli("dse.show", str(tmp_path / "nope.json"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
