@@ -71,7 +71,7 @@ def search(request: SearchRequest, progress: bool = False) -> dict:
     limits, budget_doc = request.limits()
     prepared = prepare(request)
     with solver_progress(request.method, enabled=progress) as callback:
-        problem, result = solve_prepared(prepared, limits, progress=callback)
+        problem, result = solve_prepared(prepared, limits, **({"progress": callback} if callback else {}))
     return make_plan(prepared, problem, result, budget_doc)
 
 

@@ -211,7 +211,7 @@ def format_summary(plan: dict, out: str | None = None) -> str:
              f"budget {budget.get('text', '?')}, method {plan.get('method', '?')}: {solver.get('status', '?')}"
              + (f" (gap {gap:.2g})" if isinstance(gap, (int, float)) else "")
              + (f", {solver['seconds']:.2f} s" if isinstance(solver.get("seconds"), (int, float)) else ""),
-             f"sensitivity {prov.get('sensitivity', '?')}: "
+             f"sensitivity {prov.get('sensitivity', '?')}{' (data-free)' if prov.get('sensitivity_is_prior') else ''}: "
              + (prov.get("sensitivity_description") or "no description in the plan").removeprefix("data-free prior: "),
              "", f"{len(layers)} searched layers by role (majority format by weights; exceptions below)"]
     folded = fold(layers)
