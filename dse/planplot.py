@@ -42,7 +42,9 @@ def plan_figure(plan: dict):
         axr.barh(y, values, color=["0.6" if n == "fixed (not searched)" else "C0" for n in names])
         axr.set_yticks(y, names, fontsize="small")
         axr.invert_yaxis()
-        axr.set_xlabel(f"{what} ({unit}), total {values.sum():.3g} {unit}")
+        total = values.sum()
+        axr.set_xlabel(f"{what} ({unit}), total {total:.3g} {unit}" if total < 1000 else
+                       f"{what} ({unit}), total {total:,.0f} {unit}")
         axr.set_title(f"{what} by role", fontsize="medium")
     return fig
 
