@@ -269,7 +269,9 @@ def _bytes(n: float) -> str:
 
 
 def _fixed(fx: dict, key: str, factor: float, unit: str) -> str:
-    return f"fixed {fx[key] * factor:.{2 if unit == 'mJ' else 3}f} {unit}" if isinstance(fx.get(key), (int, float)) else ""
+    if not isinstance(fx.get(key), (int, float)):
+        return ""
+    return f"fixed {fx[key] * factor:.{2 if unit == 'mJ' else 3}f} {unit}"
 
 
 def next_steps(out: str | None) -> list[str]:
