@@ -244,3 +244,13 @@ def test_compare_by_hand():
 def test_show_missing_plan_is_one_line(cli, tmp_path):
     r = cli("dse.show", str(tmp_path / "nope.json"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+
+
+def test_many_exceptions_are_capped_with_a_pointer_to_verbose():
+    plan = small_plan()
+    plan["layers"] = [layer(f"m.{b}.r{r}", "int3-g64" if b == r else "int8", block=b)
+                      for r in range(30) for b in range(32)]  # 30 roles, each with its own exception block
+    text = format_summary(plan)
+    assert len(fold(plan["layers"])["exceptions"]) == 30
+    assert "exceptions (30 layers)" in text and "... 18 more: --verbose lists every layer" in text
+    assert len(text.splitlines()) < 60
