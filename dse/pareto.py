@@ -189,7 +189,8 @@ def main(argv=None) -> int:
         atomic_write_text(args.out, rows_csv(rows))
     if args.plot:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "
-                 f"{workload_text(request.workload.as_dict())}\nsensitivity: {prepared.sensitivity.source}"
+                 f"{workload_text((getattr(prepared, 'workload', None) or request.workload).as_dict())}"
+                 f"\nsensitivity: {prepared.sensitivity.source}"
                  + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
         write_figure(plot_figure(rows, x, title, SWEEP_UNITS[kind][2]), args.plot)
     if args.json:

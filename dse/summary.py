@@ -166,6 +166,8 @@ def limit_text(kind: str, si: float, budget: dict) -> str:
 
 def workload_text(workload: dict) -> str:
     """`decode, batch 1, seq 2048, KV cache 16-bit` (keys this version does not know are shown as written)."""
+    if workload.get("description"):
+        return str(workload["description"])
     known = {"phase": "{}", "batch": "batch {}", "seq": "seq {}", "kv_bits": "KV cache {}-bit"}
     parts = [known[k].format(workload[k]) for k in known if workload.get(k) is not None]
     parts += [f"{k} {v}" for k, v in workload.items() if k not in known and isinstance(v, (str, int, float))]
@@ -213,6 +215,8 @@ def format_summary(plan: dict, out: str | None = None) -> str:
              + (f", {solver['seconds']:.2f} s" if isinstance(solver.get("seconds"), (int, float)) else ""),
              f"sensitivity {prov.get('sensitivity', '?')}{' (data-free)' if prov.get('sensitivity_is_prior') else ''}: "
              + (prov.get("sensitivity_description") or "no description in the plan").removeprefix("data-free prior: "),
+             *[line for note in plan.get("notes") or [] for line in
+               textwrap.wrap(f"note: {note}", width=96, subsequent_indent="  ")],
              "", f"{len(layers)} searched layers by role (majority format by weights; exceptions below)"]
     folded = fold(layers)
     exc = folded["exceptions"]
@@ -248,8 +252,10 @@ def _totals(plan: dict) -> list[str]:
         return f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if binding else "")
 
     cap = device.get("memory_capacity_bytes")
-    fits = "" if not cap else (f"fits {plan['hardware']}'s {cap / 1e9:.0f} GB" if device.get("weights_fit")
-                               else f"exceeds {plan['hardware']}'s {cap / 1e9:.0f} GB")
+    free = device.get("free_for_weights_bytes")
+    room = (f"the {free / 1e9:.2f} GB {plan['hardware']} leaves for weights" if isinstance(free, (int, float))
+            else f"{plan['hardware']}'s {cap / 1e9:.0f} GB" if cap else "")
+    fits = "" if not room else ("fits " if device.get("weights_fit") else "exceeds ") + room
     rows = [["bits/weight", f"{t['effective_bits']:.3f}", "", limit("bits")],
             ["memory", _bytes(t["memory_bytes"]), f"fixed {_bytes(fx['memory_bytes'])}" if "memory_bytes" in fx else "",
              "   ".join(s for s in (limit("memory"), fits) if s)],
