@@ -141,8 +141,12 @@ def _solver_options(prepared: Prepared, method: str) -> dict:
     return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}
 
 
-def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None):
-    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError."""
+def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
+                   **options):
+    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
+
+    options: passed to the solver (e.g. `progress`, a callback solvers that report progress call).
+    """
     from dse.solvers import solve
 
     problem = prepared.problem(limits)
@@ -151,7 +155,7 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
         raise QuantDSEError(message)
     method = method or prepared.request.method
     result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
-                   **_solver_options(prepared, method))
+                   **_solver_options(prepared, method), **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)
