@@ -109,6 +109,16 @@ def _measured(prepared, limits):
     return problem, result
 
 
+def rl_summary(solver: dict) -> str:
+    """One line on what the RL agent did: its policy, raw and polished objectives, or the measured comparison."""
+    line = f"rl: policy {solver.get('policy')} ({solver.get('policy_hash')})"
+    if solver.get("reward") == "measured":
+        return f"{line}; {solver.get('message', '')}"
+    polished = solver.get("polished_objective")
+    return (f"{line}; raw rollout error {solver.get('raw_objective', float('nan')):.6g}"
+            + (f", polished {polished:.6g}" if polished is not None else " (no polish)"))
+
+
 def warn_device(plan: dict) -> None:
     device = plan["device"]
     if device["weights_fit"] is False:
@@ -132,6 +142,8 @@ def main(argv=None) -> int:
         sys.stdout.write(plan_json(plan))
     else:
         print(format_table(plan, verbose=args.verbose, out=args.out))
+        if plan["method"] == "rl":
+            print(rl_summary(plan["solver"]))
     return 0
 
 

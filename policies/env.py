@@ -49,7 +49,13 @@ normalisations: a step's reward is then about -1 on every model, the scale SAC's
 entropy temperature is tuned for; at -1/L per step the entropy bonus drowns the error).
 It is paid out as it accrues: step l gives -L * error[l, f] / reference. The sum is the
 terminal reward exactly, so this part leaves the optimal policy unchanged and only
-gives the critic a dense signal. One shaping term does change it: each step also pays
+gives the critic a dense signal. On top, potential-based shaping (Ng, Harada and
+Russell, ICML 1999; gamma = 1, potential 0 at the end, so the optimal policy is again
+unchanged): with potential -L * forecast_error(s) / reference, where forecast_error is
+the error the layers still to come would add at the balance price, step l pays
+-L * (error[l, f] + forecast_error(s') - forecast_error(s)) / reference. Following
+the forecast then earns about 0 and a deviation's effect on the rest of the episode
+shows at once, not tens of steps later. One shaping term does change the optimum: each step also pays
 -DEVIATION_COST * (2 * action - 1)**2, a small price on leaving the forecast. A hull step
 changes the error in jumps, so the critic's gradient in the action is flat inside a
 step and noisy at its edges; this term gives the actor a smooth pull to the forecast
@@ -65,7 +71,7 @@ from policies.episode import MU_LO, ROLE_GROUPS, Episode, action_for_price
 
 N_FEATURES = 27
 STEPS = 1.25  # the action moves round((2a - 1) * STEPS) hull points off the forecast: -1, 0 or +1
-DEVIATION_COST = 0.2  # per-step reward cost of leaving the forecast, times (2a - 1)**2
+DEVIATION_COST = 0.1  # per-step reward cost of leaving the forecast, times (2a - 1)**2
 FEATURE_NAMES = ("position", "role_attn_in", "role_attn_out", "role_mlp_in", "role_mlp_out", "relative_size",
                  "log_params", "fan_in", "fan_out", "weight_tails", "has_weights", "sensitivity", "cost_share",
                  "first_price", "last_price", "hull_size", "layers_left", "params_left", "budget_left",
@@ -157,6 +163,14 @@ class Rollout:
             self._balance = (self.l, self.ep.balance_price(self.l, self.used))
         return self._balance[1]
 
+    def forecast_error(self) -> float:
+        """Error the layers l.. would add at the balance price (0 at the end): the shaping potential."""
+        ep, l = self.ep, self.l
+        if l >= ep.L:
+            return 0.0
+        pick = ep.choices_at(self.balance(), l)
+        return float(ep.problem.error[np.arange(l, ep.L), pick].sum())
+
     def target(self, action: float) -> int:
         """The hull point (a format index) an action asks for, before the projection."""
         ep, l = self.ep, self.l
@@ -232,10 +246,13 @@ class AllocationEnv(gym.Env):
         r = self.rollout
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         l = r.l
+        before = r.forecast_error() if self.reward_fn is None else 0.0
         f = r.step(a)
         done = r.done
         if self.reward_fn is None:
-            reward = -float(r.ep.problem.error[l, f]) / r.ep.reference * r.ep.L - DEVIATION_COST * (2 * a - 1) ** 2
+            scale = r.ep.L / r.ep.reference
+            shaped = float(r.ep.problem.error[l, f]) + r.forecast_error() - before
+            reward = -scale * shaped - DEVIATION_COST * (2 * a - 1) ** 2
         else:
             reward = float(self.reward_fn(r.assignment.copy())) if done else 0.0
         info = {"assignment": r.assignment.copy()} if done else {}

@@ -134,6 +134,7 @@ class Episode:
         cost = sum(np.where(mask, c.coef, 0.0) / r for c, r, b in zip(cons, ranges, binding) if b) \
             if cons else np.zeros((L, F))
         self.c = np.where(mask, cost, np.inf)
+        self.c0 = np.where(mask, cost, 0.0)
         self.cost_range = np.where(mask, cost, -np.inf).max(1) - self.c.min(1)
         fb = fallback_assignment(problem)
         self.fallback = fb
@@ -223,7 +224,7 @@ class Episode:
 
     def choices_at(self, mu: float, start: int) -> np.ndarray:
         """Unconstrained price choices of layers start.. (what the rest would take at price mu)."""
-        score = self.e[start:] + mu * self.c[start:]
+        score = self.e[start:] + mu * self.c0[start:]  # c0: 0 where masked (e is inf there), so mu = 0 is safe
         return np.argmin(score, axis=1)
 
     def slack(self, l: int, used: np.ndarray) -> float:

@@ -51,6 +51,26 @@ def test_no_episode_ends_over_budget(seed, L, F, kinds, tightness, actions):
     assert ep.problem.violations(r.assignment) == []
 
 
+def test_shaped_rewards_telescope_to_the_total_error():
+    """Potential-based shaping: the episode's rewards sum to -L * (total - forecast at the start) / reference
+    minus the deviation costs, whatever the actions (hand-derived telescoping sum)."""
+    from policies.env import DEVIATION_COST
+
+    ep = _feasible_episode(5, 12, 6, ("bits",), 0.4)
+    env = AllocationEnv(ep)
+    env.reset(seed=0)
+    start = env.rollout.forecast_error()
+    rng = np.random.default_rng(1)
+    total, dev, done = 0.0, 0.0, False
+    while not done:
+        a = float(rng.random())
+        _, r, done, _, info = env.step([a])
+        total += r
+        dev += DEVIATION_COST * (2 * a - 1) ** 2
+    expect = -ep.L * (ep.problem.objective(info["assignment"]) - start) / ep.reference - dev
+    assert total == pytest.approx(expect, rel=1e-9, abs=1e-9)
+
+
 def test_rollout_is_deterministic_and_feasible_on_a_held_out_model():
     from dse.pipeline import SearchRequest, prepare
     from dse.solvers import solve
@@ -141,7 +161,7 @@ def test_short_training_is_deterministic_and_beats_a_random_policy():
     from policies.policy import Policy, actor_tensors
     from policies.train import train
 
-    kw = dict(seed=3, timesteps=1500, models=("opt-1.3b", "resnet-50"), hardware=("a100-80gb",), progress=False)
+    kw = dict(seed=3, timesteps=800, models=("opt-1.3b", "resnet-50"), hardware=("a100-80gb",), progress=False)
     model, scaler, record = train(**kw)
     tensors, hidden = actor_tensors(model)
     model2, _, _ = train(**kw)
