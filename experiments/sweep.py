@@ -133,7 +133,8 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
             try:
                 apply_overrides(spec, [f"{key}={value}"])
             except QuantDSEError as exc:
-                raise QuantDSEError(f"--grid {key}={value}: {str(exc).removeprefix('--set ')}") from None
+                why = str(exc).removeprefix(f"--set {key}={value}: ").removeprefix("--set ")
+                raise QuantDSEError(f"--grid {key}={value}: {why}") from None
     if not models or not budgets or not methods:
         raise QuantDSEError("a sweep needs at least one --model, one --budgets value and one --methods value")
     for model in models:
