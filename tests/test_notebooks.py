@@ -27,3 +27,12 @@ def test_notebook_runs_and_writes_its_figure(tmp_path, name):
     png = (tmp_path / FIGURES[name]).read_bytes()
     assert png[:8] == PNG and len(png) > 20_000, f"{name} wrote no real figure"
     assert seconds < 60, f"{name} took {seconds:.0f} s at CI settings"
+
+
+def test_unknown_notebook_is_one_line_exit_2(capsys):
+    from experiments.run_notebooks import main
+    from quantcore.cli import run_cli
+
+    assert run_cli(main, ["05_nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no notebook '05_nope': use one of 01_systolic_codesign") and err.count("\n") == 1
