@@ -203,8 +203,8 @@ def run_points(requests: list) -> list[dict]:
 def _cell(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, float):  # repr: the shortest text that reads back as the same float
+        return repr(float(value)) if math.isfinite(value) else ""
     return str(value)
 
 
