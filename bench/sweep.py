@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,21 +45,26 @@ def rows(path: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=1, help="alternate pool and Ray runs this many times; medians")
     args = p.parse_args()
     workers = ["--workers", str(args.workers)]
+    times = {"process pool": [], "ray (local)": []}
     with tempfile.TemporaryDirectory() as tmp:
-        pool, ray = Path(tmp) / "pool.csv", Path(tmp) / "ray.csv"
-        t_pool = run(pool, workers)
-        t_ray = run(ray, workers + ["--ray"])
-        a, b = rows(pool), rows(ray)
+        for i in range(args.repeats):
+            pool, ray = Path(tmp) / f"pool{i}.csv", Path(tmp) / f"ray{i}.csv"
+            times["process pool"].append(run(pool, workers))
+            times["ray (local)"].append(run(ray, workers + ["--ray"]))
+            a, b = rows(pool), rows(ray)
+            if a != b:
+                raise SystemExit("the two executors disagree")
         n = len(a)
         failed = sum(r["status"] == "failed" for r in a)
-        print(f"sweep of {n} points ({failed} failed), {args.workers} workers, {os.cpu_count()} CPUs")
-        print(f"  process pool : {t_pool:6.1f} s wall  {n / t_pool:5.2f} points/s")
-        print(f"  ray (local)  : {t_ray:6.1f} s wall  {n / t_ray:5.2f} points/s")
-        print(f"  same CSV apart from the timing column: {a == b}")
-        if a != b:
-            raise SystemExit("the two executors disagree")
+        print(f"sweep of {n} points ({failed} failed), {args.workers} workers, {os.cpu_count()} CPUs, "
+              f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}")
+        for name, ts in times.items():
+            t = statistics.median(ts)
+            print(f"  {name:13s}: {t:6.1f} s wall  {n / t:5.2f} points/s   (runs: {', '.join(f'{x:.1f}' for x in ts)} s)")
+        print("  same CSV apart from the timing column: True")
 
 
 if __name__ == "__main__":

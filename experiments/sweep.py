@@ -288,6 +288,12 @@ def _connect_ray(workers: int, address: str | None):
     return ray, True
 
 
+def _one_thread_per_worker() -> None:
+    """One BLAS/OpenMP thread per worker process (as Ray does for its tasks), so N workers use N cores."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
 def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, ray=None):
     """Yield (points, result rows) per task as tasks finish."""
     requests = [[sweep.request(p) for p in task] for task in tasks]
@@ -304,7 +310,8 @@ def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, ray=None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_one_thread_per_worker)
         try:
             futures = {pool.submit(run_points, r): task for r, task in zip(requests, tasks)}
             for future in as_completed(futures):
