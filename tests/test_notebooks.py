@@ -23,10 +23,9 @@ def test_every_notebook_has_its_figure_committed_and_shown_in_the_readme():
 @pytest.mark.parametrize("name", notebook_names())
 def test_notebook_runs_and_writes_its_figure(tmp_path, name):
     """Small grids: 6-13 s each on 2 cores, so `make test` runs them all."""
-    seconds = execute(name, figures=tmp_path, timeout=300)
+    execute(name, figures=tmp_path, timeout=300)
     png = (tmp_path / FIGURES[name]).read_bytes()
     assert png[:8] == PNG and len(png) > 20_000, f"{name} wrote no real figure"
-    assert seconds < 60, f"{name} took {seconds:.0f} s at CI settings"
 
 
 def test_unknown_notebook_is_one_line_exit_2(capsys):
