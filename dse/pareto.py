@@ -20,7 +20,8 @@ import numpy as np
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_bytes, atomic_write_text
+from quantcore.io import atomic_write_files, check_output_path
+from quantcore.limits import cap, over_cap
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
 SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),
@@ -42,6 +43,9 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
         raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
     if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
         raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
+    points = (stop - start) / step + 1
+    if not points <= cap("sweep_points"):
+        raise over_cap("sweep_points", f"--sweep {text!r} ({points:.4g} points)")
     n = int(np.floor((stop - start) / step + 1e-9)) + 1
     return kind, start + step * np.arange(n)
 
@@ -70,7 +74,9 @@ def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[fl
     from dse.solvers import solve
 
     rows = []
-    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=not progress):
+    # a bar only where a person watches (a terminal): never mixed into an error line on a captured stderr
+    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=None if progress else True,
+                  leave=False):
         problem = problem_factory(float(v))
         result = solve(problem, method=method, **options)
         row = {"budget": float(v), "status": result.status, "method": result.method, "seconds": result.seconds,
@@ -153,6 +159,9 @@ def main(argv=None) -> int:
     from dse.pipeline import prepare
 
     args = build_parser().parse_args(argv)
+    for path in (args.out, args.plot):
+        if path is not None:
+            check_output_path(path)  # before the expensive work
     kind, values = parse_sweep(args.sweep)
     x = args.x or kind
     limit_kind, factor, _ = SWEEP_UNITS[kind]
@@ -161,10 +170,10 @@ def main(argv=None) -> int:
     prepared = prepare(request)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
-    if args.out:
-        atomic_write_text(args.out, rows_csv(rows))
-    if args.plot:
-        atomic_write_bytes(args.plot, plot_png(rows, x, f"{prepared.graph.name} on {args.hw} ({args.method})"))
+    outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
+    if args.plot is not None:
+        outputs.append((args.plot, plot_png(rows, x, f"{prepared.graph.name} on {args.hw} ({args.method})")))
+    atomic_write_files(outputs)  # both files or neither
     if args.json:
         clean = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         sys.stdout.write(json.dumps(clean, indent=2) + "\n")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
+from quantcore.io import check_output_path
+from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
@@ -31,7 +33,7 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0)
 
 
 def build_parser() -> ArgumentParser:
@@ -67,12 +69,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
+    if args.out is not None:
+        check_output_path(args.out)
     plan = search(request)
     device = plan["device"]
     if device["weights_fit"] is False:
         print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed {plan['hardware']}'s "
               f"{device['memory_capacity_bytes'] / 1e9:.0f} GB: shard the model or add --max-memory-gb", file=sys.stderr)
-    if args.out:
+    if args.out is not None:
         write_plan(plan, args.out)
     if args.json:
         sys.stdout.write(plan_json(plan))
