@@ -244,6 +244,10 @@ def graph_from_config(cfg: Any, name: str, source: str, where: str = "config.jso
         raise QuantDSEError(f"{where}: unsupported model_type {model_type!r}; supported: "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)} (or pass a safetensors file or a torch nn.Module)")
     validate_config(cfg, model_type, where)
+    experts = int(cfg.get({"mixtral": "num_local_experts", "deepseek_v3": "n_routed_experts"}.get(model_type, ""))
+                  or 0)
+    if int(cfg["num_hidden_layers"]) * (9 + 3 * experts) > cap("layers"):  # refuse before building
+        raise over_cap("layers", f"model {where} ({cfg['num_hidden_layers']} blocks of up to {9 + 3 * experts} layers)")
     b = _Builder(cfg, where)
     config = _BUILDERS[model_type](b, model_type)
     config.update(model_type=model_type, max_position_embeddings=cfg.get("max_position_embeddings"))
