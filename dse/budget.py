@@ -34,11 +34,11 @@ def parse_budget(text: str) -> tuple[str, float, float]:
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"budget {text!r} must be a positive finite number")
     kind, factor = UNITS[unit]
-    _check_range(f"budget {str(text).strip()!r}", kind, value, factor, unit)
+    check_budget_range(f"budget {str(text).strip()!r}", kind, value, factor, unit)
     return kind, value * factor, value
 
 
-def _check_range(name: str, kind: str, value: float, factor: float, unit: str) -> None:
+def check_budget_range(name: str, kind: str, value: float, factor: float, unit: str) -> None:
     """The limit must be at most MAX_SI[kind], said in the unit the user wrote."""
     if value * factor > MAX_SI[kind]:
         raise QuantDSEError(f"{name} is out of range: a {kind} budget must be at most "
@@ -52,5 +52,5 @@ def limit_from_flag(flag: str, value: float | None, factor: float, kind: str | N
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"{flag} must be a positive finite number, got {value}")
     if kind is not None:
-        _check_range(flag, kind, value, factor, unit)
+        check_budget_range(flag, kind, value, factor, unit)
     return value * factor

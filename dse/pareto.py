@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from dse.budget import check_budget_range
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, check_output_path
@@ -43,6 +44,8 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
         raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
     if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
         raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
+    limit_kind, factor, unit = SWEEP_UNITS[kind]
+    check_budget_range(f"--sweep {text!r}", limit_kind, stop, factor, unit)
     points = (stop - start) / step + 1
     if not points <= cap("sweep_points"):
         raise over_cap("sweep_points", f"--sweep {text!r} ({points:.4g} points)")

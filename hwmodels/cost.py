@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 
 from quantcore.io import dumps
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
         graph = load_graph(args.model)
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
                   "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
+    if not all(math.isfinite(result[k]) and result[k] >= 0 for k in ("cycles", "latency_s", "energy_j", "bytes")):
+        raise QuantDSEError(f"predicted cost on {model.name} is not finite and non-negative: check --set values "
+                            "and the model's config")
     if args.json:
         sys.stdout.write(dumps(result))
     else:

@@ -370,6 +370,15 @@ def test_layer_cap_names_itself_and_can_be_raised(tmp_path, monkeypatch):
     assert run(dse_models.main, [small]).code == 0
 
 
+def test_readme_raising_the_layer_cap(monkeypatch):
+    """README: `QUANTDSE_MAX_LAYERS=500000 python -m dse.models deepseek-v3 --json > /dev/null`."""
+    monkeypatch.setenv("QUANTDSE_MAX_LAYERS", "500000")
+    r = run(dse_models.main, ["deepseek-v3", "--json"])
+    assert r.code == 0 and len(json.loads(r.out)["layers"]) == 45153
+    monkeypatch.setenv("QUANTDSE_MAX_LAYERS", "40000")
+    assert_one_line_error(run(dse_models.main, ["deepseek-v3"]), "cap of 40,000 layers")
+
+
 def test_thread_and_sweep_caps(tiny):
     folder, config, sens = tiny
     r = run(calibrate.main, ["--hw", "local", "--threads", str(10 ** 20)])
