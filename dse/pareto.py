@@ -21,7 +21,7 @@ import numpy as np
 from dse.budget import check_budget_range
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_files, check_output_path
+from quantcore.io import atomic_write_files, check_outputs
 from quantcore.limits import cap, over_cap
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
@@ -162,9 +162,7 @@ def main(argv=None) -> int:
     from dse.pipeline import prepare
 
     args = build_parser().parse_args(argv)
-    for path in (args.out, args.plot):
-        if path is not None:
-            check_output_path(path)  # before the expensive work
+    check_outputs([args.out, args.plot], [args.model, args.sensitivity, args.hw])  # before the expensive work
     kind, values = parse_sweep(args.sweep)
     x = args.x or kind
     limit_kind, factor, _ = SWEEP_UNITS[kind]

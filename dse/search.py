@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
-from quantcore.io import check_output_path
+from quantcore.io import check_outputs
 from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
@@ -69,8 +69,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
-    if args.out is not None:
-        check_output_path(args.out)
+    check_outputs([args.out], [args.model, args.sensitivity, args.hw])
     plan = search(request)
     device = plan["device"]
     if device["weights_fit"] is False:

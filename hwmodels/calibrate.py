@@ -42,7 +42,7 @@ import numpy as np
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text, check_output_path, dumps, load_json
+from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
 from quantcore.limits import RANGES, check_cap, int_flag
 from hwmodels import fit
 from hwmodels.measure import KERNELS, STREAM, llc_bytes, measure
@@ -560,8 +560,7 @@ def main(argv=None) -> int:
     if args.threads < 0:
         raise QuantDSEError(f"--threads must be >= 0, got {args.threads}")
     check_cap("threads", args.threads, "--threads")
-    if args.out is not None:
-        check_output_path(args.out)
+    check_outputs([args.out], [args.source, args.hw])
 
     if args.source:
         report = derive_spec(args.hw, args.source, args.out)

@@ -91,6 +91,25 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return target
 
 
+def check_outputs(outputs, inputs=()) -> None:
+    """Before any work: each output (None = not given) can be written, and none is an input or another output.
+
+    inputs: the paths the command line names (files or not); existing files among them are protected.
+    """
+    for path in inputs:
+        if path is not None and os.path.isfile(str(path)):
+            note_input(path)
+    seen: set = set()
+    for path in outputs:
+        if path is None:
+            continue
+        target = check_output_path(path)
+        key = os.path.realpath(target)
+        if key in seen:
+            raise QuantDSEError(f"two outputs of this run go to {target}: give each its own path")
+        seen.add(key)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, check: Callable[[Path], None] | None = None) -> None:
     """Write `text` to `path` via temp file + rename (never a partial file)."""
     atomic_write_bytes(path, text.encode("utf-8"), check)
@@ -103,18 +122,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, check: Callable[[Pa
 
 def atomic_write_files(items: Iterable[tuple[str | os.PathLike, bytes | str]],
                        check: Callable[[Path], None] | None = None) -> None:
-    """Write several outputs all or none: every temp file is written before any is renamed into place."""
-    items = [(check_output_path(p), d.encode("utf-8") if isinstance(d, str) else d) for p, d in items]
-    seen: dict = {}
-    for target, _ in items:
-        key = os.path.realpath(target)
-        if key in seen:
-            raise QuantDSEError(f"two outputs of this run go to {target}: give each its own path")
-        seen[key] = target
+    """Write several outputs all or none: every temp file is written before any is renamed into place.
+
+    Any exit -- an error, Ctrl-C, SIGTERM (run_cli raises it as an exception) -- removes the temps.
+    """
+    items = list(items)
+    check_outputs([p for p, _ in items])
+    items = [(Path(p), d.encode("utf-8") if isinstance(d, str) else d) for p, d in items]
     temps: list[tuple[str, Path]] = []
     try:
         for target, data in items:
-            temps.append((_write_temp(target, data), target))
+            _write_temp(target, data, temps)
         if check is not None:
             for tmp, _ in temps:
                 check(Path(tmp))
@@ -123,41 +141,54 @@ def atomic_write_files(items: Iterable[tuple[str | os.PathLike, bytes | str]],
                 os.replace(tmp, target)
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, str(target)) from None
-    except BaseException:
+    except BaseException as exc:
         for tmp, _ in temps:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+        if isinstance(exc, OSError) and exc.filename in [t for t, _ in temps]:
+            raise OSError(exc.errno, exc.strerror, str(dict(temps)[exc.filename])) from None  # name the target
         raise
 
 
-def _write_temp(target: Path, data: bytes) -> str:
-    """A fully written, synced temp file beside `target`; OSErrors name `target`, not the temp."""
+def _write_temp(target: Path, data: bytes, temps: list) -> None:
+    """Write and sync a temp file beside `target`, listed in `temps` before any signal can intervene."""
     folder = target.parent if str(target.parent) else Path(".")
+    blocked = _block_signals()
     try:  # the prefix is cut so a long (but legal) target name still leaves room for the temp's suffix
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:80]}.", suffix=".tmp", dir=folder)
+        temps.append((tmp, target))
     except OSError as exc:
         if exc.errno == errno.ENOENT:  # the folder exists (checked) but takes no new files: /proc, /sys
             raise OSError(errno.EINVAL, f"cannot create a file in {folder}", str(target)) from None
         raise OSError(exc.errno, exc.strerror, str(target)) from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plan is read by other tools and users
-        with os.fdopen(fd, "wb") as handle:
-            view = memoryview(data)
-            for start in range(0, len(view), 1 << 24):  # chunks: a signal is handled between them
-                handle.write(view[start:start + (1 << 24)])
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(target)) from None
-        raise
-    return tmp
+    finally:
+        _unblock_signals(blocked)  # a signal that came meanwhile is raised now, with the temp listed
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plan is read by other tools and users
+    with os.fdopen(fd, "wb") as handle:
+        view = memoryview(data)
+        for start in range(0, len(view), 1 << 24):  # chunks: a signal is handled between them
+            handle.write(view[start:start + (1 << 24)])
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _block_signals():
+    """Hold SIGINT and SIGTERM (main thread, POSIX) for the few steps that must not be split."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _unblock_signals(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _umask() -> int:

@@ -331,8 +331,10 @@ def _wait_for(predicate, timeout=60.0):
 
 
 def test_sigterm_during_a_large_write_leaves_no_temp_file(tmp_path):
-    code = ("import sys; from quantcore.cli import run_cli; from quantcore.io import atomic_write_bytes;"
-            "sys.exit(run_cli(lambda a: atomic_write_bytes(sys.argv[1], bytes(768 << 20))))")
+    # 512 MiB, then a check that waits before the rename: the signal lands in the write or right after it
+    code = ("import sys, time; from quantcore.cli import run_cli; from quantcore.io import atomic_write_bytes;"
+            "sys.exit(run_cli(lambda a: atomic_write_bytes(sys.argv[1], bytes(512 << 20), "
+            "check=lambda tmp: time.sleep(60))))")
     proc = _spawn(code, tmp_path / "big.bin")
     assert _wait_for(lambda: any(p.name.endswith(".tmp") for p in tmp_path.iterdir())), proc.communicate()
     proc.send_signal(signal.SIGTERM)
@@ -383,7 +385,7 @@ def test_thread_and_sweep_caps(tiny):
     folder, config, sens = tiny
     r = run(calibrate.main, ["--hw", "local", "--threads", str(10 ** 20)])
     assert_one_line_error(r, "--threads", "QUANTDSE_MAX_THREADS=N")
-    r = run(pareto.main, search_args(config, sens, "--sweep", "bits=1:5e9:1", "--out", folder / "p.csv"))
+    r = run(pareto.main, search_args(config, sens, "--sweep", "memory=1e-6:5e3:1e-6", "--out", folder / "p.csv"))
     assert_one_line_error(r, "5e+09 points", "exceeds the cap of 10,000 points", "QUANTDSE_MAX_SWEEP_POINTS")
     assert not (folder / "p.csv").exists()
 
