@@ -139,7 +139,7 @@ def _resolve_path(name_or_path: str, base: Path | None = None) -> Path:
     if base is not None and not candidate.is_absolute() and (candidate.suffix == ".toml" or "/" in name_or_path):
         candidate = base / candidate
     if candidate.suffix == ".toml" or candidate.is_file():
-        if not candidate.is_file():
+        if not candidate.exists():
             raise QuantDSEError(f"hardware spec file {candidate} not found: check the path")
         return candidate
     builtin = SPEC_DIR / f"{name_or_path}.toml"

@@ -61,7 +61,17 @@ def over_cap(name: str, got) -> QuantDSEError:
 
 def check_cap(name: str, got: int, what: str | None = None) -> None:
     if got > cap(name):
-        raise over_cap(name, f"{what} ({got:,})" if what else f"{got:,}")
+        raise over_cap(name, f"{what} ({show_number(got)})" if what else show_number(got))
+
+
+def show_number(value) -> str:
+    """A number for a message: grouped digits, or short scientific form when huge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) < 10 ** 15:
+            return f"{value:,}"
+        digits = len(str(abs(value)))
+        return f"{'-' if value < 0 else ''}{str(abs(value))[0]}.{str(abs(value))[1:3]}e+{digits - 1}"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def int_problem(value, lo: int, hi: int) -> str | None:
@@ -71,7 +81,7 @@ def int_problem(value, lo: int, hi: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer in [{lo:,}, {hi:,}], got {value!r}"
     if not lo <= value <= hi:
-        return f"must be in [{lo:,}, {hi:,}], got {value:,}"
+        return f"must be in [{lo:,}, {hi:,}], got {show_number(value)}"
     return None
 
 
@@ -108,7 +118,7 @@ def int_flag(lo: int, hi: int):
         try:
             value = int(str(text).strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{lo:,}, {hi:,}], got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo:,}, {hi:,}], got {str(text)[:30]!r}") from None
         problem = int_problem(value, lo, hi)
         if problem:
             raise argparse.ArgumentTypeError(problem)
