@@ -296,6 +296,15 @@ def test_out_misuse_is_refused(tiny, out, fragment):
     assert not (folder / "sub").exists() and no_temp_files(folder)
 
 
+def test_multi_target_out_is_checked_and_all_or_none(tiny):
+    folder, config, sens = tiny
+    args = ["--hw", "u280,a100-80gb", "--model", config, "--sensitivity", sens, "--budget", "4bits"]
+    assert_one_line_error(run(search.main, [*args, "--out", ""]), "output path is empty")
+    (folder / "plan-a100-80gb.json").mkdir()  # the second target's file cannot be written
+    assert_one_line_error(run(search.main, [*args, "--out", folder / "plan.json"]), "is a folder")
+    assert not (folder / "plan-u280.json").exists() and no_temp_files(folder)
+
+
 def test_out_onto_hardlinked_input_is_refused(tiny):
     folder, config, sens = tiny
     link = folder / "link.json"
