@@ -34,7 +34,7 @@ from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text
+from quantcore.io import atomic_write_text, check_outputs
 
 TOTALS = ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error")
 RESULT_COLUMNS = ("status",) + TOTALS + ("gap", "seconds", "message")
@@ -122,6 +122,7 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
     from dse.solvers import check_method
     from hwmodels.registry import family_schema
     from hwmodels.spec import apply_overrides, load_spec
+    from quantcore.limits import check_cap
 
     spec = apply_overrides(load_spec(base.hw), list(base.overrides))
     schema = family_schema(spec.family)
@@ -143,6 +144,8 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
         parse_budget(budget)
     for method in methods:
         check_method(method)
+    count = math.prod(len(v) for v in grid.values()) * len(models) * len(budgets) * len(methods)
+    check_cap("sweep_points", count, "grid x models x budgets x methods")  # before listing them
     settings = [tuple(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     points = tuple(Point(s, m, b, meth) for s in settings for m in models for b in budgets for meth in methods)
     return Sweep(hw=base.hw, keys=tuple(grid), points=points, base=base)
@@ -429,6 +432,7 @@ def main(argv=None) -> int:
         raise QuantDSEError(f"--workers must be at least 1, got {args.workers}")
     if args.ray:
         _import_ray()
+    check_outputs([args.out], [*args.model, args.sensitivity, args.hw])  # before any work
     flags = argparse.Namespace(**vars(args))
     flags.model, flags.method, flags.budget = None, "ilp", None
     flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None

@@ -148,6 +148,12 @@ def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, extra, messa
     assert not out.exists()
 
 
+def test_grid_over_the_sweep_cap_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QUANTDSE_MAX_SWEEP_POINTS", "7")
+    assert run_cli(sw.main, ARGS + ["--out", str(tmp_path / "s.csv")]) == 2  # 8 points
+    assert "(8) exceeds the cap of 7 points" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+
+
 def test_ray_missing_names_the_distributed_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     out = tmp_path / "s.csv"
