@@ -1,0 +1,249 @@
+"""What every exporter shares: the plan read against its model, the formats a target can
+express (exact, storage alias, or nearest), and compact regex alternations over layer names.
+
+A plan names a format per HF module. An exporter declares `FORMATS`, the formats its tool
+writes exactly (bits counted as the tool stores them), and turns an `Export` into text.
+A plan format outside that set is resolved here, once, for every target:
+
+- a *storage alias*: the same quantizer with another bit count (``int4-g128`` for GPTQModel,
+  which also stores a packed 4-bit zero point: ``int4-g128-qz``) maps without asking; the
+  export reports the change in bits.
+- otherwise the *nearest* format the target supports (closest effective bits at the layer's
+  row length, ties to the wider format, same activation precision first) -- only with
+  ``--nearest``; without it the export stops with a one-line error naming the layer, its
+  format and that nearest format.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantcore.errors import QuantDSEError
+from quantcore.formats import Format, get_format
+
+
+@dataclass
+class ExportLayer:
+    """One searched layer as it leaves the plan: the model's Layer and the format to write."""
+
+    layer: object  # quantcore.models.graph.Layer
+    planned: Format
+    format: Format
+    planned_error: float
+    error: float
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+@dataclass
+class Change:
+    """A layer whose written format differs from its planned one, and what that costs."""
+
+    layer: str
+    planned: str
+    written: str
+    reason: str  # "storage", "nearest" or "moe-fold"
+    bits_before: float
+    bits_after: float
+    error_before: float
+    error_after: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Export:
+    """A plan resolved for one target: what to write and what changed on the way."""
+
+    plan: dict
+    graph: object
+    target: str
+    layers: list
+    changes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def formats(self) -> dict:
+        """{layer name: format name} as written."""
+        return {l.name: l.format.name for l in self.layers}
+
+
+def plan_graph(plan: dict, path: str):
+    """The LayerGraph the plan was searched on (catalog name, config or safetensors source)."""
+    from quantcore.models import load_graph
+
+    source = str(plan.get("provenance", {}).get("model_source", "catalog"))
+    kind, _, where = source.partition(":")
+    where = where.removesuffix(" (installed package)")
+    target = where if kind in ("config", "safetensors") and where else plan["model"]
+    try:
+        return load_graph(target)
+    except QuantDSEError as exc:
+        raise QuantDSEError(f"plan {path}: cannot load its model {plan['model']!r} ({exc})") from None
+
+
+def match_plan(plan: dict, graph, path: str) -> list:
+    """[(Layer, planned Format, error)] in model order; a plan for another model is an error."""
+    by_name = {l.name: l for l in graph.layers}
+    out = []
+    for entry in plan["layers"]:
+        name = entry["name"]
+        layer = by_name.get(name)
+        if layer is None:
+            raise QuantDSEError(f"plan {path}: layer {name} is not in model {graph.name}: the plan is for another "
+                                "model; export the plan searched on this model (python -m dse.search --model ...)")
+        if layer.params != entry["params"]:
+            raise QuantDSEError(f"plan {path}: layer {name} has {entry['params']} params in the plan but "
+                                f"{layer.params} in model {graph.name}: the plan is for another model")
+        error = entry.get("error")
+        out.append((layer, get_format(entry["format"]), float(error) if error is not None else float("nan")))
+    return out
+
+
+def same_quantizer(a: Format, b: Format) -> bool:
+    """Same grid, grouping and symmetry: the two differ only in how their bits are counted."""
+    return (a.family, a.weight_bits, a.group_size, a.symmetric, a.element, a.act_bits, a.block_size) == \
+        (b.family, b.weight_bits, b.group_size, b.symmetric, b.element, b.act_bits, b.block_size)
+
+
+def nearest_format(fmt: Format, k: int, supported: list) -> Format:
+    """The supported format closest in effective bits at row length k (same activation bits first;
+    ties go to the wider format, which never loses precision)."""
+    pool = [f for f in supported if f.act_bits == fmt.act_bits] or list(supported)
+    target = fmt.bits_per_weight(k)
+    return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), -f.bits_per_weight(k), f.name))
+
+
+class ErrorEstimator:
+    """Errors of layers in formats the plan did not price: the plan's own source when possible
+    (the model's real weights), else the data-free prior; `source` says which."""
+
+    def __init__(self, plan: dict, graph):
+        self.graph = graph
+        wanted = plan.get("provenance", {}).get("sensitivity", "prior")
+        self.source = "weights" if wanted == "weights" and graph.weights is not None else "prior"
+        self._cache: dict = {}
+
+    def __call__(self, layer, fmt: Format) -> float:
+        key = (layer.name, fmt.name)
+        if key not in self._cache:
+            from dse.sensitivity import prior_errors, weight_errors
+
+            fn = weight_errors if self.source == "weights" else None
+            value = (fn(self.graph, [layer], [fmt]) if fn else prior_errors([layer], [fmt]))[0, 0]
+            self._cache[key] = float(value)
+        return self._cache[key]
+
+
+def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool) -> Export:
+    """Match the plan to its model and give every layer a format `target` writes."""
+    graph = plan_graph(plan, path)
+    matched = match_plan(plan, graph, path)
+    estimate = ErrorEstimator(plan, graph)
+    names = {f.name for f in supported}
+    layers, changes = [], []
+    for layer, fmt, error in matched:
+        written, reason = fmt, ""
+        if fmt.name not in names:
+            alias = [f for f in supported if same_quantizer(f, fmt)]
+            if alias:
+                written, reason = alias[0], "storage"
+            else:
+                near = nearest_format(fmt, _row_length(layer), supported)
+                if not nearest:
+                    raise QuantDSEError(f"layer {layer.name}: {target} cannot express {fmt.name}; nearest it supports "
+                                        f"is {near.name}: pass --nearest to map it, or search with --formats-for {target}")
+                written, reason = near, "nearest"
+        new_error = error if reason in ("", "storage") else estimate(layer, written)
+        if reason:
+            k = _row_length(layer)
+            changes.append(Change(layer.name, fmt.name, written.name, reason, fmt.bits_per_weight(k),
+                                  written.bits_per_weight(k), error, new_error))
+        layers.append(ExportLayer(layer, fmt, written, error, new_error))
+    export = Export(plan, graph, target, layers, changes)
+    if any(c.reason == "nearest" for c in changes):
+        export.notes.append(f"errors of remapped layers: {estimate.source} estimate")
+    return export
+
+
+def _row_length(layer) -> int:
+    """Length of the rows a format groups along: the input dim, or the hidden dim of an embedding."""
+    return int(layer.shape[1]) if layer.kind == "embedding" else max(int(layer.k), 1)
+
+
+def summary(export: Export) -> dict:
+    """Plan-level effect of the changes: effective bits (searched layers) and total error, before and after."""
+    params = np.array([l.layer.params for l in export.layers], dtype=np.float64)
+    k = [_row_length(l.layer) for l in export.layers]
+    before = np.array([l.planned.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
+    after = np.array([l.format.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
+    err_before = float(np.nansum([l.planned_error for l in export.layers]))
+    err_after = float(np.nansum([l.error for l in export.layers]))
+    return {"layers": len(export.layers), "changed": len(export.changes),
+            "effective_bits_before": float(params @ before / params.sum()),
+            "effective_bits_after": float(params @ after / params.sum()),
+            "error_before": err_before, "error_after": err_after}
+
+
+# ---------------------------------------------------------------- name patterns
+
+def grouped_pattern(names: list, universe=None) -> list:
+    """Anchored regexes matching exactly `names` among `universe` (all names of that namespace), compact.
+
+    Names that differ only in their first integer path component (the block index) share one
+    alternation, ``^blk\\.(0|1|5)\\.attn_q\\.weight$``; when they cover every block in which
+    `universe` has that name, the index becomes ``\\d+``.
+    """
+    present: dict = {}
+    for name in (universe or ()):
+        m = _BLOCK_RE.search(name)
+        if m is not None:
+            present.setdefault((name[:m.start(1)], name[m.end(1):]), set()).add(int(m.group(1)))
+    groups: dict = {}
+    singles = []
+    for name in names:
+        m = _BLOCK_RE.search(name)
+        if m is None:
+            singles.append(name)
+            continue
+        groups.setdefault((name[:m.start(1)], name[m.end(1):]), set()).add(int(m.group(1)))
+    out = [f"^{re.escape(n)}$" for n in singles]
+    for template, blocks in groups.items():
+        blocks = sorted(blocks)
+        if len(blocks) > 1 and set(blocks) == present.get(template):
+            alt = r"\d+"
+        elif len(blocks) == 1:
+            alt = str(blocks[0])
+        else:
+            alt = "(" + "|".join(map(str, blocks)) + ")"
+        out.append(f"^{re.escape(template[0])}{alt}{re.escape(template[1])}$")
+    return out
+
+
+_BLOCK_RE = re.compile(r"(?:^|\.)(\d+)(?=\.)")
+
+
+def by_format(export: Export) -> dict:
+    """{format name: [layer names]} in first-seen order."""
+    out: dict = {}
+    for l in export.layers:
+        out.setdefault(l.format.name, []).append(l.name)
+    return out
+
+
+def dominant_format(export: Export, quantized_only: bool = True) -> Format | None:
+    """The format holding the most parameters (the natural default of a config file)."""
+    weight: dict = {}
+    for l in export.layers:
+        if quantized_only and not l.format.is_quantized:
+            continue
+        weight[l.format.name] = weight.get(l.format.name, 0) + l.layer.params
+    if not weight:
+        return None
+    return get_format(max(weight, key=lambda n: (weight[n], n)))
+
+
