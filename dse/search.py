@@ -29,9 +29,14 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode)")
     p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision (16, 8, 4, 2)")
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
+    p.add_argument("--formats-for", metavar="TARGET",
+                   help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include", action="append", default=[], choices=("embeddings",),
+                   help="also search the token embedding (costed and counted in the budget; the lm-head is "
+                        "always searched)")
 
 
 def build_parser() -> ArgumentParser:
@@ -50,9 +55,18 @@ def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
         workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
-        formats=tuple(args.formats.split(",")) if args.formats is not None else None,
+        formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
-        overrides=tuple(args.overrides), seed=args.seed)
+        overrides=tuple(args.overrides), seed=args.seed, include=tuple(args.include))
+
+
+def _formats(args) -> tuple | None:
+    requested = tuple(args.formats.split(",")) if args.formats is not None else None
+    if getattr(args, "formats_for", None):
+        from dse.export import formats_for
+
+        return formats_for(args.formats_for, requested)
+    return requested
 
 
 def search(request: SearchRequest) -> dict:

@@ -112,10 +112,11 @@ def same_quantizer(a: Format, b: Format) -> bool:
 
 def nearest_format(fmt: Format, k: int, supported: list) -> Format:
     """The supported format closest in effective bits at row length k (same activation bits first;
-    ties go to the wider format, which never loses precision)."""
+    on a tie: a format used as is before one llama.cpp replaces at this k, then the wider one)."""
     pool = [f for f in supported if f.act_bits == fmt.act_bits] or list(supported)
     target = fmt.bits_per_weight(k)
-    return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), -f.bits_per_weight(k), f.name))
+    return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), f.fallback_for(k) is not f,
+                                    -f.bits_per_weight(k), f.name))
 
 
 class ErrorEstimator:

@@ -13,6 +13,7 @@ token), W4A16_NVFP4 / NVFP4 (e2m1, fp8 scale per 16). 16-bit layers go to ``excl
 """
 from __future__ import annotations
 
+from dse import __version__
 from quantcore.formats import get_format
 from dse.export.base import Export
 
@@ -37,7 +38,7 @@ def write(export: Export) -> tuple[dict, dict]:
             quantized[l.name] = dict(_ALGOS[l.format.name])
         else:
             exclude.append(l.name)
-    doc = {"producer": {"name": "modelopt", "version": "quantdse"},
+    doc = {"producer": {"name": "quantdse", "version": __version__},
            "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": None,
                             "quantized_layers": quantized, "exclude_modules": exclude}}
     return doc, {}
