@@ -72,6 +72,16 @@ class Export:
         return {l.name: l.format.name for l in self.layers}
 
 
+def need(package: str, target: str):
+    """Import an optional package an exporter needs, or say how to install it (one line)."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise QuantDSEError(f"--to {target} needs the {package} package: pip install 'quantdse[export]'") from None
+
+
 def plan_graph(plan: dict, path: str):
     """The LayerGraph the plan was searched on (catalog name, config or safetensors source)."""
     from quantcore.models import load_graph

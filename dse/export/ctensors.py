@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from quantcore.errors import QuantDSEError
 from quantcore.formats import get_format
-from dse.export.base import Export, by_format, grouped_pattern
+from dse.export.base import Export, by_format, grouped_pattern, need
 
 NAME = "compressed-tensors"
 DEFAULT_OUT = "quantization_config.json"
@@ -92,11 +92,7 @@ def groups(export: Export) -> tuple[dict, list, set]:
 
 def build(export: Export):
     """The validated compressed_tensors.QuantizationConfig of the plan."""
-    try:
-        from compressed_tensors.quantization import QuantizationConfig
-    except ImportError:  # pragma: no cover - an extra
-        raise QuantDSEError("--to compressed-tensors needs the compressed-tensors package: "
-                            "pip install 'quantdse[export]'") from None
+    QuantizationConfig = need("compressed_tensors.quantization", NAME).QuantizationConfig
     config_groups, ignore, used = groups(export)
     return QuantizationConfig.model_validate({
         "config_groups": config_groups, "quant_method": "compressed-tensors",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from quantcore.errors import QuantDSEError
-from dse.export.base import Change, ErrorEstimator, Export, grouped_pattern
+from dse.export.base import Change, ErrorEstimator, Export, grouped_pattern, need
 
 NAME = "llamacpp"
 DEFAULT_OUT = "tensor_types.txt"
@@ -41,7 +41,7 @@ _SPLITS = {"attn_kv_b": ("attn_k_b", "attn_v_b")}
 
 def gguf_names(graph) -> dict:
     """{HF layer name: [GGUF tensor names]} for every layer with weights (empty: not converted)."""
-    import gguf
+    gguf = need("gguf", NAME)
 
     model_type = graph.config.get("model_type")
     arch = ARCHS.get(model_type)

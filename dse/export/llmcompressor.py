@@ -8,10 +8,8 @@ checkpoint llm-compressor saves is stored as that module describes.
 """
 from __future__ import annotations
 
-import yaml
-
 from dse.export import ctensors
-from dse.export.base import Export
+from dse.export.base import Export, need
 
 NAME = "llmcompressor"
 DEFAULT_OUT = "recipe.yaml"
@@ -24,11 +22,11 @@ def write(export: Export) -> tuple[str, dict]:
         group.pop("format", None)  # llm-compressor infers the compression format when it saves
     recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": {
         "ignore": ignore, "config_groups": config_groups}}}}
-    return yaml.safe_dump(recipe, sort_keys=False, width=120), {}
+    return need("yaml", NAME).safe_dump(recipe, sort_keys=False, width=120), {}
 
 
 def read(text: str, graph) -> dict:
     """{module: format name} the recipe gives the plan's searchable modules."""
-    doc = yaml.safe_load(text)
+    doc = need("yaml", NAME).safe_load(text)
     modifier = doc["quant_stage"]["quant_modifiers"]["QuantizationModifier"]
     return ctensors.read({"config_groups": modifier["config_groups"], "ignore": modifier.get("ignore", [])}, graph)
