@@ -324,10 +324,12 @@ def test_include_embeddings_searched_and_exported(tmp_path, capsys):
     out = _export(plan, "llamacpp", tmp_path / "t.txt")
     rules = [tok.split("=") for tok in out.read_text().split()]
     assert [t for p, t in rules if re.search(p, "token_embd.weight")] == [emb["format"].replace("_k", "_K")]
-    # GPTQModel quantizes Linear modules only: the embedding needs --nearest (16 bits)
-    with pytest.raises(SystemExit):
-        raise SystemExit(_bad(["--plan", str(plan), "--to", "gptqmodel", "--out", str(tmp_path / "g.json")],
-                              capsys, tmp_path / "g.json", "embeddings.word_embeddings"))
+    # GPTQModel quantizes Linear modules only: the embedding stays 16-bit, with --nearest
+    _bad(["--plan", str(plan), "--to", "gptqmodel", "--out", str(tmp_path / "g.json")], capsys, tmp_path / "g.json",
+         "embeddings.word_embeddings", "does not quantize embeddings", "nearest it supports is fp16")
+    _export(plan, "gptqmodel", tmp_path / "g.json", "--nearest")
+    change = next(c for c in _report(capsys)["changes"] if c["layer"] == "embeddings.word_embeddings")
+    assert change["written"] == "fp16" and change["bits_after"] == 16
 
 
 # ---------------------------------------------------------------- nearest, --formats-for, bad input
@@ -415,3 +417,18 @@ def test_sensitivity_file_with_unsearched_layers_is_accepted(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("note: ") and "embeddings.word_embeddings" in err
     assert plan["totals"]["error"] == pytest.approx(sum(2.0 if l["format"] == "int4-g128" else 1.0
                                                         for l in plan["layers"]))
+
+
+def test_llamacpp_tied_lm_head_is_token_embd(tmp_path, capsys):
+    """A tied lm-head has no output.weight in GGUF: its planned type goes to token_embd.weight."""
+    cfg = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2, "vocab_size": 512,
+           "num_attention_heads": 4, "intermediate_size": 512, "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    plan = _search(tmp_path, "p.json", "--model", str(tmp_path / "config.json"), "--budget", "6bits",
+                   "--formats", "q4_0,q8_0", "--sensitivity", "prior")
+    head = next(l for l in json.loads(plan.read_text())["layers"] if l["name"] == "lm_head")
+    capsys.readouterr()
+    out = _export(plan, "llamacpp", tmp_path / "t.txt")
+    rules = [tok.split("=") for tok in out.read_text().split()]
+    assert [t for p, t in rules if re.search(p, "token_embd.weight")] == [head["format"]]
+    assert not [t for p, t in rules if re.search(p, "output.weight")]

@@ -10,7 +10,7 @@ import sys
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.io import atomic_write_text, dumps
-from dse.export import TARGETS, formats_for, target_module
+from dse.export import TARGETS, target_module
 from dse.export.base import resolve, summary
 from dse.plan import load_plan
 
@@ -63,8 +63,7 @@ def _human(report: dict) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_formats:
-        print("\n".join(formats_for(args.list_formats) + ("bf16",) if "bf16" in target_module(args.list_formats).FORMATS
-                        else formats_for(args.list_formats)))
+        print("\n".join(target_module(args.list_formats).FORMATS))
         return 0
     if not args.plan or not args.to:
         from quantcore.errors import QuantDSEError
@@ -74,7 +73,8 @@ def main(argv=None) -> int:
     plan = load_plan(args.plan)
     from quantcore.formats import get_format
 
-    export = resolve(plan, args.plan, args.to.strip().lower(), [get_format(f) for f in module.FORMATS], args.nearest)
+    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in module.FORMATS], args.nearest,
+                     embeddings=getattr(module, "EMBEDDINGS", False))
     content, extras = module.write(export)
     text = _text(content)
     if args.out:

@@ -67,10 +67,6 @@ class Export:
     changes: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
-    def formats(self) -> dict:
-        """{layer name: format name} as written."""
-        return {l.name: l.format.name for l in self.layers}
-
 
 def need(package: str, target: str):
     """Import an optional package an exporter needs, or say how to install it (one line)."""
@@ -125,8 +121,9 @@ def nearest_format(fmt: Format, k: int, supported: list) -> Format:
     on a tie: a format used as is before one llama.cpp replaces at this k, then the wider one)."""
     pool = [f for f in supported if f.act_bits == fmt.act_bits] or list(supported)
     target = fmt.bits_per_weight(k)
+    order = {f.name: i for i, f in enumerate(pool)}  # last tie-break: the target's own order (fp16 before bf16)
     return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), f.fallback_for(k) is not f,
-                                    -f.bits_per_weight(k), f.name))
+                                    -f.bits_per_weight(k), order[f.name]))
 
 
 class ErrorEstimator:
@@ -144,34 +141,43 @@ class ErrorEstimator:
         if key not in self._cache:
             from dse.sensitivity import prior_errors, weight_errors
 
-            fn = weight_errors if self.source == "weights" else None
-            value = (fn(self.graph, [layer], [fmt]) if fn else prior_errors([layer], [fmt]))[0, 0]
-            self._cache[key] = float(value)
+            if self.source == "weights":
+                value = weight_errors(self.graph, [layer], [fmt])
+            else:
+                value = prior_errors([layer], [fmt])
+            self._cache[key] = float(value[0, 0])
         return self._cache[key]
 
 
-def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool) -> Export:
-    """Match the plan to its model and give every layer a format `target` writes."""
+def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, embeddings: bool = False) -> Export:
+    """Match the plan to its model and give every layer a format `target` writes.
+
+    embeddings: whether the target quantizes embedding tables (llama.cpp does; the others quantize
+    linear layers only, so an embedding can only stay 16-bit there).
+    """
     graph = plan_graph(plan, path)
     matched = match_plan(plan, graph, path)
     estimate = ErrorEstimator(plan, graph)
-    names = {f.name for f in supported}
+    dense = [f for f in supported if not f.is_quantized]
     layers, changes = [], []
     for layer, fmt, error in matched:
+        pool = supported if embeddings or layer.kind != "embedding" else dense
         written, reason = fmt, ""
-        if fmt.name not in names:
-            alias = [f for f in supported if same_quantizer(f, fmt)]
+        if fmt.name not in {f.name for f in pool}:
+            alias = [f for f in pool if same_quantizer(f, fmt)]
             if alias:
                 written, reason = alias[0], "storage"
             else:
-                near = nearest_format(fmt, _row_length(layer), supported)
+                near = nearest_format(fmt, layer.row, pool)
                 if not nearest:
-                    raise QuantDSEError(f"layer {layer.name}: {target} cannot express {fmt.name}; nearest it supports "
-                                        f"is {near.name}: pass --nearest to map it, or search with --formats-for {target}")
+                    what = (f"does not quantize embeddings ({fmt.name})" if pool is dense
+                            else f"cannot express {fmt.name}")
+                    raise QuantDSEError(f"layer {layer.name}: {target} {what}; nearest it supports is {near.name}: "
+                                        f"pass --nearest to map it, or search with --formats-for {target}")
                 written, reason = near, "nearest"
         new_error = error if reason in ("", "storage") else estimate(layer, written)
         if reason:
-            k = _row_length(layer)
+            k = layer.row
             changes.append(Change(layer.name, fmt.name, written.name, reason, fmt.bits_per_weight(k),
                                   written.bits_per_weight(k), error, new_error))
         layers.append(ExportLayer(layer, fmt, written, error, new_error))
@@ -181,15 +187,10 @@ def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool) 
     return export
 
 
-def _row_length(layer) -> int:
-    """Length of the rows a format groups along: the input dim, or the hidden dim of an embedding."""
-    return int(layer.shape[1]) if layer.kind == "embedding" else max(int(layer.k), 1)
-
-
 def summary(export: Export) -> dict:
     """Plan-level effect of the changes: effective bits (searched layers) and total error, before and after."""
     params = np.array([l.layer.params for l in export.layers], dtype=np.float64)
-    k = [_row_length(l.layer) for l in export.layers]
+    k = [l.layer.row for l in export.layers]
     before = np.array([l.planned.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
     after = np.array([l.format.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
     err_before = float(np.nansum([l.planned_error for l in export.layers]))

@@ -31,6 +31,8 @@ GGML_TYPES = {"q4_0": "q4_0", "q4_1": "q4_1", "q5_0": "q5_0", "q5_1": "q5_1", "q
               "q2_k": "q2_K", "q3_k": "q3_K", "q4_k": "q4_K", "q5_k": "q5_K", "q6_k": "q6_K",
               "fp16": "f16", "bf16": "bf16", "fp32": "f32"}
 FORMATS = tuple(GGML_TYPES)
+#: llama-quantize quantizes token_embd.weight like any other tensor
+EMBEDDINGS = True
 #: HF model_type -> the GGUF architecture convert_hf_to_gguf.py writes for it
 ARCHS = {"llama": "LLAMA", "mistral": "LLAMA", "mixtral": "LLAMA", "qwen2": "QWEN2", "phi": "PHI2",
          "deepseek_v3": "DEEPSEEK2", "bert": "BERT"}
@@ -60,6 +62,10 @@ def gguf_names(graph) -> dict:
         stem = name.removesuffix(".weight")
         base, _, kind = stem.rpartition(".")
         out[layer.name] = [f"{base}.{k}.weight" for k in _SPLITS[kind]] if kind in _SPLITS else [name]
+    for layer in graph.layers:  # a tied lm-head is token_embd (convert_hf_to_gguf.py writes no output.weight)
+        tied = layer.attrs.get("tied_to") if layer.kind == "lm-head" else None
+        if tied in out:
+            out[layer.name], out[tied] = out[tied], []
     return out
 
 
@@ -76,7 +82,7 @@ def fold_experts(export: Export, tensors: dict) -> None:
         formats = {export.layers[i].format.name for i in idx}
         if len(formats) == 1:
             continue
-        k = max(export.layers[i].layer.k for i in idx)
+        k = max(export.layers[i].layer.row for i in idx)
         widest = max((export.layers[i].format for i in idx), key=lambda f: (f.bits_per_weight(k), f.name))
         for i in idx:
             l = export.layers[i]
@@ -84,7 +90,7 @@ def fold_experts(export: Export, tensors: dict) -> None:
                 continue
             error = estimate(l.layer, widest)
             export.changes.append(Change(l.name, l.format.name, widest.name, "moe-fold",
-                                         l.format.bits_per_weight(l.layer.k), widest.bits_per_weight(l.layer.k),
+                                         l.format.bits_per_weight(l.layer.row), widest.bits_per_weight(l.layer.row),
                                          l.error, error))
             l.format, l.error = widest, error
     if any(c.reason == "moe-fold" for c in export.changes):
