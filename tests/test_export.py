@@ -285,7 +285,7 @@ ROUND_TRIP = {"llamacpp": "q4_0,q8_0,q4_k,q6_k,fp16",
 @pytest.mark.parametrize("target", TARGETS)
 def test_round_trip_minilm(tmp_path, capsys, target):
     """all-minilm-l6-v2 (real weights) searched for a target, exported, read back: the same plan."""
-    from dse.export import target_module
+    from dse.export import read_back, target_module
 
     module = target_module(target)
     plan = _search(tmp_path, "plan.json", "--model", "all-minilm-l6-v2", "--budget", "5bits",
@@ -297,14 +297,14 @@ def test_round_trip_minilm(tmp_path, capsys, target):
     out = _export(plan, target, tmp_path / module.DEFAULT_OUT)
     report = _report(capsys)
     assert report["changes"] == []
-    text = out.read_text()
-    content = text if out.suffix in (".txt", ".yaml") else json.loads(text)
-    back = module.read(content, load_graph("all-minilm-l6-v2"))
-    planned = {l["name"]: l["format"] for l in doc["layers"]}
+    back = read_back(target, out, load_graph("all-minilm-l6-v2"))
+    planned = {l["name"]: (l["format"], l["params"]) for l in doc["layers"]}
     if target == "llamacpp":  # convert_hf_to_gguf.py drops BERT's pooler: said in the report
         assert "pooler.dense" in report["notes"][0]
         planned.pop("pooler.dense")
-    assert {k: back[k] for k in planned} == planned
+    assert {l["name"]: (l["format"], l["params"]) for l in back["layers"]} == planned
+    bits = {l["name"]: l["bits"] for l in doc["layers"]}
+    assert all(l["bits"] == pytest.approx(bits[l["name"]]) for l in back["layers"])
 
 
 def test_include_embeddings_searched_and_exported(tmp_path, capsys):

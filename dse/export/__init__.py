@@ -40,3 +40,20 @@ def formats_for(target: str, requested=None) -> tuple:
         raise QuantDSEError(f"{target} cannot write {', '.join(bad)}: drop them from --formats, or see "
                             f"`python -m dse.export --list-formats {target}`")
     return tuple(names)
+
+
+def read_back(target: str, path, graph) -> dict:
+    """The plan a target's file describes for `graph`: {"model", "layers": [{name, format, bits, params}]}
+    over the searchable layers the file covers (the inverse of export, used for round trips)."""
+    from pathlib import Path
+
+    from quantcore.formats import get_format
+    from quantcore.io import load_json
+
+    module = target_module(target)
+    p = Path(path)
+    content = p.read_text(encoding="utf-8") if p.suffix in (".txt", ".yaml", ".yml") else load_json(p, f"{target} file")
+    formats = module.read(content, graph)
+    layers = [{"name": l.name, "format": formats[l.name], "bits": get_format(formats[l.name]).bits_per_weight(l.row),
+               "params": l.params} for l in graph.quantizable() if l.name in formats]
+    return {"model": graph.name, "layers": layers}

@@ -5,7 +5,6 @@ the file goes to stdout and the summary to stderr.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from quantcore.errors import QuantDSEError
-from dse.export.base import Change, ErrorEstimator, Export, grouped_pattern, need
+from dse.export.base import Change, ErrorEstimator, Export, dominant_format, grouped_pattern, need
 
 NAME = "llamacpp"
 DEFAULT_OUT = "tensor_types.txt"
@@ -122,17 +122,10 @@ def write(export: Export) -> tuple[str, dict]:
         by_type.setdefault(ggml_type, []).append(t)
     lines = [f"{pattern}={ggml_type}" for ggml_type, names in by_type.items()
              for pattern in grouped_pattern(names, universe)]
-    base = _dominant_type(export)
+    dominant = dominant_format(export)
+    base = GGML_TYPES[dominant.name] if dominant is not None else "q8_0"
     command = f"llama-quantize --tensor-type-file {{out}} model-f16.gguf model-{base}.gguf {base.upper()}"
     return "\n".join(lines) + "\n", {"command": command, "dropped": dropped}
-
-
-def _dominant_type(export: Export) -> str:
-    weight: dict = {}
-    for l in export.layers:
-        if l.format.is_quantized:
-            weight[l.format.name] = weight.get(l.format.name, 0) + l.layer.params
-    return GGML_TYPES[max(weight, key=weight.get)] if weight else "q8_0"
 
 
 def read(text: str, graph) -> dict:
