@@ -208,7 +208,8 @@ def grouped_pattern(names: list, universe=None) -> list:
 
     Names that differ only in their first integer path component (the block index) share one
     alternation, ``^blk\\.(0|1|5)\\.attn_q\\.weight$``; when they cover every block in which
-    `universe` has that name, the index becomes ``\\d+``.
+    `universe` has that name, the index becomes ``\\d+``; names over the same blocks share one rule,
+    ``^blk\\.\\d+(\\.attn_k\\.weight|\\.attn_v\\.weight)$``.
     """
     present: dict = {}
     for name in (universe or ()):
@@ -224,15 +225,19 @@ def grouped_pattern(names: list, universe=None) -> list:
             continue
         groups.setdefault((name[:m.start(1)], name[m.end(1):]), set()).add(int(m.group(1)))
     out = [f"^{re.escape(n)}$" for n in singles]
-    for template, blocks in groups.items():
+    tails: dict = {}  # (head, block alternation) -> tails: kinds over the same blocks share one rule
+    for (head, tail), blocks in groups.items():
         blocks = sorted(blocks)
-        if len(blocks) > 1 and set(blocks) == present.get(template):
+        if len(blocks) > 1 and set(blocks) == present.get((head, tail)):
             alt = r"\d+"
         elif len(blocks) == 1:
             alt = str(blocks[0])
         else:
             alt = "(" + "|".join(map(str, blocks)) + ")"
-        out.append(f"^{re.escape(template[0])}{alt}{re.escape(template[1])}$")
+        tails.setdefault((head, alt), []).append(tail)
+    for (head, alt), ends in tails.items():
+        end = re.escape(ends[0]) if len(ends) == 1 else "(" + "|".join(map(re.escape, ends)) + ")"
+        out.append(f"^{re.escape(head)}{alt}{end}$")
     return out
 
 
