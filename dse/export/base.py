@@ -82,14 +82,22 @@ def plan_graph(plan: dict, path: str):
     """The LayerGraph the plan was searched on (catalog name, config or safetensors source)."""
     from quantcore.models import load_graph
 
-    source = str(plan.get("provenance", {}).get("model_source", "catalog"))
+    from quantcore.models.registry import list_catalog
+
+    source = str(_provenance(plan).get("model_source", "catalog"))
     kind, _, where = source.partition(":")
     where = where.removesuffix(" (installed package)")
-    target = where if kind in ("config", "safetensors") and where else plan["model"]
+    in_catalog = isinstance(plan["model"], str) and plan["model"] in list_catalog()
+    target = where if kind in ("config", "safetensors") and where and not in_catalog else plan["model"]
     try:
         return load_graph(target)
     except QuantDSEError as exc:
         raise QuantDSEError(f"plan {path}: cannot load its model {plan['model']!r} ({exc})") from None
+
+
+def _provenance(plan: dict) -> dict:
+    prov = plan.get("provenance")
+    return prov if isinstance(prov, dict) else {}
 
 
 def match_plan(plan: dict, graph, path: str) -> list:
@@ -98,15 +106,21 @@ def match_plan(plan: dict, graph, path: str) -> list:
     out = []
     for entry in plan["layers"]:
         name = entry["name"]
-        layer = by_name.get(name)
+        layer = by_name.get(name) if isinstance(name, str) else None
         if layer is None:
             raise QuantDSEError(f"plan {path}: layer {name} is not in model {graph.name}: the plan is for another "
                                 "model; export the plan searched on this model (python -m dse.search --model ...)")
-        if layer.params != entry["params"]:
+        if layer.params != entry["params"] or isinstance(entry["params"], bool):
             raise QuantDSEError(f"plan {path}: layer {name} has {entry['params']} params in the plan but "
                                 f"{layer.params} in model {graph.name}: the plan is for another model")
         error = entry.get("error")
-        out.append((layer, get_format(entry["format"]), float(error) if error is not None else float("nan")))
+        if error is not None and (isinstance(error, bool) or not isinstance(error, (int, float))):
+            raise QuantDSEError(f"plan {path}: error of layer {name} must be a number, got {error!r}: regenerate the plan")
+        try:
+            fmt = get_format(entry["format"])
+        except QuantDSEError as exc:
+            raise QuantDSEError(f"plan {path}: layer {name}: {exc}") from None
+        out.append((layer, fmt, float(error) if error is not None else float("nan")))
     return out
 
 
@@ -132,7 +146,7 @@ class ErrorEstimator:
 
     def __init__(self, plan: dict, graph):
         self.graph = graph
-        wanted = plan.get("provenance", {}).get("sensitivity", "prior")
+        wanted = _provenance(plan).get("sensitivity", "prior")
         self.source = "weights" if wanted == "weights" and graph.weights is not None else "prior"
         self._cache: dict = {}
 
