@@ -132,12 +132,13 @@ def same_quantizer(a: Format, b: Format) -> bool:
 
 def nearest_format(fmt: Format, k: int, supported: list) -> Format:
     """The supported format closest in effective bits at row length k (same activation bits first;
-    on a tie: a format used as is before one llama.cpp replaces at this k, then the wider one)."""
+    on a tie: a format used as is before one llama.cpp replaces at this k, then the same symmetry
+    (q4_k's mins -> an asymmetric int), then the wider one, then the target's own order)."""
     pool = [f for f in supported if f.act_bits == fmt.act_bits] or list(supported)
     target = fmt.bits_per_weight(k)
-    order = {f.name: i for i, f in enumerate(pool)}  # last tie-break: the target's own order (fp16 before bf16)
+    order = {f.name: i for i, f in enumerate(pool)}
     return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), f.fallback_for(k) is not f,
-                                    -f.bits_per_weight(k), order[f.name]))
+                                    f.symmetric != fmt.symmetric, -f.bits_per_weight(k), order[f.name]))
 
 
 class ErrorEstimator:
