@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
+from quantcore.io import check_outputs
+from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
@@ -37,7 +39,7 @@ def add_request_args(p: ArgumentParser) -> None:
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--include", action="append", default=[], choices=("embeddings",),
                    help="also search the token embedding (costed and counted in the budget; the lm-head is "
                         "always searched)")
@@ -104,9 +106,10 @@ def main(argv=None) -> int:
         return search_targets(args)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
+    check_outputs([args.out], [args.model, args.sensitivity, args.hw])
     plan = search(request, progress=True)
     warn_device(plan)
-    if args.out:
+    if args.out is not None:
         write_plan(plan, args.out)
     if args.json:
         sys.stdout.write(plan_json(plan))
