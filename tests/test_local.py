@@ -270,19 +270,32 @@ def test_bad_cli_input(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+#: systematic held-out error the quick calibration may keep per kernel (percent; the full one
+#: targets 10 %, README). The bound a test can assert adds twice the measured pass-to-pass noise
+#: of the same held-out shapes (`heldout_noise`, a median): no model beats the timing noise, and
+#: on a loaded shared machine that noise reaches 20-30 %; on a quiet one it is a few percent.
+QUICK_HELDOUT_MAPE = 20.0
+
+
 @pytest.mark.slow
 def test_quick_calibration_predicts_fresh_measurements(cache, capsys):
     assert run_cli(calibrate.main, ["--hw", "local", "--quick", "--threads", "1", "--json", "--no-progress"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["fingerprint"]["threads"] == 1 and doc["path"].startswith(str(cache))
     for name in ("mm-fp32", "mm-bf16", "int8pack-mm", "int-mm", "int4pack-mm-g32", "int4pack-mm-g128"):
-        assert doc["kernels"][name]["heldout_mape"] is not None
-    # fresh timings of shapes outside the design, against the model's prediction (shared machine: 2x)
+        kernel = doc["kernels"][name]
+        bound = QUICK_HELDOUT_MAPE + 2 * (kernel["heldout_noise"] or 0.0)
+        assert kernel["heldout_mape"] is not None and kernel["heldout_mape"] <= bound, (name, kernel["heldout_mape"])
+    # fresh timings of shapes outside the design, against the model's prediction: their mean
+    # absolute error within the same bound, at the median noise of the kernels
+    noise = float(np.median([k["heldout_noise"] or 0.0 for k in doc["kernels"].values() if k]))
     shapes = [("int4pack-mm-g64", "int4-g64", (1, 1536, 2560)), ("mm-bf16", "bf16", (1, 2560, 768)),
               ("int8pack-mm", "int8", (1, 768, 3328))]
     rows, crashed = measure([[k, *s] for k, _, s in shapes], threads=1, progress=False)
     assert not crashed
     model = load_model("local", ["threads=1", "auto_calibrate=false"])
+    errors = []
     for (kernel, fmt, s), row in zip(shapes, rows):
         pred = model.cost(Ops.gemm(*s), [get_format(fmt)], Workload()).latency_s[0, 0]
-        assert 0.5 < pred / row["seconds"] < 2.0, (kernel, pred, row["seconds"])
+        errors.append(abs(pred / row["seconds"] - 1) * 100)
+    assert np.mean(errors) <= QUICK_HELDOUT_MAPE + 2 * noise, (errors, noise)
