@@ -64,7 +64,8 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
-                       "hardware_overrides": list(req.overrides)},
+                       "hardware_overrides": list(req.overrides),
+                       "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
     }
 
 

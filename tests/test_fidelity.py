@@ -79,3 +79,16 @@ def test_reproduce_cli_plots_and_counts(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "1 independent checks: 1 within +-15%" in r.stdout and "calibration" in r.stdout
+
+
+@pytest.mark.parametrize("hw,basis", [("u280", "estimate:"), ("u280-flightllm", "board power given"),
+                                      ("bitmod", "per-op energy tables"), ("a100-80gb", "data-sheet TDP split")])
+def test_plans_say_where_their_energy_comes_from(cli, hw, basis):
+    r = cli("dse.search", "--hw", hw, "--budget", "4.5bits", "--json")
+    assert r.returncode == 0, r.stderr
+    assert basis in json.loads(r.stdout)["provenance"]["energy_basis"]
+
+
+def test_energy_budget_help_says_it_is_an_estimate(cli):
+    r = cli("dse.search", "--help")
+    assert "energy: an" in r.stdout and "estimate" in r.stdout

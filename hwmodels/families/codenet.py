@@ -77,6 +77,8 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "cycle-level: CoDeNet 1x1 + 3x3 depthwise/deformable engines, DDR, first layer on ARM"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: static board power x time + DDR pJ/byte + fabric MAC energy, none measured on the board"
 
     def supports(self, fmt) -> bool:
         p = self.spec.params

@@ -181,6 +181,8 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: data-sheet TDP split (idle + per-busy-SM power + pJ per DRAM/L2 byte and tensor FLOP)"
 
     # ----------------------------------------------------------------- helpers
     def _per_chip(self, key: str, clock_hz: float) -> float:
