@@ -74,11 +74,23 @@ def test_every_spec_source_says_its_kind():
 
 
 def test_reproduce_cli_plots_and_counts(tmp_path, cli):
-    out = tmp_path / "r.png"
-    r = cli("experiments.reproduce", "--plot", str(out), "bitmod_speedup_vs_ant", "codenet_fps_config_a")
+    """The README's command (to a temporary file), and the counts the README reports."""
+    out = tmp_path / "reproduce.png"
+    r = cli("experiments.reproduce", "--plot", str(out))
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "1 independent checks: 1 within +-15%" in r.stdout and "calibration" in r.stdout
+    independent = [row for row in ROWS.values() if row["check"] == "independent"]
+    inside = sum(abs(row["ratio"] - 1) <= reproduce.BAND for row in independent)
+    assert f"{len(independent)} independent checks: {inside} within +-15%" in r.stdout
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"{len(ROWS)} reproduced figures, {len(independent)} independent**: {inside} of the" in readme
+
+
+def test_readme_runtime_command_runs(cli):
+    r = cli("hwmodels.cost", "--hw", "rtx4090", "--set", "runtime=exllamav2", "--model", "llama-2-7b", "--format",
+            "int4-g128", "--phase", "prefill", "--seq", "512")
+    assert r.returncode == 0, r.stderr
+    assert "latency_s" in r.stdout
 
 
 @pytest.mark.parametrize("hw,basis", [("u280", "estimate:"), ("u280-flightllm", "board power given"),
