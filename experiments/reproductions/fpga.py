@@ -71,13 +71,42 @@ SETUP = (f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-accll
          f"Λ-attention 4+508 vs u280-flightllm int8 weights, q/k 30 % N:16 sparse, KV8")
 
 
+#: FlightLLM's own profiler output for its int8 IR on the VHK158 (profile/README.md, 128 + 512 case)
+VHK158_PROFILER = {"total_s": 5.2363, "tokens_per_s": 103.5}
+#: FlightLLM/flightllm_test_demo profile/inst_gen/inst_profiler.py divides every instruction time by this
+PROFILER_CORRECTION = 3.2
+
+
 def _gap_note(flight_tokens_per_s: float) -> str:
-    return (f"AccLLM's own side lands on its Table VII figure; the gap is FlightLLM's: with the model its public "
-            f"compiler emits (int8, q/k 30 % sparse) our engine gives {flight_tokens_per_s:.0f} token/s against "
-            f"the 55 it reports, and its paper's ~W3.5 + sparse setup would give more than twice that, so the exact "
-            f"weight format behind the 55 is not in the sources we have. AccLLM's engine (array sizes, DSP packing) "
-            f"is not public in them either: it runs on the u280 MM/MV units, HBM-bound in decode. The Λ window "
-            f"(508 + 4) is an estimate.")
+    return (f"AccLLM's own side lands on its Table VII figure; the gap is FlightLLM's, and it is the same gap as "
+            f"between our engine and FlightLLM's own profiler: on the VHK158 configuration of that profiler "
+            f"(profile/config.yaml) and the int8 IR its compiler emits, our engine gives "
+            f"{_vhk158_tokens_per_s():.1f} token/s where the profiler prints {VHK158_PROFILER['tokens_per_s']} "
+            f"(row flightllm_vhk158_profiler_tokens_per_s), and the profiler divides every instruction's time by an "
+            f"undocumented correction_factor = {PROFILER_CORRECTION} (inst_gen/inst_profiler.py) on top of the 0.7/0.35 "
+            f"HBM efficiencies our engine takes from its config. Ours on the U280: {flight_tokens_per_s:.0f} token/s "
+            f"against 55; the paper's ~W3.5 weights would give 84-88 token/s here, so 55 sits between the two "
+            f"formats and the exact one is not in the sources. AccLLM's engine (array sizes, DSP packing) is not "
+            f"public either: it runs on the u280 MM/MV units, HBM-bound in decode. The Λ window (508 + 4) is an "
+            f"estimate.")
+
+
+def _vhk158_tokens_per_s() -> float:
+    return generation("vhk158-flightllm", ["int8-a8"], kv_bits=8)["tokens_per_s"]
+
+
+def flightllm_vhk158_profiler_tokens_per_s() -> dict:
+    ours = _vhk158_tokens_per_s()
+    return {"check": "independent", "tolerance": 0.25,
+            "miss": f"FlightLLM's profiler divides every instruction time by correction_factor = {PROFILER_CORRECTION} "
+                    "(not derivable from its stated HBM efficiencies, which our engine uses); ours is 23 % slower",
+            "ours": ours, "published": VHK158_PROFILER["tokens_per_s"],
+            "source": "FlightLLM/flightllm_test_demo profile/README.md output: VHK158 FPGA, Llama-2-7B batch 1, "
+                      "prefill 128 + decode 512, avg throughput 103.5 token/s (int8 IR of its compiler)",
+            "setup": "vhk158-flightllm (its profiler's config.yaml: 4 SLRs, 819.2 GB/s in 32 channels, 225 MHz), "
+                     "int8 weights, q/k 30 % sparse, KV8, prefill 128 + decode 512",
+            "note": "A check of our FlightLLM engine against FlightLLM's own simulator on the configuration it ships: "
+                    "same direction and size as the U280 gap (45.7 vs 55 token/s)."}
 
 
 def accllm_tokens_per_s() -> dict:
@@ -182,9 +211,14 @@ def flightllm_energy_eff_vs_v100s() -> dict:
                     f"4.9 J/token, e.g. the naive runtime's time at {4.9 / naive['decode_ms'] * 1e3:.0f} W, so the "
                     f"paper's GPU power (its measurement method is not in the sources we have) is about "
                     f"{4.9 / (naive['decode_ms'] * 1e-3 * naive['watts']):.1f}-{4.9 / (opt['decode_ms'] * 1e-3 * opt['watts']):.1f}x "
-                    f"what our model draws per token. GPU energy model: idle + per-busy-SM active "
-                    f"power + pJ/B (see v100s.toml), checked against a V100 SXM2 decode power reading in "
-                    f"tests/data/gpu_measurements.json."}
+                    f"what our model draws per token. The speed side is checked: our vllm runtime gives "
+                    f"{a100['decode_ms']:.1f} ms/token against the artifact's {FLIGHTLLM_GPU_OPT_MS:.1f} (GPU-opt) on "
+                    f"the A100 (tests/data/gpu_measurements.json). So the gap is the GPU's energy per token: at most "
+                    f"250 W x {opt['decode_ms']:.1f} ms = {0.25 * opt['decode_ms']:.1f} J/token at vLLM speed, below the 4.9 J "
+                    f"the 6.0x needs, so the paper's V100S "
+                    f"ran slower than vLLM's fp16 here (SmoothQuant W8A8 has no int8 tensor cores on Volta) or its "
+                    f"power was read differently. GPU energy model: idle + per-busy-SM active power + pJ/B "
+                    f"(v100s.toml), an estimate set with a V100 SXM2 decode power reading in view (calibration)."}
 
 
 REPRODUCTIONS = {
@@ -193,4 +227,5 @@ REPRODUCTIONS = {
     "accllm_throughput_vs_flightllm": accllm_throughput_vs_flightllm,
     "accllm_energy_eff_vs_flightllm": accllm_energy_eff_vs_flightllm,
     "flightllm_energy_eff_vs_v100s": flightllm_energy_eff_vs_v100s,
+    "flightllm_vhk158_profiler_tokens_per_s": flightllm_vhk158_profiler_tokens_per_s,
 }
