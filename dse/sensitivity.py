@@ -122,7 +122,25 @@ def read_sensitivity_file(path: str, layers) -> dict:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
                                     f"number >= 0, got {value!r}")
+        table[name] = _canonical_row(row, path, name)
     return table
+
+
+def _canonical_row(row: dict, path: str, layer: str) -> dict:
+    """{format: error} under the catalog's canonical names (INT8 -> int8); unknown or repeated formats are errors."""
+    from quantcore.formats import get_format
+
+    out: dict = {}
+    for fmt, value in row.items():
+        try:
+            canonical = get_format(fmt).name
+        except QuantDSEError as exc:
+            raise QuantDSEError(f"sensitivity file {path}, layer {layer}: {exc}") from None
+        if canonical in out:
+            raise QuantDSEError(f"sensitivity file {path}, layer {layer}: format {fmt!r} repeats {canonical!r}: "
+                                "keep one entry per format")
+        out[canonical] = value
+    return out
 
 
 def file_formats(table: dict) -> list[str]:

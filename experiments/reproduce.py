@@ -66,6 +66,10 @@ def main(argv=None) -> int:
     if args.list:
         print("\n".join(registry()))
         return 0
+    if args.plot:
+        from quantcore.io import check_outputs
+
+        check_outputs([args.plot])  # before the work: a path that cannot be written fails now
     rows = run(args.names)
     if args.plot:
         from experiments.reproduce_plot import plot

@@ -339,11 +339,19 @@ def parse_format_list(text: str) -> list[Format]:
 
 # ---------------------------------------------------------------- input checks and helpers
 
+#: the longest row a format is asked about (README "Limits on input")
+MAX_K = 1 << 30
+
+
 def check_k(k) -> int:
     ok = not isinstance(k, bool) and isinstance(k, (int, float, np.integer, np.floating)) \
-        and math.isfinite(k) and float(k).is_integer() and k >= 1
+        and (isinstance(k, (int, np.integer)) or (math.isfinite(k) and float(k).is_integer())) and k >= 1
     if not ok:
         raise QuantDSEError(f"row length k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        from quantcore.limits import show_number
+
+        raise QuantDSEError(f"row length k must be at most {MAX_K:,}, got {show_number(int(k))}")
     return int(k)
 
 

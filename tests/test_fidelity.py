@@ -111,3 +111,8 @@ def test_energy_budget_help_says_it_is_an_estimate():
     from dse.search import build_parser
     text = " ".join(build_parser().format_help().split())
     assert "5mJ (energy: an estimate from the target's energy model" in text
+
+
+def test_plot_to_a_bad_path_is_one_line_before_any_work(cli, tmp_path):
+    r = cli("experiments.reproduce", "--plot", str(tmp_path / "missing" / "r.png"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
