@@ -48,7 +48,8 @@ def add_request_args(p: ArgumentParser) -> None:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
     add_request_args(p)
-    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
+    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy: an "
+                   "estimate from the target's energy model, see the plan's provenance.energy_basis)")
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
