@@ -37,6 +37,7 @@ class SearchRequest:
     max_memory_gb: float | None = None
     overrides: tuple = ()
     seed: int = 0
+    include: tuple = ()  # "embeddings": search the token embedding too
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -93,27 +94,29 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j)
 
 
-def _candidate_formats(request: SearchRequest, layers) -> list:
+def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
     if sens is not None and sens not in ("weights", "prior"):
-        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers))]
+        others = [l.name for l in graph.layers] if graph is not None else ()
+        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
 
 
 def prepare(request: SearchRequest) -> Prepared:
     """Load the model and hardware, cost every (layer, format), compute sensitivity."""
     from quantcore.models import DEFAULT_MODEL, load_graph
+    from quantcore.models.graph import include_layers
 
     hardware = load_hardware(request.hw, list(request.overrides))
-    graph = load_graph(request.model if request.model is not None else DEFAULT_MODEL)
+    graph = include_layers(load_graph(request.model if request.model is not None else DEFAULT_MODEL), request.include)
     layers = graph.quantizable()
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
-    formats = _candidate_formats(request, layers)
+    formats = _candidate_formats(request, layers, graph)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source)
     return _costed(request, hardware, graph, layers, formats, sensitivity)
@@ -132,7 +135,7 @@ def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
 def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity) -> Prepared:
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(np.array([l.k for l in layers], dtype=np.int64), formats)
+    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
