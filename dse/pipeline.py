@@ -40,6 +40,7 @@ class SearchRequest:
     policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
     solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
     reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
+    include: tuple = ()  # "embeddings": search the token embedding too
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -59,7 +60,7 @@ class SearchRequest:
         for flag, value, factor, kind, unit in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency", "ms"),
                                                 ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy", "mJ"),
                                                 ("--max-memory-gb", self.max_memory_gb, 1e9, "memory", "GB")):
-            si = limit_from_flag(flag, value, factor)
+            si = limit_from_flag(flag, value, factor, kind, f" {unit}")
             if si is not None:
                 limits[kind] = min(si, limits.get(kind, np.inf))
                 if not budget_doc:
@@ -96,39 +97,70 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j)
 
 
-def _candidate_formats(request: SearchRequest, layers) -> list:
+def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
     if sens is not None and sens not in ("weights", "prior"):
-        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers))]
+        others = [l.name for l in graph.layers] if graph is not None else ()
+        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
 
 
 def prepare(request: SearchRequest) -> Prepared:
     """Load the model and hardware, cost every (layer, format), compute sensitivity."""
     from quantcore.models import DEFAULT_MODEL, load_graph
+    from quantcore.models.graph import include_layers
 
     hardware = load_hardware(request.hw, list(request.overrides))
-    graph = load_graph(request.model if request.model is not None else DEFAULT_MODEL)
+    graph = include_layers(load_graph(request.model if request.model is not None else DEFAULT_MODEL), request.include)
     layers = graph.quantizable()
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
-    formats = _candidate_formats(request, layers)
+    formats = _candidate_formats(request, layers, graph)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source)
+    return _costed(request, hardware, graph, layers, formats, sensitivity)
+
+
+def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
+    """`prepare(request)` for the same model, formats and sensitivity as `prepared`, reusing them.
+
+    Only the hardware tables are recomputed (target, `--set` overrides, workload), so a
+    co-design sweep computes a model's graph and sensitivity once, not per design point.
+    """
+    return _costed(request, load_hardware(request.hw, list(request.overrides)), prepared.graph, prepared.layers,
+                   prepared.formats, prepared.sensitivity)
+
+
+def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity) -> Prepared:
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(np.array([l.k for l in layers], dtype=np.int64), formats)
+    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
     fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
-    return Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
-                    fixed_memory=2.0 * (fixed_params + graph.extra_params),
-                    fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+    prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
+                        fixed_memory=2.0 * (fixed_params + graph.extra_params),
+                        fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+    check_costs(prepared)
+    return prepared
+
+
+def check_costs(prepared: Prepared) -> None:
+    """Every predicted cost must be finite and non-negative: no input may buy a plan with
+    negative or infinite latency, energy or memory (a defence behind the input checks)."""
+    ok = prepared.costs.supported
+    tables = {"latency": prepared.costs.latency_s[ok], "energy": prepared.costs.energy_j[ok],
+              "bits": prepared.bits[ok],
+              "fixed": np.array([prepared.fixed_memory, prepared.fixed_latency_s, prepared.fixed_energy_j])}
+    bad = [name for name, values in tables.items() if not (np.isfinite(values).all() and (values >= 0).all())]
+    if bad:
+        raise QuantDSEError(f"predicted {', '.join(bad)} of {prepared.graph.name} on {prepared.hardware.name} "
+                            "are not finite and non-negative: check the model's config values and --set overrides")
 
 
 def _solver_options(prepared: Prepared, method: str) -> dict:
@@ -161,4 +193,7 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     broken = problem.violations(result.assignment)
     if broken:  # a solver bug, not bad input: keep the traceback
         raise AssertionError(f"{method} returned an over-budget plan: {broken}")
+    totals = problem.totals(result.assignment)
+    if not all(np.isfinite(v) and v >= 0 for v in totals.values()):  # check_costs makes this a bug
+        raise AssertionError(f"{method} returned a plan with totals {totals}")
     return problem, result
