@@ -161,7 +161,7 @@ def test_short_training_is_deterministic_and_beats_a_random_policy():
     from policies.policy import Policy, actor_tensors
     from policies.train import train
 
-    kw = dict(seed=3, timesteps=800, models=("opt-1.3b", "resnet-50"), hardware=("a100-80gb",), progress=False)
+    kw = dict(seed=3, timesteps=1500, models=("opt-1.3b", "resnet-50"), hardware=("a100-80gb",), progress=False)
     model, scaler, record = train(**kw)
     tensors, hidden = actor_tensors(model)
     model2, _, _ = train(**kw)
