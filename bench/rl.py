@@ -1,6 +1,9 @@
 """The SAC agent zero-shot on held-out models: objective relative to the exact ILP, beside greedy, BAQ and NAS.
 
-    python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5]
+    python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5] [--quick]
+
+--quick: the first two held-out models and budgets 2.6,3.7 only (12 problems, a few
+minutes on a loaded machine instead of about 15).
 
 Held-out models (never in the training mix, policies.pool.HELD_OUT) on one target,
 each with its data-free prior table and with a random table (policies.pool's synthetic
@@ -39,10 +42,10 @@ class _Forecast:
         return 0.5
 
 
-def cases(hw: str, budgets, seed: int):
+def cases(hw: str, budgets, seed: int, models=MODELS):
     """(label, problem, layers) for every model x table x budget."""
     rng = np.random.default_rng(seed)
-    for model in MODELS:
+    for model in models:
         prepared = prepare(SearchRequest(hw=hw, model=model))
         base = prepared.problem({})
         rows, cols = np.arange(base.shape[0]), np.arange(base.shape[1])
@@ -60,13 +63,17 @@ def main(argv=None) -> int:
     p.add_argument("--hw", default="a100-80gb")
     p.add_argument("--budgets", default="2.6,3.2,3.7,4.5")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="2 held-out models, budgets 2.6,3.7 (12 problems)")
     args = p.parse_args(argv)
+    models = MODELS[:2] if args.quick else MODELS
+    if args.quick:
+        args.budgets = "2.6,3.7"
     policy = load_policy(args.policy)
     ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *BASELINES)}
     over: dict = {m: 0 for m in ratios}
     rollout_s: dict = {}
     n = 0
-    for label, problem, layers in cases(args.hw, [float(b) for b in args.budgets.split(",")], args.seed):
+    for label, problem, layers in cases(args.hw, [float(b) for b in args.budgets.split(",")], args.seed, models):
         ilp = solve(problem, "ilp").objective
         res = rl_solve(problem, policy=policy, layers=layers)
         rollout_s.setdefault(label.split()[0], []).append(res.info["rollout_seconds"])
@@ -81,7 +88,7 @@ def main(argv=None) -> int:
             ratios[m].append(problem.objective(a) / ilp)
             over[m] += bool(problem.violations(a))
         n += 1
-    print(f"zero-shot on {len(MODELS)} held-out models x (prior, random table) x {args.budgets} bits + 1 latency "
+    print(f"zero-shot on {len(models)} held-out models x (prior, random table) x {args.budgets} bits + 1 latency "
           f"limit on {args.hw}: {n} problems; objective / ILP objective")
     print(f"  {'method':14s} {'plans':>6s} {'median':>8s} {'mean':>8s} {'worst':>8s} {'within 1%':>10s} "
           f"{'within 2%':>10s} {'over budget':>12s}")

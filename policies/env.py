@@ -51,11 +51,17 @@ It is paid out as it accrues: step l gives -L * error[l, f] / reference. The sum
 terminal reward exactly, so this part leaves the optimal policy unchanged and only
 gives the critic a dense signal. On top, potential-based shaping (Ng, Harada and
 Russell, ICML 1999; gamma = 1, potential 0 at the end, so the optimal policy is again
-unchanged): with potential -L * forecast_error(s) / reference, where forecast_error is
-the error the layers still to come would add at the balance price, step l pays
--L * (error[l, f] + forecast_error(s') - forecast_error(s)) / reference. Following
-the forecast then earns about 0 and a deviation's effect on the rest of the episode
-shows at once, not tens of steps later. One shaping term does change the optimum: each step also pays
+unchanged) with potential -L * forecast_error(s) / reference, where forecast_error is
+the error the layers still to come add if the episode follows the forecast from s (an
+exact completion with action 0.5, not an estimate): step l pays
+-L * (error[l, f] + forecast_error(s') - forecast_error(s)) / reference. Following the
+forecast therefore earns exactly 0 at every step, and a deviation earns its exact
+advantage over the forecast plan (if the forecast takes over after it) at once, not tens
+of steps later: a well-conditioned signal, and with gamma = 0 the learned policy is a
+one-step policy improvement of the forecast (a rollout algorithm, Bertsekas).
+(An earlier version used the forecast's unconstrained price choices as the potential;
+its bias made cheaper deviations look good and SAC collapsed to the cheap end.)
+One shaping term does change the optimum: each step also pays
 -DEVIATION_COST * (2 * action - 1)**2, a small price on leaving the forecast. A hull step
 changes the error in jumps, so the critic's gradient in the action is flat inside a
 step and noisy at its edges; this term gives the actor a smooth pull to the forecast
@@ -101,6 +107,7 @@ class Rollout:
         self._b_hi = params * np.where(ep.problem.mask, ep.problem.bits, -np.inf).max(1)
         self._b_used = 0.0
         self._balance = None
+        self._tail = None
         self._static = self._static_features()
 
     def _static_features(self) -> np.ndarray:
@@ -164,12 +171,26 @@ class Rollout:
         return self._balance[1]
 
     def forecast_error(self) -> float:
-        """Error the layers l.. would add at the balance price (0 at the end): the shaping potential."""
+        """Error layers l.. add if the episode follows the forecast from here (0 at the end): the potential.
+
+        An exact completion, not an estimate: the same steps `step(0.5)` would take
+        (balance price, its hull point, the projection). Cached per layer.
+        """
         ep, l = self.ep, self.l
         if l >= ep.L:
             return 0.0
-        pick = ep.choices_at(self.balance(), l)
-        return float(ep.problem.error[np.arange(l, ep.L), pick].sum())
+        if self._tail is not None and self._tail[0] == l:
+            return self._tail[1]
+        used = self.used.copy()
+        total = 0.0
+        for i in range(l, ep.L):
+            mu = self.balance() if i == l else ep.balance_price(i, used)
+            f = ep.project(i, int(ep.hull[i][ep.hull_position(i, mu)]), used)
+            total += float(ep.problem.error[i, f])
+            for k, coef in enumerate(ep.coefs):
+                used[k] += coef[i, f]
+        self._tail = (l, total)
+        return total
 
     def target(self, action: float) -> int:
         """The hull point (a format index) an action asks for, before the projection."""
@@ -225,8 +246,10 @@ class AllocationEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, sampler, scaler: FeatureScaler | None = None, reward_fn=None):
+    def __init__(self, sampler, scaler: FeatureScaler | None = None, reward_fn=None,
+                 deviation_cost: float = DEVIATION_COST):
         super().__init__()
+        self.deviation_cost = deviation_cost
         self.sampler = sampler if callable(sampler) else (lambda rng, ep=sampler: ep)
         self.scaler = scaler or FeatureScaler()
         self.reward_fn = reward_fn
@@ -252,7 +275,7 @@ class AllocationEnv(gym.Env):
         if self.reward_fn is None:
             scale = r.ep.L / r.ep.reference
             shaped = float(r.ep.problem.error[l, f]) + r.forecast_error() - before
-            reward = -scale * shaped - DEVIATION_COST * (2 * a - 1) ** 2
+            reward = -scale * shaped - self.deviation_cost * (2 * a - 1) ** 2
         else:
             reward = float(self.reward_fn(r.assignment.copy())) if done else 0.0
         info = {"assignment": r.assignment.copy()} if done else {}

@@ -18,11 +18,12 @@ import numpy as np
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from policies.env import AllocationEnv, FeatureScaler, Rollout
+from policies.env import DEVIATION_COST, AllocationEnv, FeatureScaler, Rollout
 from policies.pool import HELD_OUT, TRAIN_FORMATS, TRAIN_HARDWARE, TRAIN_MODELS, build_pool, sample_episode
 from policies.policy import actor_tensors, save_policy
 
 HIDDEN = [64, 64]
+LOG_STD_INIT = -1.0  # initial exploration: pre-tanh std e**-1, so ~3/4 of sampled actions stay in the dead zone
 SCALER_EPISODES = 48
 
 
@@ -56,9 +57,22 @@ def _progress_callback(total: int):
     return Progress()
 
 
+def start_at_forecast(model) -> None:
+    """Zero the actor's mean head and make its log-std small: a fresh policy then plays
+    action 0.5 everywhere, i.e. follows the env's forecast exactly (the strong baseline),
+    and SAC only learns deviations from it (a residual policy)."""
+    import torch
+
+    with torch.no_grad():
+        model.actor.mu.weight.zero_()
+        model.actor.mu.bias.zero_()
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.fill_(LOG_STD_INIT)
+
+
 def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=TRAIN_HARDWARE,
           formats=TRAIN_FORMATS, pairs: int | None = None, progress: bool = True, window: int | None = None,
-          ent_coef="auto_0.1", gamma: float = 1.0):
+          ent_coef="auto_0.1", gamma: float = 1.0, deviation_cost: float = DEVIATION_COST):
     """Train SAC; returns (sb3 model, scaler, training record)."""
     import torch
     from stable_baselines3 import SAC
@@ -78,20 +92,22 @@ def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=T
     pool = build_pool(seed, models, hardware, formats, pairs=pairs, progress=bar)
     scaler = fit_scaler(pool, seed)
     win = window or WINDOW
-    env = AllocationEnv(lambda rng: sample_episode(rng, pool, win), scaler)
+    env = AllocationEnv(lambda rng: sample_episode(rng, pool, win), scaler, deviation_cost=deviation_cost)
     env.reset(seed=seed)
     env.action_space.seed(seed)
     model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": list(HIDDEN)}, learning_rate=3e-4,
                 buffer_size=max(timesteps, 1000), learning_starts=min(1000, max(timesteps // 10, 100)),
                 batch_size=128, gamma=gamma, ent_coef=ent_coef, train_freq=1, gradient_steps=1, seed=seed,
                 device="cpu", verbose=0)
+    start_at_forecast(model)
     model.learn(total_timesteps=timesteps, callback=_progress_callback(timesteps) if progress else None)
     record = {"seed": seed, "timesteps": timesteps, "seconds": round(time.perf_counter() - started, 1),
               "torch_threads": 1, "models": [e.name for e in pool], "formats": list(formats),
               "held_out": list(HELD_OUT), "algorithm": "SAC (stable-baselines3)",
               "hyperparameters": {"hidden": HIDDEN, "learning_rate": 3e-4, "batch_size": 128, "gamma": gamma,
-                                  "ent_coef": ent_coef,
-                                  "window": win}}
+                                  "ent_coef": ent_coef, "deviation_cost": deviation_cost,
+                                  "window": win, "actor_init": "mean head zero (forecast)",
+                                  "log_std_init": LOG_STD_INIT}}
     return model, scaler, record
 
 
@@ -101,6 +117,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write policy.safetensors and policy.json into")
     p.add_argument("--timesteps", type=int, default=40000, help="environment steps (one step = one layer)")
     p.add_argument("--name", help="policy name (default: the --out folder's name)")
+    p.add_argument("--gamma", type=float, default=1.0, help="discount (the shaped reward is already an advantage)")
+    p.add_argument("--deviation-cost", type=float, default=DEVIATION_COST,
+                   help="per-step reward cost of leaving the forecast, times (2a - 1)**2")
     p.add_argument("--models", help="comma-separated catalog models to train on (default: the training mix)")
     return p
 
@@ -113,7 +132,8 @@ def main(argv=None) -> int:
     held = sorted(set(models) & set(HELD_OUT))
     if held:
         raise QuantDSEError(f"--models includes held-out {', '.join(held)}: they are kept for zero-shot checks")
-    model, scaler, record = train(args.seed, args.timesteps, models=models)
+    model, scaler, record = train(args.seed, args.timesteps, models=models, gamma=args.gamma,
+                                   deviation_cost=args.deviation_cost)
     tensors, hidden = actor_tensors(model)
     name = args.name or Path(args.out).name
     path = save_policy(args.out, tensors, hidden, scaler, name, record)

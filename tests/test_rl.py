@@ -71,6 +71,32 @@ def test_shaped_rewards_telescope_to_the_total_error():
     assert total == pytest.approx(expect, rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("kinds", [("bits",), ("bits", "latency")])
+def test_following_the_forecast_earns_zero_and_a_deviation_its_exact_effect(kinds):
+    """The potential is the forecast's own completion: action 0.5 pays exactly 0 at every step, and one
+    deviation followed by the forecast pays -L * (its plan's error - the forecast plan's) / reference
+    minus the deviation cost (oracle: the two plans' totals from Problem.objective)."""
+    from policies.env import DEVIATION_COST
+
+    ep = _feasible_episode(7, 14, 6, kinds, 0.4)
+    for dev_at, dev_a in ((None, 0.5), (3, 0.0), (5, 1.0)):
+        env = AllocationEnv(ep)
+        env.reset(seed=0)
+        rewards, done = [], False
+        while not done:
+            a = dev_a if env.rollout.l == dev_at else 0.5
+            _, r, done, _, info = env.step([a])
+            rewards.append(r)
+        if dev_at is None:
+            assert rewards == pytest.approx([0.0] * ep.L, abs=1e-12)
+            forecast = ep.problem.objective(info["assignment"])
+        else:
+            got = ep.problem.objective(info["assignment"])
+            expect = -ep.L * (got - forecast) / ep.reference - DEVIATION_COST
+            assert rewards[dev_at] == pytest.approx(expect, rel=1e-9, abs=1e-12)
+            assert all(r == pytest.approx(0.0, abs=1e-12) for i, r in enumerate(rewards) if i != dev_at)
+
+
 def test_rollout_is_deterministic_and_feasible_on_a_held_out_model():
     from dse.pipeline import SearchRequest, prepare
     from dse.solvers import solve
@@ -143,6 +169,28 @@ def test_polish_key_is_rejected_for_other_methods(capsys):
     code = run_cli(search_main, ["--hw", "a100-80gb", "--model", "opt-1.3b", "--budget", "4bits",
                                  "--set", "polish=false"])
     assert code == 2 and "applies to --method rl only" in capsys.readouterr().err
+
+
+def test_untrained_actor_follows_the_forecast_exactly():
+    """The residual design: a fresh actor (mean head zeroed) plays 0.5, so its plan is the forecast-only plan."""
+    import torch
+    from stable_baselines3 import SAC
+
+    from policies.policy import Policy, actor_tensors
+    from policies.solver import rollout
+    from policies.train import HIDDEN, start_at_forecast
+
+    torch.manual_seed(0)
+    eps = [_feasible_episode(s, 12, 6, kinds, 0.4) for s, kinds in ((1, ("bits",)), (2, ("bits", "latency")))]
+    model = SAC("MlpPolicy", AllocationEnv(eps[0]), policy_kwargs={"net_arch": list(HIDDEN)}, seed=0, device="cpu")
+    start_at_forecast(model)
+    tensors, hidden = actor_tensors(model)
+    assert np.abs(tensors["hidden.0.weight"]).max() > 0  # the hidden layers keep their random init
+    policy = Policy(tensors, AllocationEnv(eps[0]).scaler, {"name": "t", "hash": "0", "architecture": {"hidden": hidden}})
+    for ep in eps:
+        forecast = _mean_raw_objective([(ep.problem, ())], lambda r: 0.5)[0]
+        assert policy.act(np.ones(len(tensors["hidden.0.weight"][0]), np.float32)) == 0.5
+        assert ep.problem.objective(rollout(policy, ep)) == forecast
 
 
 def _mean_raw_objective(problems, act):
