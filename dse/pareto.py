@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     request = request_from_args(args, kind, values)
     request.limits()  # validate the method and budget before any expensive work
     prepared = prepare(request)
+    for note in prepared.notes:  # formats the target cannot run, a device memory limit added, ...
+        print(f"note: {note}", file=sys.stderr)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
     if args.out:

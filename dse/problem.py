@@ -52,6 +52,7 @@ class Problem:
     fixed_memory: float = 0.0
     fixed_latency_s: float = 0.0
     fixed_energy_j: float = 0.0
+    sources: dict = field(default_factory=dict)  # where a limit came from when not the user: {"memory": "device"}
 
     def __post_init__(self):
         L, F = len(self.layer_names), len(self.format_names)
@@ -142,9 +143,13 @@ class Problem:
     def objective(self, assignment: np.ndarray) -> float:
         return float(self.error[np.arange(len(assignment)), assignment].sum())
 
-    def infeasible_message(self) -> str | None:
-        """A one-line message naming each limit below its smallest feasible value, or None."""
-        parts = []
+    def infeasible_message(self, hint=None) -> str | None:
+        """A one-line message naming each limit below its smallest feasible value, or None.
+
+        hint: a function of the infeasible kinds returning how to fix it (default: raise
+        the budget or allow lower-bit formats).
+        """
+        parts, kinds = [], []
         fmt = {"bits": lambda v: f"{v:.4f}bits", "memory": lambda v: f"{v / 1e9:.4f}GB",
                "latency": lambda v: f"{v * 1e3:.4f}ms", "energy": lambda v: f"{v * 1e3:.4f}mJ"}
         for kind, limit in self.limits.items():
@@ -152,6 +157,7 @@ class Problem:
             if limit < least * (1 - 1e-12):
                 parts.append(f"{kind} limit {fmt[kind](limit)} is below the smallest feasible "
                              f"{fmt[kind](least)}")
+                kinds.append(kind)
         if not parts:
             return None
-        return "; ".join(parts) + ": raise the budget or allow lower-bit --formats"
+        return "; ".join(parts) + ": " + (hint(kinds) if hint else "raise the budget or allow lower-bit --formats")

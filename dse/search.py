@@ -10,7 +10,7 @@ import sys
 from quantcore.cli import ArgumentParser, run_cli
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
-from hwmodels.workload import Workload
+from hwmodels.workload import PHASES, Workload
 
 
 def add_request_args(p: ArgumentParser) -> None:
@@ -24,14 +24,26 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
     p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
                                          "else prior)")
-    p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode)")
-    p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision (16, 8, 4, 2)")
+    add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_workload_args(p: ArgumentParser) -> None:
+    """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
+    p.add_argument("--phase", choices=PHASES,
+                   help="decoders: decode (default: one step against the KV cache) or prefill; encoders and "
+                        "CNNs: one forward pass (forward, the only choice)")
+    p.add_argument("--batch", type=int, help="sequences or images per pass (default 1)")
+    p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode, default 2048) or "
+                                           "tokens per sequence (encoders, default their max positions)")
+    p.add_argument("--kv-bits", type=int, help="KV cache precision: 16 (default), 8, 4, 2")
+
+
+def workload_from_args(args) -> Workload:
+    return Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
 
 
 def build_parser() -> ArgumentParser:
@@ -49,7 +61,7 @@ def build_parser() -> ArgumentParser:
 def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
-        workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
+        workload=workload_from_args(args),
         formats=tuple(args.formats.split(",")) if args.formats is not None else None,
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=tuple(args.overrides), seed=args.seed)
@@ -63,15 +75,23 @@ def search(request: SearchRequest) -> dict:
     return make_plan(prepared, problem, result, budget_doc)
 
 
+def print_notes(plan: dict) -> None:
+    """The plan's notes (formats dropped, limits added, what was inferred) and a memory warning, on stderr."""
+    for note in plan.get("notes", ()):
+        print(f"note: {note}", file=sys.stderr)
+    device = plan["device"]
+    if device["weights_fit"] is False:
+        print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed the "
+              f"{device['free_for_weights_bytes'] / 1e9:.2f} GB {plan['hardware']} leaves for them "
+              f"(allow_offload=true: the rest is offloaded or sharded)", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
     plan = search(request)
-    device = plan["device"]
-    if device["weights_fit"] is False:
-        print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed {plan['hardware']}'s "
-              f"{device['memory_capacity_bytes'] / 1e9:.0f} GB: shard the model or add --max-memory-gb", file=sys.stderr)
+    print_notes(plan)
     if args.out:
         write_plan(plan, args.out)
     if args.json:
