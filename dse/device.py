@@ -53,7 +53,9 @@ def infeasible_hint(prepared, problem, kinds: list[str]) -> str:
                 f"lowest-bit candidates ({_split(fm)}): use a device with more memory, a smaller --batch/--seq/"
                 "--kv-bits, or --set allow_offload=true")
     parts = ["raise the budget"]
-    lower = lower_bit_alternatives(prepared.hardware, prepared.formats)
+    lower = lower_bit_alternatives(prepared.hardware, prepared.formats) if {"bits", "memory"} & set(kinds) else []
+    if {"latency", "energy"} & set(kinds):
+        parts.append("try other --formats (python -m hwmodels.cost --gemm M,K,N --format F compares them)")
     if lower:
         parts.append(f"allow lower-bit --formats ({', '.join(lower[:3])}{', ...' if len(lower) > 3 else ''} "
                      f"run on {hw})")

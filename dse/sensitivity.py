@@ -159,3 +159,43 @@ def compute_sensitivity(graph, layers, formats, source: str) -> Sensitivity:
                            f"errors read from {source}")
     raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior or a .json file "
                         f"(schema {SENSITIVITY_SCHEMA})")
+
+
+def table_doc(graph, layers, formats, sensitivity: Sensitivity) -> dict:
+    """The dse.sensitivity/1 document of an error table (what `--sensitivity FILE` reads back)."""
+    return {"schema": SENSITIVITY_SCHEMA, "model": graph.name, "source": sensitivity.source,
+            "description": sensitivity.description,
+            "layers": {l.name: {f.name: float(sensitivity.errors[i, j]) for j, f in enumerate(formats)}
+                       for i, l in enumerate(layers)}}
+
+
+def main(argv=None) -> int:
+    """`python -m dse.sensitivity`: write a model's error table, to inspect, edit or replace with your own."""
+    import sys
+
+    from quantcore.cli import ArgumentParser
+    from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
+    from quantcore.io import atomic_write_text, dumps
+    from quantcore.models import DEFAULT_MODEL, load_graph
+
+    p = ArgumentParser(prog="dse.sensitivity", description=main.__doc__.split(": ", 1)[1])
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"as for dse.search (default {DEFAULT_MODEL})")
+    p.add_argument("--sensitivity", choices=SOURCES,
+                   help="weights (default when the model has them) or prior (default for config-only models)")
+    p.add_argument("--formats", help="formats, comma-separated (default: dse.search's default candidates)")
+    p.add_argument("--out", required=True, help="the JSON file to write (schema dse.sensitivity/1, atomically)")
+    args = p.parse_args(argv)
+    graph = load_graph(args.model)
+    layers = graph.quantizable()
+    formats = parse_format_list(args.formats) if args.formats else [get_format(n) for n in DEFAULT_SEARCH_FORMATS]
+    source = args.sensitivity or ("weights" if graph.weights is not None else "prior")
+    sensitivity = compute_sensitivity(graph, layers, formats, source)
+    atomic_write_text(args.out, dumps(table_doc(graph, layers, formats, sensitivity)))
+    print(f"{len(layers)} layers x {len(formats)} formats ({source}) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from quantcore.cli import run_cli
+
+    raise SystemExit(run_cli(main))
