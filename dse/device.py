@@ -18,16 +18,24 @@ def _names(formats) -> str:
     return ", ".join(f.name for f in formats)
 
 
-def runnable(formats: list, costs, hardware) -> tuple[list[int], str | None]:
-    """(columns of the formats the target runs for at least one layer, a note naming the others or None)."""
+def runnable(formats: list, costs, hardware, cost_of=None) -> tuple[list[int], str | None]:
+    """(columns of the formats the target runs for at least one layer, a note naming the others or None).
+
+    cost_of(formats) -> CostTable costs the same layers in other formats; with none of the
+    candidates runnable, it finds the catalog formats the target does run, for the error.
+    """
     from quantcore.formats import list_formats
 
     hw_name = hardware.name
     keep = [j for j in range(len(formats)) if costs.supported[:, j].any()]
     dropped = [formats[j] for j in range(len(formats)) if j not in keep]
     if not keep:
+        catalog = [f for f in list_formats() if hardware.supports(f) and not f.name.endswith("-asym")]
+        if cost_of is not None and catalog:
+            table = cost_of(catalog)
+            catalog = [f for j, f in enumerate(catalog) if table.supported[:, j].any()]
         raise QuantDSEError(f"{hw_name} cannot run any of the candidate formats ({_names(formats)}): "
-                            f"choose --formats it runs, e.g. {_names([f for f in list_formats() if hardware.supports(f)][:8])}")
+                            f"choose --formats it runs: {_names(catalog[:12])}")
     if not dropped:
         return keep, None
     return keep, (f"{hw_name} cannot run {_names(dropped)} (no kernel or datapath for them on this target): "

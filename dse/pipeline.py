@@ -137,8 +137,9 @@ def prepare(request: SearchRequest) -> Prepared:
     notes = list(getattr(graph, "notes", ()))
     workload = request.workload.for_model(graph)
     formats = _candidate_formats(request, layers)
-    costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    keep, note = runnable(formats, costs, hardware)
+    ops = ops_for_graph(graph, workload, layers)
+    costs = hardware.cost(ops, formats, workload)
+    keep, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
     dropped = tuple(f.name for j, f in enumerate(formats) if j not in keep)
     if note:
         notes.append(note)
