@@ -35,7 +35,7 @@ def add_workload_args(p: ArgumentParser) -> None:
     """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
     p.add_argument("--phase", choices=PHASES,
                    help="decoders: decode (default: one step against the KV cache) or prefill; encoders and "
-                        "CNNs: one forward pass (forward, the only choice)")
+                        "CNNs always run one forward pass (forward)")
     p.add_argument("--batch", type=int, help="sequences or images per pass (default 1)")
     p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode, default 2048) or "
                                            "tokens per sequence (encoders, default their max positions)")
