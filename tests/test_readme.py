@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-COMMAND_TIMEOUT_S = 300
+COMMAND_TIMEOUT_S = 600
 
 
 def code_blocks(text: str) -> list[list[str]]:
