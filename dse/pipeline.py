@@ -160,8 +160,12 @@ def prepare(request: SearchRequest) -> Prepared:
                     largest_memory=largest, notes=notes)
 
 
-def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None):
-    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError."""
+def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
+                   **options):
+    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
+
+    options: passed to the solver (e.g. `progress`, a callback solvers that report progress call).
+    """
     from dse.solvers import solve
 
     problem = prepared.problem(limits)
@@ -169,7 +173,7 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed)
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed, **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

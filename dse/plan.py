@@ -53,11 +53,10 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "budget": {**budget_doc, "limits": limits},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
-        "layers": layers,
+        "totals": totals,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
                   "note": fixed_note(prepared)},
-        "totals": totals,
         "device": device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
                                                       prepared.free_memory)] if added else []),
@@ -68,6 +67,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
                        "hardware_overrides": list(req.overrides)},
+        "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 
 
@@ -117,36 +117,9 @@ def load_plan(path: str) -> dict:
     return plan
 
 
-def format_table(plan: dict) -> str:
-    """Readable summary: layers grouped by block, then totals."""
-    w = plan["workload"]
-    lines = [f"quantdse plan: {plan['model']} on {plan['hardware']}  "
-             f"({w.get('description', w.get('phase'))})",
-             f"budget {plan['budget'].get('text', '')}  limits {plan['budget']['limits']}  method {plan['method']}  "
-             f"sensitivity {plan['provenance']['sensitivity']}"
-             + ("  (data-free prior)" if plan["provenance"]["sensitivity_is_prior"] else ""),
-             "",
-             f"  {'layer':48s} {'format':16s} {'bits':>7s} {'latency us':>11s} {'energy mJ':>10s} {'memory MB':>10s}"]
-    current = object()
-    for layer in plan["layers"]:
-        block = layer.get("block")
-        if block != current:
-            current = block
-            lines.append(f"block {block}" if block is not None else "other layers")
-        lines.append(f"  {layer['name'][-48:]:48s} {layer['format']:16s} {layer['bits']:7.3f} "
-                     f"{layer['latency_s'] * 1e6:11.2f} {layer['energy_j'] * 1e3:10.4f} "
-                     f"{layer.get('memory_bytes', 0) / 1e6:10.2f}")
-    t, s, fx = plan["totals"], plan["solver"], plan["fixed"]
-    counts: dict = {}
-    for layer in plan["layers"]:
-        counts[layer["format"]] = counts.get(layer["format"], 0) + layer["params"]
-    total_params = sum(counts.values())
-    mix = ", ".join(f"{k} {100 * v / total_params:.1f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    lines += ["",
-              f"formats by weight share: {mix}",
-              f"fixed (embeddings, routers, norms, attention): memory {fx['memory_bytes'] / 1e9:.3f} GB, "
-              f"latency {fx['latency_s'] * 1e3:.3f} ms, energy {fx['energy_j'] * 1e3:.3f} mJ",
-              f"totals: {t['effective_bits']:.4f} effective bits/weight, memory {t['memory_bytes'] / 1e9:.4f} GB, "
-              f"latency {t['latency_s'] * 1e3:.4f} ms, energy {t['energy_j'] * 1e3:.4f} mJ, error {t['error']:.6g}",
-              f"solver: {s['status']}, gap {s['gap']}, {s['seconds']:.3f} s ({s.get('message', '')})"]
-    return "\n".join(lines)
+def format_table(plan: dict, verbose: bool = False, out: str | None = None) -> str:
+    """The plan for a person (dse.summary): roles folded across blocks; `verbose` adds every layer."""
+    from dse.summary import format_layers, format_summary
+
+    text = format_summary(plan, out=out)
+    return f"{format_layers(plan)}\n\n{text}" if verbose else text

@@ -18,28 +18,30 @@ def add_request_args(p: ArgumentParser) -> None:
 
     `request_from_args` reads them.
     """
-    p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path")
+    p.add_argument("--hw", required=True, help="target name (python -m hwmodels.list) or a spec .toml path; "
+                                               "dse.search takes several, comma-separated, and compares them")
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
-    p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
+    p.add_argument("--method", default="ilp", help="ilp, lagrangian, baq, nas, greedy, uniform, rl (default: ilp)")
     p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
                                          "else prior)")
     add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
 
 
 def add_workload_args(p: ArgumentParser) -> None:
     """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
     p.add_argument("--phase", choices=PHASES,
-                   help="decoders: decode (default: one step against the KV cache) or prefill; encoders and "
-                        "CNNs always run one forward pass (forward)")
-    p.add_argument("--batch", type=int, help="sequences or images per pass (default 1)")
-    p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode, default 2048) or "
-                                           "tokens per sequence (encoders, default their max positions)")
-    p.add_argument("--kv-bits", type=int, help="KV cache precision: 16 (default), 8, 4, 2")
+                   help="decode (one generation step against the KV cache) or prefill (the prompt); default: "
+                        "decode for decoder LLMs; encoders and CNNs always run one forward pass (forward)")
+    p.add_argument("--batch", type=int, help="sequences (or images) per pass (default: 1)")
+    p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode) or tokens per "
+                                           "sequence (encoders); default: 2048 for decoder LLMs (at most their "
+                                           "max positions), an encoder's max positions")
+    p.add_argument("--kv-bits", type=int, help="KV cache precision: 16, 8, 4, 2 (default: 16)")
 
 
 def workload_from_args(args) -> Workload:
@@ -53,8 +55,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
-    p.add_argument("--out", help="write the plan here (atomically)")
-    p.add_argument("--json", action="store_true", help="print the plan JSON on stdout")
+    p.add_argument("--out", help="write the plan here (atomically); with several --hw, one file per target: "
+                                 "plan.json -> plan-<hw>.json")
+    p.add_argument("--json", action="store_true", help="print the plan JSON on stdout (several --hw: a list of plans)")
+    p.add_argument("--verbose", action="store_true", help="also list every layer (several --hw: every plan in full)")
     return p
 
 
@@ -67,17 +71,24 @@ def request_from_args(args) -> SearchRequest:
         overrides=tuple(args.overrides), seed=args.seed)
 
 
-def search(request: SearchRequest) -> dict:
-    """Run the whole pipeline and return the plan document."""
+def search(request: SearchRequest, progress: bool = False) -> dict:
+    """Run the whole pipeline and return the plan document.
+
+    progress: a bar on stderr while the solver works, for solvers that report it (nas), when stderr is a terminal.
+    """
+    from dse.progress import solver_progress
+
     limits, budget_doc = request.limits()
     prepared = prepare(request)
-    problem, result = solve_prepared(prepared, limits)
+    with solver_progress(request.method, enabled=progress) as callback:
+        problem, result = solve_prepared(prepared, limits, **({"progress": callback} if callback else {}))
     return make_plan(prepared, problem, result, budget_doc)
 
 
-def print_notes(plan: dict) -> None:
-    """The plan's notes (formats dropped, limits added, what was inferred) and a memory warning, on stderr."""
-    for note in plan.get("notes", ()):
+def warn_device(plan: dict, notes: bool = True) -> None:
+    """On stderr: the plan's notes (formats dropped, a device memory limit added, what the weights did not
+    say; the table shows them too, so `notes=False` there) and a warning when the weights exceed the device."""
+    for note in plan.get("notes", ()) if notes else ():
         print(f"note: {note}", file=sys.stderr)
     device = plan["device"]
     if device["weights_fit"] is False:
@@ -88,18 +99,20 @@ def print_notes(plan: dict) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if "," in args.hw:
+        from dse.compare import search_targets
+
+        return search_targets(args)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
-    plan = search(request)
-    print_notes(plan)
+    plan = search(request, progress=True)
+    warn_device(plan, notes=args.json)  # the table shows the notes itself
     if args.out:
         write_plan(plan, args.out)
     if args.json:
         sys.stdout.write(plan_json(plan))
     else:
-        print(format_table(plan))
-        if args.out:
-            print(f"plan written to {args.out}")
+        print(format_table(plan, verbose=args.verbose, out=args.out))
     return 0
 
 

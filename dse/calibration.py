@@ -1,0 +1,48 @@
+"""Calibration texts: the shipped set (dse/data/calibration.txt) or the user's `--calib FILE`.
+
+The shipped set is 325 short English texts written for this project (everyday life, code,
+science, politics, business, sport, arts, health, travel, maths, notices, questions, one-word
+replies and a few long sentences); one text per line, blank lines ignored. No labels are used:
+every calibration source measures how far the quantized model drifts from the fp model.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from quantcore.errors import QuantDSEError
+
+DEFAULT_CALIB = Path(__file__).resolve().parent / "data" / "calibration.txt"
+
+
+def read_texts(path=None, max_texts: int | None = None, seed: int = 0) -> list[str]:
+    """Texts from `path` (default: the shipped set), one per line.
+
+    max_texts: a seeded random subset of that many texts (in file order), for fast checks.
+    """
+    p = Path(path).expanduser() if path is not None else DEFAULT_CALIB
+    if not p.is_file():
+        raise QuantDSEError(f"calibration file {p} not found: pass a text file with one text per line")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise QuantDSEError(f"calibration file {p} is not UTF-8 text: pass a text file with one text per line") \
+            from None
+    texts = [line.strip() for line in lines if line.strip()]
+    if len(texts) < 2:
+        raise QuantDSEError(f"calibration file {p} has {len(texts)} non-empty lines: give at least 2 texts, "
+                            "one per line")
+    if max_texts is not None:
+        if max_texts < 2:
+            raise QuantDSEError(f"max_texts must be >= 2, got {max_texts}")
+        if max_texts < len(texts):
+            import numpy as np
+
+            keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False))
+            texts = [texts[i] for i in keep]
+    return texts
+
+
+def texts_digest(texts: list[str]) -> str:
+    """Identity of a calibration set for caches."""
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]

@@ -1,0 +1,189 @@
+"""`python -m dse.evaluate`: apply a plan to the real torch model by fake quantization and measure it.
+
+    python -m dse.evaluate --plan plan.json --json
+
+Each layer's weight is replaced by its format's reference `quantize()` (quantcore.formats),
+the model embeds the calibration texts, and the embeddings are compared with the fp model's
+(no labels needed):
+
+- ``cosine`` (the headline metric, higher is better): mean cosine similarity of each text's
+  quantized embedding to its fp embedding;
+- ``nn_agreement``: the fraction of texts whose nearest neighbour among the other texts is
+  the same as with the fp model (retrieval stays the same);
+- ``min_cosine``: the worst text's cosine.
+
+`Evaluator` keeps the fp model, tokenized texts and fp embeddings in memory and caches each
+(layer, format) quantized weight, so scoring a new plan costs one forward pass.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
+from quantcore.io import dumps
+
+DEFAULT_MODEL = "all-minilm-l6-v2"
+
+
+def embedding_metrics(emb, ref) -> dict:
+    """cosine / min_cosine / nn_agreement of embeddings `emb` [n, d] against `ref` (both unit rows)."""
+    import torch
+
+    cos = (emb * ref).sum(1)
+    out = {"cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+    sim_q, sim_r = emb @ emb.T, ref @ ref.T
+    eye = torch.eye(len(ref), dtype=torch.bool)
+    nn_q = sim_q.masked_fill(eye, -np.inf).argmax(1)
+    nn_r = sim_r.masked_fill(eye, -np.inf).argmax(1)
+    out["nn_agreement"] = float((nn_q == nn_r).float().mean())
+    return out
+
+
+class Evaluator:
+    """Measured quality of per-layer format assignments on a real model.
+
+    model: catalog name with installed weights, or an HF checkpoint folder.
+    texts: calibration texts (default: the shipped set); max_texts: a seeded subset of them.
+    """
+
+    metric_name = "cosine"
+    higher_is_better = True
+
+    def __init__(self, model=DEFAULT_MODEL, texts=None, *, max_texts: int | None = None, seed: int = 0):
+        import torch
+
+        from dse.calibration import read_texts
+        from dse.hfmodel import load_encoder
+        from quantcore.models import load_graph
+
+        if texts is None:
+            texts = read_texts(None, max_texts=max_texts, seed=seed)
+        else:
+            texts = [str(t).strip() for t in texts if str(t).strip()]
+            if len(texts) < 2:
+                raise QuantDSEError("evaluation needs at least 2 non-empty texts")
+            if max_texts is not None and max_texts < len(texts):
+                keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False))
+                texts = [texts[i] for i in keep]
+        self.encoder = load_encoder(model)
+        self.model_name = self.encoder.name
+        self.texts = texts
+        graph = load_graph(self.encoder.graph_source)
+        self.graph_name = graph.name
+        names = [l.name for l in graph.quantizable()]
+        self.modules = self.encoder.modules_for(names)
+        self.layer_names = [n for n in names if n in self.modules]
+        #: plan layers the base model does not run (an LM head): quantizing them cannot change embeddings
+        self.unused_layers = [n for n in names if n not in self.modules]
+        self.batches = self.encoder.batches(texts)
+        self.tokens = self.encoder.tokens(self.batches)
+        self._fp = {n: m.weight.data for n, m in self.modules.items()}
+        self._cache: dict = {}
+        self.reference = self.encoder.embed(self.batches)
+        self._torch = torch
+
+    def quantized_weight(self, layer: str, fmt: str):
+        """The fake-quantized weight tensor of `layer` in `fmt` (cached)."""
+        from quantcore.formats import get_format
+
+        key = (layer, fmt)
+        if key not in self._cache:
+            w = self._fp[layer]
+            f = get_format(fmt)
+            q = f.quantize(w.numpy().reshape(w.shape[0], -1)) if f.is_quantized else w.numpy()
+            self._cache[key] = self._torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).reshape(w.shape)
+        return self._cache[key]
+
+    def apply(self, formats: dict):
+        """Context manager: the model with `formats` {layer: format} applied, restored on exit."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            unknown = [n for n in formats if n not in self.modules and n not in self.unused_layers]
+            if unknown:
+                raise QuantDSEError(f"layer {unknown[0]} is not in model {self.model_name}: "
+                                    "the plan was made for another model")
+            swapped = {n: self.quantized_weight(n, f) for n, f in formats.items() if n in self.modules}
+            try:
+                for n, w in swapped.items():
+                    self.modules[n].weight.data = w
+                yield self.encoder
+            finally:
+                for n in swapped:
+                    self.modules[n].weight.data = self._fp[n]
+        return ctx()
+
+    def embed(self, formats: dict):
+        with self.apply(formats):
+            return self.encoder.embed(self.batches)
+
+    def metrics(self, formats: dict) -> dict:
+        """{"cosine", "min_cosine", "nn_agreement"} of the model with `formats` applied."""
+        return embedding_metrics(self.embed(formats), self.reference)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def evaluate_plan(plan: dict, plan_path: str, model=None, calib=None) -> dict:
+    """The evaluation document of a plan."""
+    model = model or plan.get("model")
+    from dse.calibration import read_texts
+
+    texts = read_texts(calib)
+    t0 = time.perf_counter()
+    ev = Evaluator(model, texts)
+    if plan.get("model") not in (ev.model_name, ev.graph_name):
+        raise QuantDSEError(f"plan {plan_path} was made for model {plan.get('model')}, not {ev.model_name}: "
+                            f"evaluate it with --model {plan.get('model')} or search again for {ev.model_name}")
+    formats = {l["name"]: l["format"] for l in plan["layers"]}
+    missing = [n for n in ev.layer_names if n not in formats]
+    if missing:
+        raise QuantDSEError(f"plan {plan_path} has no format for layer {missing[0]}: regenerate the plan")
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    m = ev.metrics(formats)
+    return {"metric": ev.metric_name, "value": m[ev.metric_name], "higher_is_better": ev.higher_is_better,
+            "metrics": m, "model": ev.model_name, "plan": plan_path,
+            "effective_bits": plan.get("totals", {}).get("effective_bits"),
+            "calibration": {"file": str(calib) if calib else "shipped (dse/data/calibration.txt)",
+                            "texts": len(ev.texts), "tokens": ev.tokens},
+            "unused_layers": ev.unused_layers,
+            "seconds": {"load": round(load_s, 3), "evaluate": round(time.perf_counter() - t1, 3)}}
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="dse.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--plan", required=True, help="plan JSON from python -m dse.search --out")
+    p.add_argument("--model", help="catalog name with installed weights or an HF checkpoint folder "
+                                    "(default: the plan's model)")
+    p.add_argument("--calib", help="calibration texts, one per line (default: the shipped set)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    from dse.plan import load_plan
+
+    args = build_parser().parse_args(argv)
+    plan = load_plan(args.plan)
+    doc = evaluate_plan(plan, args.plan, args.model, args.calib)
+    if args.json:
+        sys.stdout.write(dumps(doc))
+    else:
+        m = doc["metrics"]
+        print(f"{doc['model']}  plan {args.plan}  ({doc['effective_bits']:.3f} effective bits)" if
+              doc["effective_bits"] is not None else f"{doc['model']}  plan {args.plan}")
+        print(f"  cosine to fp {m['cosine']:.5f} (worst text {m['min_cosine']:.4f}), "
+              f"nearest-neighbour agreement {100 * m['nn_agreement']:.1f}%")
+        print(f"  on {doc['calibration']['texts']} texts, {doc['calibration']['tokens']} tokens "
+              f"({doc['calibration']['file']}); {doc['seconds']['evaluate']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
