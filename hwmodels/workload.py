@@ -124,4 +124,5 @@ class Workload:
             return f"one forward pass over {seqs} of {self.seq} tokens (bidirectional attention)"
         if self.phase == "prefill":
             return f"prefill of {seqs} of {self.seq} prompt tokens, {self.kv_bits}-bit KV cache"
-        return f"one decode step of {seqs}, {self.seq}-token context in a {self.kv_bits}-bit KV cache"
+        a = "an" if str(self.kv_bits).startswith("8") or self.kv_bits in (11, 18) else "a"
+        return f"one decode step of {seqs}, {self.seq}-token context in {a} {self.kv_bits}-bit KV cache"
