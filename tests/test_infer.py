@@ -28,7 +28,8 @@ def _llama_checkpoint(folder, config: dict | None):
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    t = {"model.embed_tokens.weight": (VOCAB, HIDDEN), "lm_head.weight": (VOCAB, HIDDEN), "model.norm.weight": (HIDDEN,)}
+    t = {"model.embed_tokens.weight": (VOCAB, HIDDEN), "lm_head.weight": (VOCAB, HIDDEN),
+         "model.norm.weight": (HIDDEN,)}
     for i in range(LAYERS):
         p = f"model.layers.{i}"
         t.update({f"{p}.self_attn.q_proj.weight": (HIDDEN, HIDDEN), f"{p}.self_attn.k_proj.weight": (64, HIDDEN),
@@ -112,7 +113,8 @@ def test_gpt2_conv1d_true_orientation_from_torch_and_safetensors(tmp_path):
         w = torch.from_numpy(graph.weights.get(name))
         torch.testing.assert_close(x @ w.T + c_attn.bias, c_attn(x).detach())  # transformers' own Conv1D forward
     fc = from_disk.layer("transformer.h.0.mlp.c_fc")
-    assert fc.shape == (256, 64) and fc.role == "up" and from_disk.layer("transformer.h.0.mlp.c_proj").shape == (64, 256)
+    assert fc.shape == (256, 64) and fc.role == "up"
+    assert from_disk.layer("transformer.h.0.mlp.c_proj").shape == (64, 256)
     for g in (from_module, from_disk):
         att = [l for l in g if l.kind == "attention"]
         assert len(att) == 2 and att[0].attrs["heads"] == 4 and att[0].attrs["head_dim"] == 16  # n_head from config
