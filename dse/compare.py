@@ -18,7 +18,7 @@ from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import dumps
+from quantcore.io import atomic_write_files, check_outputs, dumps
 from dse.summary import roles, workload_text
 
 #: totals rows: (label, key, factor, digits)
@@ -132,7 +132,7 @@ def search_targets(args: argparse.Namespace) -> int:
     Every target is searched before any file is written, so a failing target leaves no files.
     """
     from dse import search
-    from dse.plan import write_plan
+    from dse.plan import plan_json
 
     targets = [t.strip() for t in args.hw.split(",")]
     if any(not t for t in targets) or len(set(targets)) != len(targets):
@@ -143,19 +143,19 @@ def search_targets(args: argparse.Namespace) -> int:
         flags.hw = hw
         requests.append(search.request_from_args(flags))
     requests[0].limits()  # the budget is the same for every target: validate it before any work
+    check_outputs([args.out], [args.model, args.sensitivity])
     plans = []
     for request in requests:
         plan = search.search(request, progress=True)
         search.warn_device(plan)
         plans.append(plan)
     written = []
-    if args.out:
+    if args.out is not None:
         paths = [target_path(args.out, p["hardware"]) for p in plans]
         if len(set(paths)) != len(paths):
             raise QuantDSEError("two targets share a name: give each spec file a distinct name")
-        for plan, path in zip(plans, paths):
-            write_plan(plan, path)
-            written.append(path)
+        atomic_write_files([(path, plan_json(plan)) for plan, path in zip(plans, paths)])  # all plans or none
+        written = paths
     if args.json:
         sys.stdout.write(dumps(plans))
         return 0

@@ -18,9 +18,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from dse.budget import check_budget_range
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text
+from quantcore.io import atomic_write_files, check_outputs
+from quantcore.limits import cap, over_cap
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
 SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),
@@ -42,6 +44,11 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
         raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
     if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
         raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
+    limit_kind, factor, unit = SWEEP_UNITS[kind]
+    check_budget_range(f"--sweep {text!r}", limit_kind, stop, factor, unit)
+    points = (stop - start) / step + 1
+    if not points <= cap("sweep_points"):
+        raise over_cap("sweep_points", f"--sweep {text!r} ({points:.4g} points)")
     n = int(np.floor((stop - start) / step + 1e-9)) + 1
     return kind, start + step * np.arange(n)
 
@@ -70,7 +77,9 @@ def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[fl
     from dse.solvers import solve
 
     rows = []
-    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=None if progress else True):
+    # a bar only where a person watches (a terminal): never mixed into an error line on a captured stderr
+    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=None if progress else True,
+                  leave=False):
         problem = problem_factory(float(v))
         result = solve(problem, method=method, **options)
         row = {"budget": float(v), "status": result.status, "method": result.method, "seconds": result.seconds,
@@ -171,12 +180,13 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
 
 def main(argv=None) -> int:
     from dse.device import memory_note
-    from dse.figures import figure_type, write_figure
+    from dse.figures import figure_bytes, figure_type
     from dse.pipeline import prepare
     from dse.summary import workload_text
 
     args = build_parser().parse_args(argv)
-    if args.plot:
+    check_outputs([args.out, args.plot], [args.model, args.sensitivity, args.hw])  # before the expensive work
+    if args.plot is not None:
         figure_type(args.plot)  # a bad extension fails before any work
     kind, values = parse_sweep(args.sweep)
     x = args.x or kind
@@ -191,14 +201,15 @@ def main(argv=None) -> int:
               file=sys.stderr)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
-    if args.out:
-        atomic_write_text(args.out, rows_csv(rows))
-    if args.plot:
+    outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
+    if args.plot is not None:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "
                  f"{workload_text((getattr(prepared, 'workload', None) or request.workload).as_dict())}"
                  f"\nsensitivity: {prepared.sensitivity.source}"
                  + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
-        write_figure(plot_figure(rows, x, title, SWEEP_UNITS[kind][2]), args.plot)
+        figure = plot_figure(rows, x, title, SWEEP_UNITS[kind][2])
+        outputs.append((args.plot, figure_bytes(figure, figure_type(args.plot))))
+    atomic_write_files(outputs)  # both files or neither
     if args.json:
         clean = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         sys.stdout.write(json.dumps(clean, indent=2) + "\n")

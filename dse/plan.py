@@ -66,7 +66,8 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
-                       "hardware_overrides": list(req.overrides)},
+                       "hardware_overrides": list(req.overrides), "include": list(req.include),
+                       "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
+from quantcore.io import check_outputs
+from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import PHASES, Workload
@@ -27,9 +29,14 @@ def add_request_args(p: ArgumentParser) -> None:
                                          "else prior)")
     add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
+    p.add_argument("--formats-for", metavar="TARGET",
+                   help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--include", action="append", default=[], choices=("embeddings",),
+                   help="also search the token embedding (costed and counted in the budget; the lm-head is "
+                        "always searched)")
 
 
 def add_workload_args(p: ArgumentParser) -> None:
@@ -51,7 +58,8 @@ def workload_from_args(args) -> Workload:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
     add_request_args(p)
-    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy)")
+    p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy: an "
+                   "estimate from the target's energy model, see the plan's provenance.energy_basis)")
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
@@ -66,9 +74,18 @@ def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
         workload=workload_from_args(args),
-        formats=tuple(args.formats.split(",")) if args.formats is not None else None,
+        formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
-        overrides=tuple(args.overrides), seed=args.seed)
+        overrides=tuple(args.overrides), seed=args.seed, include=tuple(args.include))
+
+
+def _formats(args) -> tuple | None:
+    requested = tuple(args.formats.split(",")) if args.formats is not None else None
+    if getattr(args, "formats_for", None):
+        from dse.export import formats_for
+
+        return formats_for(args.formats_for, requested)
+    return requested
 
 
 def search(request: SearchRequest, progress: bool = False) -> dict:
@@ -105,9 +122,10 @@ def main(argv=None) -> int:
         return search_targets(args)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
+    check_outputs([args.out], [args.model, args.sensitivity, args.hw])
     plan = search(request, progress=True)
     warn_device(plan, notes=args.json)  # the table shows the notes itself
-    if args.out:
+    if args.out is not None:
         write_plan(plan, args.out)
     if args.json:
         sys.stdout.write(plan_json(plan))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from quantcore.errors import QuantDSEError
+from quantcore.limits import RANGES, check_int
 
 PHASES = ("decode", "prefill", "forward")
 #: a decoder's defaults: one decode step with a 2048-token context, 16-bit KV cache
@@ -49,6 +50,7 @@ class Workload:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantDSEError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
+            check_int(value, f"--{field.replace('_', '-')}", *RANGES[field])
         if self.kv_bits is not None and self.kv_bits > 32:
             raise QuantDSEError(f"--kv-bits must be at most 32, got {self.kv_bits}")
 
