@@ -39,6 +39,9 @@ class SearchRequest:
     max_memory_gb: float | None = None
     overrides: tuple = ()
     seed: int = 0
+    policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
+    solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
+    reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
     include: tuple = ()  # "embeddings": search the token embedding too
 
     def limits(self) -> tuple[dict, dict]:
@@ -149,6 +152,24 @@ def prepare(request: SearchRequest) -> Prepared:
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source)
+    return _costed(request, hardware, graph, layers, formats, sensitivity, costs=costs, dropped=dropped, notes=notes)
+
+
+def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
+    """`prepare(request)` for the same model, formats and sensitivity as `prepared`, reusing them.
+
+    Only the hardware tables are recomputed (target, `--set` overrides, workload), so a
+    co-design sweep computes a model's graph and sensitivity once, not per design point.
+    """
+    return _costed(request, load_hardware(request.hw, list(request.overrides)), prepared.graph, prepared.layers,
+                   prepared.formats, prepared.sensitivity, notes=list(getattr(prepared.graph, "notes", ())))
+
+
+def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, costs=None, dropped=(),
+            notes=None) -> Prepared:
+    workload = request.workload.for_model(graph)
+    if costs is None:
+        costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
@@ -160,7 +181,7 @@ def prepare(request: SearchRequest) -> Prepared:
     prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
                         fixed_memory=fixed_memory, fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy,
                         workload=workload, dropped=dropped, free_memory=free_memory(hardware.spec, graph, workload),
-                        largest_memory=largest, notes=notes)
+                        largest_memory=largest, notes=list(notes or []))
     check_costs(prepared)
     return prepared
 
@@ -178,6 +199,16 @@ def check_costs(prepared: Prepared) -> None:
                             "are not finite and non-negative: check the model's config values and --set overrides")
 
 
+def _solver_options(prepared: Prepared, method: str) -> dict:
+    """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
+    opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
+    if method != "rl":
+        if opts and prepared.request.method != "rl":
+            raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")
+        return {}
+    return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}
+
+
 def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
                    **options):
     """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
@@ -191,7 +222,8 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed, **options)
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
+                   **_solver_options(prepared, method), **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)
