@@ -141,7 +141,7 @@ def prepare(request: SearchRequest) -> Prepared:
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
     notes = list(getattr(graph, "notes", ()))
-    workload = request.workload.for_model(graph)
+    workload = request.workload.for_model(graph)  # _costed notes what does not apply
     formats = _candidate_formats(request, layers, graph)
     ops = ops_for_graph(graph, workload, layers)
     costs = hardware.cost(ops, formats, workload)
@@ -167,7 +167,8 @@ def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
 
 def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, costs=None, dropped=(),
             notes=None) -> Prepared:
-    workload = request.workload.for_model(graph)
+    notes = list(notes or [])
+    workload = request.workload.for_model(graph, notes)
     if costs is None:
         costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)

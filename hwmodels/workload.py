@@ -68,24 +68,27 @@ class Workload:
         """Tokens (images for a CNN) that pass through each linear layer in this pass."""
         return self.batch * self.seq if self.phase in ("prefill", "forward") else self.batch
 
-    def for_model(self, graph) -> "Workload":
+    def for_model(self, graph, notes: list | None = None) -> "Workload":
         """This workload completed with the defaults of `graph`'s kind (config["arch"]).
 
-        decoder: decode, batch 1, seq 2048 (or its max positions when fewer), 16-bit KV. encoder: forward over its
-        max_position_embeddings tokens (the longest input it takes; pass --seq for your
-        typical length); --phase decode is an error, prefill means the forward pass.
-        cnn: forward over `batch` images at config["input_hw"]; --phase, --seq and
-        --kv-bits do not apply and are errors.
+        decoder: decode, batch 1, seq 2048 (or its max positions when fewer), 16-bit KV.
+        encoder: forward over its max_position_embeddings tokens (the longest input it
+        takes; pass --seq for your typical length); --phase decode is an error, prefill
+        means the forward pass. cnn: forward over `batch` images at config["input_hw"];
+        --phase decode is an error; --seq and --kv-bits do not apply (one workload may
+        serve a CNN and a transformer in a sweep): they are ignored and `notes` says so.
         """
         arch = graph.config.get("arch", "decoder")
         name = graph.name
         if arch == "cnn":
-            given = [flag for flag, value in (("--phase", self.phase), ("--seq", self.seq),
-                                             ("--kv-bits", self.kv_bits)) if value is not None]
-            if given and self.phase != "forward":
+            if self.phase == "decode":
                 raise QuantDSEError(f"{name} is a CNN: it runs one forward pass over a batch of images at its input "
-                                    f"resolution, so {', '.join(given)} does not apply: drop it (--batch sets the "
+                                    "resolution and has no decode step: drop --phase decode (--batch sets the "
                                     "number of images)")
+            ignored = [f"--seq {self.seq}" for _ in [0] if self.seq not in (None, 1)]
+            ignored += [f"--kv-bits {self.kv_bits}" for _ in [0] if self.kv_bits not in (None, 16)]
+            if ignored and notes is not None:
+                notes.append(f"{name} is a CNN: {', '.join(ignored)} does not apply to its images (ignored)")
             hw = tuple(int(x) for x in graph.config.get("input_hw") or ()) or None
             return Workload(phase="forward", batch=self.batch or 1, seq=1, kv_bits=16, image_hw=hw)
         if arch == "encoder":

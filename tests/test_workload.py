@@ -45,9 +45,11 @@ def test_cnn_runs_a_batch_of_images_at_its_resolution():
     assert w.as_dict() == {"phase": "forward", "batch": 2, "input_hw": [224, 224],
                            "description": "one forward pass over 2 images of 224x224"}
     assert ops_for_graph(resnet, w).macs.sum() * 1.0 / 2 / 1e9 == pytest.approx(4.09, abs=0.005)  # torchvision
-    for flags in ({"phase": "decode"}, {"seq": 2048}, {"kv_bits": 8}):
-        with pytest.raises(QuantDSEError, match="is a CNN.*does not apply"):
-            Workload.unset(**flags).for_model(resnet)
+    with pytest.raises(QuantDSEError, match="is a CNN.*has no decode step"):
+        Workload.unset(phase="decode").for_model(resnet)
+    notes = []  # one workload may serve a CNN and a transformer in a sweep: what does not apply is noted
+    assert Workload("prefill", 2, 128, 8).for_model(resnet, notes) == w
+    assert notes == ["resnet-50 is a CNN: --seq 128, --kv-bits 8 does not apply to its images (ignored)"]
 
 
 def test_decoder_default_context_fits_its_positions(tmp_path):
@@ -82,7 +84,7 @@ def test_minilm_attention_is_a_forward_pass_not_a_decode_step(cli):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "all-minilm-l6-v2", "--phase", "decode"], "error: all-minilm-l6-v2 is an encoder"),
-    (["--model", "resnet-50", "--seq", "512"], "error: resnet-50 is a CNN"),
+    (["--model", "resnet-50", "--phase", "decode"], "error: resnet-50 is a CNN"),
 ])
 def test_workload_that_does_not_apply_is_one_line(cli, argv, message):
     r = cli("dse.search", "--hw", "a100-80gb", "--budget", "6bits", *argv)
