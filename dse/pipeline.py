@@ -30,6 +30,7 @@ class SearchRequest:
     budget: str | None = None
     method: str = "ilp"
     sensitivity: str | None = None  # None: weights when the model has them, else prior
+    calib: str | None = None  # calibration texts for hessian/fisher/output (None: the shipped set)
     workload: Workload = field(default_factory=Workload)
     formats: tuple | None = None
     max_latency_ms: float | None = None
@@ -99,7 +100,7 @@ def _candidate_formats(request: SearchRequest, layers) -> list:
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
-    if sens is not None and sens not in ("weights", "prior"):
+    if sens is not None and sens not in ("weights", "prior", "hessian", "fisher", "output"):
         return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
 
@@ -115,7 +116,8 @@ def prepare(request: SearchRequest) -> Prepared:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
     formats = _candidate_formats(request, layers)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
-    sensitivity = compute_sensitivity(graph, layers, formats, source)
+    sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
+                                      seed=request.seed)
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.k for l in layers], dtype=np.int64), formats)

@@ -22,8 +22,9 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp (default), lagrangian, baq, nas, greedy, uniform")
-    p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
-                                         "else prior)")
+    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output or FILE.json (default: weights "
+                                         "if the model has them, else prior)")
+    p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
     p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode)")
@@ -49,6 +50,7 @@ def build_parser() -> ArgumentParser:
 def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
+        calib=args.calib,
         workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
         formats=tuple(args.formats.split(",")) if args.formats is not None else None,
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
