@@ -82,6 +82,15 @@ def time_sources(calib: Path) -> dict:
         out[source] = (cold, cold_cpu, time.perf_counter() - t0)
         print(f"  {source:8s} cold {cold:7.1f} s wall ({cold_cpu:6.1f} s CPU), cached {out[source][2]:.3f} s",
               flush=True)
+    for source in ("hessian", "fisher"):  # how much one probe per batch leaves to chance
+        a = calibration_table(source, MODEL, formats[3:4], str(calib), seed=0)[0]
+        b = calibration_table(source, MODEL, formats[3:4], str(calib), seed=1)[0]
+        x = np.array([v[formats[3].name] for v in a.values()])
+        y = np.array([v[formats[3].name] for v in b.values()])
+        used = (x > 0) | (y > 0)
+        rel = np.abs(x[used] - y[used]) / np.maximum(x[used], y[used])
+        print(f"  {source:8s} seed 0 vs seed 1: Spearman over layers {spearman(x, y):.3f}, median relative "
+              f"difference {np.median(rel):.3f}, max {rel.max():.3f}")
     return out
 
 

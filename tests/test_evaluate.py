@@ -122,7 +122,8 @@ def test_minilm_calibration_sources_label_plans_cache_and_repeat(cli, tmp_path, 
             monkeypatch.setenv("QUANTDSE_CACHE_DIR", str(tmp_path / "cache"))
             out = tmp_path / f"{source}{run}.json"
             r = cli("dse.search", "--hw", "a100-80gb", "--model", MINILM, "--budget", "4bits", "--sensitivity",
-                    source, "--calib", str(calib), "--out", str(out))
+                    source, "--calib", str(calib), "--formats", "int3-g128,int4-g128,int8", "--out", str(out),
+                    timeout=300)
             assert r.returncode == 0, r.stderr
             plans.append(json.loads(out.read_text()))
         prov = plans[0]["provenance"]
