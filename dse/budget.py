@@ -15,6 +15,9 @@ UNITS = {
     "s": ("latency", 1.0), "ms": ("latency", 1e-3), "us": ("latency", 1e-6),
     "J": ("energy", 1.0), "mJ": ("energy", 1e-3), "uJ": ("energy", 1e-6),
 }
+#: largest budget of each kind, in SI (README "Limits on input"): past these a limit binds nothing
+#: real, and the solvers' arithmetic (HiGHS treats 1e20 as infinite) would no longer be exact
+MAX_SI = {"bits": 64.0, "memory": 1e18, "latency": 1e6, "energy": 1e12}
 _PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf))\s*([a-zA-Z]+)\s*$")
 
 
@@ -31,12 +34,23 @@ def parse_budget(text: str) -> tuple[str, float, float]:
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"budget {text!r} must be a positive finite number")
     kind, factor = UNITS[unit]
+    check_budget_range(f"budget {str(text).strip()!r}", kind, value, factor, unit)
     return kind, value * factor, value
 
 
-def limit_from_flag(flag: str, value: float | None, factor: float) -> float | None:
+def check_budget_range(name: str, kind: str, value: float, factor: float, unit: str) -> None:
+    """The limit must be at most MAX_SI[kind], said in the unit the user wrote."""
+    if value * factor > MAX_SI[kind]:
+        raise QuantDSEError(f"{name} is out of range: a {kind} budget must be at most "
+                            f"{MAX_SI[kind] / factor:g}{unit}")
+
+
+def limit_from_flag(flag: str, value: float | None, factor: float, kind: str | None = None,
+                    unit: str = "") -> float | None:
     if value is None:
         return None
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"{flag} must be a positive finite number, got {value}")
+    if kind is not None:
+        check_budget_range(flag, kind, value, factor, unit)
     return value * factor

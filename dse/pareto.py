@@ -18,9 +18,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from dse.budget import check_budget_range
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_bytes, atomic_write_text
+from quantcore.io import atomic_write_files, check_outputs
+from quantcore.limits import cap, over_cap
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
 SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),
@@ -42,6 +44,11 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
         raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
     if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
         raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
+    limit_kind, factor, unit = SWEEP_UNITS[kind]
+    check_budget_range(f"--sweep {text!r}", limit_kind, stop, factor, unit)
+    points = (stop - start) / step + 1
+    if not points <= cap("sweep_points"):
+        raise over_cap("sweep_points", f"--sweep {text!r} ({points:.4g} points)")
     n = int(np.floor((stop - start) / step + 1e-9)) + 1
     return kind, start + step * np.arange(n)
 
@@ -70,7 +77,9 @@ def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[fl
     from dse.solvers import solve
 
     rows = []
-    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=not progress):
+    # a bar only where a person watches (a terminal): never mixed into an error line on a captured stderr
+    for v in tqdm(list(values), desc=f"pareto ({method})", file=sys.stderr, disable=None if progress else True,
+                  leave=False):
         problem = problem_factory(float(v))
         result = solve(problem, method=method, **options)
         row = {"budget": float(v), "status": result.status, "method": result.method, "seconds": result.seconds,
@@ -100,28 +109,48 @@ def rows_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def plot_png(rows: list[dict], x: str, title: str) -> bytes:
-    import matplotlib
+#: --x choice -> (factor from SI to the unit shown, axis label)
+X_AXES = {"bits": (1.0, "effective bits per weight"), "memory": (1e-9, "weights in memory (GB)"),
+          "latency": (1e3, "latency of one pass (ms)"), "energy": (1e3, "energy of one pass (mJ)")}
+MAX_POINT_LABELS = 12
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
+def plot_figure(rows: list[dict], x: str, title: str, unit: str = ""):
+    """Error against the --x cost in the units people type (ms, mJ, GB); frontier points labelled
+    with their budget (`unit` is the sweep's, e.g. "bits"), at most MAX_POINT_LABELS labels."""
+    from matplotlib.ticker import MaxNLocator
+
+    from dse.figures import new_figure
+
+    fig = new_figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float)
+    factor, label = X_AXES[x]
+    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float) * factor
     ys = np.array([r["error"] for r in rows], dtype=float)
     on = np.array([r["on_frontier"] for r in rows], dtype=bool)
-    ax.scatter(xs[~on], ys[~on], s=12, c="0.6", label="dominated")
+    off = ~on & np.isfinite(xs) & np.isfinite(ys)
+    if off.any():
+        ax.scatter(xs[off], ys[off], s=12, c="0.6", label="dominated")
     order = np.argsort(xs[on])
     ax.plot(xs[on][order], ys[on][order], "o-", ms=4, label="frontier")
-    ax.set_xlabel(X_TOTALS[x])
+    for picked, offset in ((np.nonzero(on)[0][order], (4, 4)), (np.nonzero(off)[0], (5, -2))):
+        step = max(1, int(np.ceil(len(picked) / MAX_POINT_LABELS)))
+        for i in picked[::step]:
+            ax.annotate(f"{rows[i]['budget']:g}{unit}", (xs[i], ys[i]), textcoords="offset points", xytext=offset,
+                        fontsize="x-small", color="0.25")
+    ax.set_xlabel(label)
     ax.set_ylabel("predicted error (sum over layers)")
     ax.set_yscale("log" if (ys[np.isfinite(ys)] > 0).all() and np.isfinite(ys).any() else "linear")
-    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
+    ax.set_title(title, fontsize="medium")
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return buf.getvalue()
+    return fig
+
+
+def plot_png(rows: list[dict], x: str, title: str, unit: str = "") -> bytes:
+    from dse.figures import figure_bytes
+
+    return figure_bytes(plot_figure(rows, x, title, unit), "png")
 
 
 def build_parser() -> ArgumentParser:
@@ -132,8 +161,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--sweep", required=True, help="KIND=START:STOP:STEP; bits (avg bits), memory (GB), "
                                                   "latency (ms), energy (mJ); e.g. bits=2.5:8:0.25")
     p.add_argument("--x", choices=sorted(X_TOTALS), help="cost axis of the frontier (default: the sweep's kind)")
-    p.add_argument("--out", help="CSV of every point (written atomically)")
-    p.add_argument("--plot", help="PNG of error vs --x (written atomically)")
+    p.add_argument("--out", help="CSV of every point (written atomically); without --out the CSV goes to stdout")
+    p.add_argument("--plot", help="figure of error vs --x: .png, .jpg, .svg or .pdf (written atomically)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     return p
 
@@ -150,9 +179,14 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
 
 
 def main(argv=None) -> int:
+    from dse.figures import figure_bytes, figure_type
     from dse.pipeline import prepare
+    from dse.summary import workload_text
 
     args = build_parser().parse_args(argv)
+    check_outputs([args.out, args.plot], [args.model, args.sensitivity, args.hw])  # before the expensive work
+    if args.plot is not None:
+        figure_type(args.plot)  # a bad extension fails before any work
     kind, values = parse_sweep(args.sweep)
     x = args.x or kind
     limit_kind, factor, _ = SWEEP_UNITS[kind]
@@ -161,13 +195,21 @@ def main(argv=None) -> int:
     prepared = prepare(request)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
-    if args.out:
-        atomic_write_text(args.out, rows_csv(rows))
-    if args.plot:
-        atomic_write_bytes(args.plot, plot_png(rows, x, f"{prepared.graph.name} on {args.hw} ({args.method})"))
+    outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
+    if args.plot is not None:
+        title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "
+                 f"{workload_text((getattr(prepared, 'workload', None) or request.workload).as_dict())}"
+                 f"\nsensitivity: {prepared.sensitivity.source}"
+                 + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
+        figure = plot_figure(rows, x, title, SWEEP_UNITS[kind][2])
+        outputs.append((args.plot, figure_bytes(figure, figure_type(args.plot))))
+    atomic_write_files(outputs)  # both files or neither
     if args.json:
         clean = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         sys.stdout.write(json.dumps(clean, indent=2) + "\n")
+    elif args.out:
+        written = " and ".join(p for p in (args.out, args.plot) if p)
+        print(f"{len(rows)} points, {sum(r['on_frontier'] for r in rows)} on the frontier: written to {written}")
     else:
         sys.stdout.write(rows_csv(rows))
     return 0

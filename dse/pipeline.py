@@ -38,6 +38,7 @@ class SearchRequest:
     max_memory_gb: float | None = None
     overrides: tuple = ()
     seed: int = 0
+    include: tuple = ()  # "embeddings": search the token embedding too
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -57,7 +58,7 @@ class SearchRequest:
         for flag, value, factor, kind, unit in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency", "ms"),
                                                 ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy", "mJ"),
                                                 ("--max-memory-gb", self.max_memory_gb, 1e9, "memory", "GB")):
-            si = limit_from_flag(flag, value, factor)
+            si = limit_from_flag(flag, value, factor, kind, f" {unit}")
             if si is not None:
                 limits[kind] = min(si, limits.get(kind, np.inf))
                 if not budget_doc:
@@ -94,44 +95,65 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j)
 
 
-def _candidate_formats(request: SearchRequest, layers) -> list:
+def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
     if sens is not None and sens not in ("weights", "prior", "hessian", "fisher", "output"):
-        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers))]
+        others = [l.name for l in graph.layers] if graph is not None else ()
+        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
 
 
 def prepare(request: SearchRequest) -> Prepared:
     """Load the model and hardware, cost every (layer, format), compute sensitivity."""
     from quantcore.models import DEFAULT_MODEL, load_graph
+    from quantcore.models.graph import include_layers
 
     hardware = load_hardware(request.hw, list(request.overrides))
-    graph = load_graph(request.model if request.model is not None else DEFAULT_MODEL)
+    graph = include_layers(load_graph(request.model if request.model is not None else DEFAULT_MODEL), request.include)
     layers = graph.quantizable()
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
-    formats = _candidate_formats(request, layers)
+    formats = _candidate_formats(request, layers, graph)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
                                       seed=request.seed)
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(np.array([l.k for l in layers], dtype=np.int64), formats)
+    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
     fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
-    return Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
-                    fixed_memory=2.0 * (fixed_params + graph.extra_params),
-                    fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+    prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
+                        fixed_memory=2.0 * (fixed_params + graph.extra_params),
+                        fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+    check_costs(prepared)
+    return prepared
 
 
-def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None):
-    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError."""
+def check_costs(prepared: Prepared) -> None:
+    """Every predicted cost must be finite and non-negative: no input may buy a plan with
+    negative or infinite latency, energy or memory (a defence behind the input checks)."""
+    ok = prepared.costs.supported
+    tables = {"latency": prepared.costs.latency_s[ok], "energy": prepared.costs.energy_j[ok],
+              "bits": prepared.bits[ok],
+              "fixed": np.array([prepared.fixed_memory, prepared.fixed_latency_s, prepared.fixed_energy_j])}
+    bad = [name for name, values in tables.items() if not (np.isfinite(values).all() and (values >= 0).all())]
+    if bad:
+        raise QuantDSEError(f"predicted {', '.join(bad)} of {prepared.graph.name} on {prepared.hardware.name} "
+                            "are not finite and non-negative: check the model's config values and --set overrides")
+
+
+def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
+                   **options):
+    """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
+
+    options: passed to the solver (e.g. `progress`, a callback solvers that report progress call).
+    """
     from dse.solvers import solve
 
     problem = prepared.problem(limits)
@@ -139,10 +161,13 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed)
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed, **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)
     if broken:  # a solver bug, not bad input: keep the traceback
         raise AssertionError(f"{method} returned an over-budget plan: {broken}")
+    totals = problem.totals(result.assignment)
+    if not all(np.isfinite(v) and v >= 0 for v in totals.values()):  # check_costs makes this a bug
+        raise AssertionError(f"{method} returned a plan with totals {totals}")
     return problem, result

@@ -51,12 +51,11 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "budget": {**budget_doc, "limits": limits},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
-        "layers": layers,
+        "totals": totals,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
                   "note": "embeddings and MoE routers (16-bit), norms/biases and attention over the KV cache: "
                           "not searched"},
-        "totals": totals,
         "device": device_fit(prepared.hardware.spec, totals["memory_bytes"]),
         "solver": solver,
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
@@ -64,7 +63,9 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
-                       "hardware_overrides": list(req.overrides)},
+                       "hardware_overrides": list(req.overrides), "include": list(req.include),
+                       "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
+        "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 
 
@@ -102,35 +103,9 @@ def load_plan(path: str) -> dict:
     return plan
 
 
-def format_table(plan: dict) -> str:
-    """Readable summary: layers grouped by block, then totals."""
-    lines = [f"quantdse plan: {plan['model']} on {plan['hardware']}  "
-             f"({plan['workload']['phase']}, batch {plan['workload']['batch']}, seq {plan['workload']['seq']})",
-             f"budget {plan['budget'].get('text', '')}  limits {plan['budget']['limits']}  method {plan['method']}  "
-             f"sensitivity {plan['provenance']['sensitivity']}"
-             + ("  (data-free prior)" if plan["provenance"]["sensitivity_is_prior"] else ""),
-             "",
-             f"  {'layer':48s} {'format':16s} {'bits':>7s} {'latency us':>11s} {'energy mJ':>10s} {'memory MB':>10s}"]
-    current = object()
-    for layer in plan["layers"]:
-        block = layer.get("block")
-        if block != current:
-            current = block
-            lines.append(f"block {block}" if block is not None else "other layers")
-        lines.append(f"  {layer['name'][-48:]:48s} {layer['format']:16s} {layer['bits']:7.3f} "
-                     f"{layer['latency_s'] * 1e6:11.2f} {layer['energy_j'] * 1e3:10.4f} "
-                     f"{layer.get('memory_bytes', 0) / 1e6:10.2f}")
-    t, s, fx = plan["totals"], plan["solver"], plan["fixed"]
-    counts: dict = {}
-    for layer in plan["layers"]:
-        counts[layer["format"]] = counts.get(layer["format"], 0) + layer["params"]
-    total_params = sum(counts.values())
-    mix = ", ".join(f"{k} {100 * v / total_params:.1f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    lines += ["",
-              f"formats by weight share: {mix}",
-              f"fixed (embeddings, routers, norms, attention): memory {fx['memory_bytes'] / 1e9:.3f} GB, "
-              f"latency {fx['latency_s'] * 1e3:.3f} ms, energy {fx['energy_j'] * 1e3:.3f} mJ",
-              f"totals: {t['effective_bits']:.4f} effective bits/weight, memory {t['memory_bytes'] / 1e9:.4f} GB, "
-              f"latency {t['latency_s'] * 1e3:.4f} ms, energy {t['energy_j'] * 1e3:.4f} mJ, error {t['error']:.6g}",
-              f"solver: {s['status']}, gap {s['gap']}, {s['seconds']:.3f} s ({s.get('message', '')})"]
-    return "\n".join(lines)
+def format_table(plan: dict, verbose: bool = False, out: str | None = None) -> str:
+    """The plan for a person (dse.summary): roles folded across blocks; `verbose` adds every layer."""
+    from dse.summary import format_layers, format_summary
+
+    text = format_summary(plan, out=out)
+    return f"{format_layers(plan)}\n\n{text}" if verbose else text

@@ -145,13 +145,22 @@ class Problem:
     def infeasible_message(self) -> str | None:
         """A one-line message naming each limit below its smallest feasible value, or None."""
         parts = []
-        fmt = {"bits": lambda v: f"{v:.4f}bits", "memory": lambda v: f"{v / 1e9:.4f}GB",
-               "latency": lambda v: f"{v * 1e3:.4f}ms", "energy": lambda v: f"{v * 1e3:.4f}mJ"}
+        unit = {"bits": (1.0, "bits"), "memory": (1e-9, "GB"), "latency": (1e3, "ms"), "energy": (1e3, "mJ")}
         for kind, limit in self.limits.items():
             least = self.smallest_limit(kind)
             if limit < least * (1 - 1e-12):
-                parts.append(f"{kind} limit {fmt[kind](limit)} is below the smallest feasible "
-                             f"{fmt[kind](least)}")
+                scale, name = unit[kind]
+                shown_limit, shown_least = _distinct(limit * scale, least * scale)
+                parts.append(f"{kind} limit {shown_limit}{name} is below the smallest feasible {shown_least}{name}")
         if not parts:
             return None
         return "; ".join(parts) + ": raise the budget or allow lower-bit --formats"
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """a and b with 4 decimals, or as many more as it takes to tell them apart."""
+    for digits in range(4, 16):
+        x, y = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if x != y:
+            return x, y
+    return f"{a:.17g}", f"{b:.17g}"

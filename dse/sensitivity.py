@@ -71,9 +71,9 @@ def prior_errors(layers, formats) -> np.ndarray:
     cache: dict = {}
     out = np.empty((len(layers), len(formats)))
     for i, layer in enumerate(layers):
-        key = (layer.k, layer.role)
+        key = (layer.row, layer.role)
         if key not in cache:
-            sample = _prior_sample(layer.k, layer.role)
+            sample = _prior_sample(layer.row, layer.role)
             cache[key] = np.array([_relative_sse(sample, f) / sample.size for f in formats])
         out[i] = cache[key] * layer.params
     return out
@@ -93,8 +93,12 @@ def weight_errors(graph, layers, formats) -> np.ndarray:
     return out
 
 
-def read_sensitivity_file(path: str, layers) -> dict:
-    """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}."""
+def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> dict:
+    """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}.
+
+    others: names of the model's layers a plan does not search (embeddings, attention, routers);
+    entries for them are dropped with a one-line note on stderr.
+    """
     doc = load_json(path, "sensitivity file")
     if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
         raise QuantDSEError(f'sensitivity file {path}: "schema" must be "{SENSITIVITY_SCHEMA}"')
@@ -102,6 +106,14 @@ def read_sensitivity_file(path: str, layers) -> dict:
     if not isinstance(table, dict) or not table:
         raise QuantDSEError(f'sensitivity file {path}: "layers" must be a non-empty object {{layer: {{format: error}}}}')
     names = {l.name for l in layers}
+    unsearched = [name for name in table if name not in names and name in set(others)]
+    if unsearched and note:
+        import sys
+
+        print(f"note: sensitivity file {path}: ignoring {len(unsearched)} layers the search does not choose "
+              f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)", file=sys.stderr)
+    if unsearched:
+        table = {k: v for k, v in table.items() if k not in set(unsearched)}
     for layer in layers:
         if layer.name not in table:
             raise QuantDSEError(f"sensitivity file {path} has no entry for layer {layer.name}: "
@@ -116,7 +128,25 @@ def read_sensitivity_file(path: str, layers) -> dict:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
                                     f"number >= 0, got {value!r}")
+        table[name] = _canonical_row(row, path, name)
     return table
+
+
+def _canonical_row(row: dict, path: str, layer: str) -> dict:
+    """{format: error} under the catalog's canonical names (INT8 -> int8); unknown or repeated formats are errors."""
+    from quantcore.formats import get_format
+
+    out: dict = {}
+    for fmt, value in row.items():
+        try:
+            canonical = get_format(fmt).name
+        except QuantDSEError as exc:
+            raise QuantDSEError(f"sensitivity file {path}, layer {layer}: {exc}") from None
+        if canonical in out:
+            raise QuantDSEError(f"sensitivity file {path}, layer {layer}: format {fmt!r} repeats {canonical!r}: "
+                                "keep one entry per format")
+        out[canonical] = value
+    return out
 
 
 def file_formats(table: dict) -> list[str]:
@@ -157,7 +187,7 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
         return Sensitivity(file_errors(table, layers, formats), source,
                            f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
     if source.endswith(".json") or Path(source).is_file():
-        table = read_sensitivity_file(source, layers)
+        table = read_sensitivity_file(source, layers, [l.name for l in graph.layers])
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
                            f"errors read from {source}")
     raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior, hessian, fisher, output "

@@ -42,7 +42,8 @@ import numpy as np
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text, dumps, load_json
+from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
+from quantcore.limits import RANGES, check_cap, int_flag
 from hwmodels import fit
 from hwmodels.measure import KERNELS, STREAM, llc_bytes, measure
 
@@ -120,10 +121,10 @@ def load_calibration(threads: int = 0, device: str = "cpu") -> dict | None:
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = load_json(path, "calibration cache", note=False)
+    except (OSError, ValueError):  # QuantDSEError is a ValueError: a damaged cache is remeasured
         return None
-    if doc.get("schema") != CALIBRATION_SCHEMA or doc.get("fingerprint") != fp or not doc.get("kernels"):
+    if not isinstance(doc, dict) or doc.get("schema") != CALIBRATION_SCHEMA or doc.get("fingerprint") != fp or not doc.get("kernels"):
         return None
     return doc
 
@@ -327,8 +328,8 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
     old_crashed = []
     if path.is_file():
         try:
-            old_crashed = json.loads(path.read_text(encoding="utf-8")).get("crashed", [])
-        except (OSError, ValueError):
+            old_crashed = list(load_json(path, "calibration cache", note=False).get("crashed", []))
+        except (OSError, ValueError, AttributeError, TypeError):
             old_crashed = []
     avoid = {(c["kernel"], tuple(c["shape"])) for c in old_crashed}
     jobs = [j for j in design(quick, device, seed) if (j["kernel"], tuple(j["shape"])) not in avoid]
@@ -496,13 +497,17 @@ def derive_spec(hw: str, measurements_path: str, out: str | None) -> dict:
     name = out_path.stem
     source = f"fitted to {measurements_path} ({result['n']} GEMMs; MAPE {result['mape_before']:.1f}% -> " \
              f"{result['mape_after']:.1f}%) by python -m hwmodels.calibrate --from"
-    lines = ['schema = "hwmodels.spec/1"', f"name = {json.dumps(name)}", f"extends = {json.dumps(spec.name)}",
+    from hwmodels.spec import SPEC_DIR
+
+    parent = spec.name  # a built-in by name; a spec file by its path from the derived spec's folder
+    if Path(spec.path).resolve().parent != SPEC_DIR.resolve():
+        parent = os.path.relpath(Path(spec.path).resolve(), out_path.resolve().parent)
+    lines = ['schema = "hwmodels.spec/1"', f"name = {json.dumps(name)}", f"extends = {json.dumps(parent)}",
              f"description = {json.dumps(f'{spec.name} with efficiencies fitted to {measurements_path}')}",
              "", "[params]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in result["params"].items()]
     lines += ["", "[sources]"] + [f"{k} = {json.dumps(source)}" for k in result["params"]]
-    atomic_write_text(out_path, "\n".join(lines) + "\n")
-    load_spec(str(out_path))  # the file we wrote must load
+    atomic_write_text(out_path, "\n".join(lines) + "\n", check=lambda tmp: load_spec(str(tmp)))  # it must load
     return {"hardware": spec.name, "out": str(out_path), **result,
             "initial": {k: float(spec[k]) for k in names}}
 
@@ -545,7 +550,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small grid (~30 s), for tests")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out shapes and the random weights")
+    p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0,
+                   help="seed of the held-out shapes and the random weights")
     p.add_argument("--from", dest="source", metavar="FILE", help="measurements JSON to fit an analytic target to")
     p.add_argument("--out", help="derived spec path for --from (default TARGET-fitted.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -553,6 +559,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads < 0:
         raise QuantDSEError(f"--threads must be >= 0, got {args.threads}")
+    check_cap("threads", args.threads, "--threads")
+    check_outputs([args.out], [args.source, args.hw])
 
     if args.source:
         report = derive_spec(args.hw, args.source, args.out)
@@ -567,7 +575,7 @@ def main(argv=None) -> int:
     if args.hw != "local":
         raise QuantDSEError(f"--hw {args.hw}: only the local target is measured; for an analytic target "
                             "pass --from measurements.json")
-    if args.out:
+    if args.out is not None:
         raise QuantDSEError("--out goes with --from (a derived spec); the local calibration is cached")
     if args.device == "cuda":
         import torch

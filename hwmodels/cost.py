@@ -6,11 +6,13 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 
 from quantcore.io import dumps
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
+from quantcore.limits import RANGES
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
@@ -22,8 +24,9 @@ def _parse_gemm(text: str) -> tuple[int, int, int]:
         dims = tuple(int(x) for x in text.split(","))
     except ValueError:
         dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise QuantDSEError(f"--gemm {text!r} must be three positive integers M,K,N, e.g. --gemm 1,4096,4096")
+    lo, hi = RANGES["gemm"]
+    if len(dims) != 3 or min(dims) < lo or max(dims) > hi:
+        raise QuantDSEError(f"--gemm {text!r} must be three positive integers M,K,N, each at most {hi:,}, e.g. --gemm 1,4096,4096")
     return dims  # type: ignore[return-value]
 
 
@@ -59,6 +62,9 @@ def main(argv=None) -> int:
         graph = load_graph(args.model)
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
                   "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
+    if not all(math.isfinite(result[k]) and result[k] >= 0 for k in ("cycles", "latency_s", "energy_j", "bytes")):
+        raise QuantDSEError(f"predicted cost on {model.name} is not finite and non-negative: check --set values "
+                            "and the model's config")
     if args.json:
         sys.stdout.write(dumps(result))
     else:

@@ -20,7 +20,6 @@ so a user fixes a spec in one pass (ZigZag's validator does the same).
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -129,16 +128,18 @@ def list_specs() -> list[str]:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise QuantDSEError(f"hardware spec {path} is not valid TOML ({exc}): fix the file") from None
+    from quantcore.io import load_toml
+
+    return load_toml(path, "hardware spec")
 
 
-def _resolve_path(name_or_path: str) -> Path:
+def _resolve_path(name_or_path: str, base: Path | None = None) -> Path:
+    """A built-in name, or a spec path (relative to `base`, the folder of the spec that names it)."""
     candidate = Path(name_or_path)
+    if base is not None and not candidate.is_absolute() and (candidate.suffix == ".toml" or "/" in name_or_path):
+        candidate = base / candidate
     if candidate.suffix == ".toml" or candidate.is_file():
-        if not candidate.is_file():
+        if not candidate.exists():
             raise QuantDSEError(f"hardware spec file {candidate} not found: check the path")
         return candidate
     builtin = SPEC_DIR / f"{name_or_path}.toml"
@@ -154,18 +155,27 @@ def _resolve_path(name_or_path: str) -> Path:
         f"(python -m hwmodels.list) or pass a spec .toml path")
 
 
-def _raw_params(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
-    """Top-level table, params and sources of a spec file, with `extends` applied."""
+def _raw_params(path: Path, seen: tuple = ()) -> tuple[dict, dict, dict, tuple]:
+    """Top-level table, params and sources of a spec file with `extends` applied, and the chain of
+    (path, family) it extends, nearest first. Relative `extends` paths are from the spec's own folder."""
+    import os
+
     doc = _read_toml(path)
+    seen = seen + (os.path.realpath(path),)
     params: dict = {}
     sources: dict = {}
+    chain: tuple = ()
     parent = doc.get("extends")
     if parent is not None:
-        if not isinstance(parent, str):
-            raise QuantDSEError(f"hardware spec {path}: extends must be a spec name")
-        if parent in seen:
-            raise QuantDSEError(f"hardware spec {path}: extends cycle through {parent!r}")
-        _, params, sources = _raw_params(_resolve_path(parent), seen + (parent,))
+        if not isinstance(parent, str) or not parent.strip():
+            raise QuantDSEError(f"hardware spec {path}: extends must be a spec name or .toml path")
+        parent_path = _resolve_path(parent, path.parent)
+        if os.path.realpath(parent_path) in seen:
+            raise QuantDSEError(f"hardware spec {path}: extends cycle through {parent!r}: break the cycle")
+        if len(seen) > 32:
+            raise QuantDSEError(f"hardware spec {path}: extends chain longer than 32 specs: shorten it")
+        parent_doc, params, sources, chain = _raw_params(parent_path, seen)
+        chain = ((parent_path, parent_doc.get("family")),) + chain
     own = doc.get("params", {})
     if not isinstance(own, dict):
         raise QuantDSEError(f"hardware spec {path}: [params] must be a table")
@@ -173,7 +183,7 @@ def _raw_params(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict, dict, dic
     src = doc.get("sources", {})
     if isinstance(src, dict):
         sources.update({k: str(v) for k, v in src.items()})
-    return doc, params, sources
+    return doc, params, sources, chain
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:
@@ -181,7 +191,7 @@ def load_spec(name_or_path: str) -> HardwareSpec:
     from hwmodels.registry import family_schema, family_names
 
     path = _resolve_path(str(name_or_path))
-    doc, params, sources = _raw_params(path, (path.stem,))
+    doc, params, sources, chain = _raw_params(path)
     problems: list[str] = []
     if doc.get("schema") != SPEC_SCHEMA:
         problems.append(f'schema must be "{SPEC_SCHEMA}", got {doc.get("schema")!r}')
@@ -192,10 +202,15 @@ def load_spec(name_or_path: str) -> HardwareSpec:
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not name:
         problems.append("name must be a non-empty string")
-    if family is None and doc.get("extends"):
-        family = _read_toml(_resolve_path(doc["extends"])).get("family")
-    if family not in family_names():
+    inherited = next(((p, f) for p, f in chain if f is not None), None)
+    if family is None and inherited is not None:
+        family = inherited[1]
+    if family is None and chain:
+        problems.append("family is missing: neither this spec nor the specs it extends "
+                        f"({', '.join(str(p) for p, _ in chain)}) set it; add family = one of {', '.join(family_names())}")
+    elif family not in family_names():
         problems.append(f"family must be one of {', '.join(family_names())}, got {family!r}")
+    if family not in family_names():
         raise QuantDSEError(f"hardware spec {path}: " + "; ".join(problems))
     schema = family_schema(family)
     checked: dict = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantcore.errors import QuantDSEError
+from quantcore.limits import RANGES, check_int
 
 PHASES = ("decode", "prefill")
 
@@ -29,6 +30,7 @@ class Workload:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantDSEError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
+            check_int(value, f"--{field.replace('_', '-')}", *RANGES[field])
         if self.kv_bits > 32:
             raise QuantDSEError(f"--kv-bits must be at most 32, got {self.kv_bits}")
 

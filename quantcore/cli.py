@@ -1,27 +1,93 @@
-"""The CLI boundary: bad input becomes one line on stderr and exit code 2."""
+"""The CLI boundary: bad input becomes one line on stderr and exit code 2.
+
+`run_cli` is the one place that turns what a user's input can cause into that line:
+QuantDSEError, any OSError (`error: <path>: <strerror>: <fix>`), input nested too deep
+for a parser (RecursionError) and input too large for memory (MemoryError). Ctrl-C exits
+130 and SIGTERM 143, quietly; temporary output files are removed on every path out
+(quantcore.io's writers clean up on any exception, and SIGTERM is raised as one).
+"""
 from __future__ import annotations
 
+import errno
+import signal
 import sys
+import threading
 from typing import Callable
 
 from quantcore.errors import QuantDSEError
 
+#: what to do about an OSError, by errno; the default is to check the path
+_FIXES = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENAMETOOLONG: "use a shorter file name",
+    errno.ENOSPC: "free some disk space or choose another folder",
+    errno.EDQUOT: "free some disk space or choose another folder",
+    errno.ELOOP: "a symbolic link points back to itself: fix the link",
+    errno.EISDIR: "it is a folder: give a file path",
+    errno.ENOTDIR: "a part of the path is not a folder: check the path",
+    errno.ENOENT: "check the path",
+    errno.EXDEV: "choose an output path on the same file system",
+    errno.EBUSY: "the file is in use: choose another path",
+    errno.EINVAL: "this file system does not allow it: choose a regular folder",
+}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks and temp-file cleanup run."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def os_error_line(exc: OSError) -> str:
+    """`<path>: <strerror>: <fix>` for an OSError."""
+    where = exc.filename if exc.filename is not None else "file system"
+    what = exc.strerror or str(exc)
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {what}: {_FIXES.get(exc.errno, 'check the path')}"
+
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run `main`; a QuantDSEError prints `error: ...` on stderr and returns 2."""
+    """Run `main`; bad input prints `error: ...` on stderr and returns 2; Ctrl-C 130, SIGTERM 143."""
+    from quantcore import io
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    io.begin_run()
     try:
         code = main(argv)
     except QuantDSEError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        return _fail(os_error_line(exc))
+    except RecursionError:
+        return _fail("input nested too deeply to process: simplify the file")
+    except MemoryError:
+        return _fail("input too large for this machine's memory: use a smaller model, sweep or file")
+    except KeyboardInterrupt:
+        return 130
+    except Terminated:
+        return 143
+    finally:
+        io.end_run()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
 
 
+def _fail(line: str) -> int:
+    print(f"error: {' '.join(line.split())}", file=sys.stderr)
+    return 2
+
+
 import argparse  # noqa: E402
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one QuantDSEError line (exit 2), not usage text.
 

@@ -19,6 +19,10 @@ Conventions of the reference `quantize()`:
 
 - int symmetric: scale = amax / (2^(N-1) - 1) per group, levels clamped to
   [-2^(N-1), 2^(N-1) - 1] (the most negative level is unused by this scale choice).
+- ``-qz`` storage variants (``int4-g128-qz``, ``int4-g128-asym-qz``): the same quantizer, bits
+  counted as GPTQ-style checkpoints store them: fp16 scale plus an N-bit zero point packed per
+  group (GPTQModel/AutoRound ``qzeros``, kept even when symmetric; compressed-tensors'
+  pack-quantized ``weight_zero_point`` for asymmetric), e.g. int4-g128 4 + (16 + 4)/128 = 4.15625.
 - int asymmetric: the range is widened to include 0 (GPTQ's convention, so a zero
   weight is exact and the error stays within half a step), scale = (max - min)/(2^N - 1),
   zero = round(-min/scale) clamped to [0, 2^N - 1], both stored as fp16.
@@ -211,7 +215,9 @@ _FIXED = {
     "q6_k": _F("q6_k", "ggml", 6, 16, True, 8, 0, "q6_k", "llama.cpp Q6_K", 256, 16),
 }
 
-_INT_RE = re.compile(r"int(\d+)(?:-g(\d+))?(-asym)?")
+_INT_RE = re.compile(r"int(\d+)(?:-g(\d+))?(-asym)?(-qz)?")
+#: widths GPTQ-style packers (GPTQModel, AutoRound) write, listed in the catalog with a ``-qz`` variant
+_QZ_CATALOG_BITS = (2, 3, 4, 8)
 _FP4_RE = re.compile(r"fp4-e2m1(?:-g(\d+))?")
 _BITMOD_RE = re.compile(r"bitmod(\d+)-g(\d+)")
 _ACT_RE = re.compile(r"(.+)-a(\d+)")
@@ -237,8 +243,12 @@ def _build(base: str) -> Format:
             raise QuantDSEError(f"integer width {n} in {base!r} is not supported: use int2 .. int8")
         g = _check_group(m.group(2), base)
         sym = m.group(3) is None
-        name = f"int{n}" + (f"-g{g}" if g else "") + ("" if sym else "-asym")
+        qz = m.group(4) is not None
+        name = f"int{n}" + (f"-g{g}" if g else "") + ("" if sym else "-asym") + ("-qz" if qz else "")
         where = f"per group of {g}" if g else "per output channel"
+        if qz:  # GPTQ-style storage: an n-bit zero point packed per group, also kept (constant) when symmetric
+            kind = ("symmetric" if sym else "asymmetric") + f", packed {n}-bit zero point"
+            return _F(name, "int", n, g, sym, 16, n, "int", f"int{n} {kind}, fp16 scale {where} (GPTQ/AutoRound storage)")
         kind = "symmetric" if sym else "asymmetric (fp16 zero point)"
         return _F(name, "int", n, g, sym, 16, 0 if sym else 16, "int", f"int{n} {kind}, fp16 scale {where}")
     m = _FP4_RE.fullmatch(base)
@@ -312,6 +322,10 @@ def _catalog() -> tuple[Format, ...]:
     names += ["fp8-e4m3", "fp8-e5m2", "fp6-e3m2", "fp4-e2m1", "fp4-e2m1-g32", "fp4-e2m1-g64",
               "nf4", "mxfp4", "mxint8", "nvfp4", "bitmod3-g128", "bitmod4-g128", "ternary", "binary",
               *_GGML_BLOCKS]
+    for n in _QZ_CATALOG_BITS:
+        for suffix in ("-qz", "-asym-qz"):
+            names.append(f"int{n}{suffix}")
+            names += [f"int{n}-g{g}{suffix}" for g in _CATALOG_GROUPS]
     return tuple(_get(n) for n in names)
 
 
@@ -339,11 +353,19 @@ def parse_format_list(text: str) -> list[Format]:
 
 # ---------------------------------------------------------------- input checks and helpers
 
+#: the longest row a format is asked about (README "Limits on input")
+MAX_K = 1 << 30
+
+
 def check_k(k) -> int:
     ok = not isinstance(k, bool) and isinstance(k, (int, float, np.integer, np.floating)) \
-        and math.isfinite(k) and float(k).is_integer() and k >= 1
+        and (isinstance(k, (int, np.integer)) or (math.isfinite(k) and float(k).is_integer())) and k >= 1
     if not ok:
         raise QuantDSEError(f"row length k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        from quantcore.limits import show_number
+
+        raise QuantDSEError(f"row length k must be at most {MAX_K:,}, got {show_number(int(k))}")
     return int(k)
 
 

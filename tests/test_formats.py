@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -398,7 +399,7 @@ def test_cli_table_and_bad_flag(capsys):
 @pytest.mark.parametrize("name", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "mxfp4", "bf16"])
 def test_bit_exact_against_gguf_py(name):
     """Peer implementation: llama.cpp's own gguf-py numpy quantizers (runs where `gguf` is installed)."""
-    gguf_quants = pytest.importorskip("gguf.quants")
+    gguf_quants = require("gguf.quants", "gguf")
     from gguf import GGMLQuantizationType
     qtype = getattr(GGMLQuantizationType, name.upper())
     rng = np.random.default_rng(1)

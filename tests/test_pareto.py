@@ -116,3 +116,42 @@ def test_frontier_axis_defaults_to_the_sweep_kind(monkeypatch, capsys, extra, ax
 def test_cli_bad_workload_exits_2(cli):
     r = cli("dse.pareto", "--hw", "u280", "--batch", "0", "--sweep", "bits=3:4:1")
     assert r.returncode == 2 and r.stderr.strip() == "error: --batch must be a positive integer, got 0"
+
+
+def test_figure_axes_in_typed_units_budget_labels_and_no_empty_dominated_entry():
+    from dse.pareto import plot_figure
+
+    rows = pareto_sweep(factory(), [3.0, 4.0, 5.0], method="ilp", x="latency")
+    assert all(r["on_frontier"] for r in rows)  # exact sweep on nested budgets: nothing dominated
+    fig = plot_figure(rows, "latency", "title", "bits")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "latency of one pass (ms)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["frontier"]
+    assert sorted(t.get_text() for t in ax.texts) == ["3bits", "4bits", "5bits"]
+    # points are drawn in ms: the frontier line's x data is the rows' latency_s x 1000
+    assert sorted(ax.lines[0].get_xdata()) == pytest.approx(sorted(r["latency_s"] * 1e3 for r in rows))
+
+
+def test_cli_jpeg_plot_and_out_keeps_stdout_short(cli, tmp_path):
+    csv_path, jpg = tmp_path / "p.csv", tmp_path / "p.jpg"
+    r = cli("dse.pareto", *FLAGS, "--sweep", "bits=4:8:2", "--out", str(csv_path), "--plot", str(jpg))
+    assert r.returncode == 0, r.stderr
+    assert "budget,status" not in r.stdout and r.stdout.count("\n") == 1 and "3 points" in r.stdout
+    assert len(csv_path.read_text().splitlines()) == 4
+    assert jpg.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG start-of-image marker
+    bad = cli("dse.pareto", *FLAGS, "--sweep", "bits=4:8:2", "--plot", str(tmp_path / "p.bmp"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unsupported figure type '.bmp'" in bad.stderr
+    assert not (tmp_path / "p.bmp").exists()
+
+
+def test_figure_title_names_the_workload_and_sensitivity(monkeypatch, tmp_path, capsys):
+    from dse import pareto
+
+    titles = []
+    real = pareto.plot_figure
+    monkeypatch.setattr(pareto, "plot_figure", lambda rows, x, title, unit: titles.append(title) or real(
+        rows, x, title, unit))
+    assert pareto.main(FLAGS + ["--sweep", "bits=5:6:1", "--plot", str(tmp_path / "p.png")]) == 0
+    assert titles == ["opt-1.3b on u280 (ilp): decode, batch 4, seq 512, KV cache 8-bit\nsensitivity: prior "
+                      "(data-free prior)"]
+    assert capsys.readouterr().out.startswith("budget,status")  # no --out: the CSV on stdout

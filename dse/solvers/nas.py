@@ -38,12 +38,14 @@ def _train(err, cost, mask, lam: float, seed: int, steps: int, lr: float, t_star
 
 
 def solve(problem, seed: int = 0, steps: int = 100, bisections: int = 10, lr: float = 0.1,
-          t_start: float = 1.0, t_end: float = 0.05, **_ignored) -> SolveResult:
+          t_start: float = 1.0, t_end: float = 0.05, progress=None, **_ignored) -> SolveResult:
     """:param seed: seed of the logits' initial noise (same seed, same result).
     :param steps: Adam steps per lambda tried.
     :param bisections: bisection steps on lambda after it has been bracketed.
     :param lr: Adam learning rate.
     :param t_start: first softmax temperature; :param t_end: last one.
+    :param progress: called as `progress(trainings_done, note)` after each training (each lambda tried),
+        so a caller can show that the search is alive (dse.search draws a tqdm bar).
     """
     started = time.perf_counter()
     seconds = lambda: time.perf_counter() - started  # noqa: E731
@@ -59,9 +61,14 @@ def solve(problem, seed: int = 0, steps: int = 100, bisections: int = 10, lr: fl
     mask_t = torch.from_numpy(problem.mask)
     err_t = torch.from_numpy(err / spread / L)
     cost_t = torch.from_numpy(np.asarray(cost, dtype=np.float64))
-    run = lambda lam: _train(err_t, cost_t, mask_t, lam, seed, steps, lr, t_start, t_end)  # noqa: E731
-
     tried = []
+
+    def run(lam: float):
+        a = _train(err_t, cost_t, mask_t, lam, seed, steps, lr, t_start, t_end)
+        if progress is not None:
+            progress(len(tried) + 1, f"lambda {lam:.3g}")
+        return a
+
     lo, hi = 0.0, 1.0
     a = run(0.0)
     tried.append(a)

@@ -1,4 +1,4 @@
-"""Published FPGA figures next to our models: CoDeNet on Ultra96, FlightLLM and AccLLM on the U280.
+"""Published FPGA figures next to our models: FlightLLM and AccLLM on the U280 (CoDeNet: codenet.py).
 
 LLM workloads follow FlightLLM's profiler: one prefill of the prompt, then single decode
 steps whose context grows by one token each, costed per bucket of 16 tokens (at the
@@ -71,38 +71,72 @@ SETUP = (f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-accll
          f"Λ-attention 4+508 vs u280-flightllm int8 weights, q/k 30 % N:16 sparse, KV8")
 
 
+#: FlightLLM's own profiler output for its int8 IR on the VHK158 (profile/README.md, 128 + 512 case)
+VHK158_PROFILER = {"total_s": 5.2363, "tokens_per_s": 103.5}
+#: FlightLLM/flightllm_test_demo profile/inst_gen/inst_profiler.py divides every instruction time by this
+PROFILER_CORRECTION = 3.2
+
+
 def _gap_note(flight_tokens_per_s: float) -> str:
-    return (f"AccLLM's own side lands on its Table VII figure; the gap is FlightLLM's: with the model its public "
-            f"compiler emits (int8, q/k 30 % sparse) our engine gives {flight_tokens_per_s:.0f} token/s against "
-            f"the 55 it reports, and its paper's ~W3.5 + sparse setup would give more than twice that, so the exact "
-            f"weight format behind the 55 is not in the sources we have. AccLLM's engine (array sizes, DSP packing) "
-            f"is not public in them either: it runs on the u280 MM/MV units, HBM-bound in decode. The Λ window "
-            f"(508 + 4) is an estimate.")
+    return (f"AccLLM's own side lands on its Table VII figure; the gap is FlightLLM's, and it is the same gap as "
+            f"between our engine and FlightLLM's own profiler: on the VHK158 configuration of that profiler "
+            f"(profile/config.yaml) and the int8 IR its compiler emits, our engine gives "
+            f"{_vhk158_tokens_per_s():.1f} token/s where the profiler prints {VHK158_PROFILER['tokens_per_s']} "
+            f"(row flightllm_vhk158_profiler_tokens_per_s), and the profiler divides every instruction's time by an "
+            f"undocumented correction_factor = {PROFILER_CORRECTION} (inst_gen/inst_profiler.py) on top of the 0.7/0.35 "
+            f"HBM efficiencies our engine takes from its config. Ours on the U280: {flight_tokens_per_s:.0f} token/s "
+            f"against 55; the paper's ~W3.5 weights would give 84-88 token/s here, so 55 sits between the two "
+            f"formats and the exact one is not in the sources. AccLLM's engine (array sizes, DSP packing) is not "
+            f"public either: it runs on the u280 MM/MV units, HBM-bound in decode. The Λ window (508 + 4) is an "
+            f"estimate.")
+
+
+def _vhk158_tokens_per_s() -> float:
+    return generation("vhk158-flightllm", ["int8-a8"], kv_bits=8)["tokens_per_s"]
+
+
+def flightllm_vhk158_profiler_tokens_per_s() -> dict:
+    ours = _vhk158_tokens_per_s()
+    return {"check": "independent", "tolerance": 0.25,
+            "miss": f"FlightLLM's profiler divides every instruction time by correction_factor = {PROFILER_CORRECTION} "
+                    "(not derivable from its stated HBM efficiencies, which our engine uses); ours is 23 % slower",
+            "ours": ours, "published": VHK158_PROFILER["tokens_per_s"],
+            "source": "FlightLLM/flightllm_test_demo profile/README.md output: VHK158 FPGA, Llama-2-7B batch 1, "
+                      "prefill 128 + decode 512, avg throughput 103.5 token/s (int8 IR of its compiler)",
+            "setup": "vhk158-flightllm (its profiler's config.yaml: 4 SLRs, 819.2 GB/s in 32 channels, 225 MHz), "
+                     "int8 weights, q/k 30 % sparse, KV8, prefill 128 + decode 512",
+            "note": "A check of our FlightLLM engine against FlightLLM's own simulator on the configuration it ships: "
+                    "same direction and size as the U280 gap (45.7 vs 55 token/s)."}
 
 
 def accllm_tokens_per_s() -> dict:
-    return {"ours": _accllm()["tokens_per_s"], "published": PUBLISHED["accllm_tokens_per_s"],
+    return {"check": "independent", "ours": _accllm()["tokens_per_s"], "published": PUBLISHED["accllm_tokens_per_s"],
             "source": f"{ACCLLM_TABLE7}: 164 token/s (cycle-accurate simulator, 225 MHz)", "setup": SETUP,
             "note": "Decode is HBM-bound on 2-bit 2:4 weights + 4-bit KV; the Λ window is an estimate."}
 
 
 def flightllm_tokens_per_s() -> dict:
     ours = _flightllm()["tokens_per_s"]
-    return {"ours": ours, "published": PUBLISHED["flightllm_tokens_per_s"],
+    return {"check": "independent", "tolerance": 0.2, "miss": "FlightLLM's weight format behind 55 token/s is not "
+                                                              "in the sources (see note)",
+            "ours": ours, "published": PUBLISHED["flightllm_tokens_per_s"],
             "source": f"{ACCLLM_TABLE7}: FlightLLM on the U280, 55 token/s at 45 W (from FlightLLM, FPGA'24)",
             "setup": SETUP, "note": _gap_note(ours)}
 
 
 def accllm_throughput_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
-    return {"ours": acc["tokens_per_s"] / flight["tokens_per_s"], "published": 2.98,
+    return {"check": "independent", "tolerance": 0.25, "miss": "carries the FlightLLM tokens/s miss",
+            "ours": acc["tokens_per_s"] / flight["tokens_per_s"], "published": 2.98,
             "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 2.98x throughput vs FlightLLM (164 vs 55 token/s)",
             "setup": SETUP, "note": _gap_note(flight["tokens_per_s"])}
 
 
 def accllm_energy_eff_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
-    return {"ours": acc["tokens_per_j"] / flight["tokens_per_j"], "published": 4.07,
+    return {"check": "calibration", "tolerance": 0.25, "miss": "carries the FlightLLM tokens/s miss",
+            "why_calibration": "board power is given (33 W and 45 W from the same Table VII), not predicted",
+            "ours": acc["tokens_per_j"] / flight["tokens_per_j"], "published": 4.07,
             "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 4.07x energy efficiency vs FlightLLM "
                       f"(4.96 token/J at 33 W vs 55 token/s at 45 W)",
             "setup": SETUP + "; energy = each paper's reported board power (33 W, 45 W) x our modelled time",
@@ -154,7 +188,11 @@ def flightllm_energy_eff_vs_v100s() -> dict:
     a100 = _gpu_generation("a100-40gb")
     naive_lo = _naive_launch_overhead()
     naive = _gpu_generation("v100s", [f"launch_overhead_s={naive_lo}"])
-    return {"ours": flight["tokens_per_j"] / opt["tokens_per_j"], "published": 6.0,
+    return {"check": "calibration", "tolerance": 0.6,
+            "why_calibration": "FlightLLM's board power (45 W) is given, and the GPU's sm_active_power_w and "
+                               "dram_j_per_byte were set with a V100 power reading in view",
+            "miss": "the V100S side draws 1.6-1.9x less energy per token than the 6.0x implies (see note)",
+            "ours": flight["tokens_per_j"] / opt["tokens_per_j"], "published": 6.0,
             "source": "FlightLLM (Zeng et al., FPGA'24), abstract: 6.0x energy efficiency vs NVIDIA V100S "
                       "(LLaMA2-7B, vLLM and SmoothQuant, batch 1)",
             "setup": f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED} (FlightLLM artifact profile/run.py, "
@@ -173,57 +211,21 @@ def flightllm_energy_eff_vs_v100s() -> dict:
                     f"4.9 J/token, e.g. the naive runtime's time at {4.9 / naive['decode_ms'] * 1e3:.0f} W, so the "
                     f"paper's GPU power (its measurement method is not in the sources we have) is about "
                     f"{4.9 / (naive['decode_ms'] * 1e-3 * naive['watts']):.1f}-{4.9 / (opt['decode_ms'] * 1e-3 * opt['watts']):.1f}x "
-                    f"what our model draws per token. GPU energy model: idle + per-busy-SM active "
-                    f"power + pJ/B (see v100s.toml), checked against a V100 SXM2 decode power reading in "
-                    f"tests/data/gpu_measurements.json."}
-
-
-def _codenet_fps(config: str) -> dict:
-    from quantcore.formats import get_format
-    from quantcore.models import load_graph
-    from hwmodels.wholemodel import model_cost
-
-    model = load_model("ultra96-codenet")
-    cost = model_cost(model, load_graph(f"codenet-{config}"), get_format("int4"), Workload("prefill", 1, 1))
-    from hwmodels.ops import ops_for_graph
-    ops = ops_for_graph(load_graph(f"codenet-{config}"), Workload("prefill", 1, 1))
-    move_s = float((np.ceil(model.move_bytes(ops) / (model.spec["ddr_bytes_per_s"] * model.spec["ddr_efficiency"]
-                                                     / model.spec["clock_hz"]))).sum() / model.spec["clock_hz"])
-    return {"ours": 1.0 / cost["latency_s"], "latency_s": cost["latency_s"], "bound": cost["bound"],
-            "move_ms": move_s * 1e3}
-
-
-#: CoDeNet frame rates we have a source for; the others are NaN (see "note")
-CODENET_PUBLISHED_FPS = {"c": (26.9, "CoDeNet (Dong et al., FPGA'21), abstract and Table 3: config c "
-                                     "(512x512, 0.76 MB, 61.7 AP50) at 26.9 fps on Ultra96")}
-
-
-def _codenet_repro(config: str):
-    def run() -> dict:
-        got = _codenet_fps(config)
-        published, source = CODENET_PUBLISHED_FPS.get(
-            config, (float("nan"), "CoDeNet (Dong et al., FPGA'21), Table 3"))
-        note = ("Frame time = first layer on the ARM A53 (estimated MAC rate) + every other layer on the "
-                "FPGA engines in sequence, + DDR passes for the ShuffleNet half-channel copy (concat/shuffle) and "
-                f"the head's nearest x2 upsampling ({got['move_ms']:.2f} ms of the {got['latency_s'] * 1e3:.1f} ms); "
-                "max-pool only exists in layer0's ARM variant; AXI stalls sit in ddr_efficiency. What is left of "
-                "the gap (the engines' real utilisation, line-buffer stalls, the ARM layer's real speed) is not "
-                "in the sources we have.")
-        if published != published:
-            note = ("Table 3's frame rate for this config was not in the sources reachable here (the official "
-                    "repository Zhen-Dong/CoDeNet README copies Table 3 without its framerate column), so "
-                    "published is null. " + note)
-        return {"ours": got["ours"], "published": published, "source": source,
-                "setup": f"codenet-{config} layer list (quantcore/models/catalog), int4 per-channel weights, 8-bit "
-                         f"activations, ultra96-codenet spec, batch 1", "note": note}
-    return run
+                    f"what our model draws per token. The speed side is checked: our vllm runtime gives "
+                    f"{a100['decode_ms']:.1f} ms/token against the artifact's {FLIGHTLLM_GPU_OPT_MS:.1f} (GPU-opt) on "
+                    f"the A100 (tests/data/gpu_measurements.json). So the gap is the GPU's energy per token: at most "
+                    f"250 W x {opt['decode_ms']:.1f} ms = {0.25 * opt['decode_ms']:.1f} J/token at vLLM speed, below the 4.9 J "
+                    f"the 6.0x needs, so the paper's V100S "
+                    f"ran slower than vLLM's fp16 here (SmoothQuant W8A8 has no int8 tensor cores on Volta) or its "
+                    f"power was read differently. GPU energy model: idle + per-busy-SM active power + pJ/B "
+                    f"(v100s.toml), an estimate set with a V100 SXM2 decode power reading in view (calibration)."}
 
 
 REPRODUCTIONS = {
-    **{f"codenet_fps_config_{c}": _codenet_repro(c) for c in "bcde"},
     "accllm_tokens_per_s": accllm_tokens_per_s,
     "flightllm_tokens_per_s": flightllm_tokens_per_s,
     "accllm_throughput_vs_flightllm": accllm_throughput_vs_flightllm,
     "accllm_energy_eff_vs_flightllm": accllm_energy_eff_vs_flightllm,
     "flightllm_energy_eff_vs_v100s": flightllm_energy_eff_vs_v100s,
+    "flightllm_vhk158_profiler_tokens_per_s": flightllm_vhk158_profiler_tokens_per_s,
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,9 @@ def _read(name: str) -> dict:
     path = TABLE_DIR / f"{name}.toml"
     if not path.is_file():
         raise QuantDSEError(f"unknown energy table {name!r}: use one of {', '.join(table_names())}")
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    from quantcore.io import load_toml
+
+    return load_toml(path, "energy table")
 
 
 def _node_poly(tech_nm: float, vdd_v: float) -> float:

@@ -43,6 +43,8 @@ class Model(HardwareModel):
     """Output-stationary PE array with bit-serial or bit-parallel weights (BitMoD family)."""
 
     DESCRIPTION = "analytic, tile-level (BitMoD simulator conventions)"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "per-op energy tables: the simulator's PE energies, CACTI 7 buffer energies, DRAM pJ/bit (estimate)"
     SCHEMA = {
         "clock_hz": Param(float, "clock frequency", min=1e6),
         "rows": _positive_int("PE rows (output channels per tile) in prefill"),

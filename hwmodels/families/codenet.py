@@ -1,37 +1,31 @@
-"""CoDeNet's detection accelerator on an embedded FPGA (Ultra96, ZU3EG).
+"""CoDeNet's detection accelerator on an embedded FPGA (Ultra96, ZU3EG), as its HLS code runs.
 
-Dong, Wang, Huang et al., "CoDeNet: Efficient Deployment of Input-Adaptive Object
-Detection on Embedded FPGAs", FPGA'21. Two engines run the network layer by layer:
+Huang, Wang, Dong et al., "CoDeNet: Efficient Deployment of Input-Adaptive Object Detection
+on Embedded FPGAs", FPGA'21; hardware in hqjenny/CoDeNet (hls/top/conv.h, deform.cpp) and
+the board driver sw/codenet.ipynb. One accelerator call runs a 1x1 convolution and then a
+3x3 depthwise (deformable) convolution as an HLS DATAFLOW region (either can be skipped);
+the driver calls it once per (1x1[, 3x3]) pair, from Python through PYNQ.
 
-- a 1x1 (pointwise) engine of pw_in x pw_out MACs: one output pixel's
-  pw_in x pw_out slice per cycle, so cycles = pixels x ceil(K/pw_in) x ceil(N/pw_out);
-- a 3x3 depthwise / deformable engine of dw_channels x dw_taps MACs:
-  cycles = pixels x ceil(N/dw_channels) x ceil(K/dw_taps). Deformable taps read
-  input-dependent line-buffer positions, modelled as `deform_cycle_factor` x the
-  cycles of the regular depthwise engine.
+Cycles per call, counted from the HLS loops (e = `loop_entry_cycles`, the fill and drain a
+pipelined loop pays each time it is entered, because its outer loops are not pipelined):
 
-Each layer streams its weights and feature maps through DDR (each feature map is
-written once and read once by the next layer, at act_bits), overlapping with
-compute: cycles = max(compute, memory) + a fixed per-layer overhead. Layers named in
-`cpu_layers` (CoDeNet's first, 3-channel convolution) run on the ARM Cortex-A53 at
-`cpu_macs_per_s`.
-
-Data movement that is not a convolution, from CoDeNet's network code (Zhen-Dong/CoDeNet
-lib/models/networks/shufflenetv2_dcn.py), each a DDR pass after its layer while the engines
-wait (serial cycles = bytes / DDR bytes per cycle, `move_cycles` in the breakdown):
-
-- ShuffleNetV2 channel split / concat / shuffle (BaseNode.forward): in a stride-1 unit the
-  untouched half x1 goes straight to the output, which `channel_shuffle` interleaves with the
-  computed half. Writing the computed half to interleaved addresses makes the concat free, but
-  x1 still has to be copied into its interleaved places: one read + one write of
-  pixels x channels at act_bits, charged to the unit's last layer (`*.b2.5` of a unit without a
-  `b1` branch). Stride-2 units compute both halves and write them interleaved: no copy.
-- Nearest x2 upsampling after each deformable block of the head (`_make_deconv_layer`,
-  nn.Upsample(scale_factor=2, mode='nearest')): the 4x larger map is written once and read
-  by the next layer once, 8 x pixels x channels extra bytes, charged to `*.conv_channel`.
-- max-pool: only in the maxpool=True variant of layer0, which runs on the ARM with it.
-- AXI interface stalls: part of ddr_efficiency (achieved/peak DDR bandwidth through the HP ports).
-Both passes can be switched off (`shuffle_copy_pass`, `upsample_pass`) to see their cost.
+- 1x1 (conv1x1_v4): per pixel, a read loop of ceil(K/16) then, for each of ceil(N/16)
+  output groups, a MAC loop of ceil(K/16): pixels x (K16 + e + N16 x (K16 + e)); its
+  weights are copied on chip first (K16 x N16 x 16 cycles).
+- 3x3 (conv_3x3_linebuffer, the slower of its processes): per *input* pixel a read loop
+  of ceil(C/16) into the 15-row line buffer and, per output pixel, a window loop of
+  ceil(C/16); a strided layer reads all its input pixels. Deformable windows run the same
+  loop with the offset read from a stream (`deform_cycle_factor` = 1 in that code).
+- a 3x3 that follows its 1x1 in the same call overlaps it (dataflow): the pair takes the
+  longer of the two, so the 3x3 adds max(0, t3 - t1).
+- every call streams its input and output maps through DDR; the call takes
+  max(compute, DDR) + `call_overhead_s` (PYNQ register writes and done polling).
+- the first layer runs on the ARM at `cpu_macs_per_s` (`cpu_layers`).
+- what the driver does in numpy on the ARM, serial to the engines: concat + channel
+  shuffle of every ShuffleNet unit's two halves (`arm_shuffle_s_per_byte` x its output
+  bytes, charged to the unit's `*.b2.5`) and the nearest x2 upsampling after each head
+  block (`arm_upsample_s_per_byte` x the 4x map, charged to the block's last layer).
+  `shuffle_copy_pass` / `upsample_pass` = 0 make them free (e.g. done in hardware).
 """
 from __future__ import annotations
 
@@ -48,21 +42,26 @@ SCHEMA = {
     "pw_out": Param(int, "1x1 engine: output channels per cycle", min=1),
     "dw_channels": Param(int, "3x3 depthwise engine: channels per cycle", min=1),
     "dw_taps": Param(int, "3x3 depthwise engine: kernel taps per channel per cycle", min=1),
-    "deform_cycle_factor": Param(float, "deformable conv cycles / regular depthwise cycles (irregular access)",
-                                 min=1.0),
+    "deform_cycle_factor": Param(float, "deformable window cycles / regular depthwise window cycles", min=1.0),
+    "loop_entry_cycles": Param(float, "cycles a pipelined HLS loop pays per entry beyond its trip count", min=0.0),
+    "call_overhead_s": Param(float, "time per accelerator call outside the engines (driver, polling) (s)",
+                             min=0.0),
+    "max_calls_channels": Param(int, "output channels per call; wider 1x1 layers take several calls", min=1,
+                                default=512),
     "act_bits": Param(int, "feature-map precision in DDR (bits)", min=1, max=32),
     "max_weight_bits": Param(float, "widest weight code the engines multiply", min=1, max=16),
     "weight_families": Param(list, "format families the engines support", default=["int", "ternary", "binary"]),
     "ddr_bytes_per_s": Param(float, "peak DDR bandwidth of the board (B/s)", min=1e6),
     "ddr_efficiency": Param(float, "achieved / peak DDR bandwidth", min=0.01, max=1.0),
-    "layer_overhead_cycles": Param(int, "fixed per-layer cycles (line-buffer fill, instruction setup)", min=0),
     "cpu_layers": Param(list, "layer names that run on the ARM CPU", default=[]),
     "cpu_macs_per_s": Param(float, "ARM CPU MAC rate on those layers (MAC/s)", min=1e6),
-    "shuffle_copy_pass": Param(int, "1 = copy the untouched half of each stride-1 ShuffleNet unit into the "
-                               "shuffled output through DDR; 0 = free (e.g. a shuffle-aware address generator)",
+    "arm_shuffle_s_per_byte": Param(float, "ARM time per output byte of a ShuffleNet concat + shuffle (s/B)",
+                                    min=0.0),
+    "arm_upsample_s_per_byte": Param(float, "ARM time per output byte of a nearest x2 upsampling (s/B)", min=0.0),
+    "shuffle_copy_pass": Param(int, "1 = concat + shuffle on the ARM after each unit (as deployed); 0 = free",
                                min=0, max=1, default=1),
-    "upsample_pass": Param(int, "1 = nearest x2 upsampling of the head through DDR; 0 = fused into the next "
-                           "layer's line buffer", min=0, max=1, default=1),
+    "upsample_pass": Param(int, "1 = x2 upsampling on the ARM after each head block (as deployed); 0 = free",
+                           min=0, max=1, default=1),
     "static_power_w": Param(float, "board power independent of activity (W)", min=0.0),
     "ddr_energy_j_per_byte": Param(float, "DDR access energy (J/byte)", min=0.0),
     "mac_energy_j": Param(float, "energy of one 4x8-bit MAC on the fabric (J)", min=0.0),
@@ -78,54 +77,89 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "cycle-level: CoDeNet 1x1 + 3x3 depthwise/deformable engines, DDR, first layer on ARM"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: static board power x time + DDR pJ/byte + fabric MAC energy, none measured on the board"
 
     def supports(self, fmt) -> bool:
         p = self.spec.params
         return fmt.family in p["weight_families"] and fmt.weight_bits <= p["max_weight_bits"]
 
-    def compute_cycles(self, ops: Ops) -> np.ndarray:
-        """[L] engine cycles (deformable factor applied; 0 for CPU layers and gathers)."""
-        p = self.spec.params
-        m, k, n = (x.astype(np.int64) for x in (ops.m, ops.k, ops.n))
+    def _layout(self, ops: Ops) -> dict:
+        """Per-op arrays the cycle count needs: roles, the input pixels of a 3x3 (its
+        predecessor's output pixels), whether it shares its 1x1's call, and CPU layers."""
         kinds = np.array(ops.kinds)
         roles = np.array(ops.roles if len(ops.roles) == len(ops) else ("",) * len(ops))
+        names = list(ops.names)
+        on_cpu = np.array([n in self.spec.params["cpu_layers"] for n in names], dtype=bool)
         deform = kinds == "deform-conv"
         depthwise = deform | (roles == "dwconv")
-        pw = m * _ceil_div(k, p["pw_in"]) * _ceil_div(n, p["pw_out"])
-        dw = m * _ceil_div(n, p["dw_channels"]) * _ceil_div(k, p["dw_taps"])
-        cycles = np.where(depthwise, dw, pw).astype(np.float64)
-        cycles = np.where(deform, np.ceil(cycles * p["deform_cycle_factor"]), cycles)
-        return np.where(kinds == "embedding", 0.0, cycles)
+        prev = np.concatenate([[0], np.arange(len(ops) - 1)]) if len(ops) else np.zeros(0, np.int64)
+        first = np.arange(len(ops)) == 0
+        in_px = np.where(depthwise & ~first, np.maximum(ops.m[prev], ops.m), ops.m)
+        fused = depthwise & ~first & ~depthwise[prev] & ~on_cpu[prev] & (ops.n[prev] == ops.n)
+        return {"kinds": kinds, "deform": deform, "depthwise": depthwise, "prev": prev, "in_px": in_px,
+                "fused": fused, "on_cpu": on_cpu, "names": names}
 
-    def move_bytes(self, ops: Ops) -> np.ndarray:
-        """[L] DDR bytes of the non-convolution passes after each layer (module docstring)."""
+    def _alone_cycles(self, ops: Ops, lay: dict) -> np.ndarray:
+        """[L] engine cycles of each op as if it ran alone (module docstring)."""
+        p = self.spec.params
+        e = p["loop_entry_cycles"]
+        m, k, n = (x.astype(np.int64) for x in (ops.m, ops.k, ops.n))
+        k16, n16 = _ceil_div(k, p["pw_in"]), _ceil_div(n, p["pw_out"])
+        pw = m * (k16 + e + n16 * (k16 + e)) + k16 * n16 * p["pw_in"]
+        c16 = _ceil_div(n, p["dw_channels"]) * _ceil_div(k, p["dw_taps"])
+        window = np.where(lay["deform"], p["deform_cycle_factor"], 1.0) * m * (c16 + e)
+        dw = lay["in_px"] * (c16 + e) + window
+        cycles = np.where(lay["depthwise"], dw, pw).astype(np.float64)
+        return np.where((lay["kinds"] == "embedding") | lay["on_cpu"], 0.0, np.ceil(cycles))
+
+    def compute_cycles(self, ops: Ops) -> np.ndarray:
+        """[L] engine cycles; a 3x3 in its 1x1's call adds only what the pair's overlap leaves."""
+        lay = self._layout(ops)
+        alone = self._alone_cycles(ops, lay)
+        return np.where(lay["fused"], np.maximum(0.0, alone - alone[lay["prev"]]), alone)
+
+    def calls(self, ops: Ops) -> np.ndarray:
+        """[L] accelerator calls per op: 0 for a 3x3 sharing its 1x1's call and for CPU layers."""
+        lay = self._layout(ops)
+        per = np.where(lay["depthwise"], 1, _ceil_div(ops.n.astype(np.int64), self.spec.params["max_calls_channels"]))
+        return np.where(lay["fused"] | lay["on_cpu"] | (lay["kinds"] == "embedding"), 0, per)
+
+    def arm_seconds(self, ops: Ops) -> np.ndarray:
+        """[L] ARM numpy time after each op (concat + shuffle, x2 upsampling), module docstring."""
         p = self.spec.params
         names = list(ops.names)
-        units_with_b1 = {n.split(".b1.")[0] for n in names if ".b1." in n}
         act = p["act_bits"] / 8.0
-        fmap = ops.m * ops.n * act
-        shuffle = np.array([n.endswith(".b2.5") and n.split(".b2.")[0] not in units_with_b1 for n in names])
-        upsample = np.array([n.startswith("deconv_layers.") and n.endswith(".conv_channel") for n in names])
-        return (p["shuffle_copy_pass"] * np.where(shuffle, 2.0 * fmap, 0.0)
-                + p["upsample_pass"] * np.where(upsample, 8.0 * fmap, 0.0))
+        unit_end = np.array([n.endswith(".b2.5") for n in names])
+        blocks = {}
+        for i, n in enumerate(names):
+            if n.startswith("deconv_layers."):
+                blocks[n.split(".")[1]] = i  # last op of each head block
+        block_end = np.zeros(len(ops), bool)
+        block_end[list(blocks.values())] = True
+        shuffle = p["shuffle_copy_pass"] * p["arm_shuffle_s_per_byte"] * np.where(unit_end, 2.0 * ops.m * ops.n * act, 0)
+        upsample = p["upsample_pass"] * p["arm_upsample_s_per_byte"] * np.where(block_end, 4.0 * ops.m * ops.n * act, 0)
+        return shuffle + upsample
 
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         p = self.spec.params
         L, F = len(ops), len(formats)
-        on_cpu = np.array([name in p["cpu_layers"] for name in ops.names], dtype=bool)[:, None]
+        lay = self._layout(ops)
+        on_cpu = lay["on_cpu"][:, None]
         compute = self.compute_cycles(ops)[:, None]
 
         bpw = bits_table(ops.k, formats)
         weight_bytes = ops.weight_elems[:, None] * bpw / 8.0
-        fmap_bytes = (2.0 * ops.m * ops.n * p["act_bits"] / 8.0)[:, None]  # written once, read once
+        # each call reads its input map and writes its output map; a fused 3x3's input stays on chip
+        act = p["act_bits"] / 8.0
+        in_channels = np.where(lay["depthwise"], ops.n, ops.k)
+        fmap_bytes = (np.where(lay["fused"], 0.0, lay["in_px"] * in_channels) + ops.m * ops.n)[:, None] * act
         nbytes = weight_bytes + fmap_bytes
         per_cycle = p["ddr_bytes_per_s"] * p["ddr_efficiency"] / p["clock_hz"]
         memory = np.ceil(nbytes / per_cycle)
-
-        moved = self.move_bytes(ops)[:, None]
-        move = np.ceil(moved / per_cycle)
-        nbytes = nbytes + moved
-        fpga = np.maximum(compute, memory) + move + p["layer_overhead_cycles"]
+        overhead = np.ceil(self.calls(ops) * p["call_overhead_s"] * p["clock_hz"])[:, None]
+        arm = np.ceil(self.arm_seconds(ops) * p["clock_hz"])[:, None]
+        fpga = np.maximum(compute, memory) + overhead + arm
         macs = ops.macs[:, None]
         cpu = np.ceil(macs / p["cpu_macs_per_s"] * p["clock_hz"])  # CPU time in accelerator cycles
         cycles = np.where(on_cpu, cpu, fpga)
@@ -134,10 +168,13 @@ class Model(HardwareModel):
         energy = (p["static_power_w"] * latency + p["ddr_energy_j_per_byte"] * nbytes
                   + p["mac_energy_j"] * macs)
         shape = (L, F)
+
+        def full(x):
+            return np.broadcast_to(np.where(on_cpu, 0.0, x), shape).astype(np.float64)
+
         return CostTable(
             cycles=cycles, latency_s=latency, energy_j=energy, bytes=np.broadcast_to(nbytes, shape).copy(),
             bound=np.broadcast_to(bound, shape).astype(np.int8), supported=np.ones(shape, bool),
-            breakdown={"compute_cycles": np.broadcast_to(np.where(on_cpu, 0.0, compute), shape).astype(np.float64),
-                       "memory_cycles": np.where(on_cpu, 0.0, memory),
-                       "move_cycles": np.broadcast_to(np.where(on_cpu, 0.0, move), shape).astype(np.float64),
+            breakdown={"compute_cycles": full(compute), "memory_cycles": full(memory),
+                       "call_cycles": full(overhead), "arm_cycles": full(arm),
                        "cpu_cycles": np.broadcast_to(np.where(on_cpu, cpu, 0.0), shape).astype(np.float64)})

@@ -141,6 +141,8 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic SIMD-instruction roofline (T-MAC LUT / llama.cpp dequant)"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: per-core power x time + DRAM pJ/byte"
 
     def __init__(self, spec):
         super().__init__(spec)

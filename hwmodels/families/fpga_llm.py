@@ -87,6 +87,13 @@ class Model(HardwareModel):
     SCHEMA = SCHEMA
     DESCRIPTION = "cycle-level: FlightLLM-style MM/MV units, HBM streaming, max(compute, memory) + fill"
 
+    @property
+    def ENERGY_BASIS(self) -> str:
+        """Board power given by a paper, or the activity model (plans: provenance.energy_basis)."""
+        if self.spec.params["board_power_w"] > 0:
+            return "board power given: the paper's reported board power x modelled time"
+        return "estimate: static power x time + HBM pJ/byte + DSP MAC energy"
+
     def supports(self, fmt) -> bool:
         p = self.spec.params
         if fmt.family not in p["weight_families"]:

@@ -49,6 +49,10 @@ wave, k-step by k-step) and checks the vectorised `Model` against it.
 """
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+from pathlib import Path
+
 import numpy as np
 
 from hwmodels.interface import CostTable, HardwareModel
@@ -66,6 +70,11 @@ TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0
 MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
 OUT_BYTES = 2       # fp16 output
 PARTIAL_BYTES = 4   # fp32 split-K partial sums
+#: software stacks (`--set runtime=NAME`): each profile's values and their sources
+RUNTIMES = tomllib.loads((Path(__file__).with_name("gpu_runtimes.toml")).read_text(encoding="utf-8"))
+RUNTIME_NAMES = tuple(k for k, v in RUNTIMES.items() if isinstance(v, dict))
+#: profile keys that are not cost params (read by the reproductions)
+RUNTIME_INFO_KEYS = ("description", "sources", "lm_head_format")
 
 SCHEMA = {
     "sm_count": Param(int, "streaming multiprocessors", min=1, max=1024),
@@ -108,6 +117,18 @@ SCHEMA = {
     "cuda_core_j_per_op": Param(float, "CUDA-core energy per op (J)", min=0.0),
     # dequantisation cost in CUDA-core ops per weight (counted like cuda_core_ops_per_s),
     # paid once per weight per CTA tile row-block: amortised over the tile's M rows.
+    "runtime": Param(str, "software stack (hwmodels/families/gpu_runtimes.toml): its kernels, launch overhead, "
+                     "accumulation and quantized prefill path; its values give way to explicit --set",
+                     choices=RUNTIME_NAMES, default=RUNTIMES["default"]),
+    "fp16_acc16_flops_per_sm_clk": Param(float, "dense fp16 tensor FLOP per SM per clock with FP16 accumulate "
+                                         "(GeForce: 2x the FP32-accumulate rate); 0 = same as fp16_flops_per_sm_clk",
+                                         min=0.0, default=0.0),
+    "fp16_accumulate": Param(bool, "dense fp16 GEMMs accumulate in fp16 (set by the runtime)", default=False),
+    "quantized_prefill": Param(str, "how weight-only int/ggml GEMMs run at large M: fused | reconstruct (fp16 "
+                               "weights rebuilt, then a dense fp16 GEMM) | int8-mmq (8-bit activations on int8 "
+                               "tensor cores); set by the runtime",
+                               choices=("fused", "reconstruct", "int8-mmq"), default="fused"),
+    "reconstruct_min_m": Param(int, "M above which quantized_prefill=reconstruct applies", min=1, default=33),
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
@@ -135,13 +156,19 @@ SCHEMA = {
 }
 
 
-def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin") -> tuple | None:
+def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill: str = "fused") -> tuple | None:
     """(tensor datatype, activation bytes, dequant op kind, grouped partial sums) or None.
 
     `rates` maps tensor datatype -> its rate (0 where the chip lacks it); `w4a16_kernel`
-    picks the dequant of 4-bit int weight-only GEMMs.
+    picks the dequant of 4-bit int weight-only GEMMs; quantized_prefill="int8-mmq" runs
+    int/ggml weight-only formats as llama.cpp's MMQ does: activations quantized to 8 bits,
+    int8 tensor cores, the weights' block scales applied to the int32 partial sums.
     """
     family, bits, act = fmt.family, float(fmt.weight_bits), int(fmt.act_bits)
+    if (quantized_prefill == "int8-mmq" and act >= 16 and family in ("int", "ggml") and bits <= 8
+            and rates["int8"] > 0):
+        kind = "ggml" if family == "ggml" else "int" if bits in (4, 8) else "odd"
+        return ("int8", 1.0, kind, fmt.group_size is not None)
     if family == "float":
         tc = "tf32" if bits > 16 else "fp16"
         return (tc, 4.0 if bits > 16 else 2.0, None, False)
@@ -181,6 +208,24 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: data-sheet TDP split (idle + per-busy-SM power + pJ per DRAM/L2 byte and tensor FLOP)"
+
+    def __init__(self, spec):
+        """Apply the runtime profile: its values replace the spec's, except params given by --set."""
+        name = spec.params.get("runtime", RUNTIMES["default"])
+        profile = RUNTIMES[name]
+        params, sources = dict(spec.params), dict(spec.sources)
+        for key, value in profile.items():
+            if key in RUNTIME_INFO_KEYS or sources.get(key) == "--set override":
+                continue
+            params[key] = value
+            sources[key] = f"runtime {name}: {profile['sources'].get(key, 'see gpu_runtimes.toml')}"
+        from types import MappingProxyType
+
+        super().__init__(dataclasses.replace(spec, params=MappingProxyType(params), sources=MappingProxyType(sources)))
+        self.runtime = {"name": name, "description": profile["description"],
+                        "lm_head_format": profile.get("lm_head_format", "same")}
 
     # ----------------------------------------------------------------- helpers
     def _per_chip(self, key: str, clock_hz: float) -> float:
@@ -209,7 +254,15 @@ class Model(HardwareModel):
         return self._per_chip(key, self.spec.params["boost_clock_hz"])
 
     def kernel(self, fmt):
-        return kernel_for(fmt, self.rates, self.spec.params["w4a16_kernel"])
+        p = self.spec.params
+        return kernel_for(fmt, self.rates, p["w4a16_kernel"], p["quantized_prefill"])
+
+    def dense_fp16_rate(self) -> float:
+        """Rate of a dense fp16 GEMM: the FP16-accumulate rate where the runtime uses it and the card has one."""
+        p = self.spec.params
+        if p["fp16_accumulate"] and p["fp16_acc16_flops_per_sm_clk"] > 0:
+            return self._per_chip("fp16_acc16_flops_per_sm_clk", p["sustained_clock_hz"])
+        return self.rates["fp16"]
 
     def supports(self, fmt) -> bool:
         return self.kernel(fmt) is not None
@@ -232,7 +285,8 @@ class Model(HardwareModel):
             if kern is None:  # unsupported: any finite placeholder, masked to inf by cost()
                 kern = ("fp16", 2.0, None, False)
             tc, act_bytes, kind, grouped = kern
-            out["rate"].append(rates[tc])
+            dense = tc == "fp16" and kind is None
+            out["rate"].append(self.dense_fp16_rate() if dense else rates[tc])
             out["act_bytes"].append(act_bytes)
             out["dequant"].append(self._dequant_ops(kind))
             out["psum"].append(p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0)
@@ -270,6 +324,38 @@ class Model(HardwareModel):
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
+        """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
+        reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
+        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does."""
+        table = self._cost_fused(ops, formats, workload)
+        p = self.spec.params
+        if p["quantized_prefill"] != "reconstruct":
+            return table
+        kinds = [self.kernel(f) for f in formats]
+        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm")]
+        rows = (ops.m > p["reconstruct_min_m"]) & np.array([kd == "linear" for kd in ops.kinds], dtype=bool)
+        if not cols or not rows.any():
+            return table
+        from quantcore.formats import get_format
+
+        dense = self._cost_fused(ops, [get_format("fp16")], workload)
+        dram_bw = p["dram_bytes_per_s"] * p["dram_efficiency"]
+        wbytes = bits_table(ops.k, [formats[i] for i in cols]) / 8.0
+        moved = ops.weight_elems[:, None] * (wbytes + 2.0)
+        rebuild = p["launch_overhead_s"] + p["dram_latency_s"] + moved / dram_bw
+        rebuild_j = (p["idle_power_w"] + p["sm_active_power_w"] * p["sm_count"]) * rebuild + p["dram_j_per_byte"] * moved
+        pick = rows[:, None]
+        for j, c in enumerate(cols):
+            table.latency_s[:, c] = np.where(rows, dense.latency_s[:, 0] + rebuild[:, j], table.latency_s[:, c])
+            table.energy_j[:, c] = np.where(rows, dense.energy_j[:, 0] + rebuild_j[:, j], table.energy_j[:, c])
+            table.bytes[:, c] = np.where(rows, dense.bytes[:, 0] + moved[:, j], table.bytes[:, c])
+            table.cycles[:, c] = table.latency_s[:, c] * p["sustained_clock_hz"]
+            for key, arr in table.breakdown.items():
+                if arr.shape == table.latency_s.shape:
+                    arr[:, c] = np.where(pick[:, 0], dense.breakdown[key][:, 0], arr[:, c])
+        return table
+
+    def _cost_fused(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         p = self.spec.params
         fa = self.format_arrays(formats)
         # attention: the batch x KV-head GEMMs of a layer run as one batched kernel, so launch,
@@ -302,13 +388,18 @@ class Model(HardwareModel):
         t_lat = p["dram_latency_s"] / p["pipeline_stages"]
         # epilogue stores the tile's valid outputs; split-K writes fp32 partials and reads them back
         out_tile = col(t["rows"]) * col(t["cols"]) * np.where(split > 1, PARTIAL_BYTES * 2.0, OUT_BYTES)
+        # split-K partials that fit in L2 are written and read back there, at the L2 rate (an
+        # fp32 partial is reduced by the same kernel moments after it is written)
+        in_l2 = (split > 1) & (units * out_tile <= p["l2_bytes"])
+        epi_bw = np.where(in_l2, self.l2_rate, dram_bw)
+        out_dram = np.where(in_l2, col(t["tiles"]) * col(t["rows"]) * col(t["cols"]) * OUT_BYTES, units * out_tile)
 
         def wave(active):
             """(total, k-step, memory part of the k-step) of one wave with `active` units."""
             t_dram = active * dram_step / dram_bw
             t_mem = np.maximum(np.maximum(t_dram, t_l2), t_lat)
             step = np.maximum(t_comp, t_mem)
-            total = p["dram_latency_s"] + k_steps * step + active * out_tile / dram_bw
+            total = p["dram_latency_s"] + k_steps * step + active * out_tile / epi_bw
             on = active > 0
             return np.where(on, total, 0.0), np.where(on, step, 0.0), np.where(on, t_mem, 0.0)
 
@@ -334,7 +425,7 @@ class Model(HardwareModel):
         other_s = latency - body_s                                          # launch, prologues, epilogues
         bound = np.argmax(np.stack(np.broadcast_arrays(compute_s, memory_s, other_s)), axis=0)  # 0 compute, 1 memory, 2 other
 
-        dram_bytes = np.where(gemm, units * k_steps * dram_step + units * out_tile, gather_bytes)
+        dram_bytes = np.where(gemm, units * k_steps * dram_step + out_dram, gather_bytes)
         l2_bytes = np.where(gemm, units * k_steps * (w_step + a_step), 0.0)
         mma_flops = np.where(gemm, units * k_steps * 2.0 * tm * tn * tk, 0.0)
         alu_ops = np.where(gemm, units * k_steps * (tk * tn * deq + tm * tn * tk * psum), 0.0)

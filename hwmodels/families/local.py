@@ -72,6 +72,8 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "measured torch CPU kernels, parametric fit (python -m hwmodels.calibrate --hw local)"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "estimate: busy threads x per-core share of the CPU's TDP"
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -96,6 +96,8 @@ class Model(HardwareModel):
 
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic: SCALE-Sim v3 compute cycles + double-buffered DRAM stalls + Accelergy-style energy"
+    #: where the energy figures come from (plans carry it as provenance.energy_basis)
+    ENERGY_BASIS = "per-op energy tables: Horowitz 45 nm with Accelergy node scaling, DRAM pJ/bit"
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from quantcore.errors import QuantDSEError
+from quantcore.limits import check_cap
 from quantcore.models.graph import Layer, LayerGraph
 
 SPEC_FORMAT = "quantdse.cnn/1"
@@ -42,7 +43,19 @@ def _layer(entry: dict, where: str) -> Layer:
 def graph_from_cnn_spec(spec: dict, name: str, source: str, where: str) -> LayerGraph:
     if spec.get("format") != SPEC_FORMAT or not isinstance(spec.get("layers"), list):
         raise QuantDSEError(f"{where} is not a {SPEC_FORMAT} spec (needs 'format' and a 'layers' list)")
-    layers = [_layer(entry, where) for entry in spec["layers"]]
+    check_cap("layers", len(spec["layers"]), f"{where} layers")
+    layers = []
+    for i, entry in enumerate(spec["layers"]):
+        try:
+            layer = _layer(entry, where) if isinstance(entry, dict) else None
+        except QuantDSEError:
+            raise
+        except (TypeError, ValueError, OverflowError):
+            layer = None
+        if layer is None or not all(0 < d <= 1 << 20 for d in layer.shape):
+            raise QuantDSEError(f"{where}: layer {i} has missing, non-integer or out-of-range sizes "
+                                "(each in [1, 1,048,576]): fix the spec")
+        layers.append(layer)
     config = {"arch": "cnn", "input_hw": tuple(spec.get("input_hw", ())), "num_layers": len(layers),
               "num_experts": 0, "experts_per_token": 0, "spec_source": spec.get("source", "")}
     return LayerGraph(name, layers, config, source=source, extra_params=int(spec.get("extra_params", 0)))

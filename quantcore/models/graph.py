@@ -51,6 +51,11 @@ class Layer:
         return int(self.shape[1]) if len(self.shape) > 1 else 0
 
     @property
+    def row(self) -> int:
+        """Length of the rows a weight format groups along: k, or the hidden size of an embedding."""
+        return int(self.shape[1]) if self.kind == "embedding" and len(self.shape) > 1 else self.k
+
+    @property
     def n(self) -> int:
         """Output features."""
         if self.kind == "embedding":
@@ -59,12 +64,14 @@ class Layer:
 
     @property
     def quantizable(self) -> bool:
-        """Searched by a plan. MoE routers stay 16-bit, as GPTQModel and llama.cpp keep them."""
-        return self.kind in QUANTIZABLE_KINDS and self.params > 0 and self.role != "router"
+        """Searched by a plan. MoE routers stay 16-bit, as GPTQModel and llama.cpp keep them; an
+        embedding is searched when `include_embeddings` marked it (attrs searchable)."""
+        kind_ok = self.kind in QUANTIZABLE_KINDS or bool(self.attrs.get("searchable", False))
+        return kind_ok and self.params > 0 and self.role != "router"
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "params": self.params, "shape": list(self.shape),
-               "role": self.role, "block": self.block, "expert": self.expert}
+               "role": self.role, "block": self.block, "expert": self.expert, "searchable": self.quantizable}
         out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in self.attrs.items()})
         return out
 
@@ -121,3 +128,30 @@ class LayerGraph:
     def as_dict(self) -> dict:
         return {"name": self.name, "source": self.source, "params": self.params,
                 "config": self.config, "layers": [l.as_dict() for l in self.layers]}
+
+
+#: what `--include` can add to the searched layers
+INCLUDABLE = ("embeddings",)
+
+
+def include_layers(graph: "LayerGraph", include=()) -> "LayerGraph":
+    """The graph with token embeddings searchable too (``include=("embeddings",)``).
+
+    A token embedding tied to the lm-head is already searched as that lm-head (the checkpoint
+    stores the matrix once), so it is left alone. The lm-head is searched in any case.
+    """
+    import dataclasses
+
+    unknown = [w for w in include if w not in INCLUDABLE]
+    if unknown:
+        from quantcore.errors import QuantDSEError
+
+        raise QuantDSEError(f"--include {unknown[0]!r} is not known: use {', '.join(INCLUDABLE)}")
+    if "embeddings" not in include:
+        return graph
+    tied = {l.attrs.get("tied_to") for l in graph.layers if l.kind == "lm-head"}
+    layers = [dataclasses.replace(l, attrs=MappingProxyType({**l.attrs, "searchable": True}))
+              if l.kind == "embedding" and l.role == "embed" and l.name not in tied else l
+              for l in graph.layers]
+    return LayerGraph(graph.name, layers, graph.config, source=graph.source, weights=graph.weights,
+                      extra_params=graph.extra_params, edges=list(graph.graph.edges))

@@ -17,6 +17,8 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from quantcore.errors import QuantDSEError
+from quantcore.limits import cap, over_cap
+from quantcore.models.config_schema import validate_config
 from quantcore.models.graph import Layer, LayerGraph
 
 
@@ -28,6 +30,12 @@ class _Builder:
         self.where = where
         self.layers: list[Layer] = []
         self.extra = 0
+        self.max_layers = cap("layers")
+
+    def _add(self, layer: Layer) -> None:
+        if len(self.layers) >= self.max_layers:
+            raise over_cap("layers", f"model {self.where}")
+        self.layers.append(layer)
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.cfg.get(key)
@@ -45,14 +53,14 @@ class _Builder:
 
     def linear(self, name: str, out: int, inp: int, role: str, block: int | None = None, *,
                bias: bool = False, expert: int | None = None, kind: str = "linear", **attrs) -> None:
-        self.layers.append(Layer(name, kind, (int(out), int(inp)), role, block, expert, MappingProxyType(attrs)))
+        self._add(Layer(name, kind, (int(out), int(inp)), role, block, expert, MappingProxyType(attrs)))
         self.extra += int(out) if bias else 0
 
     def embedding(self, name: str, rows: int, dim: int, role: str = "embed") -> None:
-        self.layers.append(Layer(name, "embedding", (int(rows), int(dim)), role))
+        self._add(Layer(name, "embedding", (int(rows), int(dim)), role))
 
     def attention(self, name: str, block: int, heads: int, kv_heads: int, head_dim: int, **attrs) -> None:
-        self.layers.append(Layer(name, "attention", (), "attention", block, None,
+        self._add(Layer(name, "attention", (), "attention", block, None,
                                  MappingProxyType(dict(heads=heads, kv_heads=kv_heads, head_dim=head_dim, **attrs))))
 
     def norm(self, dim: int, bias: bool = False) -> None:
@@ -230,9 +238,16 @@ def graph_from_config(cfg: Any, name: str, source: str, where: str = "config.jso
     model_type = cfg.get("model_type")
     if model_type is None:
         raise QuantDSEError(f"{where} is missing required key 'model_type': use the model's complete config.json")
+    if not isinstance(model_type, str):
+        raise QuantDSEError(f"{where}: model_type must be a string such as \"llama\", got {model_type!r}")
     if model_type not in _BUILDERS:
         raise QuantDSEError(f"{where}: unsupported model_type {model_type!r}; supported: "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)} (or pass a safetensors file or a torch nn.Module)")
+    validate_config(cfg, model_type, where)
+    experts = int(cfg.get({"mixtral": "num_local_experts", "deepseek_v3": "n_routed_experts"}.get(model_type, ""))
+                  or 0)
+    if int(cfg["num_hidden_layers"]) * (9 + 3 * experts) > cap("layers"):  # refuse before building
+        raise over_cap("layers", f"model {where} ({cfg['num_hidden_layers']} blocks of up to {9 + 3 * experts} layers)")
     b = _Builder(cfg, where)
     config = _BUILDERS[model_type](b, model_type)
     config.update(model_type=model_type, max_position_embeddings=cfg.get("max_position_embeddings"))

@@ -7,9 +7,9 @@ truncated download fails here, with one line, instead of deep inside safetensors
 """
 from __future__ import annotations
 
-import json
 import math
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from quantcore.errors import QuantDSEError
+from quantcore.io import load_json, note_input, parse_json
+from quantcore.limits import check_cap
 
 #: bytes per element of each safetensors dtype (safetensors `Dtype` enum)
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -39,45 +41,72 @@ def _corrupt(path: Path, why: str) -> QuantDSEError:
 
 
 def read_header(path: str | Path) -> list[TensorInfo]:
-    """Names, dtypes and shapes of every tensor in one file, validated; no tensor data is read."""
+    """Names, dtypes and shapes of every tensor in one file, validated; no tensor data is read.
+
+    The checks are those of the safetensors library (`Metadata::validate`), so a file we
+    accept is one it opens: tensors tile the data area from byte 0 to the file's end
+    without gaps or overlaps, each exactly shape x dtype bytes; dims and offsets are
+    non-negative integers; `__metadata__` maps strings to strings.
+    """
     path = Path(path)
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise QuantDSEError(f"safetensors file {path} is not a regular file: give the path of a checkpoint file")
+    note_input(path)
+    size = st.st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise _corrupt(path, f"{size} bytes, shorter than the 8-byte header length")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise _corrupt(path, f"header length {n} is over the safetensors limit of {MAX_HEADER_BYTES} bytes")
+        if n > size - 8:
+            raise _corrupt(path, f"header length {n} but the file has {size} bytes")
+        raw = handle.read(n)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise _corrupt(path, f"{size} bytes, shorter than the 8-byte header length")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, MAX_HEADER_BYTES):
-                raise _corrupt(path, f"header length {n} but the file has {size} bytes")
-            raw = handle.read(n)
-    except OSError as exc:
-        raise QuantDSEError(f"cannot read safetensors file {path} ({exc.strerror}): check the path") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        header = parse_json(raw, f"safetensors header of {path}")
+    except QuantDSEError:
         raise _corrupt(path, "header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "header is not a JSON object")
-    data_bytes = size - 8 - n
-    out = []
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _corrupt(path, "__metadata__ must map strings to strings")
+    out, spans = [], []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise _corrupt(path, f"tensor {name!r} lacks dtype/shape/data_offsets") from None
-        if dtype not in DTYPE_BYTES:
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            raise _corrupt(path, f"tensor {name!r} lacks dtype/shape/data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
             raise _corrupt(path, f"tensor {name!r} has unknown dtype {dtype!r}")
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
-            raise _corrupt(path, f"tensor {name!r} has bad data_offsets {entry['data_offsets']!r}")
-        if end > data_bytes:
-            raise _corrupt(path, f"tensor {name!r} ends at byte {end} past the {data_bytes} data bytes")
+        if not isinstance(shape, list) or not all(_count(d) for d in shape):
+            raise _corrupt(path, f"tensor {name!r} has shape {shape!r}: dims must be non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise _corrupt(path, f"tensor {name!r} has bad data_offsets {offsets!r}")
+        begin, end = offsets
         if end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
             raise _corrupt(path, f"tensor {name!r} has {end - begin} bytes for shape {list(shape)} {dtype}")
-        out.append(TensorInfo(name, dtype, shape, path))
+        spans.append((begin, end, name))
+        out.append(TensorInfo(name, dtype, tuple(shape), path))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            why = "overlaps the tensor before it" if begin < position else f"leaves a gap at byte {position}"
+            raise _corrupt(path, f"tensor {name!r} starts at byte {begin} and {why}")
+        position = end
+    if position != size - 8 - n:
+        raise _corrupt(path, f"tensors cover {position} of the {size - 8 - n} data bytes "
+                             f"({'trailing bytes' if position < size - 8 - n else 'past the end'})")
     return out
+
+
+def _count(value) -> bool:
+    """A non-negative integer (JSON), as safetensors' usize fields require."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def checkpoint_files(path: Path) -> list[Path]:
@@ -86,11 +115,14 @@ def checkpoint_files(path: Path) -> list[Path]:
         return [path]
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise QuantDSEError(f"{index} is malformed (needs a 'weight_map' object): re-download it") from None
+        doc = load_json(index, "checkpoint index")
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise QuantDSEError(f"{index} is malformed (needs a 'weight_map' object of file names): re-download it")
+        shards = sorted(set(weight_map.values()))
+        outside = [s for s in shards if Path(s).name != s]
+        if outside:
+            raise QuantDSEError(f"{index} names shard {outside[0]!r} outside its folder: re-download the index")
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
             raise QuantDSEError(f"{index} lists shard {missing[0]} which is not in {path}: download all shards")
@@ -107,6 +139,7 @@ def read_tensors(path: Path) -> dict[str, TensorInfo]:
     for file in checkpoint_files(path):
         for info in read_header(file):
             tensors[info.name] = info
+        check_cap("layers", len(tensors), f"checkpoint {path} tensors")
     return tensors
 
 
@@ -124,16 +157,25 @@ class SafetensorsWeights:
 
     def get(self, layer_name: str) -> np.ndarray:
         """The layer's weight as float32 [out, k] (conv kernels flattened; bf16/fp8 via torch)."""
-        from safetensors import safe_open
-
         if layer_name not in self._layer_tensors:
             raise QuantDSEError(f"layer {layer_name!r} has no weight tensor in this checkpoint: check the layer name")
         info = self._tensors[self._layer_tensors[layer_name]]
-        if info.dtype in ("BF16", "F8_E4M3", "F8_E5M2"):  # numpy has no such dtypes
-            with safe_open(str(info.file), framework="pt") as handle:
-                array = handle.get_tensor(info.name).float().numpy()
-        else:
-            with safe_open(str(info.file), framework="numpy") as handle:
-                array = handle.get_tensor(info.name)
+        array = _read_tensor(info)
         array = np.asarray(array, dtype=np.float32)
         return array.reshape(array.shape[0], -1) if array.ndim != 2 else array
+
+
+def _read_tensor(info: TensorInfo) -> np.ndarray:
+    """One tensor through the safetensors library; its errors (a file changed since its header was read)
+    become the one-line error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if info.dtype in ("BF16", "F8_E4M3", "F8_E5M2"):  # numpy has no such dtypes
+            with safe_open(str(info.file), framework="pt") as handle:
+                return handle.get_tensor(info.name).float().numpy()
+        with safe_open(str(info.file), framework="numpy") as handle:
+            return handle.get_tensor(info.name)
+    except SafetensorError as exc:
+        raise _corrupt(info.file, f"safetensors: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") \
+            from None

@@ -1,0 +1,95 @@
+"""`python -m dse.export --plan PLAN --to TARGET [--out PATH] [--nearest] [--json]`.
+
+Writes the file the target quantizer reads (atomically; nothing on bad input). Without --out
+the file goes to stdout and the summary to stderr.
+"""
+from __future__ import annotations
+
+import sys
+
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.io import atomic_write_text, dumps
+from dse.export import TARGETS, target_module
+from dse.export.base import resolve, summary
+from dse.plan import load_plan
+
+_SHOWN = 8
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="dse.export", description=__doc__.split("\n")[0].strip("`"))
+    p.add_argument("--plan", help="plan.json from python -m dse.search --out")
+    p.add_argument("--to", help=f"target: {', '.join(TARGETS)}")
+    p.add_argument("--out", help="write the file here (default: stdout)")
+    p.add_argument("--nearest", action="store_true",
+                   help="map formats the target cannot write to the nearest one it can, and report the change")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.add_argument("--list-formats", metavar="TARGET", help="print the formats TARGET writes exactly, and exit")
+    return p
+
+
+def _text(content) -> str:
+    return content if isinstance(content, str) else dumps(content)
+
+
+def _report(export, out, extras) -> dict:
+    return {"target": export.target, "plan_model": export.plan["model"], "out": out,
+            "command": extras.get("command", "").replace("{out}", out or "FILE") or None,
+            "summary": summary(export), "changes": [c.as_dict() for c in export.changes], "notes": export.notes}
+
+
+def _human(report: dict) -> str:
+    s = report["summary"]
+    lines = [f"{report['target']}: {s['layers']} layers of {report['plan_model']}"
+             + (f" written to {report['out']}" if report["out"] else "")]
+    if report["command"]:
+        lines.append(f"run: {report['command']}")
+    changes = report["changes"]
+    if changes:
+        lines.append(f"{len(changes)} layers written in another format: effective bits "
+                     f"{s['effective_bits_before']:.4f} -> {s['effective_bits_after']:.4f}, error "
+                     f"{s['error_before']:.6g} -> {s['error_after']:.6g}")
+        for c in changes[:_SHOWN]:
+            lines.append(f"  {c['layer']}: {c['planned']} -> {c['written']} ({c['reason']}), bits "
+                         f"{c['bits_before']:.4f} -> {c['bits_after']:.4f}, error {c['error_before']:.4g} -> "
+                         f"{c['error_after']:.4g}")
+        if len(changes) > _SHOWN:
+            lines.append(f"  ... and {len(changes) - _SHOWN} more (--json lists all)")
+    lines += [f"note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_formats:
+        print("\n".join(target_module(args.list_formats).FORMATS))
+        return 0
+    if not args.plan or not args.to:
+        from quantcore.errors import QuantDSEError
+
+        raise QuantDSEError("--plan and --to are required, e.g. --plan plan.json --to llamacpp")
+    module = target_module(args.to)
+    plan = load_plan(args.plan)
+    from quantcore.formats import get_format
+
+    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in module.FORMATS], args.nearest,
+                     embeddings=getattr(module, "EMBEDDINGS", False))
+    content, extras = module.write(export)
+    text = _text(content)
+    if args.out:
+        atomic_write_text(args.out, text)
+    report = _report(export, args.out, extras)
+    if args.json:
+        if not args.out:
+            report["content"] = content
+        sys.stdout.write(dumps(report))
+    elif args.out:
+        print(_human(report))
+    else:
+        sys.stdout.write(text)
+        print(_human(report), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,281 @@
+"""What every exporter shares: the plan read against its model, the formats a target can
+express (exact, storage alias, or nearest), and compact regex alternations over layer names.
+
+A plan names a format per HF module. An exporter declares `FORMATS`, the formats its tool
+writes exactly (bits counted as the tool stores them), and turns an `Export` into text.
+A plan format outside that set is resolved here, once, for every target:
+
+- a *storage alias*: the same quantizer with another bit count (``int4-g128`` for GPTQModel,
+  which also stores a packed 4-bit zero point: ``int4-g128-qz``) maps without asking; the
+  export reports the change in bits.
+- otherwise the *nearest* format the target supports (closest effective bits at the layer's
+  row length, ties to the wider format, same activation precision first) -- only with
+  ``--nearest``; without it the export stops with a one-line error naming the layer, its
+  format and that nearest format.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantcore.errors import QuantDSEError
+from quantcore.formats import Format, get_format
+
+
+@dataclass
+class ExportLayer:
+    """One searched layer as it leaves the plan: the model's Layer and the format to write."""
+
+    layer: object  # quantcore.models.graph.Layer
+    planned: Format
+    format: Format
+    planned_error: float
+    error: float
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+@dataclass
+class Change:
+    """A layer whose written format differs from its planned one, and what that costs."""
+
+    layer: str
+    planned: str
+    written: str
+    reason: str  # "storage", "nearest" or "moe-fold"
+    bits_before: float
+    bits_after: float
+    error_before: float
+    error_after: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Export:
+    """A plan resolved for one target: what to write and what changed on the way."""
+
+    plan: dict
+    graph: object
+    target: str
+    layers: list
+    changes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def need(package: str, target: str):
+    """Import an optional package an exporter needs, or say how to install it (one line)."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise QuantDSEError(f"--to {target} needs the {package} package: pip install 'quantdse[export]'") from None
+
+
+def plan_graph(plan: dict, path: str):
+    """The LayerGraph the plan was searched on (catalog name, config or safetensors source)."""
+    from quantcore.models import load_graph
+
+    from quantcore.models.registry import list_catalog
+
+    source = str(_provenance(plan).get("model_source", "catalog"))
+    kind, _, where = source.partition(":")
+    where = where.removesuffix(" (installed package)")
+    in_catalog = isinstance(plan["model"], str) and plan["model"] in list_catalog()
+    target = where if kind in ("config", "safetensors") and where and not in_catalog else plan["model"]
+    try:
+        return load_graph(target)
+    except QuantDSEError as exc:
+        raise QuantDSEError(f"plan {path}: cannot load its model {plan['model']!r} ({exc})") from None
+
+
+def _provenance(plan: dict) -> dict:
+    prov = plan.get("provenance")
+    return prov if isinstance(prov, dict) else {}
+
+
+def match_plan(plan: dict, graph, path: str) -> list:
+    """[(Layer, planned Format, error)] in model order; a plan for another model is an error."""
+    by_name = {l.name: l for l in graph.layers}
+    out = []
+    for entry in plan["layers"]:
+        name = entry["name"]
+        layer = by_name.get(name) if isinstance(name, str) else None
+        if layer is None:
+            raise QuantDSEError(f"plan {path}: layer {name} is not in model {graph.name}: the plan is for another "
+                                "model; export the plan searched on this model (python -m dse.search --model ...)")
+        if layer.params != entry["params"] or isinstance(entry["params"], bool):
+            raise QuantDSEError(f"plan {path}: layer {name} has {entry['params']} params in the plan but "
+                                f"{layer.params} in model {graph.name}: the plan is for another model")
+        error = entry.get("error")
+        if error is not None and (isinstance(error, bool) or not isinstance(error, (int, float))):
+            raise QuantDSEError(f"plan {path}: error of layer {name} must be a number, got {error!r}: regenerate the plan")
+        try:
+            fmt = get_format(entry["format"])
+        except QuantDSEError as exc:
+            raise QuantDSEError(f"plan {path}: layer {name}: {exc}") from None
+        out.append((layer, fmt, float(error) if error is not None else float("nan")))
+    return out
+
+
+def same_quantizer(a: Format, b: Format) -> bool:
+    """Same grid, grouping and symmetry: the two differ only in how their bits are counted."""
+    return (a.family, a.weight_bits, a.group_size, a.symmetric, a.element, a.act_bits, a.block_size) == \
+        (b.family, b.weight_bits, b.group_size, b.symmetric, b.element, b.act_bits, b.block_size)
+
+
+def nearest_format(fmt: Format, k: int, supported: list) -> Format:
+    """The supported format closest in effective bits at row length k (same activation bits first;
+    on a tie: a format used as is before one llama.cpp replaces at this k, then the same symmetry
+    (q4_k's mins -> an asymmetric int), then the wider one, then the target's own order)."""
+    pool = [f for f in supported if f.act_bits == fmt.act_bits] or list(supported)
+    target = fmt.bits_per_weight(k)
+    order = {f.name: i for i, f in enumerate(pool)}
+    return min(pool, key=lambda f: (abs(f.bits_per_weight(k) - target), f.fallback_for(k) is not f,
+                                    f.symmetric != fmt.symmetric, -f.bits_per_weight(k), order[f.name]))
+
+
+class ErrorEstimator:
+    """Errors of layers in formats the plan did not price: the plan's own source when possible
+    (the model's real weights), else the data-free prior; `source` says which."""
+
+    def __init__(self, plan: dict, graph):
+        self.graph = graph
+        wanted = _provenance(plan).get("sensitivity", "prior")
+        self.source = "weights" if wanted == "weights" and graph.weights is not None else "prior"
+        self._cache: dict = {}
+
+    def __call__(self, layer, fmt: Format) -> float:
+        key = (layer.name, fmt.name)
+        if key not in self._cache:
+            from dse.sensitivity import prior_errors, weight_errors
+
+            if self.source == "weights":
+                value = weight_errors(self.graph, [layer], [fmt])
+            else:
+                value = prior_errors([layer], [fmt])
+            self._cache[key] = float(value[0, 0])
+        return self._cache[key]
+
+
+def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, embeddings: bool = False) -> Export:
+    """Match the plan to its model and give every layer a format `target` writes.
+
+    embeddings: whether the target quantizes embedding tables (llama.cpp does; the others quantize
+    linear layers only, so an embedding can only stay 16-bit there).
+    """
+    graph = plan_graph(plan, path)
+    matched = match_plan(plan, graph, path)
+    estimate = ErrorEstimator(plan, graph)
+    dense = [f for f in supported if not f.is_quantized]
+    layers, changes = [], []
+    for layer, fmt, error in matched:
+        pool = supported if embeddings or layer.kind != "embedding" else dense
+        written, reason = fmt, ""
+        if fmt.name not in {f.name for f in pool}:
+            alias = [f for f in pool if same_quantizer(f, fmt)]
+            if alias:
+                written, reason = alias[0], "storage"
+            else:
+                near = nearest_format(fmt, layer.row, pool)
+                if not nearest:
+                    what = (f"does not quantize embeddings ({fmt.name})" if pool is dense
+                            else f"cannot express {fmt.name}")
+                    raise QuantDSEError(f"layer {layer.name}: {target} {what}; nearest it supports is {near.name}: "
+                                        f"pass --nearest to map it, or search with --formats-for {target}")
+                written, reason = near, "nearest"
+        new_error = error if reason in ("", "storage") else estimate(layer, written)
+        if reason:
+            k = layer.row
+            changes.append(Change(layer.name, fmt.name, written.name, reason, fmt.bits_per_weight(k),
+                                  written.bits_per_weight(k), error, new_error))
+        layers.append(ExportLayer(layer, fmt, written, error, new_error))
+    export = Export(plan, graph, target, layers, changes)
+    if any(c.reason == "nearest" for c in changes):
+        export.notes.append(f"errors of remapped layers: {estimate.source} estimate")
+    return export
+
+
+def summary(export: Export) -> dict:
+    """Plan-level effect of the changes: effective bits (searched layers) and total error, before and after."""
+    params = np.array([l.layer.params for l in export.layers], dtype=np.float64)
+    k = [l.layer.row for l in export.layers]
+    before = np.array([l.planned.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
+    after = np.array([l.format.bits_per_weight(kk) for l, kk in zip(export.layers, k)])
+    err_before = float(np.nansum([l.planned_error for l in export.layers]))
+    err_after = float(np.nansum([l.error for l in export.layers]))
+    return {"layers": len(export.layers), "changed": len(export.changes),
+            "effective_bits_before": float(params @ before / params.sum()),
+            "effective_bits_after": float(params @ after / params.sum()),
+            "error_before": err_before, "error_after": err_after}
+
+
+# ---------------------------------------------------------------- name patterns
+
+def grouped_pattern(names: list, universe=None) -> list:
+    """Anchored regexes matching exactly `names` among `universe` (all names of that namespace), compact.
+
+    Names that differ only in their first integer path component (the block index) share one
+    alternation, ``^blk\\.(0|1|5)\\.attn_q\\.weight$``; when they cover every block in which
+    `universe` has that name, the index becomes ``\\d+``; names over the same blocks share one rule,
+    ``^blk\\.\\d+(\\.attn_k\\.weight|\\.attn_v\\.weight)$``.
+    """
+    present: dict = {}
+    for name in (universe or ()):
+        m = _BLOCK_RE.search(name)
+        if m is not None:
+            present.setdefault((name[:m.start(1)], name[m.end(1):]), set()).add(int(m.group(1)))
+    groups: dict = {}
+    singles = []
+    for name in names:
+        m = _BLOCK_RE.search(name)
+        if m is None:
+            singles.append(name)
+            continue
+        groups.setdefault((name[:m.start(1)], name[m.end(1):]), set()).add(int(m.group(1)))
+    out = [f"^{re.escape(n)}$" for n in singles]
+    tails: dict = {}  # (head, block alternation) -> tails: kinds over the same blocks share one rule
+    for (head, tail), blocks in groups.items():
+        blocks = sorted(blocks)
+        if len(blocks) > 1 and set(blocks) == present.get((head, tail)):
+            alt = r"\d+"
+        elif len(blocks) == 1:
+            alt = str(blocks[0])
+        else:
+            alt = "(" + "|".join(map(str, blocks)) + ")"
+        tails.setdefault((head, alt), []).append(tail)
+    for (head, alt), ends in tails.items():
+        end = re.escape(ends[0]) if len(ends) == 1 else "(" + "|".join(map(re.escape, ends)) + ")"
+        out.append(f"^{re.escape(head)}{alt}{end}$")
+    return out
+
+
+_BLOCK_RE = re.compile(r"(?:^|\.)(\d+)(?=\.)")
+
+
+def by_format(export: Export) -> dict:
+    """{format name: [layer names]} in first-seen order."""
+    out: dict = {}
+    for l in export.layers:
+        out.setdefault(l.format.name, []).append(l.name)
+    return out
+
+
+def dominant_format(export: Export, quantized_only: bool = True) -> Format | None:
+    """The format holding the most parameters (the natural default of a config file)."""
+    weight: dict = {}
+    for l in export.layers:
+        if quantized_only and not l.format.is_quantized:
+            continue
+        weight[l.format.name] = weight.get(l.format.name, 0) + l.layer.params
+    if not weight:
+        return None
+    return get_format(max(weight, key=lambda n: (weight[n], n)))
+
+

@@ -1,0 +1,151 @@
+"""llama.cpp: a file for ``llama-quantize --tensor-type-file``.
+
+llama-quantize reads whitespace-separated ``pattern=type`` tokens (tools/quantize/quantize.cpp
+``parse_tensor_type_file``; the pattern is lower-cased, the type is a ggml type name matched
+case-insensitively, no comments) and gives each GGUF tensor the type of the first pattern that
+``std::regex_search`` finds in its name (src/llama-quant.cpp; older builds let the last match
+win). We write one anchored rule per (tensor kind, type), so every tensor matches exactly one
+rule and the order does not matter.
+
+HF module names become GGUF tensor names through the map the `gguf` package ships
+(``gguf.get_tensor_name_map(arch, n_blocks)``), never a table of ours. Two conversions
+convert_hf_to_gguf.py does on top of that map are applied here:
+
+- MoE experts are stacked into one tensor per layer (``blk.N.ffn_{gate,up,down}_exps``), which
+  takes one type: a plan that gives the experts of one layer different formats is folded to the
+  widest of them (most bits; no expert loses precision) and the export reports the change.
+- DeepSeek's ``kv_b_proj`` is split into ``attn_k_b`` and ``attn_v_b`` (both take its type);
+  BERT's pooler is not converted (the export says so).
+"""
+from __future__ import annotations
+
+import re
+
+from quantcore.errors import QuantDSEError
+from dse.export.base import Change, ErrorEstimator, Export, dominant_format, grouped_pattern, need
+
+NAME = "llamacpp"
+DEFAULT_OUT = "tensor_types.txt"
+#: ggml types the format catalog models, by format name -> ggml type name (ggml_type_name)
+GGML_TYPES = {"q4_0": "q4_0", "q4_1": "q4_1", "q5_0": "q5_0", "q5_1": "q5_1", "q8_0": "q8_0",
+              "q2_k": "q2_K", "q3_k": "q3_K", "q4_k": "q4_K", "q5_k": "q5_K", "q6_k": "q6_K",
+              "fp16": "f16", "bf16": "bf16", "fp32": "f32"}
+FORMATS = tuple(GGML_TYPES)
+#: llama-quantize quantizes token_embd.weight like any other tensor
+EMBEDDINGS = True
+#: HF model_type -> the GGUF architecture convert_hf_to_gguf.py writes for it
+ARCHS = {"llama": "LLAMA", "mistral": "LLAMA", "mixtral": "LLAMA", "qwen2": "QWEN2", "phi": "PHI2",
+         "deepseek_v3": "DEEPSEEK2", "bert": "BERT"}
+_EXPERT_RE = re.compile(r"\.experts\.\d+\.")
+#: tensors convert_hf_to_gguf.py splits: HF suffix -> GGUF names replacing the mapped one
+_SPLITS = {"attn_kv_b": ("attn_k_b", "attn_v_b")}
+
+
+def gguf_names(graph) -> dict:
+    """{HF layer name: [GGUF tensor names]} for every layer with weights (empty: not converted)."""
+    gguf = need("gguf", NAME)
+
+    model_type = graph.config.get("model_type")
+    arch = ARCHS.get(model_type)
+    if arch is None:
+        raise QuantDSEError(f"llama.cpp has no GGUF architecture for model {graph.name} (model_type "
+                            f"{model_type!r}); supported: {', '.join(sorted(ARCHS))}")
+    mapping = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch), int(graph.config["num_layers"]))
+    out = {}
+    for layer in graph.layers:
+        if layer.params == 0:
+            continue
+        name = mapping.get_name(_EXPERT_RE.sub(".experts.", layer.name) + ".weight", try_suffixes=(".weight",))
+        if name is None:
+            out[layer.name] = []
+            continue
+        stem = name.removesuffix(".weight")
+        base, _, kind = stem.rpartition(".")
+        out[layer.name] = [f"{base}.{k}.weight" for k in _SPLITS[kind]] if kind in _SPLITS else [name]
+    for layer in graph.layers:  # a tied lm-head is token_embd (convert_hf_to_gguf.py writes no output.weight)
+        tied = layer.attrs.get("tied_to") if layer.kind == "lm-head" else None
+        if tied in out:
+            out[layer.name], out[tied] = out[tied], []
+    return out
+
+
+def fold_experts(export: Export, tensors: dict) -> None:
+    """One type per merged expert tensor: the widest format among the layer's experts."""
+    estimate = ErrorEstimator(export.plan, export.graph)
+    groups: dict = {}
+    for i, l in enumerate(export.layers):
+        for t in tensors.get(l.name, ()):
+            groups.setdefault(t, []).append(i)
+    for t, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        formats = {export.layers[i].format.name for i in idx}
+        if len(formats) == 1:
+            continue
+        k = max(export.layers[i].layer.row for i in idx)
+        widest = max((export.layers[i].format for i in idx), key=lambda f: (f.bits_per_weight(k), f.name))
+        for i in idx:
+            l = export.layers[i]
+            if l.format.name == widest.name:
+                continue
+            error = estimate(l.layer, widest)
+            export.changes.append(Change(l.name, l.format.name, widest.name, "moe-fold",
+                                         l.format.bits_per_weight(l.layer.row), widest.bits_per_weight(l.layer.row),
+                                         l.error, error))
+            l.format, l.error = widest, error
+    if any(c.reason == "moe-fold" for c in export.changes):
+        export.notes.append("llama.cpp stores a layer's experts as one tensor with one type: experts folded to "
+                            "the widest type of their layer")
+
+
+def write(export: Export) -> tuple[str, dict]:
+    """(the tensor-type file, extras: the llama-quantize command line and dropped layers)."""
+    tensors = gguf_names(export.graph)
+    dropped = [l.name for l in export.layers if not tensors.get(l.name)]
+    if dropped:
+        export.notes.append(f"not in the GGUF file (convert_hf_to_gguf.py drops them): {', '.join(dropped)}")
+    fold_experts(export, tensors)
+    planned = {l.name for l in export.layers}
+    per_type: dict = {}
+    for l in export.layers:
+        for t in tensors.get(l.name, ()):
+            per_type.setdefault(t, set()).add(GGML_TYPES[l.format.name])
+    # fixed 16-bit weights the plan costed (embeddings, routers) keep f16, as the plan counts them
+    for name, ts in tensors.items():
+        if name not in planned:
+            for t in ts:
+                per_type.setdefault(t, {"f16"})
+    universe = sorted(per_type)
+    by_type: dict = {}
+    for t in universe:
+        (ggml_type,) = per_type[t]
+        by_type.setdefault(ggml_type, []).append(t)
+    lines = [f"{pattern}={ggml_type}" for ggml_type, names in by_type.items()
+             for pattern in grouped_pattern(names, universe)]
+    dominant = dominant_format(export)
+    base = GGML_TYPES[dominant.name] if dominant is not None else "q8_0"
+    command = f"llama-quantize --tensor-type-file {{out}} model-f16.gguf model-{base}.gguf {base.upper()}"
+    return "\n".join(lines) + "\n", {"command": command, "dropped": dropped}
+
+
+def read(text: str, graph) -> dict:
+    """{HF layer name: format name} that llama-quantize would apply with this file (first match wins)."""
+    rules = []
+    for token in text.split():
+        pattern, sep, ggml_type = token.partition("=")
+        if not sep or not pattern or not ggml_type:
+            raise QuantDSEError(f"malformed tensor type {token!r}: expected pattern=type")
+        fmt = {v.lower(): k for k, v in GGML_TYPES.items()}.get(ggml_type.lower())
+        if fmt is None:
+            raise QuantDSEError(f"invalid ggml type {ggml_type!r} in {token!r}")
+        rules.append((re.compile(pattern.lower()), fmt))
+    out = {}
+    for name, tensors in gguf_names(graph).items():
+        types = set()
+        for t in tensors:
+            hit = next((fmt for rx, fmt in rules if rx.search(t)), None)
+            if hit is not None:
+                types.add(hit)
+        if len(types) == 1:
+            out[name] = types.pop()
+    return out

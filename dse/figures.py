@@ -1,0 +1,44 @@
+"""Writing matplotlib figures: the file type follows the extension; anything else is a one-line error.
+
+The check runs before any work, so a bad `--plot` name costs nothing and leaves no file.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from quantcore.errors import QuantDSEError
+from quantcore.io import atomic_write_bytes
+
+#: extension -> matplotlib format
+FIGURE_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def figure_type(path: str) -> str:
+    """The matplotlib format for `path`, or a QuantDSEError naming the extensions that work."""
+    ext = Path(path).suffix.lower()
+    if ext not in FIGURE_TYPES:
+        raise QuantDSEError(f"--plot {path}: unsupported figure type {ext or '(no extension)'!r}: "
+                            f"end the name with {', '.join(FIGURE_TYPES)}")
+    return FIGURE_TYPES[ext]
+
+
+def new_figure(**kwargs):
+    """A matplotlib Figure on the Agg canvas (no display, no global pyplot state)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def figure_bytes(fig, kind: str = "png") -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=kind, dpi=120, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_figure(fig, path: str) -> None:
+    """Save `fig` atomically as the type its extension names."""
+    atomic_write_bytes(path, figure_bytes(fig, figure_type(path)))

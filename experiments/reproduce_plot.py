@@ -1,0 +1,44 @@
+"""Ours against published for every reproduced figure: one point per row, +-band shaded."""
+from __future__ import annotations
+
+from quantcore.errors import QuantDSEError
+
+
+def plot(rows: list[dict], path: str, band: float) -> None:
+    """Log-log scatter written atomically to `path`; independent rows filled, calibration hollow."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from quantcore.io import atomic_write_bytes
+
+    known = [r for r in rows if r["published"] is not None]
+    if not known:
+        raise QuantDSEError("no row has a published figure to plot: choose other reproductions")
+    pub = np.array([r["published"] for r in known])
+    ours = np.array([r["ours"] for r in known])
+    lo, hi = min(pub.min(), ours.min()) / 1.5, max(pub.max(), ours.max()) * 1.5
+    fig, ax = plt.subplots(figsize=(7.5, 7))
+    line = np.geomspace(lo, hi, 50)
+    ax.fill_between(line, line * (1 - band), line * (1 + band), color="0.88", label=f"±{band:.0%}")
+    ax.plot(line, line, color="0.5", lw=0.8)
+    for check, style in (("independent", dict(color="C0")), ("calibration", dict(facecolors="none",
+                                                                                 edgecolors="C3"))):
+        pick = np.array([r["check"] == check for r in known])
+        n = int(pick.sum())
+        ax.scatter(pub[pick], ours[pick], s=28, label=f"{check} ({n})", **style)
+    for r in known:
+        if abs(r["ratio"] - 1) > band:
+            ax.annotate(r["name"], (r["published"], r["ours"]), fontsize=6, xytext=(3, -3),
+                        textcoords="offset points")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="published",
+           ylabel="ours (python -m experiments.reproduce)",
+           title="Reproduced figures: ours vs published (names: outside the band)")
+    ax.legend(loc="upper left")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,142 @@
+"""Limits on input: documented ranges for numbers, and caps on work, each with a way to raise it.
+
+Every number a user gives is checked where it enters, in the units the user wrote, and a
+message names the flag or key and its range (`check_int`, `check_float`, `int_flag`).
+Caps bound the work one run may ask for (graph size, sweep points, file sizes, nesting);
+each can be raised with its environment variable (`cap`), and the message says so.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from quantcore.errors import QuantDSEError
+
+
+@dataclass(frozen=True)
+class Cap:
+    env: str
+    default: int
+    what: str
+
+
+#: the caps on work; README "Limits on input" lists them
+CAPS = {
+    "layers": Cap("QUANTDSE_MAX_LAYERS", 200_000, "layers (graph nodes) in one model"),
+    "sweep_points": Cap("QUANTDSE_MAX_SWEEP_POINTS", 10_000, "points in one --sweep"),
+    "json_bytes": Cap("QUANTDSE_MAX_JSON_BYTES", 1 << 30, "bytes of one JSON input file"),
+    "toml_bytes": Cap("QUANTDSE_MAX_TOML_BYTES", 16 << 20, "bytes of one TOML spec file"),
+    "depth": Cap("QUANTDSE_MAX_DEPTH", 64, "levels of nesting in a JSON or TOML document"),
+    "threads": Cap("QUANTDSE_MAX_THREADS", 4 * (os.cpu_count() or 1), "threads of one calibration"),
+}
+
+
+#: documented ranges of the integer flags shared by the CLIs (README "Limits on input")
+RANGES = {"batch": (1, 1 << 16), "seq": (1, 1 << 24), "kv_bits": (1, 32), "seed": (0, 2 ** 32 - 1),
+          "gemm": (1, 1 << 24)}
+
+
+def cap(name: str) -> int:
+    """The cap `name` (CAPS), from its environment variable when set."""
+    c = CAPS[name]
+    text = os.environ.get(c.env)
+    if text is None or not text.strip():
+        return c.default
+    try:
+        value = int(text)
+    except ValueError:
+        raise QuantDSEError(f"{c.env}={text!r} must be a positive integer: fix or unset it") from None
+    if value < 1:
+        raise QuantDSEError(f"{c.env}={text!r} must be a positive integer: fix or unset it")
+    return value
+
+
+def over_cap(name: str, got) -> QuantDSEError:
+    """The error for `got` exceeding cap `name`: names the cap and how to raise it."""
+    c = CAPS[name]
+    return QuantDSEError(f"{got} exceeds the cap of {cap(name):,} {c.what}: "
+                         f"raise it with {c.env}=N if you mean it")
+
+
+def check_cap(name: str, got: int, what: str | None = None) -> None:
+    if got > cap(name):
+        raise over_cap(name, f"{what} ({show_number(got)})" if what else show_number(got))
+
+
+def show_number(value) -> str:
+    """A number for a message: grouped digits, or short scientific form when huge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) < 10 ** 15:
+            return f"{value:,}"
+        digits = len(str(abs(value)))
+        return f"{'-' if value < 0 else ''}{str(abs(value))[0]}.{str(abs(value))[1:3]}e+{digits - 1}"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def int_problem(value, lo: int, hi: int) -> str | None:
+    """Why `value` is not an int in [lo, hi] (integral floats accepted), or None."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer in [{lo:,}, {hi:,}], got {value!r}"
+    if not lo <= value <= hi:
+        return f"must be in [{lo:,}, {hi:,}], got {show_number(value)}"
+    return None
+
+
+def float_problem(value, lo: float, hi: float, unit: str = "", lo_open: bool = False) -> str | None:
+    """Why `value` is not a finite number in [lo, hi] (or (lo, hi] with lo_open), in `unit`, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if value < lo or value > hi or (lo_open and value == lo):
+        return f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}]{unit}, got {float(value):g}{unit}"
+    return None
+
+
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    """`value` as an int in [lo, hi]; else a one-line QuantDSEError naming `name` (a flag or key)."""
+    problem = int_problem(value, lo, hi)
+    if problem:
+        raise QuantDSEError(f"{name} {problem}")
+    return int(value)
+
+
+def check_float(value, name: str, lo: float, hi: float, unit: str = "", lo_open: bool = False) -> float:
+    """`value` as a float in [lo, hi] (user units); else a one-line QuantDSEError naming `name`."""
+    problem = float_problem(value, lo, hi, unit, lo_open)
+    if problem:
+        raise QuantDSEError(f"{name} {problem}")
+    return float(value)
+
+
+def int_flag(lo: int, hi: int):
+    """An argparse `type=` for an integer flag with a documented range (argparse names the flag)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo:,}, {hi:,}], got {str(text)[:30]!r}") from None
+        problem = int_problem(value, lo, hi)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
+
+
+def float_flag(lo: float, hi: float, unit: str = "", lo_open: bool = True):
+    """An argparse `type=` for a number flag with a documented range, in the flag's unit."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        problem = float_problem(value, lo, hi, unit, lo_open)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
