@@ -121,6 +121,20 @@ def prepare(request: SearchRequest) -> Prepared:
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
                                       seed=request.seed)
+    return _costed(request, hardware, graph, layers, formats, sensitivity)
+
+
+def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
+    """`prepare(request)` for the same model, formats and sensitivity as `prepared`, reusing them.
+
+    Only the hardware tables are recomputed (target, `--set` overrides, workload), so a
+    co-design sweep computes a model's graph and sensitivity once, not per design point.
+    """
+    return _costed(request, load_hardware(request.hw, list(request.overrides)), prepared.graph, prepared.layers,
+                   prepared.formats, prepared.sensitivity)
+
+
+def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity) -> Prepared:
     workload = request.workload
     costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
