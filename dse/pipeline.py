@@ -38,6 +38,9 @@ class SearchRequest:
     max_memory_gb: float | None = None
     overrides: tuple = ()
     seed: int = 0
+    policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
+    solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
+    reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
     include: tuple = ()  # "embeddings": search the token embedding too
 
     def limits(self) -> tuple[dict, dict]:
@@ -162,6 +165,16 @@ def check_costs(prepared: Prepared) -> None:
                             "are not finite and non-negative: check the model's config values and --set overrides")
 
 
+def _solver_options(prepared: Prepared, method: str) -> dict:
+    """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
+    opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
+    if method != "rl":
+        if opts and prepared.request.method != "rl":
+            raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")
+        return {}
+    return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}
+
+
 def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
                    **options):
     """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
@@ -175,7 +188,8 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed, **options)
+    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
+                   **_solver_options(prepared, method), **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

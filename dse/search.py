@@ -8,11 +8,16 @@ from __future__ import annotations
 import sys
 
 from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
 from quantcore.io import check_outputs
 from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import Workload
+
+#: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S;
+#: with --reward measured also episodes=N, texts=N, holdout=N, see policies/measured.py)
+SOLVER_SET_KEYS = ("polish", "polish_seconds", "episodes", "texts", "holdout")
 
 
 def add_request_args(p: ArgumentParser) -> None:
@@ -39,7 +44,10 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--formats-for", metavar="TARGET",
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hardware spec param (co-design), repeatable")
+                   help="override a hardware spec param (co-design), repeatable; with --method rl also "
+                        "polish=false (raw rollout) and polish_seconds=S")
+    p.add_argument("--policy", help="--method rl: a policy folder (policy.json + policy.safetensors) or a name in "
+                                    "policies/zoo (default ramp-sac)")
     p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--include", action="append", default=[], choices=("embeddings",),
                    help="also search the token embedding (costed and counted in the budget; the lm-head is "
@@ -54,6 +62,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--reward", default="error", choices=("error", "measured"),
+                   help="--method rl: error (the table's summed error, default) or measured (fine-tune the policy on "
+                        "the real model's end metric; models with installed weights)")
     p.add_argument("--out", help="write the plan here (atomically); with several --hw, one file per target: "
                                  "plan.json -> plan-<hw>.json")
     p.add_argument("--json", action="store_true", help="print the plan JSON on stdout (several --hw: a list of plans)")
@@ -68,7 +79,9 @@ def request_from_args(args) -> SearchRequest:
         workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
-        overrides=tuple(args.overrides), seed=args.seed, include=tuple(args.include))
+        overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
+        solver_options=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() in SOLVER_SET_KEYS),
+        policy=args.policy, reward=getattr(args, "reward", "error"), seed=args.seed, include=tuple(args.include))
 
 
 def _formats(args) -> tuple | None:
@@ -88,10 +101,41 @@ def search(request: SearchRequest, progress: bool = False) -> dict:
     from dse.progress import solver_progress
 
     limits, budget_doc = request.limits()
+    if request.reward == "measured" and request.method != "rl":
+        raise QuantDSEError("--reward measured needs --method rl: add --method rl or drop --reward")
     prepared = prepare(request)
-    with solver_progress(request.method, enabled=progress) as callback:
-        problem, result = solve_prepared(prepared, limits, **({"progress": callback} if callback else {}))
+    if request.reward == "measured":
+        problem, result = _measured(prepared, limits)
+    else:
+        with solver_progress(request.method, enabled=progress) as callback:
+            problem, result = solve_prepared(prepared, limits, **({"progress": callback} if callback else {}))
     return make_plan(prepared, problem, result, budget_doc)
+
+
+def _measured(prepared, limits):
+    """--reward measured: the ILP plan, then the RL agent fine-tuned on the measured metric (policies.measured)."""
+    from policies.measured import finetune
+
+    problem, ilp = solve_prepared(prepared, limits, method="ilp")
+    req = prepared.request
+    model = req.model if isinstance(req.model, str) else prepared.graph.name
+    options = dict(kv.split("=", 1) for kv in req.solver_options)
+    result = finetune(problem, ilp.assignment, model, policy=req.policy, layers=prepared.layers,
+                      weights=prepared.graph.weights, seed=req.seed, **options)
+    broken = problem.violations(result.assignment)
+    if broken:  # a solver bug, not bad input
+        raise AssertionError(f"rl returned an over-budget plan: {broken}")
+    return problem, result
+
+
+def rl_summary(solver: dict) -> str:
+    """One line on what the RL agent did: its policy, raw and polished objectives, or the measured comparison."""
+    line = f"rl: policy {solver.get('policy')} ({solver.get('policy_hash')})"
+    if solver.get("reward") == "measured":
+        return f"{line}; {solver.get('message', '')}"
+    polished = solver.get("polished_objective")
+    return (f"{line}; raw rollout error {solver.get('raw_objective', float('nan')):.6g}"
+            + (f", polished {polished:.6g}" if polished is not None else " (no polish)"))
 
 
 def warn_device(plan: dict) -> None:
@@ -118,6 +162,8 @@ def main(argv=None) -> int:
         sys.stdout.write(plan_json(plan))
     else:
         print(format_table(plan, verbose=args.verbose, out=args.out))
+        if plan["method"] == "rl":
+            print(rl_summary(plan["solver"]))
     return 0
 
 

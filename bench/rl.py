@@ -1,0 +1,104 @@
+"""The SAC agent zero-shot on held-out models: objective relative to the exact ILP, beside greedy, BAQ and NAS.
+
+    python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5]
+
+Held-out models (never in the training mix, policies.pool.HELD_OUT) on one target,
+each with its data-free prior table and with a random table (policies.pool's synthetic
+tables, seeded here, never seen in training), at several average-bit budgets and one
+latency limit. Prints, per method, the median and worst objective / ILP objective and
+whether any plan broke a limit; the rollout time per model; the policy's training time.
+"forecast only" is the ablation that always plays action 0.5 (the env's balance-price
+forecast, no learned deviation): what the learned policy adds or loses against it.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from quantcore.errors import QuantDSEError
+from dse.pipeline import SearchRequest, prepare
+from dse.solvers import solve
+from policies.policy import load_policy
+from policies.pool import random_limits, synthetic_errors, sub_problem
+from policies.episode import Episode, layer_infos
+from policies.solver import rollout, solve as rl_solve
+
+MODELS = ("llama-3-8b", "qwen2.5-7b", "mistral-7b", "mixtral-8x7b")
+BASELINES = ("greedy", "baq", "nas")
+
+
+class _Forecast:
+    """The ablation: action 0.5 at every step (the env's forecast, no learned deviation)."""
+
+    def __init__(self, policy):
+        self.scaler = policy.scaler
+
+    def act(self, obs) -> float:
+        return 0.5
+
+
+def cases(hw: str, budgets, seed: int):
+    """(label, problem, layers) for every model x table x budget."""
+    rng = np.random.default_rng(seed)
+    for model in MODELS:
+        prepared = prepare(SearchRequest(hw=hw, model=model))
+        base = prepared.problem({})
+        rows, cols = np.arange(base.shape[0]), np.arange(base.shape[1])
+        for table in ("prior", "random"):
+            error = None if table == "prior" else synthetic_errors(rng, base)
+            for b in budgets:
+                yield f"{model} {table} {b}bits", sub_problem(base, rows, cols, error, {"bits": b}), prepared.layers
+            limits = random_limits(rng, sub_problem(base, rows, cols, error), ["latency"])
+            yield f"{model} {table} latency", sub_problem(base, rows, cols, error, limits), prepared.layers
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bench.rl", description=__doc__.split("\n")[0])
+    p.add_argument("--policy")
+    p.add_argument("--hw", default="a100-80gb")
+    p.add_argument("--budgets", default="2.6,3.2,3.7,4.5")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    policy = load_policy(args.policy)
+    ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *BASELINES)}
+    over: dict = {m: 0 for m in ratios}
+    rollout_s: dict = {}
+    n = 0
+    for label, problem, layers in cases(args.hw, [float(b) for b in args.budgets.split(",")], args.seed):
+        ilp = solve(problem, "ilp").objective
+        res = rl_solve(problem, policy=policy, layers=layers)
+        rollout_s.setdefault(label.split()[0], []).append(res.info["rollout_seconds"])
+        plans = {"rl raw": res.info["raw_assignment"], "rl polished": res.assignment,
+                 "forecast only": rollout(_Forecast(policy), Episode(problem, layer_infos(layers)))}
+        for m in BASELINES:
+            try:
+                plans[m] = solve(problem, m, seed=0).assignment
+            except QuantDSEError:  # baq takes bits or memory budgets only
+                continue
+        for m, a in plans.items():
+            ratios[m].append(problem.objective(a) / ilp)
+            over[m] += bool(problem.violations(a))
+        n += 1
+    print(f"zero-shot on {len(MODELS)} held-out models x (prior, random table) x {args.budgets} bits + 1 latency "
+          f"limit on {args.hw}: {n} problems; objective / ILP objective")
+    print(f"  {'method':14s} {'plans':>6s} {'median':>8s} {'mean':>8s} {'worst':>8s} {'within 1%':>10s} "
+          f"{'within 2%':>10s} {'over budget':>12s}")
+    for m, r in ratios.items():
+        r = np.array(r)
+        print(f"  {m:14s} {len(r):6d} {np.median(r):8.4f} {r.mean():8.4f} {r.max():8.4f} {np.mean(r <= 1.01):10.0%} "
+              f"{np.mean(r <= 1.02):10.0%} {over[m]:12d}")
+    print("rollout seconds (median per model): "
+          + ", ".join(f"{k} {np.median(v):.3f}" for k, v in rollout_s.items()))
+    t = policy.meta.get("training", {})
+    print(f"policy {policy.name} ({policy.hash}): trained {t.get('timesteps')} steps in {t.get('seconds')} s "
+          f"(seed {t.get('seed')}, {t.get('torch_threads')} torch thread)")
+    return 0
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    code = main()
+    print(f"bench time {time.perf_counter() - t0:.0f} s")
+    raise SystemExit(code)

@@ -1,0 +1,125 @@
+"""`python -m policies.train`: train the SAC allocation agent and ship its actor (safetensors + JSON).
+
+    python -m policies.train --seed 0 --out policies/zoo/ramp-sac --timesteps 40000
+
+Soft Actor-Critic (stable-baselines3) on the randomised mix of `policies.pool`:
+catalog models x hardware targets x format subsets x sensitivity sources x budgets.
+Deterministic for a seed on one machine: one torch thread, seeded SB3, numpy and env.
+gamma = 1: the objective is the undiscounted sum of layer errors (a discount would pay
+the agent to spend the budget early and starve the last layers).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from quantcore.cli import ArgumentParser, run_cli
+from quantcore.errors import QuantDSEError
+from policies.env import AllocationEnv, FeatureScaler, Rollout
+from policies.pool import HELD_OUT, TRAIN_FORMATS, TRAIN_HARDWARE, TRAIN_MODELS, build_pool, sample_episode
+from policies.policy import actor_tensors, save_policy
+
+HIDDEN = [64, 64]
+SCALER_EPISODES = 48
+
+
+def fit_scaler(pool, seed: int) -> FeatureScaler:
+    """Feature mean and std over rollouts of random actions on random training episodes."""
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for _ in range(SCALER_EPISODES):
+        r = Rollout(sample_episode(rng, pool))
+        while not r.done:
+            rows.append(r.features())
+            r.step(float(rng.random()))
+    return FeatureScaler.fit(np.array(rows))
+
+
+def _progress_callback(total: int):
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm import tqdm
+
+    class Progress(BaseCallback):
+        def _on_training_start(self):
+            self.bar = tqdm(total=total, desc="SAC", unit="step", file=sys.stderr, mininterval=1.0)
+
+        def _on_step(self) -> bool:
+            self.bar.update(1)
+            return True
+
+        def _on_training_end(self):
+            self.bar.close()
+
+    return Progress()
+
+
+def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=TRAIN_HARDWARE,
+          formats=TRAIN_FORMATS, pairs: int | None = None, progress: bool = True, window: int | None = None,
+          ent_coef="auto_0.1", gamma: float = 1.0):
+    """Train SAC; returns (sb3 model, scaler, training record)."""
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.utils import set_random_seed
+
+    from policies.pool import WINDOW
+
+    started = time.perf_counter()
+    torch.set_num_threads(1)
+    set_random_seed(seed)
+    torch.manual_seed(seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = lambda xs: tqdm(xs, desc="prepare tables", file=sys.stderr)  # noqa: E731
+    pool = build_pool(seed, models, hardware, formats, pairs=pairs, progress=bar)
+    scaler = fit_scaler(pool, seed)
+    win = window or WINDOW
+    env = AllocationEnv(lambda rng: sample_episode(rng, pool, win), scaler)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": list(HIDDEN)}, learning_rate=3e-4,
+                buffer_size=max(timesteps, 1000), learning_starts=min(1000, max(timesteps // 10, 100)),
+                batch_size=128, gamma=gamma, ent_coef=ent_coef, train_freq=1, gradient_steps=1, seed=seed,
+                device="cpu", verbose=0)
+    model.learn(total_timesteps=timesteps, callback=_progress_callback(timesteps) if progress else None)
+    record = {"seed": seed, "timesteps": timesteps, "seconds": round(time.perf_counter() - started, 1),
+              "torch_threads": 1, "models": [e.name for e in pool], "formats": list(formats),
+              "held_out": list(HELD_OUT), "algorithm": "SAC (stable-baselines3)",
+              "hyperparameters": {"hidden": HIDDEN, "learning_rate": 3e-4, "batch_size": 128, "gamma": gamma,
+                                  "ent_coef": ent_coef,
+                                  "window": win}}
+    return model, scaler, record
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="policies.train", description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder to write policy.safetensors and policy.json into")
+    p.add_argument("--timesteps", type=int, default=40000, help="environment steps (one step = one layer)")
+    p.add_argument("--name", help="policy name (default: the --out folder's name)")
+    p.add_argument("--models", help="comma-separated catalog models to train on (default: the training mix)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.timesteps < 100:
+        raise QuantDSEError(f"--timesteps {args.timesteps} is too few: use at least 100")
+    models = tuple(args.models.split(",")) if args.models else TRAIN_MODELS
+    held = sorted(set(models) & set(HELD_OUT))
+    if held:
+        raise QuantDSEError(f"--models includes held-out {', '.join(held)}: they are kept for zero-shot checks")
+    model, scaler, record = train(args.seed, args.timesteps, models=models)
+    tensors, hidden = actor_tensors(model)
+    name = args.name or Path(args.out).name
+    path = save_policy(args.out, tensors, hidden, scaler, name, record)
+    print(f"policy {name} written to {path.parent} ({record['timesteps']} steps, {record['seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

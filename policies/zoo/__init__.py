@@ -1,0 +1,1 @@
+"""Shipped policies: one folder per policy (policy.json + policy.safetensors)."""

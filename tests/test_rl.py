@@ -1,0 +1,202 @@
+"""The RAMP-style SAC agent: env contract, budget safety, shipping without pickle, use from dse.search.
+
+Oracles: `Problem.violations` (the constraint check every solver is held to) for budget
+safety; the exact ILP for plan quality; a uniformly random policy for learning.
+"""
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dse.search import main as search_main
+from policies.env import AllocationEnv, Rollout
+from policies.episode import Episode
+from policies.policy import load_policy
+from quantcore.cli import run_cli
+from tests.problems import random_problem
+
+KINDS = ("bits", "memory", "latency", "energy")
+
+
+def _feasible_episode(seed, L, F, kinds, tightness):
+    rng = np.random.default_rng(seed)
+    ep = Episode(random_problem(rng, L, F, kinds=kinds, tightness=tightness))
+    return ep
+
+
+def test_env_passes_gymnasium_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    ep = _feasible_episode(0, 9, 5, ("bits", "latency"), 0.5)
+    check_env(AllocationEnv(ep), skip_render_check=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), L=st.integers(1, 12), F=st.integers(1, 9),
+       kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=3, unique=True),
+       tightness=st.floats(0.0, 1.0), actions=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12))
+def test_no_episode_ends_over_budget(seed, L, F, kinds, tightness, actions):
+    ep = _feasible_episode(seed, L, F, tuple(kinds), tightness)
+    if not ep.feasible:  # some limit below what any assignment reaches: nothing to check
+        assert ep.problem.infeasible_message() or ep.problem.violations(np.zeros(L, dtype=int)) is not None
+        return
+    r = Rollout(ep)
+    i = 0
+    while not r.done:
+        r.step(actions[i % len(actions)])
+        i += 1
+    assert ep.problem.violations(r.assignment) == []
+
+
+def test_shaped_rewards_telescope_to_the_total_error():
+    """Potential-based shaping: the episode's rewards sum to -L * (total - forecast at the start) / reference
+    minus the deviation costs, whatever the actions (hand-derived telescoping sum)."""
+    from policies.env import DEVIATION_COST
+
+    ep = _feasible_episode(5, 12, 6, ("bits",), 0.4)
+    env = AllocationEnv(ep)
+    env.reset(seed=0)
+    start = env.rollout.forecast_error()
+    rng = np.random.default_rng(1)
+    total, dev, done = 0.0, 0.0, False
+    while not done:
+        a = float(rng.random())
+        _, r, done, _, info = env.step([a])
+        total += r
+        dev += DEVIATION_COST * (2 * a - 1) ** 2
+    expect = -ep.L * (ep.problem.objective(info["assignment"]) - start) / ep.reference - dev
+    assert total == pytest.approx(expect, rel=1e-9, abs=1e-9)
+
+
+def test_rollout_is_deterministic_and_feasible_on_a_held_out_model():
+    from dse.pipeline import SearchRequest, prepare
+    from dse.solvers import solve
+    from policies.solver import solve as rl_solve
+
+    prepared = prepare(SearchRequest(hw="a100-80gb", model="qwen2.5-7b"))
+    problem = prepared.problem({"bits": 3.7})
+    a = rl_solve(problem, layers=prepared.layers)
+    b = rl_solve(problem, layers=prepared.layers)
+    assert np.array_equal(a.assignment, b.assignment)
+    assert np.array_equal(a.info["raw_assignment"], b.info["raw_assignment"])
+    assert problem.violations(a.info["raw_assignment"]) == [] and problem.violations(a.assignment) == []
+    assert a.objective <= a.info["raw_objective"]
+    ilp = solve(problem, "ilp").objective
+    assert a.objective >= ilp * (1 - 1e-9)  # the ILP is exact: nothing beats it
+    assert a.objective <= 1.02 * ilp
+
+
+def test_loading_never_unpickles(monkeypatch):
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    policy = load_policy()
+    assert policy.name == "ramp-sac" and len(policy.hash) == 16
+    assert 0.0 <= policy.act(np.zeros(len(policy.scaler.mean), dtype=np.float32)) <= 1.0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "json"])
+def test_damaged_policy_is_one_line_error(tmp_path, capsys, damage):
+    from policies.policy import ZOO
+
+    folder = tmp_path / "p"
+    shutil.copytree(ZOO / load_policy().name, folder)
+    blob = (folder / "policy.safetensors").read_bytes()
+    if damage == "truncate":
+        (folder / "policy.safetensors").write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        (folder / "policy.safetensors").write_bytes(blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:])
+    else:
+        (folder / "policy.json").write_text('{"schema": "quantdse.policy/1", "name": 3', encoding="utf-8")
+    code = run_cli(search_main, ["--hw", "a100-80gb", "--model", "opt-1.3b", "--budget", "4bits", "--method", "rl",
+                                 "--policy", str(folder)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_search_cli_plans_llama2_7b_within_budget(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert run_cli(search_main, ["--hw", "a100-80gb", "--model", "llama-2-7b", "--budget", "3.7bits",
+                                 "--method", "rl", "--out", str(out), "--json"]) == 0
+    plan = json.loads(out.read_text())
+    s = plan["solver"]
+    assert plan["method"] == "rl" and plan["totals"]["effective_bits"] <= 3.7 * (1 + 1e-9)
+    assert s["policy"] == "ramp-sac" and len(s["policy_hash"]) == 16 and s["polish"] is True
+    assert s["polished_objective"] <= s["raw_objective"]
+    assert s["objective"] == pytest.approx(s["polished_objective"], rel=1e-9)
+    capsys.readouterr()
+    assert run_cli(search_main, ["--hw", "a100-80gb", "--model", "llama-2-7b", "--budget", "3.7bits",
+                                 "--method", "rl", "--set", "polish=false", "--json"]) == 0
+    raw = json.loads(capsys.readouterr().out)["solver"]
+    assert raw["polish"] is False and raw["objective"] == pytest.approx(s["raw_objective"], rel=1e-12)
+
+
+def test_polish_key_is_rejected_for_other_methods(capsys):
+    code = run_cli(search_main, ["--hw", "a100-80gb", "--model", "opt-1.3b", "--budget", "4bits",
+                                 "--set", "polish=false"])
+    assert code == 2 and "applies to --method rl only" in capsys.readouterr().err
+
+
+def _mean_raw_objective(problems, act):
+    out = []
+    for problem, ep_args in problems:
+        r = Rollout(Episode(problem, *ep_args))
+        while not r.done:
+            r.step(act(r))
+        out.append(problem.objective(r.assignment))
+    return np.array(out)
+
+
+@pytest.mark.slow
+def test_short_training_is_deterministic_and_beats_a_random_policy():
+    from dse.pipeline import SearchRequest, prepare
+    from policies.policy import Policy, actor_tensors
+    from policies.train import train
+
+    kw = dict(seed=3, timesteps=1500, models=("opt-1.3b", "resnet-50"), hardware=("a100-80gb",), progress=False)
+    model, scaler, record = train(**kw)
+    tensors, hidden = actor_tensors(model)
+    model2, _, _ = train(**kw)
+    tensors2, _ = actor_tensors(model2)
+    assert all(np.array_equal(tensors[k], tensors2[k]) for k in tensors)
+    policy = Policy(tensors, scaler, {"name": "t", "hash": "0", "architecture": {"hidden": hidden}})
+    prepared = prepare(SearchRequest(hw="a100-80gb", model="llama-3-8b"))
+    problems = [(prepared.problem({"bits": b}), ()) for b in (2.6, 3.3, 4.1, 5.0)]
+    trained = _mean_raw_objective(problems, lambda r: policy.act(policy.scaler(r.features())))
+    rng = np.random.default_rng(0)
+    random = np.mean([_mean_raw_objective(problems, lambda r: float(rng.random())) for _ in range(3)], axis=0)
+    assert (trained / random).mean() < 1.0
+
+
+@pytest.mark.slow
+def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
+    """Fine-tune for 2 episodes on the real MiniLM; the reported metrics match dse.evaluate's own."""
+    from dse.evaluate import Evaluator
+
+    out = tmp_path / "plan.json"
+    code = run_cli(search_main, ["--hw", "a100-80gb", "--model", "all-minilm-l6-v2", "--budget", "3.5bits",
+                                 "--method", "rl", "--reward", "measured", "--set", "episodes=2", "--set", "texts=8",
+                                 "--set", "holdout=16", "--out", str(out)])
+    assert code == 0
+    plan = json.loads(out.read_text())
+    s = plan["solver"]
+    assert plan["totals"]["effective_bits"] <= 3.5 * (1 + 1e-9)
+    assert s["reward"] == "measured" and s["metric"] == "cosine" and s["episodes"] == 2
+    assert 0 < s["measured_heldout"] <= 1 and 0 < s["ilp_measured_heldout"] <= 1
+    assert "held-out texts" in capsys.readouterr().out
+    # the reported reward-text metric is the evaluator's own for that plan, on the same 8 texts
+    from dse.calibration import read_texts
+
+    texts = read_texts(None)
+    order = np.random.default_rng(0).permutation(len(texts))
+    ev = Evaluator("all-minilm-l6-v2", [texts[i] for i in sorted(order[:8])])
+    formats = {l["name"]: l["format"] for l in plan["layers"]}
+    assert ev.metrics(formats)["cosine"] == pytest.approx(s["measured"], abs=1e-6)
