@@ -32,6 +32,7 @@ class SearchRequest:
     budget: str | None = None
     method: str = "ilp"
     sensitivity: str | None = None  # None: weights when the model has them, else prior
+    calib: str | None = None  # calibration texts for hessian/fisher/output (None: the shipped set)
     workload: Workload = field(default_factory=Workload.unset)  # None fields: the model kind decides
     formats: tuple | None = None
     max_latency_ms: float | None = None
@@ -120,7 +121,7 @@ def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
-    if sens is not None and sens not in ("weights", "prior"):
+    if sens is not None and sens not in ("weights", "prior", "hessian", "fisher", "output"):
         others = [l.name for l in graph.layers] if graph is not None else ()
         return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
@@ -151,7 +152,8 @@ def prepare(request: SearchRequest) -> Prepared:
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
-    sensitivity = compute_sensitivity(graph, layers, formats, source)
+    sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
+                                      seed=request.seed)
     return _costed(request, hardware, graph, layers, formats, sensitivity, costs=costs, dropped=dropped, notes=notes)
 
 

@@ -30,8 +30,9 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp, lagrangian, baq, nas, greedy, uniform, rl (default: ilp)")
-    p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
-                                         "else prior)")
+    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output or FILE.json (default: weights "
+                                         "if the model has them, else prior)")
+    p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
     add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--formats-for", metavar="TARGET",
@@ -84,6 +85,7 @@ def build_parser() -> ArgumentParser:
 def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
+        calib=args.calib,
         workload=workload_from_args(args),
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
