@@ -2,7 +2,8 @@
 
 The commands are read from the README's code blocks (fenced or indented, `\\` continuations
 joined, `# comments` dropped) and run in README order in one temporary folder, so a
-command that reads a file finds it where an earlier README command wrote it. The one
+command that reads a file finds it where an earlier README command wrote it (or, for a
+path into the repository, a copy of the shipped file; its folder for an output). The one
 input no README command can make here is `measurements.json`, the user's own GPU
 timings for `hwmodels.calibrate --from`: USER_INPUTS writes a stand-in for it.
 Each command must exit 0 within COMMAND_TIMEOUT_S and print no traceback.
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,9 +113,25 @@ def folder(tmp_path_factory):
     return path
 
 
+def _mirror_repo_paths(argv: list[str], folder: Path) -> None:
+    """Relative paths into the repository (a shipped file to read, `docs/x.png` to write) work in
+    `folder` as they do from the repository root: shipped files are copied, their folders made."""
+    for token in argv[3:]:
+        value = token.split("=", 1)[-1]
+        if "/" not in value or value.startswith(("/", "~")) or (folder / value).exists():
+            continue
+        shipped = ROOT / value
+        if shipped.is_file():
+            (folder / value).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shipped, folder / value)
+        elif shipped.parent.is_dir() and shipped.parent != ROOT:
+            (folder / value).parent.mkdir(parents=True, exist_ok=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a[2:])[:80] for a in COMMANDS])
 def test_readme_command_runs(argv, folder):
+    _mirror_repo_paths(argv, folder)
     env = dict(os.environ, PYTHONPATH=str(ROOT), QUANTDSE_CACHE_DIR=str(folder / "cache"), MPLBACKEND="Agg")
     r = subprocess.run([sys.executable, *argv[1:]], cwd=folder, env=env, capture_output=True, text=True,
                        timeout=COMMAND_TIMEOUT_S)
