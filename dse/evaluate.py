@@ -131,15 +131,17 @@ class Evaluator:
 
 def evaluate_plan(plan: dict, plan_path: str, model=None, calib=None) -> dict:
     """The evaluation document of a plan."""
-    model = model or plan.get("model")
     from dse.calibration import read_texts
+    from dse.hfmodel import model_folder
 
+    model = model or plan.get("model")
     texts = read_texts(calib)
+    name = model_folder(model)[0]
+    if plan.get("model") != name:
+        raise QuantDSEError(f"plan {plan_path} was made for model {plan.get('model')}, not {name}: "
+                            f"evaluate it with --model {plan.get('model')} or search again with --model {model}")
     t0 = time.perf_counter()
     ev = Evaluator(model, texts)
-    if plan.get("model") not in (ev.model_name, ev.graph_name):
-        raise QuantDSEError(f"plan {plan_path} was made for model {plan.get('model')}, not {ev.model_name}: "
-                            f"evaluate it with --model {plan.get('model')} or search again for {ev.model_name}")
     formats = {l["name"]: l["format"] for l in plan["layers"]}
     missing = [n for n in ev.layer_names if n not in formats]
     if missing:

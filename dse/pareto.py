@@ -179,6 +179,7 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
 
 
 def main(argv=None) -> int:
+    from dse.device import memory_note
     from dse.figures import figure_bytes, figure_type
     from dse.pipeline import prepare
     from dse.summary import workload_text
@@ -193,6 +194,11 @@ def main(argv=None) -> int:
     request = request_from_args(args, kind, values)
     request.limits()  # validate the method and budget before any expensive work
     prepared = prepare(request)
+    for note in prepared.notes:  # formats the target cannot run, what the weights did not say, ...
+        print(f"note: {note}", file=sys.stderr)
+    if prepared.device_limit({}) is not None:  # some points' weights could exceed the device
+        print(f"note: {memory_note(prepared.graph.name, prepared.hardware.name, prepared.free_memory)}",
+              file=sys.stderr)
     rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dse.budget import limit_from_flag, parse_budget
+from dse.device import bits_memory_bound, device_memory_limit, infeasible_hint, max_weight_bytes, runnable
 from quantcore.errors import QuantDSEError
 from dse.problem import Problem
 from dse.sensitivity import Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
 from hwmodels.interface import CostTable
+from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
 from hwmodels.registry import load_model as load_hardware
 from hwmodels.wholemodel import fixed_costs
@@ -30,7 +32,8 @@ class SearchRequest:
     budget: str | None = None
     method: str = "ilp"
     sensitivity: str | None = None  # None: weights when the model has them, else prior
-    workload: Workload = field(default_factory=Workload)
+    calib: str | None = None  # calibration texts for hessian/fisher/output (None: the shipped set)
+    workload: Workload = field(default_factory=Workload.unset)  # None fields: the model kind decides
     formats: tuple | None = None
     max_latency_ms: float | None = None
     max_energy_mj: float | None = None
@@ -86,15 +89,30 @@ class Prepared:
     fixed_memory: float
     fixed_latency_s: float
     fixed_energy_j: float
+    workload: Workload | None = None  # the workload costed (request.workload completed for the model kind)
+    dropped: tuple = ()  # candidate formats the target cannot run
+    free_memory: object = None  # hwmodels.memory.FreeMemory, or None where the spec models no memory
+    largest_memory: float = 0.0  # bytes of the weights with every layer at its largest candidate
+    notes: list = field(default_factory=list)  # what the user is told on stderr and in the plan
+
+    def device_limit(self, limits: dict) -> float | None:
+        """The device's free memory as a limit in bytes, where the weights under `limits` could exceed it."""
+        bound = bits_memory_bound(limits, self.largest_memory, float(sum(l.params for l in self.layers)),
+                                  self.fixed_memory)
+        return device_memory_limit(self.hardware, self.free_memory, bound)
 
     def problem(self, limits: dict) -> Problem:
         mask = self.costs.supported & np.isfinite(self.sensitivity.errors)
+        limits, sources = dict(limits), {}
+        device = self.device_limit(limits)
+        if device is not None:
+            limits["memory"], sources["memory"] = device, "device"
         return Problem(
             layer_names=[l.name for l in self.layers], format_names=[f.name for f in self.formats],
             error=np.nan_to_num(self.sensitivity.errors, nan=np.inf), params=np.array([l.params for l in self.layers]),
             bits=self.bits, latency_s=self.costs.latency_s, energy_j=self.costs.energy_j, mask=mask,
             limits=dict(limits), fixed_memory=self.fixed_memory, fixed_latency_s=self.fixed_latency_s,
-            fixed_energy_j=self.fixed_energy_j)
+            fixed_energy_j=self.fixed_energy_j, sources=sources)
 
 
 def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
@@ -103,14 +121,18 @@ def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
-    if sens is not None and sens not in ("weights", "prior"):
+    if sens is not None and sens not in ("weights", "prior", "hessian", "fisher", "output"):
         others = [l.name for l in graph.layers] if graph is not None else ()
         return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
 
 
 def prepare(request: SearchRequest) -> Prepared:
-    """Load the model and hardware, cost every (layer, format), compute sensitivity."""
+    """Load the model and hardware, cost every (layer, format), compute sensitivity.
+
+    Formats the target cannot run are dropped (with a note) before sensitivity is
+    computed; the device's free memory becomes a limit where the weights could exceed it.
+    """
     from quantcore.models import DEFAULT_MODEL, load_graph
     from quantcore.models.graph import include_layers
 
@@ -119,10 +141,20 @@ def prepare(request: SearchRequest) -> Prepared:
     layers = graph.quantizable()
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
+    notes = list(getattr(graph, "notes", ()))
+    workload = request.workload.for_model(graph)  # _costed notes what does not apply
     formats = _candidate_formats(request, layers, graph)
+    ops = ops_for_graph(graph, workload, layers)
+    costs = hardware.cost(ops, formats, workload)
+    keep, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
+    dropped = tuple(f.name for j, f in enumerate(formats) if j not in keep)
+    if note:
+        notes.append(note)
+        formats, costs = [formats[j] for j in keep], costs.take(keep)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
-    sensitivity = compute_sensitivity(graph, layers, formats, source)
-    return _costed(request, hardware, graph, layers, formats, sensitivity)
+    sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
+                                      seed=request.seed)
+    return _costed(request, hardware, graph, layers, formats, sensitivity, costs=costs, dropped=dropped, notes=notes)
 
 
 def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
@@ -132,20 +164,27 @@ def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
     co-design sweep computes a model's graph and sensitivity once, not per design point.
     """
     return _costed(request, load_hardware(request.hw, list(request.overrides)), prepared.graph, prepared.layers,
-                   prepared.formats, prepared.sensitivity)
+                   prepared.formats, prepared.sensitivity, notes=list(getattr(prepared.graph, "notes", ())))
 
 
-def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity) -> Prepared:
-    workload = request.workload
-    costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
+def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, costs=None, dropped=(),
+            notes=None) -> Prepared:
+    notes = list(notes or [])
+    workload = request.workload.for_model(graph, notes)
+    if costs is None:
+        costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
+    fixed_memory = 2.0 * (fixed_params + graph.extra_params)
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
     fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
+    params = np.array([l.params for l in layers], dtype=np.float64)
+    largest = max_weight_bytes(bits, params, costs.supported & np.isfinite(sensitivity.errors), fixed_memory)
     prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
-                        fixed_memory=2.0 * (fixed_params + graph.extra_params),
-                        fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy)
+                        fixed_memory=fixed_memory, fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy,
+                        workload=workload, dropped=dropped, free_memory=free_memory(hardware.spec, graph, workload),
+                        largest_memory=largest, notes=list(notes or []))
     check_costs(prepared)
     return prepared
 
@@ -182,7 +221,7 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     from dse.solvers import solve
 
     problem = prepared.problem(limits)
-    message = problem.infeasible_message()
+    message = problem.infeasible_message(lambda kinds: infeasible_hint(prepared, problem, kinds))
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method

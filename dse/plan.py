@@ -10,6 +10,7 @@ import numpy as np
 from dse import __version__
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, dumps, load_json
+from dse.device import device_doc, memory_note
 
 PLAN_SCHEMA = "dse.plan/1"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
@@ -43,20 +44,22 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
               "message": result.message}
     solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
     limits = {k: _r(v) for k, v in problem.limits.items()}
+    added = problem.sources.get("memory") == "device"
     return {
         "schema": PLAN_SCHEMA,
         "model": prepared.graph.name,
         "hardware": prepared.hardware.name,
-        "workload": req.workload.as_dict(),
+        "workload": (prepared.workload or req.workload).as_dict(),
         "budget": {**budget_doc, "limits": limits},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
         "totals": totals,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
-                  "note": "embeddings and MoE routers (16-bit), norms/biases and attention over the KV cache: "
-                          "not searched"},
-        "device": device_fit(prepared.hardware.spec, totals["memory_bytes"]),
+                  "note": fixed_note(prepared)},
+        "device": device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
+        "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
+                                                      prepared.free_memory)] if added else []),
         "solver": solver,
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
                        "sensitivity": prepared.sensitivity.source,
@@ -69,12 +72,24 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     }
 
 
-def device_fit(spec, memory_bytes: float) -> dict:
-    """Whether the plan's weights fit the target's memory (None where the spec does not model it)."""
-    capacity = float(spec.get("memory_capacity_bytes", 0.0) or 0.0)
-    if capacity <= 0:
-        return {"memory_capacity_bytes": None, "weights_fit": None}
-    return {"memory_capacity_bytes": capacity, "weights_fit": bool(memory_bytes <= capacity)}
+def fixed_note(prepared) -> str:
+    """What the plan's `fixed` part holds, from what was actually costed."""
+    graph = prepared.graph
+    parts = []
+    if any(l.kind == "embedding" for l in graph.layers):
+        parts.append("embeddings (16-bit)")
+    if any(l.role == "router" for l in graph.layers):
+        parts.append("MoE routers (16-bit)")
+    if graph.extra_params:
+        parts.append("norms/biases (16-bit)")
+    attention = sum(l.kind == "attention" for l in graph.layers)
+    if attention:
+        w = prepared.workload or prepared.request.workload
+        cache = "the KV cache" if w.phase != "forward" else "the keys and values"
+        parts.append(f"attention of {attention} layers over {cache} ({w.kv_bits}-bit)")
+    elif graph.config.get("arch") != "cnn":
+        parts.append("no attention (the model source defines none)")
+    return ", ".join(parts) + ": not searched" if parts else "nothing: every weight is searched"
 
 
 def plan_json(plan: dict) -> str:

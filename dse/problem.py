@@ -52,6 +52,7 @@ class Problem:
     fixed_memory: float = 0.0
     fixed_latency_s: float = 0.0
     fixed_energy_j: float = 0.0
+    sources: dict = field(default_factory=dict)  # where a limit came from when not the user: {"memory": "device"}
 
     def __post_init__(self):
         L, F = len(self.layer_names), len(self.format_names)
@@ -142,9 +143,13 @@ class Problem:
     def objective(self, assignment: np.ndarray) -> float:
         return float(self.error[np.arange(len(assignment)), assignment].sum())
 
-    def infeasible_message(self) -> str | None:
-        """A one-line message naming each limit below its smallest feasible value, or None."""
-        parts = []
+    def infeasible_message(self, hint=None) -> str | None:
+        """A one-line message naming each limit below its smallest feasible value, or None.
+
+        hint: a function of the infeasible kinds returning how to fix it (default: raise
+        the budget or allow lower-bit formats).
+        """
+        parts, kinds = [], []
         unit = {"bits": (1.0, "bits"), "memory": (1e-9, "GB"), "latency": (1e3, "ms"), "energy": (1e3, "mJ")}
         for kind, limit in self.limits.items():
             least = self.smallest_limit(kind)
@@ -152,9 +157,10 @@ class Problem:
                 scale, name = unit[kind]
                 shown_limit, shown_least = _distinct(limit * scale, least * scale)
                 parts.append(f"{kind} limit {shown_limit}{name} is below the smallest feasible {shown_least}{name}")
+                kinds.append(kind)
         if not parts:
             return None
-        return "; ".join(parts) + ": raise the budget or allow lower-bit --formats"
+        return "; ".join(parts) + ": " + (hint(kinds) if hint else "raise the budget or allow lower-bit --formats")
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:

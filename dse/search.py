@@ -13,7 +13,7 @@ from quantcore.io import check_outputs
 from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared
 from dse.plan import format_table, make_plan, plan_json, write_plan
-from hwmodels.workload import Workload
+from hwmodels.workload import PHASES, Workload
 
 #: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S;
 #: with --reward measured also episodes=N, texts=N, holdout=N, see policies/measured.py)
@@ -30,15 +30,10 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp, lagrangian, baq, nas, greedy, uniform, rl (default: ilp)")
-    p.add_argument("--sensitivity", help="weights, prior or FILE.json (default: weights if the model has them, "
-                                         "else prior)")
-    p.add_argument("--phase", default="decode", choices=("decode", "prefill"),
-                   help="decode (one generation step) or prefill (the prompt); default: decode for decoder LLMs "
-                        "(the plan's workload says what was costed)")
-    p.add_argument("--batch", type=int, default=1, help="sequences (or images) per pass (default: 1)")
-    p.add_argument("--seq", type=int, default=2048, help="prompt length (prefill) or context length (decode); "
-                                                         "default: 2048 for decoder LLMs")
-    p.add_argument("--kv-bits", type=int, default=16, help="KV cache precision: 16, 8, 4, 2 (default: 16)")
+    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output or FILE.json (default: weights "
+                                         "if the model has them, else prior)")
+    p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
+    add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--formats-for", metavar="TARGET",
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
@@ -51,6 +46,22 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--include", action="append", default=[], choices=("embeddings",),
                    help="also search the token embedding (costed and counted in the budget; the lm-head is "
                         "always searched)")
+
+
+def add_workload_args(p: ArgumentParser) -> None:
+    """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
+    p.add_argument("--phase", choices=PHASES,
+                   help="decode (one generation step against the KV cache) or prefill (the prompt); default: "
+                        "decode for decoder LLMs; encoders and CNNs always run one forward pass (forward)")
+    p.add_argument("--batch", type=int, help="sequences (or images) per pass (default: 1)")
+    p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode) or tokens per "
+                                           "sequence (encoders); default: 2048 for decoder LLMs (at most their "
+                                           "max positions), an encoder's max positions")
+    p.add_argument("--kv-bits", type=int, help="KV cache precision: 16, 8, 4, 2 (default: 16)")
+
+
+def workload_from_args(args) -> Workload:
+    return Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
 
 
 def build_parser() -> ArgumentParser:
@@ -74,7 +85,8 @@ def build_parser() -> ArgumentParser:
 def request_from_args(args) -> SearchRequest:
     return SearchRequest(
         hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
-        workload=Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits),
+        calib=args.calib,
+        workload=workload_from_args(args),
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
@@ -136,11 +148,16 @@ def rl_summary(solver: dict) -> str:
             + (f", polished {polished:.6g}" if polished is not None else " (no polish)"))
 
 
-def warn_device(plan: dict) -> None:
+def warn_device(plan: dict, notes: bool = True) -> None:
+    """On stderr: the plan's notes (formats dropped, a device memory limit added, what the weights did not
+    say; the table shows them too, so `notes=False` there) and a warning when the weights exceed the device."""
+    for note in plan.get("notes", ()) if notes else ():
+        print(f"note: {note}", file=sys.stderr)
     device = plan["device"]
     if device["weights_fit"] is False:
-        print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed {plan['hardware']}'s "
-              f"{device['memory_capacity_bytes'] / 1e9:.0f} GB: shard the model or add --max-memory-gb", file=sys.stderr)
+        print(f"warning: the plan's weights ({plan['totals']['memory_bytes'] / 1e9:.2f} GB) exceed the "
+              f"{device['free_for_weights_bytes'] / 1e9:.2f} GB {plan['hardware']} leaves for them "
+              f"(allow_offload=true: the rest is offloaded or sharded)", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -153,7 +170,7 @@ def main(argv=None) -> int:
     request.limits()  # validate the budget before any expensive work
     check_outputs([args.out], [args.model, args.sensitivity, args.hw])
     plan = search(request, progress=True)
-    warn_device(plan)
+    warn_device(plan, notes=args.json)  # the table shows the notes itself
     if args.out is not None:
         write_plan(plan, args.out)
     if args.json:

@@ -9,6 +9,8 @@ Sources
   synthetic weight sample fitted to the layer's shape and role: Student-t rows of
   length K (the grouping axis), heavier-tailed for the roles known to carry
   outliers (down/o projections, conv heads). It is a prior, and plans say so.
+- ``hessian``, ``fisher``, ``output``: measured on a real torch model with calibration texts
+  (dse/calibsens.py says how); they need real weights and `transformers`.
 - a JSON file ``{"schema": "dse.sensitivity/1", "layers": {layer: {format: error}}}``:
   every model layer must be present; a format missing for a layer is not allowed
   for that layer.
@@ -27,7 +29,7 @@ from quantcore.errors import QuantDSEError
 from quantcore.io import load_json
 
 SENSITIVITY_SCHEMA = "dse.sensitivity/1"
-SOURCES = ("weights", "prior")
+SOURCES = ("weights", "prior", "hessian", "fisher", "output")
 
 #: Student-t degrees of freedom of the prior by role: lower = heavier tails (more outliers).
 #: Down/output projections and attention outputs carry the activation-outlier channels
@@ -91,20 +93,12 @@ def weight_errors(graph, layers, formats) -> np.ndarray:
     return out
 
 
-def check_source(source: str) -> None:
-    """Reject sources this version names but cannot compute, with what to use instead."""
-    if source == "hessian":
-        raise QuantDSEError("hessian sensitivity needs calibration activations, which this version does not take: "
-                            "use weights, prior or a FILE.json you computed (schema dse.sensitivity/1)")
-
-
 def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> dict:
     """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}.
 
     others: names of the model's layers a plan does not search (embeddings, attention, routers);
     entries for them are dropped with a one-line note on stderr.
     """
-    check_source(path)
     doc = load_json(path, "sensitivity file")
     if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
         raise QuantDSEError(f'sensitivity file {path}: "schema" must be "{SENSITIVITY_SCHEMA}"')
@@ -174,18 +168,69 @@ def file_errors(table: dict, layers, formats) -> np.ndarray:
     return out
 
 
-def compute_sensitivity(graph, layers, formats, source: str) -> Sensitivity:
-    """Errors [len(layers), len(formats)] from `source`: weights, prior or a JSON path."""
+def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0) -> Sensitivity:
+    """Errors [len(layers), len(formats)] from `source`: weights, prior, hessian, fisher, output or a JSON path.
+
+    model / calib / seed: the model as the user named it, calibration texts and seed for the
+    calibration sources (hessian, fisher, output)."""
     if source == "weights":
         return Sensitivity(weight_errors(graph, layers, formats), "weights",
                            "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
     if source == "prior":
         return Sensitivity(prior_errors(layers, formats), "prior",
                            "data-free prior: expected error on Student-t weights fitted to shape and role")
-    check_source(source)
+    if source in ("hessian", "fisher", "output"):
+        from dse.calibsens import DESCRIPTIONS, calibration_table
+
+        table, info = calibration_table(source, model if model is not None else graph.name, formats, calib, seed)
+        calib_name = Path(calib).name if calib else "shipped calibration.txt"
+        return Sensitivity(file_errors(table, layers, formats), source,
+                           f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
     if source.endswith(".json") or Path(source).is_file():
         table = read_sensitivity_file(source, layers, [l.name for l in graph.layers])
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
                            f"errors read from {source}")
-    raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior or a .json file "
+    raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior, hessian, fisher, output "
+                        f"or a .json file "
                         f"(schema {SENSITIVITY_SCHEMA})")
+
+
+def table_doc(graph, layers, formats, sensitivity: Sensitivity) -> dict:
+    """The dse.sensitivity/1 document of an error table (what `--sensitivity FILE` reads back)."""
+    return {"schema": SENSITIVITY_SCHEMA, "model": graph.name, "source": sensitivity.source,
+            "description": sensitivity.description,
+            "layers": {l.name: {f.name: float(sensitivity.errors[i, j]) for j, f in enumerate(formats)}
+                       for i, l in enumerate(layers)}}
+
+
+def main(argv=None) -> int:
+    """`python -m dse.sensitivity`: write a model's error table, to inspect, edit or replace with your own."""
+    import sys
+
+    from quantcore.cli import ArgumentParser
+    from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
+    from quantcore.io import atomic_write_text, dumps
+    from quantcore.models import DEFAULT_MODEL, load_graph
+
+    p = ArgumentParser(prog="dse.sensitivity", description=main.__doc__.split(": ", 1)[1])
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"as for dse.search (default {DEFAULT_MODEL})")
+    p.add_argument("--sensitivity", choices=SOURCES,
+                   help="weights (default when the model has them), prior (default for config-only models), or "
+                        "hessian, fisher, output (measured on the shipped calibration texts)")
+    p.add_argument("--formats", help="formats, comma-separated (default: dse.search's default candidates)")
+    p.add_argument("--out", required=True, help="the JSON file to write (schema dse.sensitivity/1, atomically)")
+    args = p.parse_args(argv)
+    graph = load_graph(args.model)
+    layers = graph.quantizable()
+    formats = parse_format_list(args.formats) if args.formats else [get_format(n) for n in DEFAULT_SEARCH_FORMATS]
+    source = args.sensitivity or ("weights" if graph.weights is not None else "prior")
+    sensitivity = compute_sensitivity(graph, layers, formats, source, model=args.model)
+    atomic_write_text(args.out, dumps(table_doc(graph, layers, formats, sensitivity)))
+    print(f"{len(layers)} layers x {len(formats)} formats ({source}) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from quantcore.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -12,7 +12,8 @@ slices, ~8 ms, on every call), and a STREAM copy that bounds the fitted bandwidt
 parametric model of `hwmodels.fit` per kernel (variants -- the LLC reread term, the largest M
 of the GEMV-like sub-fit -- chosen by cross-validation on the fit rows alone) and reports the
 MAPE on HELDOUT shapes per kernel drawn at random (seeded) from the same range, never used in
-the fit, next to their pass-to-pass noise. Full: ~110 s on this machine's 2 cores, --quick ~25 s.
+the fit, next to their pass-to-pass noise. On 2 idle cores: full 2-3 min, --quick under a minute (longer
+when other processes share the cores: the passes are CPU-bound).
 Results go to a cache file keyed by a machine fingerprint (CPU model, cores, torch version,
 threads, device), outside the repository: $QUANTDSE_CACHE_DIR, else
 $XDG_CACHE_HOME/quantdse, else ~/.cache/quantdse. Shapes that crashed a kernel are kept
@@ -402,7 +403,7 @@ def ensure_calibration(threads: int = 0, auto: bool = True) -> dict:
     if not auto:
         raise QuantDSEError("no calibration of the local target on this machine: "
                             "run python -m hwmodels.calibrate --hw local")
-    print("notice: no calibration of --hw local on this machine yet: running the quick one (~30 s); "
+    print("notice: no calibration of --hw local on this machine yet: running the quick one (<1 min on 2 idle cores); "
           "python -m hwmodels.calibrate --hw local gives the full one", file=sys.stderr)
     return calibrate(quick=True, threads=threads, progress=False)
 
@@ -547,7 +548,7 @@ def _report_text(doc: dict) -> str:
 def main(argv=None) -> int:
     p = ArgumentParser(prog="hwmodels.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--hw", required=True, help="local (measure here), or an analytic target with --from")
-    p.add_argument("--quick", action="store_true", help="small grid (~30 s), for tests")
+    p.add_argument("--quick", action="store_true", help="small grid (<1 min on 2 idle cores), for tests and first runs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0,

@@ -16,7 +16,7 @@ from quantcore.limits import RANGES
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
-from hwmodels.workload import Workload
+from hwmodels.workload import PHASES, Workload
 
 
 def _parse_gemm(text: str) -> tuple[int, int, int]:
@@ -38,19 +38,21 @@ def main(argv=None) -> int:
     what.add_argument("--gemm", help="M,K,N: M tokens x K inputs x N outputs")
     what.add_argument("--model", help="catalog name, config.json or safetensors: one whole pass")
     p.add_argument("--format", required=True, help="weight format (python -m dse.formats), e.g. int4-g128-a8")
-    p.add_argument("--phase", default="decode", choices=("decode", "prefill"))
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--kv-bits", type=int, default=16)
+    p.add_argument("--phase", choices=PHASES, help="decode (default for a GEMM and decoders) or prefill; encoders "
+                                                   "and CNNs run one forward pass")
+    p.add_argument("--batch", type=int, help="sequences or images per pass (default 1)")
+    p.add_argument("--seq", type=int, help="prompt or context length (default 2048; encoders: their max positions)")
+    p.add_argument("--kv-bits", type=int, help="KV cache precision (default 16)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from quantcore.formats import get_format
 
     fmt = get_format(args.format)
-    workload = Workload(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
+    asked = Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
     model = load_model(args.hw, args.overrides)
     if args.gemm:
+        workload = Workload(**{k: v for k, v in vars(asked).items() if v is not None})  # a decode step by default
         m, k, n = _parse_gemm(args.gemm)
         table = model.cost(Ops.gemm(m, k, n), [fmt], workload)
         if not table.supported[0, 0]:
@@ -60,6 +62,9 @@ def main(argv=None) -> int:
         from quantcore.models import load_graph
 
         graph = load_graph(args.model)
+        for note in graph.notes:
+            print(f"note: {note}", file=sys.stderr)
+        workload = asked.for_model(graph)
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
                   "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
     if not all(math.isfinite(result[k]) and result[k] >= 0 for k in ("cycles", "latency_s", "energy_j", "bytes")):

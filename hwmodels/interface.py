@@ -46,6 +46,12 @@ class CostTable:
                          self.bound, self.supported,
                          {k: v * f for k, v in self.breakdown.items()})
 
+    def take(self, columns) -> "CostTable":
+        """The table restricted to the given format columns (in that order)."""
+        c = np.asarray(columns, dtype=np.int64)
+        return CostTable(self.cycles[:, c], self.latency_s[:, c], self.energy_j[:, c], self.bytes[:, c],
+                         self.bound[:, c], self.supported[:, c], {k: v[:, c] for k, v in self.breakdown.items()})
+
     def row(self, l: int, f: int) -> dict:
         """One (op, format) cell as a JSON-friendly dict."""
         return {"cycles": float(self.cycles[l, f]), "latency_s": float(self.latency_s[l, f]),

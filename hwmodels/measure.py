@@ -22,6 +22,7 @@ in the worker only, builds the torch call (torch is imported lazily).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -108,8 +109,13 @@ def _cuda_kernels() -> dict:
 KERNELS = {**_cpu_kernels(), **_cuda_kernels()}
 
 
+@functools.lru_cache(maxsize=None)
 def llc_bytes() -> int:
-    """Last-level cache size from sysfs (bytes), or DEFAULT_LLC_BYTES."""
+    """Last-level cache size from sysfs (bytes), or DEFAULT_LLC_BYTES.
+
+    Cached: `gather_rows` asks once per index set (tens of thousands of times a
+    calibration), and reading sysfs each time took a third of a quick pass.
+    """
     base = "/sys/devices/system/cpu/cpu0/cache"
     best = 0
     try:

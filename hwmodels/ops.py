@@ -78,12 +78,13 @@ def attention_rows(layer, workload: Workload) -> list[tuple]:
 
     Grouped-query attention shares each KV head among heads/kv_heads query heads,
     so one GEMM per (sequence, KV head) with M = query tokens x group size.
-    Prefill is causal: half the score matrix is computed (count x 0.5).
+    Prefill is causal: half the score matrix is computed (count x 0.5); an encoder's
+    forward pass is bidirectional: every query token attends to all `seq` tokens.
     """
     heads = int(layer.attrs.get("heads", 1))
     kv_heads = int(layer.attrs.get("kv_heads", heads))
     head_dim = int(layer.attrs.get("head_dim", 64))
-    q_tokens = workload.seq if workload.phase == "prefill" else 1
+    q_tokens = 1 if workload.phase == "decode" else workload.seq
     ctx = workload.seq
     m = q_tokens * (heads // max(kv_heads, 1))
     count = workload.batch * kv_heads * (0.5 if workload.phase == "prefill" else 1.0)

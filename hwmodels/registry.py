@@ -14,6 +14,8 @@ from hwmodels.spec import HardwareSpec, Param, apply_overrides, load_spec
 COMMON_SCHEMA = {
     "memory_capacity_bytes": Param(float, "device memory that holds the weights (0 = not modelled)", min=0.0,
                                    default=0.0),
+    "allow_offload": Param(bool, "weights may exceed the memory left after the KV cache and activations "
+                                 "(offloaded or sharded): dse.search adds no device memory limit", default=False),
 }
 
 FAMILIES = {

@@ -1,43 +1,133 @@
-"""What the model is asked to do: the phase, batch and sequence of one pass."""
+"""What the model is asked to do: the phase, batch and sequence of one pass.
+
+The model kind decides what one pass is (`Workload.for_model`): a decoder runs one
+decode step against a KV cache (or a prefill of the prompt), an encoder (BERT) one
+forward pass over `seq` tokens with bidirectional attention, a CNN one forward pass
+over a batch of images at its input resolution. A field left None takes the model
+kind's default; a flag that does not apply to the model kind is a one-line error.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quantcore.errors import QuantDSEError
 from quantcore.limits import RANGES, check_int
 
-PHASES = ("decode", "prefill")
+PHASES = ("decode", "prefill", "forward")
+#: a decoder's defaults: one decode step with a 2048-token context, 16-bit KV cache
+DECODER_DEFAULTS = {"phase": "decode", "batch": 1, "seq": 2048, "kv_bits": 16}
+#: an encoder without max_position_embeddings in its config runs BERT's 512 positions
+ENCODER_FALLBACK_SEQ = 512
 
 
 @dataclass(frozen=True)
 class Workload:
     """One forward pass.
 
-    phase: "prefill" processes `seq` prompt tokens per sequence; "decode" is one
-    generation step per sequence with a context of `seq` tokens in the KV cache.
+    phase: "prefill" processes `seq` prompt tokens per sequence (causal attention);
+    "decode" is one generation step per sequence with a context of `seq` tokens in the
+    KV cache; "forward" is an encoder's or a CNN's one pass over all of its input
+    (`seq` tokens with bidirectional attention, or `batch` images of `image_hw`).
     kv_bits: precision of the KV cache (attention operands).
+    image_hw: a CNN's input resolution (then `seq` is 1: one "token" per image).
+
+    `Workload()` is a decoder's decode step (what a bare GEMM is costed with); the
+    CLIs build `Workload.unset()` and let `for_model` fill what the user left out.
     """
 
-    phase: str = "decode"
-    batch: int = 1
-    seq: int = 2048
-    kv_bits: int = 16
+    phase: str | None = "decode"
+    batch: int | None = 1
+    seq: int | None = 2048
+    kv_bits: int | None = 16
+    image_hw: tuple | None = None
 
     def __post_init__(self):
-        if self.phase not in PHASES:
+        if self.phase is not None and self.phase not in PHASES:
             raise QuantDSEError(f"unknown phase {self.phase!r}: use one of {', '.join(PHASES)}")
         for field in ("batch", "seq", "kv_bits"):
             value = getattr(self, field)
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantDSEError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
             check_int(value, f"--{field.replace('_', '-')}", *RANGES[field])
-        if self.kv_bits > 32:
+        if self.kv_bits is not None and self.kv_bits > 32:
             raise QuantDSEError(f"--kv-bits must be at most 32, got {self.kv_bits}")
+
+    @classmethod
+    def unset(cls, phase=None, batch=None, seq=None, kv_bits=None) -> "Workload":
+        """The workload as the user gave it: None where the model kind decides."""
+        return cls(phase=phase, batch=batch, seq=seq, kv_bits=kv_bits)
+
+    @property
+    def resolved(self) -> bool:
+        return None not in (self.phase, self.batch, self.seq, self.kv_bits)
 
     @property
     def tokens(self) -> int:
-        """Tokens that pass through each linear layer in this pass."""
-        return self.batch * self.seq if self.phase == "prefill" else self.batch
+        """Tokens (images for a CNN) that pass through each linear layer in this pass."""
+        return self.batch * self.seq if self.phase in ("prefill", "forward") else self.batch
+
+    def for_model(self, graph, notes: list | None = None) -> "Workload":
+        """This workload completed with the defaults of `graph`'s kind (config["arch"]).
+
+        decoder: decode, batch 1, seq 2048 (or its max positions when fewer), 16-bit KV.
+        encoder: forward over its max_position_embeddings tokens (the longest input it
+        takes; pass --seq for your typical length); --phase decode is an error, prefill
+        means the forward pass. cnn: forward over `batch` images at config["input_hw"];
+        --phase decode is an error; --seq and --kv-bits do not apply (one workload may
+        serve a CNN and a transformer in a sweep): they are ignored and `notes` says so.
+        """
+        arch = graph.config.get("arch", "decoder")
+        name = graph.name
+        if arch == "cnn":
+            if self.phase == "decode":
+                raise QuantDSEError(f"{name} is a CNN: it runs one forward pass over a batch of images at its input "
+                                    "resolution and has no decode step: drop --phase decode (--batch sets the "
+                                    "number of images)")
+            ignored = [f"--seq {self.seq}" for _ in [0] if self.seq not in (None, 1)]
+            ignored += [f"--kv-bits {self.kv_bits}" for _ in [0] if self.kv_bits not in (None, 16)]
+            if ignored and notes is not None:
+                notes.append(f"{name} is a CNN: {', '.join(ignored)} does not apply to its images (ignored)")
+            hw = tuple(int(x) for x in graph.config.get("input_hw") or ()) or None
+            return Workload(phase="forward", batch=self.batch or 1, seq=1, kv_bits=16, image_hw=hw)
+        if arch == "encoder":
+            if self.phase == "decode":
+                raise QuantDSEError(f"{name} is an encoder: it runs one forward pass over --seq tokens and has no "
+                                    "decode step: drop --phase decode (or pass --phase prefill)")
+            max_pos = graph.config.get("max_position_embeddings")
+            if self.seq is not None and max_pos and self.seq > int(max_pos):
+                raise QuantDSEError(f"--seq {self.seq} exceeds {name}'s {int(max_pos)} positions: "
+                                    f"pass --seq {int(max_pos)} or less")
+            seq = self.seq or int(max_pos or ENCODER_FALLBACK_SEQ)
+            return Workload(phase="forward", batch=self.batch or 1, seq=seq, kv_bits=self.kv_bits or 16)
+        defaults = dict(DECODER_DEFAULTS)
+        max_pos = graph.config.get("max_position_embeddings")
+        if max_pos:  # GPT-2 (1024) and small models cannot hold 2048 tokens
+            defaults["seq"] = min(defaults["seq"], int(max_pos))
+        filled = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in defaults.items()}
+        if filled["phase"] == "forward":
+            raise QuantDSEError(f"{name} is a decoder: use --phase decode or prefill")
+        return replace(self, **filled)
 
     def as_dict(self) -> dict:
-        return {"phase": self.phase, "batch": self.batch, "seq": self.seq, "kv_bits": self.kv_bits}
+        """The plan's `workload`: the keys that apply to this kind of pass, and a sentence."""
+        if self.image_hw is not None:
+            out = {"phase": self.phase, "batch": self.batch, "input_hw": list(self.image_hw)}
+        else:
+            out = {"phase": self.phase, "batch": self.batch, "seq": self.seq, "kv_bits": self.kv_bits}
+        return {**out, "description": self.describe()}
+
+    def describe(self) -> str:
+        """The workload in words, as a plan header states it."""
+        b = self.batch
+        if self.image_hw is not None:
+            size = "x".join(str(x) for x in self.image_hw)
+            return f"one forward pass over {b} image{'s' if b != 1 else ''} of {size}"
+        seqs = f"{b} sequence{'s' if b != 1 else ''}"
+        if self.phase == "forward":
+            return f"one forward pass over {seqs} of {self.seq} tokens (bidirectional attention)"
+        if self.phase == "prefill":
+            return f"prefill of {seqs} of {self.seq} prompt tokens, {self.kv_bits}-bit KV cache"
+        a = "an" if str(self.kv_bits).startswith("8") or self.kv_bits in (11, 18) else "a"
+        return f"one decode step of {seqs}, {self.seq}-token context in {a} {self.kv_bits}-bit KV cache"

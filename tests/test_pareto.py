@@ -152,6 +152,7 @@ def test_figure_title_names_the_workload_and_sensitivity(monkeypatch, tmp_path, 
     monkeypatch.setattr(pareto, "plot_figure", lambda rows, x, title, unit: titles.append(title) or real(
         rows, x, title, unit))
     assert pareto.main(FLAGS + ["--sweep", "bits=5:6:1", "--plot", str(tmp_path / "p.png")]) == 0
-    assert titles == ["opt-1.3b on u280 (ilp): decode, batch 4, seq 512, KV cache 8-bit\nsensitivity: prior "
+    assert titles == ["opt-1.3b on u280 (ilp): one decode step of 4 sequences, 512-token context in an 8-bit KV cache"
+                      "\nsensitivity: prior "
                       "(data-free prior)"]
     assert capsys.readouterr().out.startswith("budget,status")  # no --out: the CSV on stdout

@@ -26,7 +26,7 @@ Energy is an estimate, not a measurement: threads x `core_power_w` x latency (no
 counters are readable in a VM). Cycles are latency x `clock_hz`, for reporting only.
 
 No calibration yet: the decision is to run the quick one automatically (a one-line notice on
-stderr, ~10-30 s, cached; `python -m hwmodels.calibrate --hw local` runs the full one), so
+stderr, under a minute on 2 idle cores, cached; `python -m hwmodels.calibrate --hw local` runs the full one), so
 `--hw local` works out of the box. `--set auto_calibrate=false` exits 2 instead, naming the
 command to run.
 """

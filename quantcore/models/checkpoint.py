@@ -4,7 +4,9 @@ Every 2-D `.weight` is a linear layer (embedding / lm-head by name), every 4-D `
 a conv; other float tensors (norms, biases) count as `extra_params`; integer buffers
 (`position_ids`) are not parameters. A `config.json` beside the weights (a supported
 model_type) gives the forward order, the attention nodes, roles and `graph.config`; the
-shapes always come from the tensors. Without it, layers follow natural name order.
+shapes always come from the tensors. Without it, layers follow natural name order and
+`quantcore.models.infer` says what the tensors allow (kind, attention, positions), with notes.
+GPT-2 Conv1D weights ([in, out] on disk) are read as (out, in) like every other layer.
 """
 from __future__ import annotations
 
@@ -16,14 +18,12 @@ from types import MappingProxyType
 from quantcore.io import load_json
 from quantcore.models.graph import Layer, LayerGraph
 from quantcore.models.hf_config import SUPPORTED_MODEL_TYPES, graph_from_config
+from quantcore.models.infer import BLOCK, ROLES, conv1d_modules, infer_config, role_of
+from quantcore.models.registry import model_name
 from quantcore.models.safetensors_io import FLOAT_DTYPES, SafetensorsWeights, natural_key, read_tensors
 
 EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
                    "embed_positions")
-_ROLES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "out_proj": "o", "query": "q", "key": "k",
-          "value": "v", "gate_proj": "gate", "up_proj": "up", "down_proj": "down", "w1": "gate", "w3": "up",
-          "w2": "down", "lm_head": "lm_head"}
-_BLOCK = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
 _EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 
@@ -36,8 +36,8 @@ def _layer_from_tensor(module: str, shape: tuple) -> Layer:
     elif last in EMBEDDING_NAMES:
         kind, role = "embedding", "embed"
     else:
-        kind, role = "linear", _ROLES.get(last, last)
-    block = _BLOCK.search(f".{module}.")
+        kind, role = "linear", role_of(module, ROLES)
+    block = BLOCK.search(f".{module}.")
     expert = _EXPERT.search(f".{module}.")
     return Layer(module, kind, tuple(shape), role, int(block.group(1)) if block else None,
                  int(expert.group(1)) if expert else None)
@@ -59,6 +59,12 @@ def graph_from_safetensors(path: str | Path, name: str | None = None, source: st
     """Read only the headers of the checkpoint at `path` and build its graph with a streaming WeightSource."""
     path = Path(path)
     tensors = read_tensors(path)
+    folder = path if path.is_dir() else path.parent
+    cfg_file = folder / "config.json"
+    cfg = load_json(cfg_file, "config file") if cfg_file.is_file() else None
+    shapes = {t[: -len(".weight")]: tensors[t].shape for t in tensors
+              if t.endswith(".weight") and tensors[t].dtype in FLOAT_DTYPES}
+    transposed = conv1d_modules(shapes, cfg)  # GPT-2 Conv1D: stored [in, out]
     found: dict[str, Layer] = {}
     layer_tensors: dict[str, str] = {}
     extra = 0
@@ -68,29 +74,41 @@ def graph_from_safetensors(path: str | Path, name: str | None = None, source: st
             continue  # integer buffers such as position_ids are not parameters
         if tname.endswith(".weight") and len(info.shape) in (2, 4):
             module = tname[: -len(".weight")]
-            found[module] = _layer_from_tensor(module, info.shape)
+            shape = tuple(reversed(info.shape)) if module in transposed else info.shape
+            found[module] = _layer_from_tensor(module, shape)
             layer_tensors[module] = tname
         else:
             extra += math.prod(info.shape)
 
-    folder = path if path.is_dir() else path.parent
-    cfg_file = folder / "config.json"
-    cfg = load_json(cfg_file, "config file") if cfg_file.is_file() else None
-    name = name or (path.name if path.is_dir() else path.stem)
+    name = name or model_name(path, cfg)
     source = source or f"safetensors:{path}"
+    notes: list[str] = []
     if isinstance(cfg, dict) and cfg.get("model_type") in SUPPORTED_MODEL_TYPES:
         reference = graph_from_config(cfg, name, source, where=str(cfg_file))
         layers, extra = _merge(reference, found, layer_tensors, extra)
         config = reference.config
     else:
-        layers = list(found.values())
-        convs = any(l.kind == "conv" for l in layers)
-        lm = any(l.kind == "lm-head" for l in layers)
-        config = {"arch": "cnn" if convs else ("decoder" if lm else "encoder")}
-        if isinstance(cfg, dict) and cfg.get("model_type"):
-            config["model_type"] = cfg["model_type"]
-    return LayerGraph(name, layers, config, source=source, weights=SafetensorsWeights(tensors, layer_tensors),
-                      extra_params=extra)
+        layers, config, notes = infer_config(list(found.values()), cfg, str(path))
+        if config["arch"] == "decoder":
+            extra = _tie_lm_head(layers, layer_tensors, extra, cfg, notes)
+    weights = SafetensorsWeights(tensors, layer_tensors, transposed)
+    return LayerGraph(name, layers, config, source=source, weights=weights, extra_params=extra, notes=notes)
+
+
+def _tie_lm_head(layers: list[Layer], layer_tensors: dict, extra: int, cfg, notes: list) -> int:
+    """A decoder with no lm_head tensor ties it to the token embedding (GPT-2 and tie_word_embeddings
+    models store it once); appends that lm-head layer and returns the corrected extra_params."""
+    if any(l.kind == "lm-head" for l in layers) or (isinstance(cfg, dict) and cfg.get("tie_word_embeddings") is False):
+        return extra
+    token = [l for l in layers if l.kind == "embedding" and l.name.rsplit(".", 1)[-1] in ("wte", "embed_tokens",
+                                                                                          "word_embeddings")]
+    if not token:
+        return extra
+    emb = token[0]
+    layers.append(Layer("lm_head", "lm-head", emb.shape, "lm_head", attrs=MappingProxyType({"tied_to": emb.name})))
+    layer_tensors["lm_head"] = layer_tensors[emb.name]
+    notes.append(f"no lm_head tensor: the lm-head is tied to {emb.name} (stored once)")
+    return extra - math.prod(emb.shape)
 
 
 def _merge(reference: LayerGraph, found: dict[str, Layer], layer_tensors: dict[str, str], extra: int):

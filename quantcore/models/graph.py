@@ -92,16 +92,19 @@ class LayerGraph:
     arch ("decoder", "encoder" or "cnn"), input_hw for CNNs.
     extra_params: parameters outside the layers (norms, biases), kept at 16 bits; a tied lm-head
     (attrs tied_to) subtracts its size here, so the quantized lm-head also serves as the embedding.
+    notes: what the source did not say and was inferred or assumed (tools print them on stderr).
     """
 
     def __init__(self, name: str, layers: list[Layer], config: Mapping | None = None, source: str = "config",
-                 weights: WeightSource | None = None, extra_params: int = 0, edges: list | None = None):
+                 weights: WeightSource | None = None, extra_params: int = 0, edges: list | None = None,
+                 notes: list | None = None):
         self.name = name
         self.layers = list(layers)
         self.config = dict(config or {})
         self.source = source
         self.weights = weights
         self.extra_params = int(extra_params)
+        self.notes = list(notes or [])
         self.graph = nx.DiGraph()
         for layer in self.layers:
             self.graph.add_node(layer.name, layer=layer)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from quantcore.errors import QuantDSEError
 from quantcore.io import load_json
-from quantcore.models.registry import catalog_path, load_entry, packaged_weights
+from quantcore.models.registry import catalog_path, load_entry, looks_like_path, model_name, packaged_weights
 from quantcore.models.checkpoint import graph_from_safetensors
 from quantcore.models.cnn import SPEC_FORMAT, graph_from_cnn_spec
 from quantcore.models.graph import LayerGraph
@@ -30,12 +30,14 @@ def load_graph(source, *, example_input=None) -> LayerGraph:
         raise QuantDSEError(f"cannot load a model from a {type(source).__name__}: pass a catalog name, "
                             "a config.json, a safetensors file or folder, or a torch nn.Module")
     path = Path(source).expanduser()
+    if looks_like_path(str(source)) and not path.exists():
+        raise QuantDSEError(f"no such file or folder: {source}: check the path (models are read from local files "
+                            "only; catalog names: python -m dse.models --list)")
     if path.is_dir() or path.suffix == ".safetensors":
-        if not path.exists():
-            raise QuantDSEError(f"safetensors file {path} not found: check the path")
         return graph_from_safetensors(path)
     if path.suffix == ".json":
-        return _from_json(load_json(path, "model file"), path.stem, f"config:{path}", str(path))
+        doc = load_json(path, "model file")
+        return _from_json(doc, model_name(path, doc), f"config:{path}", str(path))
     if path.exists():
         raise QuantDSEError(f"{path} is not a config.json, .safetensors file or checkpoint folder")
     name = str(source).strip().lower()

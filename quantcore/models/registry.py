@@ -51,3 +51,30 @@ def packaged_weights(name: str) -> Path | None:
 def load_entry(name: str) -> dict:
     path = catalog_path(name)
     return load_json(path, "catalog file")
+
+
+def looks_like_path(text: str) -> bool:
+    """A --model value meant as a file: it has a folder separator, starts like a path or ends like a file."""
+    t = text.strip()
+    return ("/" in t or "\\" in t or t.startswith((".", "~")) or t.endswith((".json", ".safetensors")))
+
+
+def model_name(path: Path, doc=None) -> str:
+    """A model's name from its file, not "config" or "model".
+
+    The config's `_name_or_path` (an HF id as is, a local path's last part) or a CNN spec's
+    `name`; else the folder for generic file names (config.json, model.safetensors,
+    shards); else the file's stem.
+    """
+    named = None
+    if isinstance(doc, dict):
+        named = doc.get("_name_or_path") or (doc.get("name") if doc.get("format") == "quantdse.cnn/1" else None)
+    if isinstance(named, str) and named.strip():
+        named = named.strip().rstrip("/")
+        return Path(named).name if named.startswith(("/", ".", "~")) or "\\" in named else named
+    folder = path if path.is_dir() else path.parent
+    stem = path.name if path.is_dir() else path.stem
+    generic = stem in ("config", "model", "pytorch_model") or stem.startswith("model-0")
+    if generic and folder.resolve().name:
+        return folder.resolve().name
+    return stem

@@ -151,9 +151,10 @@ def natural_key(name: str) -> list:
 class SafetensorsWeights:
     """WeightSource over safetensors files: opens the file and reads ONE tensor per call."""
 
-    def __init__(self, tensors: dict[str, TensorInfo], layer_tensors: dict[str, str]):
+    def __init__(self, tensors: dict[str, TensorInfo], layer_tensors: dict[str, str], transposed=()):
         self._tensors = tensors
         self._layer_tensors = dict(layer_tensors)  # layer name -> tensor name
+        self._transposed = set(transposed)  # layers stored [in, out] (GPT-2 Conv1D)
 
     def get(self, layer_name: str) -> np.ndarray:
         """The layer's weight as float32 [out, k] (conv kernels flattened; bf16/fp8 via torch)."""
@@ -162,6 +163,8 @@ class SafetensorsWeights:
         info = self._tensors[self._layer_tensors[layer_name]]
         array = _read_tensor(info)
         array = np.asarray(array, dtype=np.float32)
+        if layer_name in self._transposed:
+            array = np.ascontiguousarray(array.T)
         return array.reshape(array.shape[0], -1) if array.ndim != 2 else array
 
 

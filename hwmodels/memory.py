@@ -1,0 +1,84 @@
+"""Device memory a workload needs besides the weights: the KV cache and activations.
+
+What is left of `memory_capacity_bytes` after them is what the weights may use
+(`free_memory`). Both are counted for the workload actually costed:
+
+- KV cache: every attention layer keeps K and V of `seq` tokens per sequence at
+  `kv_bits` (decode and prefill). An encoder's forward pass keeps none past a layer:
+  one layer's K and V at a time. MLA (DeepSeek) caches its latent: kv_lora_rank +
+  the rope part of the key per token, shared by all heads (vLLM's MLA cache).
+- activations: the largest layer's input and output at 16 bits for the tokens of one
+  pass (serving engines reuse these buffers layer to layer), and a decoder's logits.
+  Conv layers: the feature maps in and out of the largest layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodels.workload import Workload
+
+ACT_BYTES = 2  # 16-bit activations
+
+
+def _kv_elems_per_token(layer) -> int:
+    """K and V elements one token stores for one attention layer."""
+    a = layer.attrs
+    if a.get("kv_lora_rank"):
+        return int(a["kv_lora_rank"]) + int(a.get("rope_head_dim", 0))
+    kv_heads = int(a.get("kv_heads", a.get("heads", 1)))
+    head_dim = int(a.get("head_dim", 64))
+    return kv_heads * (head_dim + int(a.get("v_head_dim", head_dim)))
+
+
+def kv_cache_bytes(graph, workload: Workload) -> float:
+    """Bytes of the KV cache the workload holds (one layer's K and V for an encoder)."""
+    attention = [l for l in graph.layers if l.kind == "attention"]
+    if not attention:
+        return 0.0
+    per_token = [_kv_elems_per_token(l) for l in attention]
+    elems = max(per_token) if workload.phase == "forward" else sum(per_token)
+    return float(elems) * workload.batch * workload.seq * workload.kv_bits / 8.0
+
+
+def activation_bytes(graph, workload: Workload) -> float:
+    """Bytes of the largest layer's input + output activations, and a decoder's logits."""
+    peak = 0.0
+    for layer in graph.layers:
+        if layer.kind in ("conv", "deform-conv"):
+            in_h, in_w = layer.attrs.get("in_hw", (1, 1))
+            out_h, out_w = layer.attrs.get("out_hw", (1, 1))
+            groups = int(layer.attrs.get("groups", 1))
+            cin = int(layer.shape[1]) * groups
+            elems = workload.batch * (cin * int(in_h) * int(in_w) + layer.n * int(out_h) * int(out_w))
+        elif layer.kind in ("linear", "lm-head") and layer.params > 0:
+            tokens = workload.batch if layer.kind == "lm-head" else workload.tokens
+            elems = tokens * (layer.k + layer.n)
+        else:
+            continue
+        peak = max(peak, float(elems))
+    return peak * ACT_BYTES
+
+
+@dataclass(frozen=True)
+class FreeMemory:
+    """Device memory left for the weights: capacity - KV cache - activations (bytes)."""
+
+    capacity: float
+    kv_cache: float
+    activations: float
+
+    @property
+    def free(self) -> float:
+        return self.capacity - self.kv_cache - self.activations
+
+    def as_dict(self) -> dict:
+        return {"memory_capacity_bytes": self.capacity, "kv_cache_bytes": self.kv_cache,
+                "activation_bytes": self.activations, "free_for_weights_bytes": self.free}
+
+
+def free_memory(spec, graph, workload: Workload) -> FreeMemory | None:
+    """What the target's memory leaves for the weights, or None where the spec does not model memory."""
+    capacity = float(spec.get("memory_capacity_bytes", 0.0) or 0.0)
+    if capacity <= 0:
+        return None
+    return FreeMemory(capacity, kv_cache_bytes(graph, workload), activation_bytes(graph, workload))
