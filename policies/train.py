@@ -23,6 +23,7 @@ from policies.pool import HELD_OUT, TRAIN_FORMATS, TRAIN_HARDWARE, TRAIN_MODELS,
 from policies.policy import actor_tensors, save_policy
 
 HIDDEN = [64, 64]
+BC_EPOCHS = 20
 LOG_STD_INIT = -1.0  # initial exploration: pre-tanh std e**-1, so ~3/4 of sampled actions stay in the dead zone
 SCALER_EPISODES = 48
 
@@ -70,9 +71,64 @@ def start_at_forecast(model) -> None:
         model.actor.log_std.bias.fill_(LOG_STD_INIT)
 
 
+def ilp_demonstrations(pool, scaler: FeatureScaler, seed: int, episodes: int, window: int):
+    """(obs, action) pairs that steer each step from the forecast toward the exact ILP plan.
+
+    RAMP-style pretraining with an oracle available only at training time: on each
+    training episode the ILP plan is solved; at every layer the label is 1 if the ILP's
+    format lies costlier on the hull than the forecast's point, 0 if cheaper, 0.5 if equal,
+    and the episode proceeds with that action (so the states are those the labels lead to).
+    """
+    from dse.solvers import solve
+
+    rng = np.random.default_rng(seed + 2)
+    xs, ys = [], []
+    for _ in range(episodes):
+        ep = sample_episode(rng, pool, window)
+        res = solve(ep.problem, "ilp")
+        if res.assignment is None:
+            continue
+        r = Rollout(ep)
+        while not r.done:
+            l = r.l
+            h = ep.hull[l]
+            here = ep.hull_position(l, r.balance())
+            there = int(np.searchsorted(ep.c[l, h], ep.c[l, res.assignment[l]] * (1 + 1e-9))) - 1
+            a = 0.5 + 0.5 * float(np.sign(there - here))
+            xs.append(scaler(r.features()))
+            ys.append(a)
+            r.step(a)
+    return np.array(xs, dtype=np.float32), np.array(ys, dtype=np.float32)
+
+
+def clone(model, xs: np.ndarray, ys: np.ndarray, seed: int, epochs: int = BC_EPOCHS) -> float:
+    """Fit the actor's deterministic action to the demonstrations (MSE, Adam); returns the final loss.
+
+    Targets 0 / 0.5 / 1 are pulled in to 0.1 / 0.5 / 0.9 so tanh need not saturate
+    (0.1 and 0.9 are well outside the dead zone 0.3-0.7, so they still move a hull step).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(xs)
+    y = torch.as_tensor(0.5 + 0.8 * (ys - 0.5)) * 2.0 - 1.0  # in the actor's [-1, 1] units
+    opt = torch.optim.Adam(model.actor.parameters(), lr=1e-3)
+    loss = torch.tensor(0.0)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 256):
+            idx = perm[i:i + 256]
+            mean_actions, _, _ = model.actor.get_action_dist_params(x[idx])
+            loss = torch.mean((torch.tanh(mean_actions[:, 0]) - y[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return float(loss.detach())
+
+
 def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=TRAIN_HARDWARE,
           formats=TRAIN_FORMATS, pairs: int | None = None, progress: bool = True, window: int | None = None,
-          ent_coef="auto_0.1", gamma: float = 1.0, deviation_cost: float = DEVIATION_COST):
+          ent_coef="auto_0.1", gamma: float = 1.0, deviation_cost: float = DEVIATION_COST, bc_episodes: int = 0):
     """Train SAC; returns (sb3 model, scaler, training record)."""
     import torch
     from stable_baselines3 import SAC
@@ -100,14 +156,20 @@ def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=T
                 batch_size=128, gamma=gamma, ent_coef=ent_coef, train_freq=1, gradient_steps=1, seed=seed,
                 device="cpu", verbose=0)
     start_at_forecast(model)
-    model.learn(total_timesteps=timesteps, callback=_progress_callback(timesteps) if progress else None)
+    bc = None
+    if bc_episodes:
+        xs, ys = ilp_demonstrations(pool, scaler, seed, bc_episodes, win)
+        bc = {"episodes": bc_episodes, "samples": len(ys), "deviations": float(np.mean(ys != 0.5)),
+              "final_loss": round(clone(model, xs, ys, seed), 5), "epochs": BC_EPOCHS}
+    if timesteps:
+        model.learn(total_timesteps=timesteps, callback=_progress_callback(timesteps) if progress else None)
     record = {"seed": seed, "timesteps": timesteps, "seconds": round(time.perf_counter() - started, 1),
               "torch_threads": 1, "models": [e.name for e in pool], "formats": list(formats),
               "held_out": list(HELD_OUT), "algorithm": "SAC (stable-baselines3)",
               "hyperparameters": {"hidden": HIDDEN, "learning_rate": 3e-4, "batch_size": 128, "gamma": gamma,
                                   "ent_coef": ent_coef, "deviation_cost": deviation_cost,
                                   "window": win, "actor_init": "mean head zero (forecast)",
-                                  "log_std_init": LOG_STD_INIT}}
+                                  "log_std_init": LOG_STD_INIT, "behaviour_cloning": bc}}
     return model, scaler, record
 
 
@@ -120,6 +182,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--gamma", type=float, default=1.0, help="discount (the shaped reward is already an advantage)")
     p.add_argument("--deviation-cost", type=float, default=DEVIATION_COST,
                    help="per-step reward cost of leaving the forecast, times (2a - 1)**2")
+    p.add_argument("--bc-episodes", type=int, default=0,
+                   help="behaviour-clone the actor toward the ILP on this many training episodes first")
     p.add_argument("--models", help="comma-separated catalog models to train on (default: the training mix)")
     return p
 
@@ -133,7 +197,7 @@ def main(argv=None) -> int:
     if held:
         raise QuantDSEError(f"--models includes held-out {', '.join(held)}: they are kept for zero-shot checks")
     model, scaler, record = train(args.seed, args.timesteps, models=models, gamma=args.gamma,
-                                   deviation_cost=args.deviation_cost)
+                                   deviation_cost=args.deviation_cost, bc_episodes=args.bc_episodes)
     tensors, hidden = actor_tensors(model)
     name = args.name or Path(args.out).name
     path = save_policy(args.out, tensors, hidden, scaler, name, record)
