@@ -1,12 +1,17 @@
 """`python -m policies.train`: train the SAC allocation agent and ship its actor (safetensors + JSON).
 
-    python -m policies.train --seed 0 --out policies/zoo/ramp-sac --timesteps 40000
+    python -m policies.train --seed 0 --out policies/zoo/ramp-sac --timesteps 100 --gamma 0 --bc-episodes 300
 
 Soft Actor-Critic (stable-baselines3) on the randomised mix of `policies.pool`:
 catalog models x hardware targets x format subsets x sensitivity sources x budgets.
 Deterministic for a seed on one machine: one torch thread, seeded SB3, numpy and env.
-gamma = 1: the objective is the undiscounted sum of layer errors (a discount would pay
-the agent to spend the budget early and starve the last layers).
+gamma = 1 by default: the objective is the undiscounted sum of layer errors. Because the
+env's reward is already the exact advantage of a step over following the forecast,
+gamma = 0 is also principled: the critic then learns that one-step advantage and the
+actor a one-step improvement of the forecast. The actor starts at the forecast (mean head
+zeroed); `--bc-episodes N` first fits it to the ILP's deviations from the forecast on N
+training episodes. The shipped command above is pretraining only (100 SAC steps make no
+update): every longer SAC run so far did worse than the forecast (README, "The RL agent").
 """
 from __future__ import annotations
 
