@@ -193,6 +193,28 @@ def test_untrained_actor_follows_the_forecast_exactly():
         assert ep.problem.objective(rollout(policy, ep)) == forecast
 
 
+def test_deterministic_rollout_deviates_only_past_the_confidence_gate():
+    """Mean actions within 0.4 of 0.5 play the forecast; beyond it they act as in the env."""
+    from policies.solver import ROLLOUT_DEAD_ZONE, rollout
+
+    class Constant:
+        scaler = AllocationEnv(_feasible_episode(0, 4, 3, ("bits",), 0.4)).scaler
+
+        def __init__(self, a):
+            self.a = a
+
+        def act(self, obs):
+            return self.a
+
+    ep = _feasible_episode(4, 16, 6, ("bits",), 0.5)
+    forecast = _mean_raw_objective([(ep.problem, ())], lambda r: 0.5)[0]
+    for a in (0.5 - ROLLOUT_DEAD_ZONE + 0.01, 0.5 + ROLLOUT_DEAD_ZONE - 0.01):
+        assert ep.problem.objective(rollout(Constant(a), ep)) == forecast
+    for a in (0.0, 1.0):
+        assert ep.problem.objective(rollout(Constant(a), ep)) == _mean_raw_objective([(ep.problem, ())], lambda r: a)[0]
+    assert _mean_raw_objective([(ep.problem, ())], lambda r: 0.0)[0] != forecast  # the check can tell them apart
+
+
 def _mean_raw_objective(problems, act):
     out = []
     for problem, ep_args in problems:
