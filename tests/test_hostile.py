@@ -354,12 +354,22 @@ def test_sigterm_during_a_large_write_leaves_no_temp_file(tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_search_exits_quietly(tmp_path, sig, code):
-    script = ("import sys; from quantcore.cli import run_cli; from dse import search; print('go', flush=True);"
-              "sys.exit(run_cli(search.main, sys.argv[1:]))")
+    # the child says "go" from inside the search (the model is loaded, handlers are installed), then waits
+    # there, so the signal always lands mid-search however fast or loaded the machine is
+    script = ("import sys, time\n"
+              "from quantcore.cli import run_cli\n"
+              "from dse import search\n"
+              "real_prepare = search.prepare\n"
+              "def prepare(request):\n"
+              "    prepared = real_prepare(request)\n"
+              "    print('go', flush=True)\n"
+              "    time.sleep(60)\n"
+              "    return prepared\n"
+              "search.prepare = prepare\n"
+              "sys.exit(run_cli(search.main, sys.argv[1:]))\n")
     proc = _spawn(script, "--hw", "a100-80gb", "--model", "deepseek-v3", "--budget", "4bits",
                   "--out", tmp_path / "plan.json")
     assert proc.stdout.readline().strip() == "go"
-    time.sleep(1.0)  # inside the search (deepseek-v3 takes several seconds)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code and err == "", err[-2000:]

@@ -101,11 +101,14 @@ def layer_classes(problem, keep) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.ravel()
 
 
-def _status(model, used: str) -> str:
+def _status(model, used: str, stopped_on_time: bool = False) -> str:
     """optimal | time_limit | infeasible | other, read from the solver itself.
 
     PuLP reports "Optimal" for a run that stopped at its time limit with a
     solution; HiGHS's model status and CBC's solution status tell them apart.
+    CBC stopped by its time limit before any integer solution can come back as
+    "Infeasible" (seen on a loaded machine with a feasible problem): a run that
+    used up its time limit has not proved infeasibility, so it is a time limit.
     """
     if used == "highs" and getattr(model, "solverModel", None) is not None:
         import highspy
@@ -115,7 +118,7 @@ def _status(model, used: str) -> str:
                  highspy.HighsModelStatus.kTimeLimit: "time_limit"}
         return known.get(status, str(status))
     if model.status == pulp.LpStatusInfeasible:
-        return "infeasible"
+        return "time_limit" if stopped_on_time else "infeasible"
     if model.sol_status == pulp.LpSolutionOptimal:
         return "optimal"
     if model.sol_status == pulp.LpSolutionIntegerFeasible:
@@ -148,9 +151,11 @@ def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_
         model += (pulp.LpAffineExpression(zip(x, (coef / scale).tolist()))
                   <= con.rhs * rhs_scale.get(con.kind, 1.0) / scale), con.kind
     solver, used = _solver(solver_name, time_limit)
+    started = time.perf_counter()
     with _stdout_silenced():
         model.solve(solver)
-    status = _status(model, used)
+    stopped_on_time = time_limit is not None and time.perf_counter() - started >= time_limit
+    status = _status(model, used, stopped_on_time)
     values = np.rint(np.array([v.varValue if v.varValue is not None else np.nan for v in x]))
     assignment = None
     if status != "infeasible" and np.isfinite(values).all() and \
