@@ -14,7 +14,7 @@ from dse.budget import limit_from_flag, parse_budget
 from dse.device import bits_memory_bound, device_memory_limit, infeasible_hint, max_weight_bytes, runnable
 from quantcore.errors import QuantDSEError
 from dse.problem import Problem
-from dse.sensitivity import Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
+from dse.sensitivity import SOURCES, Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
 from hwmodels.interface import CostTable
 from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
@@ -121,7 +121,7 @@ def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
     if request.formats:
         return parse_format_list(",".join(request.formats))
     sens = request.sensitivity
-    if sens is not None and sens not in ("weights", "prior", "hessian", "fisher", "output"):
+    if sens is not None and sens not in SOURCES:
         others = [l.name for l in graph.layers] if graph is not None else ()
         return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
@@ -202,7 +202,7 @@ def check_costs(prepared: Prepared) -> None:
                             "are not finite and non-negative: check the model's config values and --set overrides")
 
 
-def _solver_options(prepared: Prepared, method: str) -> dict:
+def solver_options(prepared: Prepared, method: str) -> dict:
     """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
     opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
     if method != "rl":
@@ -226,7 +226,7 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
         raise QuantDSEError(message)
     method = method or prepared.request.method
     result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
-                   **_solver_options(prepared, method), **options)
+                   **solver_options(prepared, method), **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

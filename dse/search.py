@@ -11,7 +11,7 @@ from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import check_outputs
 from quantcore.limits import RANGES, int_flag
-from dse.pipeline import SearchRequest, prepare, solve_prepared
+from dse.pipeline import SearchRequest, prepare, solve_prepared, solver_options
 from dse.plan import format_table, make_plan, plan_json, write_plan
 from hwmodels.workload import PHASES, Workload
 
@@ -129,9 +129,7 @@ def _measured(prepared, limits):
     problem, ilp = solve_prepared(prepared, limits, method="ilp")
     req = prepared.request
     model = req.model if isinstance(req.model, str) else prepared.graph.name
-    options = dict(kv.split("=", 1) for kv in req.solver_options)
-    result = finetune(problem, ilp.assignment, model, policy=req.policy, layers=prepared.layers,
-                      weights=prepared.graph.weights, seed=req.seed, **options)
+    result = finetune(problem, ilp.assignment, model, seed=req.seed, **solver_options(prepared, "rl"))
     broken = problem.violations(result.assignment)
     if broken:  # a solver bug, not bad input
         raise AssertionError(f"rl returned an over-budget plan: {broken}")

@@ -106,14 +106,16 @@ def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> di
     if not isinstance(table, dict) or not table:
         raise QuantDSEError(f'sensitivity file {path}: "layers" must be a non-empty object {{layer: {{format: error}}}}')
     names = {l.name for l in layers}
-    unsearched = [name for name in table if name not in names and name in set(others)]
+    others = set(others)
+    unsearched = [name for name in table if name not in names and name in others]
     if unsearched and note:
         import sys
 
         print(f"note: sensitivity file {path}: ignoring {len(unsearched)} layers the search does not choose "
               f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)", file=sys.stderr)
     if unsearched:
-        table = {k: v for k, v in table.items() if k not in set(unsearched)}
+        dropped = set(unsearched)
+        table = {k: v for k, v in table.items() if k not in dropped}
     for layer in layers:
         if layer.name not in table:
             raise QuantDSEError(f"sensitivity file {path} has no entry for layer {layer.name}: "
