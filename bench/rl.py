@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         res = rl_solve(problem, policy=policy, layers=layers)
         rollout_s.setdefault(label.split()[0], []).append(res.info["rollout_seconds"])
         plans = {"rl raw": res.info["raw_assignment"], "rl polished": res.assignment,
-                 "forecast only": rollout(_Forecast(policy), Episode(problem, layer_infos(layers)))}
+                 "forecast only": rollout(_Forecast(policy), Episode(problem, layer_infos(layers), reference=1.0))}
         for m in BASELINES:
             try:
                 plans[m] = solve(problem, m, seed=0).assignment

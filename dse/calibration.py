@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 from quantcore.errors import QuantDSEError
+from quantcore.io import read_input
 
 DEFAULT_CALIB = Path(__file__).resolve().parent / "data" / "calibration.txt"
 
@@ -21,10 +22,9 @@ def read_texts(path=None, max_texts: int | None = None, seed: int = 0) -> list[s
     max_texts: a seeded random subset of that many texts (in file order), for fast checks.
     """
     p = Path(path).expanduser() if path is not None else DEFAULT_CALIB
-    if not p.is_file():
-        raise QuantDSEError(f"calibration file {p} not found: pass a text file with one text per line")
+    data = read_input(p, "calibration file")  # bounded, and protected from being an --out of the same run
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise QuantDSEError(f"calibration file {p} is not UTF-8 text: pass a text file with one text per line") \
             from None

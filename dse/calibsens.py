@@ -37,7 +37,7 @@ import sys
 import numpy as np
 
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text, dumps
+from quantcore.io import atomic_write_text, dumps, load_json
 
 SOURCES = ("hessian", "fisher", "output")
 #: Hutchinson probes per calibration batch (hessian); noise draws per batch (fisher)
@@ -245,11 +245,11 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
     info = {"texts": len(texts), "cache": str(path), "cached": path.is_file()}
     if path.is_file():
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = load_json(path, "sensitivity cache", note=False)
             info["tokens"] = doc["tokens"]
             return doc["layers"], info
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged or unreadable cache entry is recomputed
     from quantcore.models import load_graph
 
     graph = load_graph(encoder.graph_source)

@@ -61,15 +61,18 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help="reproductions to run (default: all)")
     parser.add_argument("--json", action="store_true", help="machine-readable list on stdout")
     parser.add_argument("--list", action="store_true", help="list the names and exit")
-    parser.add_argument("--plot", metavar="PNG", help="also draw ours vs published (log-log, +-15 %% band) to PNG")
+    parser.add_argument("--plot", metavar="FILE", help="also draw ours vs published (log-log, +-15 %% band): "
+                        ".png, .jpg, .svg or .pdf")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(registry()))
         return 0
     if args.plot:
+        from dse.figures import figure_type
         from quantcore.io import check_outputs
 
-        check_outputs([args.plot])  # before the work: a path that cannot be written fails now
+        figure_type(args.plot)  # before the work: an unsupported extension or a path that cannot be written fails now
+        check_outputs([args.plot])
     rows = run(args.names)
     if args.plot:
         from experiments.reproduce_plot import plot

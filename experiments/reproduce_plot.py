@@ -6,14 +6,9 @@ from quantcore.errors import QuantDSEError
 
 def plot(rows: list[dict], path: str, band: float) -> None:
     """Log-log scatter written atomically to `path`; independent rows filled, calibration hollow."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from quantcore.io import atomic_write_bytes
+    from dse.figures import new_figure, write_figure
 
     known = [r for r in rows if r["published"] is not None]
     if not known:
@@ -21,7 +16,8 @@ def plot(rows: list[dict], path: str, band: float) -> None:
     pub = np.array([r["published"] for r in known])
     ours = np.array([r["ours"] for r in known])
     lo, hi = min(pub.min(), ours.min()) / 1.5, max(pub.max(), ours.max()) * 1.5
-    fig, ax = plt.subplots(figsize=(7.5, 7))
+    fig = new_figure(figsize=(7.5, 7))
+    ax = fig.subplots()
     line = np.geomspace(lo, hi, 50)
     ax.fill_between(line, line * (1 - band), line * (1 + band), color="0.88", label=f"±{band:.0%}")
     ax.plot(line, line, color="0.5", lw=0.8)
@@ -38,7 +34,4 @@ def plot(rows: list[dict], path: str, band: float) -> None:
            ylabel="ours (python -m experiments.reproduce)",
            title="Reproduced figures: ours vs published (names: outside the band)")
     ax.legend(loc="upper left")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_figure(fig, path)

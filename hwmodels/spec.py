@@ -29,6 +29,8 @@ from quantcore.errors import QuantDSEError
 
 SPEC_SCHEMA = "hwmodels.spec/1"
 SPEC_DIR = Path(__file__).parent / "specs"
+#: the source recorded for a param given by `--set` (runtime profiles do not replace these)
+SET_SOURCE = "--set override"
 
 
 @dataclass(frozen=True)
@@ -255,5 +257,5 @@ def apply_overrides(spec: HardwareSpec, assignments: list[str] | None) -> Hardwa
     overridden = {a.split("=", 1)[0].strip() for a in assignments}
     sources = dict(spec.sources)
     for key in overridden:
-        sources[key] = "--set override"
+        sources[key] = SET_SOURCE
     return replace(spec, params=MappingProxyType(params), sources=MappingProxyType(sources))

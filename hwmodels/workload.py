@@ -51,17 +51,11 @@ class Workload:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantDSEError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
             check_int(value, f"--{field.replace('_', '-')}", *RANGES[field])
-        if self.kv_bits is not None and self.kv_bits > 32:
-            raise QuantDSEError(f"--kv-bits must be at most 32, got {self.kv_bits}")
 
     @classmethod
     def unset(cls, phase=None, batch=None, seq=None, kv_bits=None) -> "Workload":
         """The workload as the user gave it: None where the model kind decides."""
         return cls(phase=phase, batch=batch, seq=seq, kv_bits=kv_bits)
-
-    @property
-    def resolved(self) -> bool:
-        return None not in (self.phase, self.batch, self.seq, self.kv_bits)
 
     @property
     def tokens(self) -> int:

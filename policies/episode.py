@@ -38,10 +38,6 @@ ROLE_GROUPS = {
 }
 
 
-def price(action: float) -> float:
-    return float(10.0 ** (MU_HI - (MU_HI - MU_LO) * float(np.clip(action, 0.0, 1.0))))
-
-
 def action_for_price(mu: float) -> float:
     return float(np.clip((MU_HI - np.log10(mu)) / (MU_HI - MU_LO), 0.0, 1.0))
 
@@ -130,7 +126,6 @@ class Episode:
         binding = [float(c.coef[np.arange(L), best].sum()) > c.rhs for c in cons]
         if not any(binding):
             binding = [True] * len(cons)
-        self.binding = binding
         cost = sum(np.where(mask, c.coef, 0.0) / r for c, r, b in zip(cons, ranges, binding) if b) \
             if cons else np.zeros((L, F))
         self.c = np.where(mask, cost, np.inf)
@@ -183,10 +178,6 @@ class Episode:
                                              for q in (0.25, 0.5, 0.75)])
         else:
             self.slope_quantiles = np.zeros(3)
-        bits = problem.masked(problem.bits)
-        self.bits_lo = float((problem.params * bits.min(1)).sum() / problem.params.sum())
-        self.bits_hi = float((problem.params * np.where(mask, problem.bits, -np.inf).max(1)).sum()
-                             / problem.params.sum())
         self.reference = reference if reference is not None else self._reference()
 
     def _reference(self) -> float:

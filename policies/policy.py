@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_text, dumps, load_json
+from quantcore.io import atomic_write_files, dumps, load_json
 from policies.env import FEATURE_NAMES, N_FEATURES, FeatureScaler
 
 SCHEMA = "quantdse.policy/1"
@@ -79,15 +79,13 @@ def save_policy(out: str | Path, tensors: dict, hidden: list[int], scaler: Featu
     out.mkdir(parents=True, exist_ok=True)
     blob = save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())})
     digest = hashlib.sha256(blob).hexdigest()
-    tmp = out / ".policy.safetensors.tmp"
-    tmp.write_bytes(blob)
-    tmp.replace(out / "policy.safetensors")
     meta = {"schema": SCHEMA, "name": name,
             "architecture": {"features": N_FEATURES, "hidden": list(hidden), "activation": "relu",
                              "output": "(tanh + 1) / 2"},
             "feature_names": list(FEATURE_NAMES), "normalisation": scaler.as_dict(), "training": training,
             "hash": digest[:16], "safetensors_sha256": digest}
-    atomic_write_text(out / "policy.json", dumps(meta))
+    # both files or neither: a policy.json beside another run's tensors would fail its SHA-256 check
+    atomic_write_files([(out / "policy.safetensors", blob), (out / "policy.json", dumps(meta))])
     return out / "policy.json"
 
 

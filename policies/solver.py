@@ -44,7 +44,7 @@ def rollout(policy, episode: Episode) -> np.ndarray:
     return r.assignment
 
 
-def _best_moves(ep: Episode, a: np.ndarray, used: np.ndarray):
+def _best_moves(ep: Episode, a: np.ndarray):
     """Per layer: best upgrade (target, d_err, d_coef[k]) and best downgrade, in normalised cost units."""
     rows = np.arange(ep.L)
     de = ep.problem.masked(ep.problem.error) - ep.problem.error[rows, a][:, None]
@@ -110,7 +110,7 @@ def exchange(ep: Episode, a: np.ndarray, deadline: float) -> np.ndarray:
     rows = np.arange(ep.L)
     while time.perf_counter() < deadline:
         used = np.array([float(coef[rows, a].sum()) for coef in ep.coefs])
-        up, de_up, dk_up, has_up, down, de_down, dk_down, has_down = _best_moves(ep, a, used)
+        up, de_up, dk_up, has_up, down, de_down, dk_down, has_down = _best_moves(ep, a)
         iu, jd = np.nonzero(has_up)[0], np.nonzero(has_down)[0]
         if not len(iu) or not len(jd):
             break

@@ -1,7 +1,7 @@
 """Limits on input: documented ranges for numbers, and caps on work, each with a way to raise it.
 
 Every number a user gives is checked where it enters, in the units the user wrote, and a
-message names the flag or key and its range (`check_int`, `check_float`, `int_flag`).
+message names the flag or key and its range (`check_int`, `int_flag`).
 Caps bound the work one run may ask for (graph size, sweep points, file sizes, nesting);
 each can be raised with its environment variable (`cap`), and the message says so.
 """
@@ -85,29 +85,12 @@ def int_problem(value, lo: int, hi: int) -> str | None:
     return None
 
 
-def float_problem(value, lo: float, hi: float, unit: str = "", lo_open: bool = False) -> str | None:
-    """Why `value` is not a finite number in [lo, hi] (or (lo, hi] with lo_open), in `unit`, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"must be a finite number, got {value!r}"
-    if value < lo or value > hi or (lo_open and value == lo):
-        return f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}]{unit}, got {float(value):g}{unit}"
-    return None
-
-
 def check_int(value, name: str, lo: int, hi: int) -> int:
     """`value` as an int in [lo, hi]; else a one-line QuantDSEError naming `name` (a flag or key)."""
     problem = int_problem(value, lo, hi)
     if problem:
         raise QuantDSEError(f"{name} {problem}")
     return int(value)
-
-
-def check_float(value, name: str, lo: float, hi: float, unit: str = "", lo_open: bool = False) -> float:
-    """`value` as a float in [lo, hi] (user units); else a one-line QuantDSEError naming `name`."""
-    problem = float_problem(value, lo, hi, unit, lo_open)
-    if problem:
-        raise QuantDSEError(f"{name} {problem}")
-    return float(value)
 
 
 def int_flag(lo: int, hi: int):
@@ -120,22 +103,6 @@ def int_flag(lo: int, hi: int):
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer in [{lo:,}, {hi:,}], got {str(text)[:30]!r}") from None
         problem = int_problem(value, lo, hi)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-    return parse
-
-
-def float_flag(lo: float, hi: float, unit: str = "", lo_open: bool = True):
-    """An argparse `type=` for a number flag with a documented range, in the flag's unit."""
-    import argparse
-
-    def parse(text: str) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        problem = float_problem(value, lo, hi, unit, lo_open)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value

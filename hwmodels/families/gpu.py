@@ -57,7 +57,7 @@ import numpy as np
 
 from hwmodels.interface import CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.spec import SET_SOURCE, Param
 from hwmodels.workload import Workload
 
 #: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense
@@ -217,7 +217,7 @@ class Model(HardwareModel):
         profile = RUNTIMES[name]
         params, sources = dict(spec.params), dict(spec.sources)
         for key, value in profile.items():
-            if key in RUNTIME_INFO_KEYS or sources.get(key) == "--set override":
+            if key in RUNTIME_INFO_KEYS or sources.get(key) == SET_SOURCE:
                 continue
             params[key] = value
             sources[key] = f"runtime {name}: {profile['sources'].get(key, 'see gpu_runtimes.toml')}"
