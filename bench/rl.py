@@ -1,6 +1,12 @@
 """The SAC agent zero-shot on held-out models: objective relative to the exact ILP, beside greedy, BAQ and NAS.
 
     python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5] [--quick]
+    python bench/rl.py --measured [--seeds 0,1,2] [--episodes 96] [--budgets 3.5]
+
+--measured: the measured-reward mode (policies/measured.py) on all-minilm-l6-v2 instead,
+once per seed (each seed also draws its own split of reward and held-out texts): the
+measured cosine of the ILP plan, the forecast, the fine-tuned policy's deterministic plan
+and the best exploration episode, on the held-out texts and on the reward texts.
 
 --quick: the first two held-out models and budgets 2.6,3.7 only (12 problems, a few
 minutes on a loaded machine instead of about 15).
@@ -57,6 +63,37 @@ def cases(hw: str, budgets, seed: int, models=MODELS):
             yield f"{model} {table} latency", sub_problem(base, rows, cols, error, limits), prepared.layers
 
 
+def measured(args) -> None:
+    """--measured: the fine-tuned price-shift agent vs the ILP plan on held-out texts, per seed and budget."""
+    from dse.pipeline import solve_prepared, solver_options
+    from policies.measured import finetune
+
+    rows = []
+    for budget in args.budgets.split(","):
+        prepared = prepare(SearchRequest(hw=args.hw, model="all-minilm-l6-v2", budget=f"{budget}bits", method="rl"))
+        problem, ilp = solve_prepared(prepared, prepared.request.limits()[0], method="ilp")
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            t0 = time.perf_counter()
+            res = finetune(problem, ilp.assignment, "all-minilm-l6-v2", seed=seed, episodes=args.episodes,
+                           **{**solver_options(prepared, "rl"), "policy": args.policy})
+            rows.append((budget, seed, res.info, time.perf_counter() - t0))
+    i0 = rows[0][2]
+    print(f"measured reward on all-minilm-l6-v2 @ {args.hw}: {args.episodes} SAC episodes per run, cosine to fp on "
+          f"{i0['heldout_texts']} held-out texts (reward texts: {i0['reward_texts']}); policy {i0['policy']}")
+    print(f"  {'bits':>5s} {'seed':>4s} {'ilp':>8s} {'forecast':>9s} {'rl':>8s} {'best ep':>8s}   reward texts: "
+          f"{'ilp':>7s} {'rl':>7s}   reward 1st/last quarter  seconds")
+    for budget, seed, i, sec in rows:
+        print(f"  {budget:>5s} {seed:4d} {i['ilp_measured_heldout']:8.4f} {i['forecast_measured_heldout']:9.4f} "
+              f"{i['measured_heldout']:8.4f} {i['best_episode_measured_heldout']:8.4f}   {'':13s} "
+              f"{i['ilp_measured']:7.4f} {i['measured']:7.4f}   {i['reward_first_quarter']:+8.2f} / "
+              f"{i['reward_last_quarter']:+6.2f} pts  {sec:7.0f}")
+    gain = np.array([i["measured_heldout"] - i["ilp_measured_heldout"] for _, _, i, _ in rows])
+    vs_forecast = np.array([i["measured_heldout"] - i["forecast_measured_heldout"] for _, _, i, _ in rows])
+    print(f"rl - ilp on held-out texts: median {np.median(gain):+.4f}, worst {gain.min():+.4f}, rl better in "
+          f"{int((gain > 0).sum())} of {len(gain)} runs; rl - forecast: median {np.median(vs_forecast):+.4f}, "
+          f"worst {vs_forecast.min():+.4f}; median {np.median([r[3] for r in rows]):.0f} s per run")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench.rl", description=__doc__.split("\n")[0])
     p.add_argument("--policy")
@@ -64,7 +101,15 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", default="2.6,3.2,3.7,4.5")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 held-out models, budgets 2.6,3.7 (12 problems)")
+    p.add_argument("--measured", action="store_true", help="the measured-reward mode on all-minilm-l6-v2 instead")
+    p.add_argument("--seeds", default="0,1,2", help="--measured: fine-tuning seeds")
+    p.add_argument("--episodes", type=int, default=96, help="--measured: SAC episodes per run")
     args = p.parse_args(argv)
+    if args.measured:
+        if args.budgets == p.get_default("budgets"):
+            args.budgets = "3.5"
+        measured(args)
+        return 0
     models = MODELS[:2] if args.quick else MODELS
     if args.quick:
         args.budgets = "2.6,3.7"

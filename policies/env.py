@@ -73,7 +73,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from policies.episode import MU_LO, ROLE_GROUPS, Episode, action_for_price
+from policies.episode import MU_LO, ROLE_GROUPS, Episode, action_for_price, suffix_sums
 
 N_FEATURES = 27
 STEPS = 1.25  # the action moves round((2a - 1) * STEPS) hull points off the forecast: -1, 0 or +1
@@ -98,7 +98,7 @@ class Rollout:
         self.last_action = 0.5
         self.last_balance = 10.0 ** ep.slope_quantiles[1]  # a price
         params = ep.problem.params
-        self._params_left = np.concatenate([np.cumsum(params[::-1])[::-1], [0.0]]) / params.sum()
+        self._params_left = suffix_sums(params) / params.sum()
         self._mean_params = float(params.mean())
         self._mean_err = max(float(ep.err_range.mean()), 1e-300)
         self._mean_cost = max(float(ep.cost_range.mean()), 1e-300)

@@ -38,6 +38,13 @@ ROLE_GROUPS = {
 }
 
 
+def suffix_sums(x: np.ndarray) -> np.ndarray:
+    """out[..., l] = x[..., l:].sum(-1), with one more column 0 at the end (what layers l.. add up to)."""
+    x = np.asarray(x, dtype=np.float64)
+    tail = np.cumsum(x[..., ::-1], axis=-1)[..., ::-1]
+    return np.concatenate([tail, np.zeros(x.shape[:-1] + (1,))], axis=-1)
+
+
 def action_for_price(mu: float) -> float:
     return float(np.clip((MU_HI - np.log10(mu)) / (MU_HI - MU_LO), 0.0, 1.0))
 
@@ -137,10 +144,9 @@ class Episode:
         if fb is not None:
             per_layer = np.array([coef[rows, fb] for coef in self.coefs]).reshape(len(cons), L)
             # reserve[k, l] = what layers l.. need at the fallback, for constraint k
-            self.reserve = np.concatenate([np.cumsum(per_layer[:, ::-1], axis=1)[:, ::-1],
-                                           np.zeros((len(cons), 1))], axis=1)
+            self.reserve = suffix_sums(per_layer)
             most = np.array([np.where(mask, coef, -np.inf).max(1) for coef in self.coefs]).reshape(len(cons), L)
-            self.most = np.concatenate([np.cumsum(most[:, ::-1], axis=1)[:, ::-1], np.zeros((len(cons), 1))], axis=1)
+            self.most = suffix_sums(most)
         # cost-share of each layer's hull segments, and their slopes (log10 price at which the layer moves)
         self.first_slope = np.zeros(L)
         self.last_slope = np.zeros(L)
@@ -169,7 +175,7 @@ class Episode:
                                    for coef in self.coefs]).reshape(len(self.coefs), len(order))
         first = np.array([h[0] for h in self.hull], dtype=np.int64)
         base = np.array([coef[rows, first] for coef in self.coefs]).reshape(len(self.coefs), L)
-        self.base = np.concatenate([np.cumsum(base[:, ::-1], axis=1)[:, ::-1], np.zeros((len(self.coefs), 1))], axis=1)
+        self.base = suffix_sums(base)
         if seg_slopes:
             s, w = np.concatenate(seg_slopes), np.concatenate(seg_weights)
             order = np.argsort(s)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from quantcore.errors import QuantDSEError
+from hwmodels.spec import Param
 from dse.solvers import greedy
 from dse.solvers.result import SolveResult
 from policies.env import Rollout
@@ -27,6 +28,7 @@ from policies.episode import Episode, layer_infos
 from policies.policy import load_policy
 
 
+POLISH_FLAG = Param(bool, "run the local-search polish")  # parses --set polish=true|false like any --set flag
 ROLLOUT_DEAD_ZONE = 0.4  # the deterministic rollout leaves the forecast only where |action - 0.5| > this
 
 
@@ -138,15 +140,6 @@ def polish(ep: Episode, a: np.ndarray, seconds: float = 2.0) -> np.ndarray:
     return b if p.objective(b) <= p.objective(a) and not p.violations(b) else a
 
 
-def _flag(value) -> bool:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
-            raise QuantDSEError(f"polish={value}: use true or false")
-        return text in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, layers=None, weights=None,
           **options) -> SolveResult:
     """:param policy: a Policy, a path or a zoo name (default: policies/zoo/ramp-sac).
@@ -158,7 +151,8 @@ def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, l
     """
     started = time.perf_counter()
     if "polish" in options:
-        polish_plan = _flag(options["polish"])
+        value = options["polish"]
+        polish_plan = POLISH_FLAG.parse_text("polish", value) if isinstance(value, str) else bool(value)
     try:
         polish_seconds = float(polish_seconds)
     except ValueError:

@@ -270,3 +270,86 @@ def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
     ev = Evaluator("all-minilm-l6-v2", [texts[i] for i in sorted(order[:8])])
     formats = {l["name"]: l["format"] for l in plan["layers"]}
     assert ev.metrics(formats)["cosine"] == pytest.approx(s["measured"], abs=1e-6)
+
+
+def _shift_env(seed=0, L=14, F=6, kinds=("bits",), tightness=0.4, reward_fn=None):
+    from policies.episode import LayerInfo
+    from policies.measured import PriceShiftEnv
+
+    problem = random_problem(np.random.default_rng(seed), L, F, kinds=kinds, tightness=tightness)
+    roles = ("q", "k", "v", "o", "up", "down", "")
+    infos = [LayerInfo(role=roles[i % len(roles)]) for i in range(L)]
+    return PriceShiftEnv(problem, infos, load_policy(), reward_fn), infos
+
+
+def test_price_shift_env_passes_the_checker_and_action_half_is_the_shipped_rollout():
+    """Measured mode's one-step env: gymnasium's checker; at action 0.5 the table is unchanged, so the plan is
+    exactly the shipped policy's own rollout (`policies.solver.rollout`) on the problem."""
+    from gymnasium.utils.env_checker import check_env
+    from policies.measured import SHIFTS
+    from policies.solver import rollout
+
+    env, infos = _shift_env()
+    check_env(env, skip_render_check=True)
+    want = rollout(load_policy(), Episode(env.problem, infos, reference=1.0))
+    assert np.array_equal(env.plan(np.full(len(SHIFTS), 0.5)), want)
+
+
+def test_price_shift_weights_by_hand():
+    """attn_out = 1 multiplies the o-projection rows by 10**SHIFT_DECADES and nothing else; depth = 1 tilts the
+    first layer by 10**-SHIFT_DECADES and the last by 10**+SHIFT_DECADES (hand-computed)."""
+    from policies.measured import SHIFT_DECADES, SHIFTS
+
+    env, infos = _shift_env(L=7)
+    a = np.full(len(SHIFTS), 0.5)
+    a[SHIFTS.index("attn_out")] = 1.0
+    want = np.where([i.role == "o" for i in infos], 10.0 ** SHIFT_DECADES, 1.0)
+    assert np.allclose(env.weights(a), want)
+    a = np.full(len(SHIFTS), 0.5)
+    a[SHIFTS.index("depth")] = 1.0
+    assert np.allclose(env.weights(a), 10.0 ** (SHIFT_DECADES * np.linspace(-1, 1, 7)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=2, unique=True),
+       tightness=st.floats(0.05, 1.0), action=st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6))
+def test_every_price_shift_plan_is_within_budget(seed, kinds, tightness, action):
+    env, _ = _shift_env(seed, L=9, F=5, kinds=tuple(kinds), tightness=tightness)
+    if not Episode(env.problem).feasible:
+        return
+    _, _, done, _, info = env.step(np.array(action, dtype=np.float32))
+    assert done and env.problem.violations(info["assignment"]) == []
+
+
+@pytest.mark.slow
+def test_price_shift_sac_learns_a_hidden_reweighting():
+    """A non-additive stand-in with a known answer: the reward is the error under a hidden table (the proxy
+    table with its attention-out and MLP-out rows x 30, the pooler's x 0.01). Oracle: the exact ILP on the hidden
+    table. After 96 SAC episodes the fine-tuned actor's plan is better on the hidden table than the ILP plan of
+    the proxy table and than the forecast; and training is deterministic for a seed."""
+    import dataclasses
+
+    from dse.pipeline import SearchRequest, prepare, solver_options
+    from dse.solvers import solve
+    from policies.episode import layer_infos
+    from policies.measured import SHIFTS, PriceShiftEnv, learn_shifts
+
+    prepared = prepare(SearchRequest(hw="a100-80gb", model="all-minilm-l6-v2", budget="3.5bits"))
+    problem = prepared.problem({"bits": 3.5})
+    infos = layer_infos(prepared.layers)
+    hidden = np.array([30.0 if i.role in ("o", "dense", "down", "fc2") and "pooler" not in n else
+                       0.01 if "pooler" in n else 1.0 for i, n in zip(infos, problem.layer_names)])
+    truth = dataclasses.replace(problem, error=problem.error * hidden[:, None])
+    best = solve(truth, "ilp").objective
+    proxy_ilp = truth.objective(solve(problem, "ilp").assignment)
+
+    def run(seed):
+        env = PriceShiftEnv(problem, infos, load_policy(), lambda a: -100.0 * (truth.objective(a) / proxy_ilp - 1))
+        forecast = truth.objective(env.plan(np.full(len(SHIFTS), 0.5)))
+        return forecast, learn_shifts(env, 96, seed), env
+
+    forecast, action, env = run(0)
+    learned = truth.objective(env.plan(action))
+    assert best <= learned < min(proxy_ilp, forecast)
+    assert (proxy_ilp - learned) > 0.25 * (proxy_ilp - best)  # seed 0: 45 % of the gap to the optimum closed
+    assert np.array_equal(action, run(0)[1])
