@@ -8,6 +8,11 @@ once per seed (each seed also draws its own split of reward and held-out texts):
 measured cosine of the ILP plan, the forecast, the fine-tuned policy's deterministic plan
 and the best exploration episode, on the held-out texts and on the reward texts.
 
+--oracle: two more rows, "forecast+upgrade" (the forecast, then greedy upgrades: the
+polish's first step) and "one-step oracle" (at each layer the best of actions 0, 0.5, 1,
+each scored by the exact error of its forecast completion: the policy a perfect gamma-0
+critic would give), and the size of the one-step advantages it finds.
+
 --quick: the first two held-out models and budgets 2.6,3.7 only (12 problems, a few
 minutes on a loaded machine instead of about 15).
 
@@ -22,6 +27,7 @@ forecast, no learned deviation): what the learned policy adds or loses against i
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -31,6 +37,8 @@ from dse.pipeline import SearchRequest, prepare
 from dse.solvers import solve
 from policies.policy import load_policy
 from policies.pool import random_limits, synthetic_errors, sub_problem
+from dse.solvers import greedy
+from policies.env import Rollout
 from policies.episode import Episode, layer_infos
 from policies.solver import rollout, solve as rl_solve
 
@@ -46,6 +54,25 @@ class _Forecast:
 
     def act(self, obs) -> float:
         return 0.5
+
+
+def one_step_oracle(ep: Episode) -> tuple[np.ndarray, list]:
+    """The plan of a perfect one-step critic over actions (0, 0.5, 1), and each step's best advantage > 0."""
+    r = Rollout(ep)
+    gains = []
+    while not r.done:
+        base, best, best_a = r.forecast_error(), 0.0, 0.5
+        for a in (0.0, 1.0):
+            s = copy.copy(r)
+            s.used, s.assignment, s._tail, s._balance = r.used.copy(), r.assignment.copy(), None, None
+            f = s.step(a)
+            advantage = base - (float(ep.problem.error[r.l, f]) + s.forecast_error())
+            if advantage > best + 1e-12 * base:
+                best, best_a = advantage, a
+        if best > 0:
+            gains.append(best)
+        r.step(best_a)
+    return r.assignment, gains
 
 
 def cases(hw: str, budgets, seed: int, models=MODELS):
@@ -104,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--measured", action="store_true", help="the measured-reward mode on all-minilm-l6-v2 instead")
     p.add_argument("--seeds", default="0,1,2", help="--measured: fine-tuning seeds")
     p.add_argument("--episodes", type=int, default=96, help="--measured: SAC episodes per run")
+    p.add_argument("--oracle", action="store_true", help="add forecast+upgrade and the one-step oracle (slow)")
     args = p.parse_args(argv)
     if args.measured:
         if args.budgets == p.get_default("budgets"):
@@ -114,7 +142,9 @@ def main(argv=None) -> int:
     if args.quick:
         args.budgets = "2.6,3.7"
     policy = load_policy(args.policy)
-    ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *BASELINES)}
+    extra = ("forecast+upgrade", "one-step oracle") if args.oracle else ()
+    ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *extra, *BASELINES)}
+    helpful: list = []
     over: dict = {m: 0 for m in ratios}
     rollout_s: dict = {}
     n = 0
@@ -122,8 +152,13 @@ def main(argv=None) -> int:
         ilp = solve(problem, "ilp").objective
         res = rl_solve(problem, policy=policy, layers=layers)
         rollout_s.setdefault(label.split()[0], []).append(res.info["rollout_seconds"])
+        ep = Episode(problem, layer_infos(layers), reference=1.0)
         plans = {"rl raw": res.info["raw_assignment"], "rl polished": res.assignment,
-                 "forecast only": rollout(_Forecast(policy), Episode(problem, layer_infos(layers), reference=1.0))}
+                 "forecast only": rollout(_Forecast(policy), ep)}
+        if args.oracle:
+            plans["forecast+upgrade"] = greedy.upgrade(problem, plans["forecast only"], 2.0)
+            plans["one-step oracle"], gains = one_step_oracle(ep)
+            helpful.append((label, np.median(gains) / ilp if gains else 0.0, len(gains), ep.L))
         for m in BASELINES:
             try:
                 plans[m] = solve(problem, m, seed=0).assignment
@@ -141,6 +176,9 @@ def main(argv=None) -> int:
         r = np.array(r)
         print(f"  {m:14s} {len(r):6d} {np.median(r):8.4f} {r.mean():8.4f} {r.max():8.4f} {np.mean(r <= 1.01):10.0%} "
               f"{np.mean(r <= 1.02):10.0%} {over[m]:12d}")
+    for label, g, n, L in helpful:
+        print(f"  one-step oracle, {label}: {n} helpful deviations of {L} steps, median advantage {g:.2g} x ILP "
+              f"objective = {g * L:.3g} reward units")
     print("rollout seconds (median per model): "
           + ", ".join(f"{k} {np.median(v):.3f}" for k, v in rollout_s.items()))
     t = policy.meta.get("training", {})

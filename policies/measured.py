@@ -122,7 +122,8 @@ class PriceShiftEnv(gym.Env):
         self._onehot = np.eye(len(SHIFTS))[group]  # (L, G): column `depth` never hit (group < 5)
         self._onehot[:, SHIFTS.index("depth")] = 2.0 * np.arange(L) / max(L - 1, 1) - 1.0
         shares = [problem.params[group == g].sum() / problem.params.sum() for g in range(len(SHIFTS) - 1)]
-        self.context = np.array([*shares, Rollout(Episode(problem, infos, reference=1.0)).t0], dtype=np.float32)
+        ep = Episode(problem, infos, reference=1.0)
+        self.context = np.array([*shares, Rollout(ep).t0 if ep.feasible else 0.0], dtype=np.float32)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, self.context.shape, np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (len(SHIFTS),), np.float32)
         self._plans: dict = {}

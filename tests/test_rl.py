@@ -248,7 +248,8 @@ def test_short_training_is_deterministic_and_beats_a_random_policy():
 
 @pytest.mark.slow
 def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
-    """Fine-tune for 2 episodes on the real MiniLM; the reported metrics match dse.evaluate's own."""
+    """Train for 2 episodes on the real MiniLM; the reported metric of the returned (learned) plan matches
+    dse.evaluate's own on the same reward texts."""
     from dse.evaluate import Evaluator
 
     out = tmp_path / "plan.json"
@@ -261,6 +262,8 @@ def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
     assert plan["totals"]["effective_bits"] <= 3.5 * (1 + 1e-9)
     assert s["reward"] == "measured" and s["metric"] == "cosine" and s["episodes"] == 2
     assert 0 < s["measured_heldout"] <= 1 and 0 < s["ilp_measured_heldout"] <= 1
+    assert 0 < s["forecast_measured_heldout"] <= 1 and 0 < s["best_episode_measured_heldout"] <= 1
+    assert set(s["shifts"]) == {"attn_in", "attn_out", "mlp_in", "mlp_out", "other", "depth"}
     assert "held-out texts" in capsys.readouterr().out
     # the reported reward-text metric is the evaluator's own for that plan, on the same 8 texts
     from dse.calibration import read_texts
