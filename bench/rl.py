@@ -170,11 +170,12 @@ def main(argv=None) -> int:
         n += 1
     print(f"zero-shot on {len(models)} held-out models x (prior, random table) x {args.budgets} bits + 1 latency "
           f"limit on {args.hw}: {n} problems; objective / ILP objective")
-    print(f"  {'method':14s} {'plans':>6s} {'median':>8s} {'mean':>8s} {'worst':>8s} {'within 1%':>10s} "
+    w = max(14, *(len(m) for m in ratios))
+    print(f"  {'method':{w}s} {'plans':>6s} {'median':>8s} {'mean':>8s} {'worst':>8s} {'within 1%':>10s} "
           f"{'within 2%':>10s} {'over budget':>12s}")
     for m, r in ratios.items():
         r = np.array(r)
-        print(f"  {m:14s} {len(r):6d} {np.median(r):8.4f} {r.mean():8.4f} {r.max():8.4f} {np.mean(r <= 1.01):10.0%} "
+        print(f"  {m:{w}s} {len(r):6d} {np.median(r):8.4f} {r.mean():8.4f} {r.max():8.4f} {np.mean(r <= 1.01):10.0%} "
               f"{np.mean(r <= 1.02):10.0%} {over[m]:12d}")
     for label, g, n, L in helpful:
         print(f"  one-step oracle, {label}: {n} helpful deviations of {L} steps, median advantage {g:.2g} x ILP "
