@@ -161,6 +161,17 @@ def test_board_power_replaces_the_activity_energy_model():
     assert a["energy_j"] == pytest.approx(30.0 * a["latency_s"] + 31.2e-12 * a["bytes"] + 2e-12 * 4096 * 4096)
 
 
+
+@pytest.mark.parametrize("prompt,generated,tokens_per_s", [(128, 512, 103.5), (128, 1024, 99.2), (128, 1536, 95.4),
+                                                           (512, 512, 97.2), (512, 1024, 93.5), (512, 1536, 90.1)])
+def test_every_profiler_case_within_10_percent(prompt, generated, tokens_per_s):
+    """The six cases FlightLLM's profiler prints (profile/README.md, VHK158 'Avg throughput' = decode tokens /
+    decode time, profile/run.py); the 128/512 one is also an experiments.reproduce row."""
+    from experiments.reproductions.fpga import FLIGHTLLM_FORMAT, generation
+
+    got = generation("vhk158-flightllm", [FLIGHTLLM_FORMAT], 8, prompt=prompt, generated=generated)
+    assert got["decode_tokens_per_s"] == pytest.approx(tokens_per_s, rel=0.10)
+
 # --- cycle-stepped reference -------------------------------------------------------------
 
 def reference_cycles(params: dict, m: int, k: int, n: int, bits: float, code_bits: float, act_bits: int) -> int:
