@@ -46,7 +46,7 @@ from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
 from quantcore.limits import RANGES, check_cap, int_flag
 from hwmodels import fit
-from hwmodels.measure import KERNELS, STREAM, llc_bytes, measure
+from hwmodels.measure import KERNELS, STREAM, cache_bytes, measure
 
 CALIBRATION_SCHEMA = "quantdse.calibration/1"
 #: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
@@ -54,6 +54,9 @@ MAX_FLOPS = 2.4e9
 #: cap on one designed shape's weight elements (making random weights and int4-packing them
 #: costs ~5 ns per element here: 2^25 elements keep it under ~0.2 s a shape; 4096 x 8192)
 MAX_WEIGHT_ELEMS = 2 ** 25
+#: a GPU has none of the CPU's reasons for the caps above (it runs a 16384^3 GEMM in ~10 ms, and its
+#: caching allocator reuses outputs): only a bound on one shape's work and weights
+CUDA_CAPS = {"flops": 1e13, "out_bytes": 1e9, "weight_elems": 2 ** 28}
 #: random fit shapes per kernel on top of the grid (full), and held-out shapes per kernel
 FIT_DRAWS, HELDOUT, HELDOUT_QUICK = 16, 24, 6
 #: cap on one designed shape's output bytes: bigger outputs are fresh mmap'd pages on every call
@@ -64,7 +67,7 @@ PASSES, QUICK_PASSES = 2, 2
 #: more passes (at most EXTRA_PASSES) over the shapes whose slowest pass is UNSURE_SPREAD x the fastest
 EXTRA_PASSES, UNSURE_SPREAD = 1, 1.3
 #: analytic target to compare a measured CUDA device with, by a substring of its name
-GPU_TARGETS = (("H100", "h100-sxm"), ("A100", "a100-80gb"))
+GPU_TARGETS = (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80gb"))
 #: measured CUDA kernel -> the format the analytic GPU model costs for it
 CUDA_FORMATS = {"cuda-mm-fp16": "fp16", "cuda-mm-bf16": "bf16", "cuda-int-mm": "int8-a8",
                 "cuda-int4pack-mm-g32": "int4-g32", "cuda-int4pack-mm-g64": "int4-g64",
@@ -170,8 +173,10 @@ def _draw(rng, kern, count: int, quick: bool) -> list[tuple]:
 
 def _within_caps(kern, s) -> bool:
     m, k, n = s
-    return (kern.flops(m, k, n) <= MAX_FLOPS and m * n * kern.out_bytes <= MAX_OUT_BYTES
-            and k * n <= MAX_WEIGHT_ELEMS)
+    caps = CUDA_CAPS if kern.device == "cuda" else {"flops": MAX_FLOPS, "out_bytes": MAX_OUT_BYTES,
+                                                     "weight_elems": MAX_WEIGHT_ELEMS}
+    return (kern.flops(m, k, n) <= caps["flops"] and m * n * kern.out_bytes <= caps["out_bytes"]
+            and k * n <= caps["weight_elems"])
 
 
 def design(quick: bool, device: str = "cpu", seed: int = 0) -> list[dict]:
@@ -257,7 +262,8 @@ def _candidates(free: tuple) -> list[tuple]:
     return [plain, free] if plain != free else [plain]
 
 
-def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = None, choose: bool = True) -> dict:
+def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = None, choose: bool = True,
+             cache: int | None = None) -> dict:
     """Fit one kernel on its "fit" rows (GEMV and GEMM apart); MAPE on the fit and held-out rows.
 
     With the measured STREAM bandwidth, the fitted bandwidth is bounded to
@@ -293,7 +299,7 @@ def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = Non
                     sec[sel])
             fits[part] = fit.select_and_fit(*args, candidates=_candidates(free)[:None if choose else 1],
                                             bandwidth=fit.bandwidth_bounds(stream_bytes_per_s),
-                                            wbytes=kern.weights(m[sel], k[sel], n[sel]), llc_bytes=llc_bytes())
+                                            wbytes=kern.weights(m[sel], k[sel], n[sel]), llc_bytes=cache or cache_bytes(kern.device))
             cv += (fits[part]["cv_mape"] or 0.0) * sel.sum()
             count += sel.sum()
         return fits, (cv / count if count else np.inf)
@@ -343,12 +349,12 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
               "multi-threaded timings may show scheduler stalls (repeated passes filter some)", file=sys.stderr)
 
     streams: list[float] = []
+    cache = cache_bytes(device)  # the CPU's LLC or the GPU's L2: what cold weights must exceed
 
     def run(todo, i):
-        probe = [[STREAM, 1, 1, 1]] if device == "cpu" else []
-        rows, bad = measure(probe + [[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
+        rows, bad = measure([[STREAM, 1, 1, 1]] + [[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
                             target_s=0.01 if quick else 0.02, min_repeats=5, seed=seed + i, progress=progress,
-                            desc=f"calibrating {device} (pass {i + 1})")
+                            desc=f"calibrating {device} (pass {i + 1})", device=device)
         crashed.extend(bad)
         for r in rows:
             if r["kernel"] == STREAM:
@@ -379,13 +385,13 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
     kernels = {}
     for name in _kernel_names(device):
         if any(r["kernel"] == name and r["role"] == "fit" for r in rows):
-            entry = fit_rows(name, rows, stream, choose=not quick)
+            entry = fit_rows(name, rows, stream, choose=not quick, cache=cache)
             if entry is not None:
                 kernels[name] = entry
     doc = {"schema": CALIBRATION_SCHEMA, "fingerprint": fp, "quick": bool(quick), "seed": seed,
            "load_average": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0],
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "stream_bytes_per_s": stream, "stream_passes": streams,
-           "llc_bytes": llc_bytes(),
+           "llc_bytes": cache,
            "kernels": kernels,
            "measurements": rows, "crashed": old_crashed + crashed}
     doc["seconds"] = round(time.perf_counter() - started, 2)
