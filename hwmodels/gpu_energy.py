@@ -28,13 +28,12 @@ import numpy as np
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
+from hwmodels.calibrate import target_for_gpu
 
 SCHEMA = "quantdse.gpu-energy/1"
 MODEL = "llama-2-7b"
 #: workload name -> (phase, prompt tokens) of the Llama-2-7B linear layers, or a square GEMM's side
 WORKLOADS = {"decode": ("decode", 1), "prefill-512": ("prefill", 512), "gemm-8192": ("gemm", 8192)}
-#: analytic target for a measured card, by a substring of its name
-TARGETS = (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80gb"))
 
 
 def gemm_shapes(workload: str) -> np.ndarray:
@@ -87,7 +86,7 @@ def measure(seconds: float = 5.0) -> dict:
     torch.manual_seed(0)
     doc = {"schema": SCHEMA, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "driver": pynvml.nvmlSystemGetDriverVersion(), "model": MODEL,
-           "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerManagementLimit(handle) / 1e3,
+           "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1e3,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workloads": {}}
     torch.cuda.synchronize()
     time.sleep(1.0)
@@ -154,7 +153,7 @@ def read_measurement(path: str) -> dict:
 
 def compare(doc: dict, hw: str | None = None) -> dict:
     """{workload: {measured, predicted, ratios}} against `hw` (default: the target named like the card)."""
-    hw = hw or next((t for key, t in TARGETS if key in str(doc.get("gpu", ""))), None)
+    hw = hw or target_for_gpu(str(doc.get("gpu", "")))
     if hw is None:
         raise QuantDSEError(f"no analytic target for GPU {doc.get('gpu')!r}: pass --hw")
     out = {"hw": hw, "gpu": doc.get("gpu"), "workloads": {}}
@@ -200,7 +199,7 @@ def main(argv=None) -> int:
         text = dumps(doc)
         if args.out:
             atomic_write_text(args.out, text)
-        cmp = compare(doc) if any(key in doc["gpu"] for key, _ in TARGETS) else None
+        cmp = compare(doc) if target_for_gpu(doc["gpu"]) else None
     else:
         doc = read_measurement(args.compare)
         cmp = compare(doc, args.hw)
