@@ -83,7 +83,7 @@ FEATURE_NAMES = ("position", "role_attn_in", "role_attn_out", "role_mlp_in", "ro
                  "first_price", "last_price", "hull_size", "layers_left", "params_left", "budget_left",
                  "bits_so_far", "budget", "last_action", "pace", "price_q25", "price_q50", "price_q75", "balance")
 CLIP = 10.0
-_ROLE_INDEX = {role: i for i, group in enumerate(ROLE_GROUPS.values()) for role in group}
+ROLE_INDEX = {role: i for i, group in enumerate(ROLE_GROUPS.values()) for role in group}
 
 
 class Rollout:
@@ -118,7 +118,7 @@ class Rollout:
         out[:, 0] = np.arange(L) / max(L - 1, 1)
         params = ep.problem.params
         for i, info in enumerate(ep.infos):
-            g = _ROLE_INDEX.get(info.role)
+            g = ROLE_INDEX.get(info.role)
             if g is not None:
                 out[i, 1 + g] = 1.0
             k = info.k or np.sqrt(params[i])

@@ -44,7 +44,7 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
-from policies.env import _ROLE_INDEX, Rollout
+from policies.env import ROLE_INDEX, Rollout
 from policies.episode import Episode, LayerInfo, layer_infos
 from policies.policy import load_policy
 from policies.solver import rollout
@@ -117,7 +117,7 @@ class PriceShiftEnv(gym.Env):
     def __init__(self, problem, infos, policy, reward_fn=None):
         super().__init__()
         self.problem, self.infos, self.policy, self.reward_fn = problem, infos, policy, reward_fn
-        group = np.array([_ROLE_INDEX.get(i.role, 4) for i in infos])
+        group = np.array([ROLE_INDEX.get(i.role, 4) for i in infos])
         L = problem.shape[0]
         self._onehot = np.eye(len(SHIFTS))[group]  # (L, G): column `depth` never hit (group < 5)
         self._onehot[:, SHIFTS.index("depth")] = 2.0 * np.arange(L) / max(L - 1, 1) - 1.0
