@@ -1,7 +1,7 @@
 """The SAC agent zero-shot on held-out models: objective relative to the exact ILP, beside greedy, BAQ and NAS.
 
     python bench/rl.py [--policy PATH] [--hw a100-80gb] [--budgets 2.6,3.2,3.7,4.5] [--quick]
-    python bench/rl.py --measured [--seeds 0,1,2] [--episodes 96] [--budgets 3.5]
+    python bench/rl.py --measured [--seeds 0,1,2] [--episodes 192] [--budgets 3.0,3.5,4.0]
 
 --measured: the measured-reward mode (policies/measured.py) on all-minilm-l6-v2 instead,
 once per seed (each seed also draws its own split of reward and held-out texts): the
@@ -108,12 +108,12 @@ def measured(args) -> None:
     print(f"measured reward on all-minilm-l6-v2 @ {args.hw}: {args.episodes} SAC episodes per run, cosine to fp on "
           f"{i0['heldout_texts']} held-out texts (reward texts: {i0['reward_texts']}); policy {i0['policy']}")
     print(f"  {'bits':>5s} {'seed':>4s} {'ilp':>8s} {'forecast':>9s} {'rl':>8s} {'best ep':>8s}   reward texts: "
-          f"{'ilp':>7s} {'rl':>7s}   reward 1st/last quarter  seconds")
+          f"{'ilp':>7s} {'rl':>7s}   mean reward, 1st / last quarter  seconds")
     for budget, seed, i, sec in rows:
         print(f"  {budget:>5s} {seed:4d} {i['ilp_measured_heldout']:8.4f} {i['forecast_measured_heldout']:9.4f} "
               f"{i['measured_heldout']:8.4f} {i['best_episode_measured_heldout']:8.4f}   {'':13s} "
-              f"{i['ilp_measured']:7.4f} {i['measured']:7.4f}   {i['reward_first_quarter']:+8.2f} / "
-              f"{i['reward_last_quarter']:+6.2f} pts  {sec:7.0f}")
+              f"{i['ilp_measured']:7.4f} {i['measured']:7.4f}   {i['reward_first_quarter']:+8.1f} / "
+              f"{i['reward_last_quarter']:+6.1f} % of ILP loss  {sec:5.0f}")
     gain = np.array([i["measured_heldout"] - i["ilp_measured_heldout"] for _, _, i, _ in rows])
     vs_forecast = np.array([i["measured_heldout"] - i["forecast_measured_heldout"] for _, _, i, _ in rows])
     print(f"rl - ilp on held-out texts: median {np.median(gain):+.4f}, worst {gain.min():+.4f}, rl better in "
@@ -130,12 +130,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="2 held-out models, budgets 2.6,3.7 (12 problems)")
     p.add_argument("--measured", action="store_true", help="the measured-reward mode on all-minilm-l6-v2 instead")
     p.add_argument("--seeds", default="0,1,2", help="--measured: fine-tuning seeds")
-    p.add_argument("--episodes", type=int, default=96, help="--measured: SAC episodes per run")
+    p.add_argument("--episodes", type=int, default=192, help="--measured: SAC episodes per run")
     p.add_argument("--oracle", action="store_true", help="add forecast+upgrade and the one-step oracle (slow)")
     args = p.parse_args(argv)
     if args.measured:
         if args.budgets == p.get_default("budgets"):
-            args.budgets = "3.5"
+            args.budgets = "3.0,3.5,4.0"
         measured(args)
         return 0
     models = MODELS[:2] if args.quick else MODELS
