@@ -354,5 +354,5 @@ def test_price_shift_sac_learns_a_hidden_reweighting():
     forecast, action, env = run(0)
     learned = truth.objective(env.plan(action))
     assert best <= learned < min(proxy_ilp, forecast)
-    assert (proxy_ilp - learned) > 0.25 * (proxy_ilp - best)  # seed 0: 45 % of the gap to the optimum closed
+    assert (proxy_ilp - learned) > 0.5 * (proxy_ilp - best)  # seed 0: 80 % of the gap to the optimum closed
     assert np.array_equal(action, run(0)[1])
