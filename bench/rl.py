@@ -112,8 +112,8 @@ def measured(args) -> None:
     for budget, seed, i, sec in rows:
         print(f"  {budget:>5s} {seed:4d} {i['ilp_measured_heldout']:8.4f} {i['forecast_measured_heldout']:9.4f} "
               f"{i['measured_heldout']:8.4f} {i['best_episode_measured_heldout']:8.4f}   {'':13s} "
-              f"{i['ilp_measured']:7.4f} {i['measured']:7.4f}   {i['reward_first_quarter']:+8.1f} / "
-              f"{i['reward_last_quarter']:+6.1f} % of ILP loss  {sec:5.0f}")
+              f"{i['ilp_measured']:7.4f} {i['measured']:7.4f}   {100 * i['reward_first_quarter']:+8.1f} / "
+              f"{100 * i['reward_last_quarter']:+6.1f} % of ILP loss  {sec:5.0f}")
     gain = np.array([i["measured_heldout"] - i["ilp_measured_heldout"] for _, _, i, _ in rows])
     vs_forecast = np.array([i["measured_heldout"] - i["forecast_measured_heldout"] for _, _, i, _ in rows])
     print(f"rl - ilp on held-out texts: median {np.median(gain):+.4f}, worst {gain.min():+.4f}, rl better in "
