@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
     if args.plot is not None:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "
-                 f"{workload_text((getattr(prepared, 'workload', None) or request.workload).as_dict())}"
+                 f"{workload_text(prepared.workload.as_dict())}"
                  f"\nsensitivity: {prepared.sensitivity.source}"
                  + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
         figure = plot_figure(rows, x, title, SWEEP_UNITS[kind][2])
