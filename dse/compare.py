@@ -163,7 +163,7 @@ def search_targets(args: argparse.Namespace) -> int:
         from dse.plan import format_table
 
         for plan in plans:
-            print(format_table(plan, verbose=True).split("\n\nnext:")[0] + "\n")
+            print(format_table(plan, verbose=True, steps=[]) + "\n")
     print(format_comparison(compare(plans, labels_for(plans))))
     if written:
         print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"

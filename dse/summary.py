@@ -199,10 +199,11 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths))).rstrip() for r in rows]
 
 
-def format_summary(plan: dict, out: str | None = None) -> str:
+def format_summary(plan: dict, out: str | None = None, steps: list[str] | None = None) -> str:
     """The plan in under a screen: header, roles with exceptions, formats, totals, next step.
 
-    `out`: where the plan was written (the next step then names that file).
+    `out`: where the plan was written (the next step then names that file); `steps`: the
+    next-step lines instead (as next_steps() makes them; [] for none).
     """
     layers = plan["layers"]
     budget = plan.get("budget", {})
@@ -234,7 +235,9 @@ def format_summary(plan: dict, out: str | None = None) -> str:
     lines += _table([[s["format"], f"{s['bits']:.3f} bits", f"{100 * s['share']:5.1f} %",
                       "#" * max(1, round(40 * s["share"]))] for s in format_shares(layers)])
     lines += ["", "totals (searched layers + fixed part)"] + _totals(plan)
-    lines += ["", *next_steps(out)]
+    steps = next_steps(out) if steps is None else steps
+    if steps:
+        lines += ["", *steps]
     return "\n".join(lines)
 
 
@@ -280,10 +283,12 @@ def _fixed(fx: dict, key: str, factor: float, unit: str) -> str:
     return f"fixed {fx[key] * factor:.{2 if unit == 'mJ' else 3}f} {unit}"
 
 
-def next_steps(out: str | None) -> list[str]:
-    """What to do with the plan (lines start with a label, so a README quoting them runs no command)."""
+def next_steps(out: str | None, written: bool = True) -> list[str]:
+    """What to do with the plan (lines start with a label, so a README quoting them runs no command).
+
+    written: the plan was just written to `out` (dse.show names a plan file that was there already)."""
     path = out or "plan.json"
-    return [f"plan written to {out}; next:" if out else "next:",
+    return [f"plan written to {out}; next:" if out and written else "next:",
             *([] if out else ["  keep the plan:    add --out plan.json"]),
             f"  every layer:      python -m dse.show {path} --verbose   (--plot plan.png draws it)",
             f"  quantizer config: python -m dse.export --plan {path} --to llamacpp"]
