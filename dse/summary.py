@@ -12,9 +12,8 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-#: budget/limit kind -> (totals key, factor from SI to the unit shown, unit)
-LIMIT_UNITS = {"bits": ("effective_bits", 1.0, "bits"), "memory": ("memory_bytes", 1e-9, "GB"),
-               "latency": ("latency_s", 1e3, "ms"), "energy": ("energy_j", 1e3, "mJ")}
+from dse.budget import SHOWN_UNITS
+
 MAX_EXCEPTION_LINES = 12
 _INT = re.compile(r"^\d+$")
 
@@ -160,7 +159,7 @@ def limit_text(kind: str, si: float, budget: dict) -> str:
     """A limit in the unit the user typed: the budget's own text, else ms / mJ / GB / bits."""
     if budget.get("kind") == kind and budget.get("text"):
         return str(budget["text"])
-    _, factor, unit = LIMIT_UNITS.get(kind, (kind, 1.0, ""))
+    unit, factor, _ = SHOWN_UNITS.get(kind, ("", 1.0, kind))
     return f"{si * factor:g}{unit}"
 
 
@@ -250,7 +249,7 @@ def _totals(plan: dict) -> list[str]:
     def limit(kind: str) -> str:
         if kind not in limits:
             return ""
-        key = LIMIT_UNITS[kind][0]
+        key = SHOWN_UNITS[kind][2]
         binding = t.get(key, 0) >= limits[kind] * (1 - 1e-3)
         return f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if binding else "")
 
