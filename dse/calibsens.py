@@ -182,9 +182,10 @@ def _delta(w, fmt):
     """Q(W) - W as float64 tensor, for a torch weight."""
     import torch
 
+    from dse.hfmodel import quantize_weight
+
     w2 = w.detach().reshape(w.shape[0], -1).numpy()
-    q = fmt.quantize(w2) if fmt.is_quantized else w2
-    return torch.from_numpy(np.asarray(q, dtype=np.float64) - w2.astype(np.float64))
+    return torch.from_numpy(np.asarray(quantize_weight(w, fmt), dtype=np.float64) - w2.astype(np.float64))
 
 
 def error_table(source: str, modules: dict, stats: dict, formats) -> dict:
@@ -250,11 +251,7 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
             return doc["layers"], info
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged or unreadable cache entry is recomputed
-    from quantcore.models import load_graph
-
-    graph = load_graph(encoder.graph_source)
-    names = [l.name for l in graph.quantizable()]
-    modules = encoder.modules_for(names)
+    _, names, modules = encoder.searched_modules()
     batches = encoder.batches(texts, CALIB_BATCH)
     info["tokens"] = encoder.tokens(batches)
     forward = encoder.embed_batch
