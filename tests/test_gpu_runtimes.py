@@ -4,7 +4,8 @@ against published measurements made with that stack and not used to set it (±25
 Oracles: the measurements in tests/data/gpu_measurements.json (predicted there by
 test_gpu.py's `_predict`); hand calculations from the spec constants for the mechanisms a
 runtime switches (fp16 accumulation on GeForce, ExLlamaV2's reconstruct-then-hgemm prefill,
-llama.cpp's int8 MMQ).
+llama.cpp's int8 MMQ); the two fitted profile constants recomputed from their own sources
+(GPT-J's first-token latencies; PR #7860's Q4_K_S prefill, a calibration entry).
 """
 from __future__ import annotations
 

@@ -30,6 +30,10 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   CUDA-core ops), so a chip rate is per-SM rate x sm_count x sustained_clock_hz and
   `--set sm_count=...` / `--set sustained_clock_hz=...` scale it; boost_clock_hz only
   recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s; the L2 feed per SM per clock.
+- Software stack (`runtime`, gpu_runtimes.toml): besides kernels and launch overhead, a
+  stack may charge a fixed time per prefill pass (`request_overhead_s`, TensorRT-LLM's
+  per-request host work, on the pass's lm_head op) and run llama.cpp's MMQ at a fraction
+  of the int8 tensor rate (`mmq_tensor_efficiency`).
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
   fma per weight for scale and zero, `dequant_ops_tinygemm`).
