@@ -149,7 +149,7 @@ def test_thread_scaling_direction():
     assert np.all(lat[1] < lat[0])          # 1 -> 2 threads: compute-bound at 1 thread, so faster
     # a memory-bound op stops scaling once the cores' bandwidth reaches the chip's DRAM peak
     model8 = load_model("rpi5", ["threads=4"])
-    model2 = load_model("rpi5", ["threads=3"])  # 3 x 8.5 GB/s already exceeds the 17.07 GB/s peak
+    model2 = load_model("rpi5", ["threads=3"])  # 3 x 9.4 GB/s already exceeds the 17.07 GB/s peak
     big = Ops.gemm(1, 4096, 4096)
     fp16 = [get_format("fp16")]
     assert model8.cost(big, fp16, WL).latency_s[0, 0] == pytest.approx(model2.cost(big, fp16, WL).latency_s[0, 0])
@@ -218,3 +218,21 @@ def test_tmac_kernel_is_linear_in_planes_as_the_figure(shape):
     assert w2 == pytest.approx(fig2, rel=0.15) and w4 == pytest.approx(fig4, rel=0.15)
     assert w4 / w2 == pytest.approx(2.0, rel=0.02)
     assert fig4 / fig2 == pytest.approx(2.0, rel=0.12)
+
+
+#: the same figure's RBP row (Raspberry Pi 5, NUM_THREADS=1): GEMV (rows x k) -> (T-MAC 2-bit, 4-bit) in ms
+KERNEL_FIGURE_RPI5 = {(4096, 4096): (0.494, 0.949), (11008, 4096): (1.199, 2.500), (4096, 11008): (1.215, 2.465),
+                      (5120, 5120): (0.734, 1.448), (13824, 5120): (1.968, 3.989), (5120, 13824): (1.978, 3.956)}
+
+
+@pytest.mark.parametrize("shape", sorted(KERNEL_FIGURE_RPI5))
+def test_rpi5_tmac_kernels_stream_at_the_measured_core_bandwidth(shape):
+    """Calibration consistency: rpi5.toml core_bytes_per_s (9.4 GB/s) is the median bytes/time of these
+    twelve points; each GEMV's bytes over its published time is within 8 % of it, at 2 and 4 bits alike
+    (memory-bound), and our time is within 10 % of the figure."""
+    n, k = shape
+    model = load_model("rpi5")
+    table = model.cost(Ops.gemm(1, k, n), [get_format("int2-g128"), get_format("int4-g128")], WL)
+    for j, published_ms in enumerate(KERNEL_FIGURE_RPI5[shape]):
+        assert table.bytes[0, j] / (published_ms * 1e-3) == pytest.approx(9.4e9, rel=0.08)
+        assert table.latency_s[0, j] * 1e3 == pytest.approx(published_ms, rel=0.10)
