@@ -180,6 +180,16 @@ def _weights(torch, kern: Kernel, m: int, k: int, n: int, device: str):
     raise ValueError(kern.op)
 
 
+def cache_bytes(device: str = "cpu") -> int:
+    """The cache a cold-weight measurement must exceed: the CPU's LLC, or the GPU's L2 (on an
+    H200 60 MB: one 4096 x 4096 bf16 weight, 32 MB, timed alone would be an L2 hit)."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).L2_cache_size)
+    return llc_bytes()
+
+
 def gather_rows(n: int, elem_bytes: float) -> int:
     """Rows of the gathered table: at least GATHER_ROWS and 4x the LLC, so random rows are cold
     (an LLM's embedding table, 0.25-2 GB, is far beyond the LLC; a table that fits would time
@@ -204,7 +214,7 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
     device = kern.device
     first, fn = _weights(torch, kern, m, k, n, device)
     per_copy = max(1, sum(t.numel() * t.element_size() for t in first))
-    copies = 1 if device == "cuda" or kern.op == "gather" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
+    copies = 1 if kern.op == "gather" else int(max(1, min(cold_bytes, MAX_COPY_BYTES) // per_copy + 1))
     copies = min(copies, MAX_COPIES)
     sets = [first] + [tuple(t.clone() for t in first) for _ in range(copies - 1)]
     x = _activation(torch, kern, m, k, device, n)
@@ -224,33 +234,36 @@ def time_kernel(torch, kern: Kernel, m: int, k: int, n: int, target_s: float, mi
         w = sets[i % copies]
         x = xs[i % len(xs)]
         i += 1
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(x, w)
-            end.record()
-            end.synchronize()
-            dt = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            fn(x, w)
-            dt = time.perf_counter() - t0
+        dt = _timed(torch, device, lambda: fn(x, w))
         times.append(dt)
         spent += dt
     return {"kernel": kern.name, "shape": [m, k, n], "seconds": statistics.median(times), "repeats": len(times)}
 
 
-def time_stream(torch, cold_bytes: int, target_s: float, min_repeats: int, max_repeats: int) -> dict:
+def _timed(torch, device: str, call) -> float:
+    """Seconds of one call: CUDA events after the queue is drained, else the wall clock."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def time_stream(torch, cold_bytes: int, target_s: float, min_repeats: int, max_repeats: int,
+                device: str = "cpu") -> dict:
     """STREAM copy bandwidth (bytes/s, read + write counted once each, as STREAM does) from DRAM."""
     elems = max(1 << 20, int(cold_bytes * 8 // 3) // 4)  # 4x the LLC per buffer (cold_bytes = 1.5x LLC)
-    src = torch.empty(elems, dtype=torch.float32).uniform_(-1, 1)
+    src = torch.empty(elems, dtype=torch.float32, device=device).uniform_(-1, 1)
     dst = torch.empty_like(src)
     dst.copy_(src)
     times: list[float] = []
     while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < target_s):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
+        times.append(_timed(torch, device, lambda: dst.copy_(src)))
     seconds = statistics.median(times)
     return {"kernel": STREAM, "shape": [1, 1, elems], "seconds": seconds, "repeats": len(times),
             "bytes_per_s": 2.0 * elems * 4 / seconds}
@@ -268,7 +281,8 @@ def _worker() -> int:
         try:
             with torch.inference_mode():
                 if kernel == STREAM:
-                    row = time_stream(torch, job["cold_bytes"], job["target_s"], job["min_repeats"], job["max_repeats"])
+                    row = time_stream(torch, job["cold_bytes"], job["target_s"], job["min_repeats"], job["max_repeats"],
+                                      job.get("device", "cpu"))
                     print(json.dumps(row), flush=True)
                     continue
                 row = time_kernel(torch, KERNELS[kernel], m, k, n, job["target_s"], job["min_repeats"],
@@ -282,7 +296,8 @@ def _worker() -> int:
 # ------------------------------------------------------------------ parent side
 
 def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_repeats: int = 5,
-            max_repeats: int = 200, seed: int = 0, progress: bool = True, desc: str = "measuring"):
+            max_repeats: int = 200, seed: int = 0, progress: bool = True, desc: str = "measuring",
+            device: str = "cpu"):
     """Time `jobs` ([kernel, M, K, N] lists) in child processes.
 
     Returns (rows, crashed): rows are {"kernel", "shape", "seconds", "repeats"}; crashed lists
@@ -297,7 +312,7 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
     bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr, disable=not progress,
                leave=False)
     doc = {"threads": threads, "target_s": target_s, "min_repeats": min_repeats, "max_repeats": max_repeats,
-           "cold_bytes": 3 * llc_bytes() // 2, "seed": seed}
+           "cold_bytes": 3 * cache_bytes(device) // 2, "seed": seed, "device": device}
     try:
         while remaining:
             proc = subprocess.Popen([sys.executable, "-m", "hwmodels.measure", "--worker"],

@@ -36,6 +36,8 @@ def code_blocks(text: str) -> list[list[str]]:
                 blocks.append(current)
                 current, fenced = None, False
             else:
+                if current is not None:  # an indented block just before the fence
+                    blocks.append(current)
                 current, fenced = [], True
             continue
         if fenced:

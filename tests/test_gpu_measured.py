@@ -1,0 +1,79 @@
+"""The GPU model against our own H200 readings (independent: no constant was set from them).
+
+tests/data/gpu_energy_h200.json: `python -m hwmodels.gpu_energy --measure` on an NVIDIA H200
+(NVML board energy, CUDA-graph replays of Llama-2-7B's bf16 linear layers and an 8192^3 GEMM).
+tests/data/local-cuda-h200.json: `python -m hwmodels.calibrate --hw local --device cuda` there
+(eager torch kernels). The h200 spec (hwmodels/specs/h200.toml) was written, and committed,
+before either was measured; its energy constants are the h100-sxm's.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from hwmodels.calibrate import compare_with_target
+from hwmodels.gpu_energy import compare, main, read_measurement
+
+DATA = Path(__file__).parent / "data"
+ENERGY = DATA / "gpu_energy_h200.json"
+
+
+@pytest.fixture(scope="module")
+def energy():
+    return compare(read_measurement(str(ENERGY)))
+
+
+def test_decode_time_and_board_energy_within_15_percent(energy):
+    """Memory-bound decode: the case a DSE for LLM decoding depends on."""
+    row = energy["workloads"]["decode"]
+    assert energy["hw"] == "h200"
+    assert row["time_ratio"] == pytest.approx(1.0, abs=0.15)
+    assert row["energy_ratio"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_compute_bound_time_within_15_percent_energy_a_named_miss(energy):
+    """Miss: compute-bound passes run at the 700 W power limit (699 and 689 W measured, SM clock
+    ~1.5 GHz); the model's per-FLOP split of the TDP gives 524 and 592 W, so energy is 24-27 % low."""
+    for name in ("prefill-512", "gemm-8192"):
+        row = energy["workloads"][name]
+        assert row["time_ratio"] == pytest.approx(1.0, abs=0.15), name
+        assert 0.65 < row["energy_ratio"] < 0.85, name
+        assert row["measured_power_w"] == pytest.approx(700, rel=0.03), name
+
+
+def test_cuda_kernels_beside_the_analytic_card():
+    """cuBLAS fp16/bf16 calls long enough that eager launch is a small part: within 15 %.
+    Misses, named: torch's _int_mm reaches ~1.06 POP/s, not the 2x-bf16 int8 rate the model
+    gives Hopper (0.63x); tinygemm (_weight_int4pack_mm, gpt-fast's int4 kernel) peaks near
+    30 TFLOP/s on the H200, so above M ~ 32 the gpt-fast profile's fused int4 prefill is 14x fast."""
+    doc = json.loads((DATA / "local-cuda-h200.json").read_text())
+    cmp = compare_with_target(doc)
+    assert cmp["target"] == "h200"
+    kernels = cmp["kernels"]
+    for name in ("cuda-mm-fp16", "cuda-mm-bf16"):
+        assert kernels[name]["n_long"] >= 10
+        assert kernels[name]["long_median_ratio"] == pytest.approx(1.0, abs=0.15), name
+    assert 0.5 < kernels["cuda-int-mm"]["long_median_ratio"] < 0.75
+    assert kernels["cuda-int4pack-mm-g128"]["long_median_ratio"] < 0.1
+
+
+def test_compare_cli_prints_the_table(capsys):
+    assert main(["--compare", str(ENERGY)]) == 0
+    out = capsys.readouterr().out
+    assert "decode" in out and "prefill-512" in out and "h200" in out
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"schema": "x"}, "is not a quantdse.gpu-energy/1 document"),
+    ({"schema": "quantdse.gpu-energy/1", "workloads": {"train": {}}}, "unknown workloads train"),
+    ({"schema": "quantdse.gpu-energy/1", "workloads": {"decode": {"seconds_per_pass": -1, "joules_per_pass": 1}}},
+     "seconds_per_pass must be a positive number"),
+])
+def test_bad_measurement_is_one_line(tmp_path, doc, message, capsys):
+    from quantcore.cli import run_cli
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    assert run_cli(main, ["--compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
