@@ -122,15 +122,15 @@ def _ttft_ms(model, graph, fmt_name, seq):
 
 
 def test_trtllm_request_overhead_is_the_gptj_residual():
-    """Calibration, recomputed: the profile's request_overhead_s is the mean of what GPT-J's batch-1
+    """Calibration, recomputed: the profile's request_setup_s is the mean of what GPT-J's batch-1
     first-token latencies (the blog, not the LLaMA rows it is checked on) leave over our prefill."""
     from quantcore.models.hf_config import graph_from_config
 
     graph = graph_from_config(GPTJ, "gpt-j-6b", "test")
-    left = [published - _ttft_ms(load_model(hw, ["runtime=tensorrt-llm", "request_overhead_s=0"]), graph, fmt, 128)
+    left = [published - _ttft_ms(load_model(hw, ["runtime=tensorrt-llm", "request_setup_s=0"]), graph, fmt, 128)
             for (hw, fmt), published in GPTJ_BLOG.items()]
     assert all(2.5 < ms < 4.5 for ms in left), left
-    assert RUNTIMES["tensorrt-llm"]["request_overhead_s"] * 1e3 == pytest.approx(sum(left) / len(left), abs=0.05)
+    assert RUNTIMES["tensorrt-llm"]["request_setup_s"] * 1e3 == pytest.approx(sum(left) / len(left), abs=0.05)
 
 
 def test_request_overhead_is_charged_once_per_prefill_pass():
@@ -138,7 +138,7 @@ def test_request_overhead_is_charged_once_per_prefill_pass():
 
     graph = load_graph("llama-2-7b")
     with_it = load_model("a100-80gb", ["runtime=tensorrt-llm"])
-    without = load_model("a100-80gb", ["runtime=tensorrt-llm", "request_overhead_s=0"])
+    without = load_model("a100-80gb", ["runtime=tensorrt-llm", "request_setup_s=0"])
     assert _ttft_ms(with_it, graph, "fp16", 128) - _ttft_ms(without, graph, "fp16", 128) == pytest.approx(3.5)
     ops = Ops.gemm(1, 4096, 4096)  # a decode GEMM, and a pass without an lm_head, pay nothing
     fp16 = [get_format("fp16")]
