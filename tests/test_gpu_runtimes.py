@@ -121,7 +121,7 @@ def _ttft_ms(model, graph, fmt_name, seq):
     return _whole_model(model, graph, fmt, fmt, Workload("prefill", 1, seq))[0] * 1e3
 
 
-def test_trtllm_request_overhead_is_the_gptj_residual():
+def test_trtllm_request_setup_is_the_gptj_residual():
     """Calibration, recomputed: the profile's request_setup_s is the mean of what GPT-J's batch-1
     first-token latencies (the blog, not the LLaMA rows it is checked on) leave over our prefill."""
     from quantcore.models.hf_config import graph_from_config
@@ -133,7 +133,7 @@ def test_trtllm_request_overhead_is_the_gptj_residual():
     assert RUNTIMES["tensorrt-llm"]["request_setup_s"] * 1e3 == pytest.approx(sum(left) / len(left), abs=0.05)
 
 
-def test_request_overhead_is_charged_once_per_prefill_pass():
+def test_request_setup_is_charged_once_per_prefill_pass():
     from quantcore.models import load_graph
 
     graph = load_graph("llama-2-7b")
@@ -146,7 +146,7 @@ def test_request_overhead_is_charged_once_per_prefill_pass():
         without.cost(ops, fp16, Workload("decode", 1, 64)).latency_s[0, 0]
 
 
-def test_mmq_efficiency_scales_only_the_mmq_int8_rate():
+def test_mmq_tensor_fraction_scales_only_the_mmq_int8_rate():
     model = load_model("rtx4090", ["runtime=llama.cpp"])
     int8 = model.rates["int8"]
     rate = model.format_arrays([get_format("q4_0"), get_format("int8-a8"), get_format("fp16")])["rate"]
