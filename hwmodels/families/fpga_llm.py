@@ -10,7 +10,10 @@ attention, the KV cache) stream from HBM at the format's effective bits, are
 dequantized in the datapath (pipelined, no extra cycles), and overlap with
 compute, so per op
 
-    cycles = max(compute, memory) + softmax on the special-function units + fill.
+    cycles = max(compute, memory) / slr_efficiency + softmax on the special-function units + fill,
+
+where slr_efficiency < 1 is what splitting one op over several SLRs loses (each SLR
+computes on its own HBM channel group and all SLRs meet at a barrier after every layer).
 
 FlightLLM (Zeng et al., FPGA'24) adds N:M/block sparsity (`sparsity`: the
 fraction of weights skipped by both compute and storage, in the linear ops whose
@@ -45,6 +48,9 @@ SCHEMA = {
     "dsp_macs_8bit": Param(int, "MACs one DSP does per cycle when both operands have <= 8 bits", min=1, max=8),
     "dsp_macs_16bit": Param(int, "MACs one DSP does per cycle with 16-bit operands", min=1, max=8),
     "slrs": Param(int, "super logic regions, each with its own MM and MV unit", min=1, max=8),
+    "slr_efficiency": Param(float, "achieved fraction of the SLRs' combined compute and HBM rate when one op "
+                                   "is split over them (a barrier across all SLRs ends every layer)",
+                            min=0.05, max=1.0, default=1.0),
     "mm_m": Param(int, "matrix-matrix unit: tokens per tile (M)", min=1),
     "mm_k": Param(int, "matrix-matrix unit: reduction per tile (K)", min=1),
     "mm_n": Param(int, "matrix-matrix unit: output features per tile (N)", min=1),
@@ -179,6 +185,9 @@ class Model(HardwareModel):
         # fill is shared by the op's `count` executions (one fill per attention layer)
         per_exec = np.where(att, 1.0 / np.maximum(ops.count, 1e-12), 1.0)
         fill = (p["layer_fill_cycles"] * per_exec)[:, None]
+        # the SLRs share each op; they reach slr_efficiency of their combined rate
+        compute = np.ceil(compute / p["slr_efficiency"])
+        memory = np.ceil(memory / p["slr_efficiency"])
         core = np.maximum(compute, memory)
         cycles = core + sfu + fill
         bound = np.where(sfu + fill > core, OTHER, np.where(compute >= memory, COMPUTE, MEMORY))
