@@ -32,15 +32,19 @@ def read_texts(path=None, max_texts: int | None = None, seed: int = 0) -> list[s
     if len(texts) < 2:
         raise QuantDSEError(f"calibration file {p} has {len(texts)} non-empty lines: give at least 2 texts, "
                             "one per line")
-    if max_texts is not None:
-        if max_texts < 2:
-            raise QuantDSEError(f"max_texts must be >= 2, got {max_texts}")
-        if max_texts < len(texts):
-            import numpy as np
+    if max_texts is not None and max_texts < 2:
+        raise QuantDSEError(f"max_texts must be >= 2, got {max_texts}")
+    return subset(texts, max_texts, seed)
 
-            keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False))
-            texts = [texts[i] for i in keep]
-    return texts
+
+def subset(texts: list[str], max_texts: int | None, seed: int = 0) -> list[str]:
+    """A seeded random subset of `max_texts` of the texts, in their order (all of them when None or not fewer)."""
+    if max_texts is None or max_texts >= len(texts):
+        return texts
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False))
+    return [texts[i] for i in keep]
 
 
 def texts_digest(texts: list[str]) -> str:

@@ -46,7 +46,7 @@ FISHER_DRAWS = 1
 #: texts per batch for the gradient-based sources
 CALIB_BATCH = 32
 #: bump when the definition of a table changes (old cache entries are then ignored)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: output Grams keyed by the input tensor itself (1 could mix layers up)
 
 DESCRIPTIONS = {
     "hessian": "HAWQ-V3: 1/2 Tr(H_l)/n_l x ||Q(W)-W||^2, Hutchinson trace of the self-distillation loss Hessian "
@@ -138,8 +138,11 @@ def output_grams(modules: dict, forward, batches, token_mask=None) -> dict:
 
     token_mask(batch) -> bool [n, t] of real tokens (padding is left out), or None for 2-D inputs.
     Layers fed the same tensor (q, k, v) share one Gram matrix; each batch's float32 Gram is
-    summed in float64.
+    summed in float64. The same tensor means the same object: a freed input's memory is reused
+    for later ones of its shape, so an address alone would hand a layer another layer's Gram.
     """
+    import weakref
+
     import torch
 
     grams: dict = {}
@@ -153,11 +156,13 @@ def output_grams(modules: dict, forward, batches, token_mask=None) -> dict:
             if x.dim() > 2:
                 keep = current.get("mask")
                 y = y[keep] if keep is not None else y.reshape(-1, y.shape[-1])
-            if key not in current["grams"]:
+            seen = current["grams"].get(key)
+            if seen is None or seen[0]() is not x:
+                rows = x
                 if x.dim() > 2:
-                    x = x[keep] if keep is not None else x.reshape(-1, x.shape[-1])
-                current["grams"][key] = (x.T @ x).double()
-            g = current["grams"][key]
+                    rows = x[keep] if keep is not None else x.reshape(-1, x.shape[-1])
+                seen = current["grams"][key] = (weakref.ref(x), (rows.T @ rows).double())
+            g = seen[1]
             grams[name] = g if name not in grams else grams[name] + g
             ysq[name] += float((y.double() ** 2).sum())
         return fn
@@ -182,9 +187,10 @@ def _delta(w, fmt):
     """Q(W) - W as float64 tensor, for a torch weight."""
     import torch
 
+    from dse.hfmodel import quantize_weight
+
     w2 = w.detach().reshape(w.shape[0], -1).numpy()
-    q = fmt.quantize(w2) if fmt.is_quantized else w2
-    return torch.from_numpy(np.asarray(q, dtype=np.float64) - w2.astype(np.float64))
+    return torch.from_numpy(np.asarray(quantize_weight(w, fmt), dtype=np.float64) - w2.astype(np.float64))
 
 
 def error_table(source: str, modules: dict, stats: dict, formats) -> dict:
@@ -250,11 +256,7 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
             return doc["layers"], info
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged or unreadable cache entry is recomputed
-    from quantcore.models import load_graph
-
-    graph = load_graph(encoder.graph_source)
-    names = [l.name for l in graph.quantizable()]
-    modules = encoder.modules_for(names)
+    _, names, modules = encoder.searched_modules()
     batches = encoder.batches(texts, CALIB_BATCH)
     info["tokens"] = encoder.tokens(batches)
     forward = encoder.embed_batch

@@ -19,12 +19,14 @@ from pathlib import Path
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, check_outputs, dumps
+from dse.budget import SHOWN_UNITS
 from dse.summary import roles, workload_text
 
-#: totals rows: (label, key, factor, digits)
-TOTAL_ROWS = [("bits/weight", "effective_bits", 1.0, ".3f"), ("memory GB", "memory_bytes", 1e-9, ".3f"),
-              ("latency ms", "latency_s", 1e3, ".3f"), ("energy mJ", "energy_j", 1e3, ".2f"),
-              ("error", "error", 1.0, ".4g")]
+#: totals rows: (label, key, factor, digits), in the units of dse.budget.SHOWN_UNITS
+TOTAL_ROWS = [(label.format(SHOWN_UNITS[kind][0]), SHOWN_UNITS[kind][2], SHOWN_UNITS[kind][1], digits)
+              for kind, label, digits in (("bits", "{}/weight", ".3f"), ("memory", "memory {}", ".3f"),
+                                          ("latency", "latency {}", ".3f"), ("energy", "energy {}", ".2f"))]
+TOTAL_ROWS.append(("error", "error", 1.0, ".4g"))
 
 
 def labels_for(plans: list[dict], names: list[str] | None = None) -> list[str]:
@@ -163,7 +165,7 @@ def search_targets(args: argparse.Namespace) -> int:
         from dse.plan import format_table
 
         for plan in plans:
-            print(format_table(plan, verbose=True).split("\n\nnext:")[0] + "\n")
+            print(format_table(plan, verbose=True, steps=[]) + "\n")
     print(format_comparison(compare(plans, labels_for(plans))))
     if written:
         print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"

@@ -18,8 +18,9 @@ def _names(formats) -> str:
     return ", ".join(f.name for f in formats)
 
 
-def runnable(formats: list, costs, hardware, cost_of=None) -> tuple[list[int], str | None]:
-    """(columns of the formats the target runs for at least one layer, a note naming the others or None).
+def runnable(formats: list, costs, hardware, cost_of=None) -> tuple[list[int], tuple, str | None]:
+    """(columns of the formats the target runs for at least one layer, the names of the others,
+    a note naming them or None).
 
     cost_of(formats) -> CostTable costs the same layers in other formats; with none of the
     candidates runnable, it finds the catalog formats the target does run, for the error.
@@ -37,8 +38,8 @@ def runnable(formats: list, costs, hardware, cost_of=None) -> tuple[list[int], s
         raise QuantDSEError(f"{hw_name} cannot run any of the candidate formats ({_names(formats)}): "
                             f"choose --formats it runs: {_names(catalog[:12])}")
     if not dropped:
-        return keep, None
-    return keep, (f"{hw_name} cannot run {_names(dropped)} (no kernel or datapath for them on this target): "
+        return keep, (), None
+    return keep, tuple(f.name for f in dropped), (f"{hw_name} cannot run {_names(dropped)} (no kernel or datapath for them on this target): "
                   f"dropped from the candidates, searching {_names([formats[j] for j in keep])}")
 
 

@@ -56,9 +56,8 @@ class Evaluator:
     def __init__(self, model=DEFAULT_MODEL, texts=None, *, max_texts: int | None = None, seed: int = 0):
         import torch
 
-        from dse.calibration import read_texts
+        from dse.calibration import read_texts, subset
         from dse.hfmodel import load_encoder
-        from quantcore.models import load_graph
 
         if texts is None:
             texts = read_texts(None, max_texts=max_texts, seed=seed)
@@ -66,16 +65,11 @@ class Evaluator:
             texts = [str(t).strip() for t in texts if str(t).strip()]
             if len(texts) < 2:
                 raise QuantDSEError("evaluation needs at least 2 non-empty texts")
-            if max_texts is not None and max_texts < len(texts):
-                keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False))
-                texts = [texts[i] for i in keep]
+            texts = subset(texts, max_texts, seed)
         self.encoder = load_encoder(model)
         self.model_name = self.encoder.name
         self.texts = texts
-        graph = load_graph(self.encoder.graph_source)
-        self.graph_name = graph.name
-        names = [l.name for l in graph.quantizable()]
-        self.modules = self.encoder.modules_for(names)
+        self.graph_name, names, self.modules = self.encoder.searched_modules()
         self.layer_names = [n for n in names if n in self.modules]
         #: plan layers the base model does not run (an LM head): quantizing them cannot change embeddings
         self.unused_layers = [n for n in names if n not in self.modules]
@@ -88,13 +82,13 @@ class Evaluator:
 
     def quantized_weight(self, layer: str, fmt: str):
         """The fake-quantized weight tensor of `layer` in `fmt` (cached)."""
+        from dse.hfmodel import quantize_weight
         from quantcore.formats import get_format
 
         key = (layer, fmt)
         if key not in self._cache:
             w = self._fp[layer]
-            f = get_format(fmt)
-            q = f.quantize(w.numpy().reshape(w.shape[0], -1)) if f.is_quantized else w.numpy()
+            q = quantize_weight(w, get_format(fmt))
             self._cache[key] = self._torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).reshape(w.shape)
         return self._cache[key]
 

@@ -119,6 +119,14 @@ class Encoder:
                     break
         return out
 
+    def searched_modules(self) -> tuple[str, list[str], dict]:
+        """(the model's graph name, its searched layers' names in model order, modules_for those names)."""
+        from quantcore.models import load_graph
+
+        graph = load_graph(self.graph_source)
+        names = [l.name for l in graph.quantizable()]
+        return graph.name, names, self.modules_for(names)
+
     def batches(self, texts: list[str], batch: int = BATCH) -> list[Batch]:
         """Tokenized texts in length-sorted batches, padded to the longest in each."""
         import torch
@@ -164,6 +172,13 @@ class Encoder:
                     out = torch.empty((n, e.shape[1]), dtype=e.dtype)
                 out[b.order] = e
         return out
+
+
+def quantize_weight(w, fmt):
+    """fmt's reference quantize() of a torch weight as rows [out, in] (numpy; the weight itself,
+    unquantized, for a 16-bit format): what evaluation applies and calibration sensitivity measures."""
+    rows = w.detach().reshape(w.shape[0], -1).numpy()
+    return fmt.quantize(rows) if fmt.is_quantized else rows
 
 
 _ENCODERS: dict = {}

@@ -18,17 +18,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dse.budget import check_budget_range
+from dse.budget import SHOWN_UNITS, UNITS, check_budget_range
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, check_outputs
 from quantcore.limits import cap, over_cap
 
 #: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
-SWEEP_UNITS = {"bits": ("bits", 1.0, "bits"), "memory": ("memory", 1e9, "GB"),
-               "latency": ("latency", 1e-3, "ms"), "energy": ("energy", 1e-3, "mJ")}
+SWEEP_UNITS = {kind: (kind, UNITS[unit][1], unit) for kind, (unit, _, _) in SHOWN_UNITS.items()}
 #: --x choice -> key of Problem.totals()
-X_TOTALS = {"bits": "effective_bits", "memory": "memory_bytes", "latency": "latency_s", "energy": "energy_j"}
+X_TOTALS = {kind: key for kind, (_, _, key) in SHOWN_UNITS.items()}
 COLUMNS = ["budget", "status", "method", "error", "effective_bits", "memory_bytes", "latency_s", "energy_j",
            "seconds", "gap", "on_frontier"]
 
@@ -110,8 +109,9 @@ def rows_csv(rows: list[dict]) -> str:
 
 
 #: --x choice -> (factor from SI to the unit shown, axis label)
-X_AXES = {"bits": (1.0, "effective bits per weight"), "memory": (1e-9, "weights in memory (GB)"),
-          "latency": (1e3, "latency of one pass (ms)"), "energy": (1e3, "energy of one pass (mJ)")}
+X_AXES = {kind: (SHOWN_UNITS[kind][1], label.format(SHOWN_UNITS[kind][0])) for kind, label in
+          (("bits", "effective {} per weight"), ("memory", "weights in memory ({})"),
+           ("latency", "latency of one pass ({})"), ("energy", "energy of one pass ({})"))}
 MAX_POINT_LABELS = 12
 
 
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
     if args.plot is not None:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "
-                 f"{workload_text((getattr(prepared, 'workload', None) or request.workload).as_dict())}"
+                 f"{workload_text(prepared.workload.as_dict())}"
                  f"\nsensitivity: {prepared.sensitivity.source}"
                  + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
         figure = plot_figure(rows, x, title, SWEEP_UNITS[kind][2])

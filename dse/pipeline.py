@@ -89,7 +89,7 @@ class Prepared:
     fixed_memory: float
     fixed_latency_s: float
     fixed_energy_j: float
-    workload: Workload | None = None  # the workload costed (request.workload completed for the model kind)
+    workload: Workload  # the workload costed (request.workload completed for the model kind)
     dropped: tuple = ()  # candidate formats the target cannot run
     free_memory: object = None  # hwmodels.memory.FreeMemory, or None where the spec models no memory
     largest_memory: float = 0.0  # bytes of the weights with every layer at its largest candidate
@@ -115,16 +115,17 @@ class Prepared:
             fixed_energy_j=self.fixed_energy_j, sources=sources)
 
 
-def _candidate_formats(request: SearchRequest, layers, graph=None) -> list:
+def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tuple | None]:
+    """(the candidate formats, what read_sensitivity_file returned where they come from a sensitivity file)."""
     from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
 
     if request.formats:
-        return parse_format_list(",".join(request.formats))
+        return parse_format_list(",".join(request.formats)), None
     sens = request.sensitivity
     if sens is not None and sens not in SOURCES:
-        others = [l.name for l in graph.layers] if graph is not None else ()
-        return [get_format(name) for name in file_formats(read_sensitivity_file(sens, layers, others, note=False))]
-    return [get_format(name) for name in DEFAULT_SEARCH_FORMATS]
+        file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
+        return [get_format(name) for name in file_formats(file[0])], file
+    return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None
 
 
 def prepare(request: SearchRequest) -> Prepared:
@@ -142,19 +143,20 @@ def prepare(request: SearchRequest) -> Prepared:
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
     notes = list(getattr(graph, "notes", ()))
-    workload = request.workload.for_model(graph)  # _costed notes what does not apply
-    formats = _candidate_formats(request, layers, graph)
+    workload_notes: list = []  # what of the workload does not apply; noted after the dropped formats
+    workload = request.workload.for_model(graph, workload_notes)
+    formats, file = _candidate_formats(request, layers, graph)
     ops = ops_for_graph(graph, workload, layers)
     costs = hardware.cost(ops, formats, workload)
-    keep, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
-    dropped = tuple(f.name for j, f in enumerate(formats) if j not in keep)
+    keep, dropped, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
     if note:
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
-                                      seed=request.seed)
-    return _costed(request, hardware, graph, layers, formats, sensitivity, costs=costs, dropped=dropped, notes=notes)
+                                      seed=request.seed, file=file)
+    return _costed(request, hardware, graph, layers, formats, sensitivity, workload=workload, costs=costs,
+                   dropped=dropped, notes=notes + workload_notes)
 
 
 def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
@@ -167,10 +169,12 @@ def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
                    prepared.formats, prepared.sensitivity, notes=list(getattr(prepared.graph, "notes", ())))
 
 
-def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, costs=None, dropped=(),
-            notes=None) -> Prepared:
+def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, workload=None, costs=None,
+            dropped=(), notes=None) -> Prepared:
+    """workload: request.workload completed for the model (None: completed here, its notes added to `notes`)."""
     notes = list(notes or [])
-    workload = request.workload.for_model(graph, notes)
+    if workload is None:
+        workload = request.workload.for_model(graph, notes)
     if costs is None:
         costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
     bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)

@@ -49,7 +49,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "schema": PLAN_SCHEMA,
         "model": prepared.graph.name,
         "hardware": prepared.hardware.name,
-        "workload": (prepared.workload or req.workload).as_dict(),
+        "workload": prepared.workload.as_dict(),
         "budget": {**budget_doc, "limits": limits},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
@@ -84,7 +84,7 @@ def fixed_note(prepared) -> str:
         parts.append("norms/biases (16-bit)")
     attention = sum(l.kind == "attention" for l in graph.layers)
     if attention:
-        w = prepared.workload or prepared.request.workload
+        w = prepared.workload
         cache = "the KV cache" if w.phase != "forward" else "the keys and values"
         parts.append(f"attention of {attention} layers over {cache} ({w.kv_bits}-bit)")
     elif graph.config.get("arch") != "cnn":
@@ -118,9 +118,11 @@ def load_plan(path: str) -> dict:
     return plan
 
 
-def format_table(plan: dict, verbose: bool = False, out: str | None = None) -> str:
-    """The plan for a person (dse.summary): roles folded across blocks; `verbose` adds every layer."""
+def format_table(plan: dict, verbose: bool = False, out: str | None = None, steps: list[str] | None = None) -> str:
+    """The plan for a person (dse.summary): roles folded across blocks; `verbose` adds every layer.
+
+    out, steps: the next steps, as for dse.summary.format_summary."""
     from dse.summary import format_layers, format_summary
 
-    text = format_summary(plan, out=out)
+    text = format_summary(plan, out=out, steps=steps)
     return f"{format_layers(plan)}\n\n{text}" if verbose else text

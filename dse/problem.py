@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dse.budget import SHOWN_UNITS
 from quantcore.errors import QuantDSEError
 
 #: constraint kinds and their units
@@ -150,11 +151,10 @@ class Problem:
         the budget or allow lower-bit formats).
         """
         parts, kinds = [], []
-        unit = {"bits": (1.0, "bits"), "memory": (1e-9, "GB"), "latency": (1e3, "ms"), "energy": (1e3, "mJ")}
         for kind, limit in self.limits.items():
             least = self.smallest_limit(kind)
             if limit < least * (1 - 1e-12):
-                scale, name = unit[kind]
+                name, scale, _ = SHOWN_UNITS[kind]
                 shown_limit, shown_least = _distinct(limit * scale, least * scale)
                 parts.append(f"{kind} limit {shown_limit}{name} is below the smallest feasible {shown_least}{name}")
                 kinds.append(kind)

@@ -93,11 +93,11 @@ def weight_errors(graph, layers, formats) -> np.ndarray:
     return out
 
 
-def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> dict:
-    """Validate a sensitivity JSON file against the model's layers; returns {layer: {format: error}}.
+def read_sensitivity_file(path: str, layers, others=()) -> tuple[dict, str | None]:
+    """Validate a sensitivity JSON file against the model's layers: ({layer: {format: error}}, note or None).
 
     others: names of the model's layers a plan does not search (embeddings, attention, routers);
-    entries for them are dropped with a one-line note on stderr.
+    entries for them are dropped, and the note (for stderr) says so.
     """
     doc = load_json(path, "sensitivity file")
     if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
@@ -108,12 +108,10 @@ def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> di
     names = {l.name for l in layers}
     others = set(others)
     unsearched = [name for name in table if name not in names and name in others]
-    if unsearched and note:
-        import sys
-
-        print(f"note: sensitivity file {path}: ignoring {len(unsearched)} layers the search does not choose "
-              f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)", file=sys.stderr)
+    note = None
     if unsearched:
+        note = (f"sensitivity file {path}: ignoring {len(unsearched)} layers the search does not choose "
+                f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)")
         dropped = set(unsearched)
         table = {k: v for k, v in table.items() if k not in dropped}
     for layer in layers:
@@ -131,7 +129,7 @@ def read_sensitivity_file(path: str, layers, others=(), note: bool = True) -> di
                 raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
                                     f"number >= 0, got {value!r}")
         table[name] = _canonical_row(row, path, name)
-    return table
+    return table, note
 
 
 def _canonical_row(row: dict, path: str, layer: str) -> dict:
@@ -170,11 +168,13 @@ def file_errors(table: dict, layers, formats) -> np.ndarray:
     return out
 
 
-def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0) -> Sensitivity:
+def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0,
+                        file=None) -> Sensitivity:
     """Errors [len(layers), len(formats)] from `source`: weights, prior, hessian, fisher, output or a JSON path.
 
     model / calib / seed: the model as the user named it, calibration texts and seed for the
-    calibration sources (hessian, fisher, output)."""
+    calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
+    the JSON path `source`, where the caller has read it already."""
     if source == "weights":
         return Sensitivity(weight_errors(graph, layers, formats), "weights",
                            "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
@@ -189,7 +189,11 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
         return Sensitivity(file_errors(table, layers, formats), source,
                            f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
     if source.endswith(".json") or Path(source).is_file():
-        table = read_sensitivity_file(source, layers, [l.name for l in graph.layers])
+        table, note = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers])
+        if note:
+            import sys
+
+            print(f"note: {note}", file=sys.stderr)
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
                            f"errors read from {source}")
     raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior, hessian, fisher, output "

@@ -34,6 +34,7 @@ def summary_doc(plan: dict) -> dict:
 def main(argv=None) -> int:
     from dse.figures import figure_type, write_figure
     from dse.plan import format_table, load_plan
+    from dse.summary import next_steps
 
     args = build_parser().parse_args(argv)
     if args.plot:
@@ -46,8 +47,7 @@ def main(argv=None) -> int:
     if args.json:
         sys.stdout.write(dumps(summary_doc(plan)))
     else:
-        print(format_table(plan, verbose=args.verbose, out=args.plan).replace(
-            f"plan written to {args.plan}; next:", "next:", 1))
+        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.plan, written=False)))
         if args.plot:
             print(f"figure written to {args.plot}")
     return 0

@@ -12,9 +12,8 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-#: budget/limit kind -> (totals key, factor from SI to the unit shown, unit)
-LIMIT_UNITS = {"bits": ("effective_bits", 1.0, "bits"), "memory": ("memory_bytes", 1e-9, "GB"),
-               "latency": ("latency_s", 1e3, "ms"), "energy": ("energy_j", 1e3, "mJ")}
+from dse.budget import SHOWN_UNITS
+
 MAX_EXCEPTION_LINES = 12
 _INT = re.compile(r"^\d+$")
 
@@ -160,7 +159,7 @@ def limit_text(kind: str, si: float, budget: dict) -> str:
     """A limit in the unit the user typed: the budget's own text, else ms / mJ / GB / bits."""
     if budget.get("kind") == kind and budget.get("text"):
         return str(budget["text"])
-    _, factor, unit = LIMIT_UNITS.get(kind, (kind, 1.0, ""))
+    unit, factor, _ = SHOWN_UNITS.get(kind, ("", 1.0, kind))
     return f"{si * factor:g}{unit}"
 
 
@@ -199,10 +198,11 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths))).rstrip() for r in rows]
 
 
-def format_summary(plan: dict, out: str | None = None) -> str:
+def format_summary(plan: dict, out: str | None = None, steps: list[str] | None = None) -> str:
     """The plan in under a screen: header, roles with exceptions, formats, totals, next step.
 
-    `out`: where the plan was written (the next step then names that file).
+    `out`: where the plan was written (the next step then names that file); `steps`: the
+    next-step lines instead (as next_steps() makes them; [] for none).
     """
     layers = plan["layers"]
     budget = plan.get("budget", {})
@@ -234,7 +234,9 @@ def format_summary(plan: dict, out: str | None = None) -> str:
     lines += _table([[s["format"], f"{s['bits']:.3f} bits", f"{100 * s['share']:5.1f} %",
                       "#" * max(1, round(40 * s["share"]))] for s in format_shares(layers)])
     lines += ["", "totals (searched layers + fixed part)"] + _totals(plan)
-    lines += ["", *next_steps(out)]
+    steps = next_steps(out) if steps is None else steps
+    if steps:
+        lines += ["", *steps]
     return "\n".join(lines)
 
 
@@ -247,7 +249,7 @@ def _totals(plan: dict) -> list[str]:
     def limit(kind: str) -> str:
         if kind not in limits:
             return ""
-        key = LIMIT_UNITS[kind][0]
+        key = SHOWN_UNITS[kind][2]
         binding = t.get(key, 0) >= limits[kind] * (1 - 1e-3)
         return f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if binding else "")
 
@@ -280,10 +282,12 @@ def _fixed(fx: dict, key: str, factor: float, unit: str) -> str:
     return f"fixed {fx[key] * factor:.{2 if unit == 'mJ' else 3}f} {unit}"
 
 
-def next_steps(out: str | None) -> list[str]:
-    """What to do with the plan (lines start with a label, so a README quoting them runs no command)."""
+def next_steps(out: str | None, written: bool = True) -> list[str]:
+    """What to do with the plan (lines start with a label, so a README quoting them runs no command).
+
+    written: the plan was just written to `out` (dse.show names a plan file that was there already)."""
     path = out or "plan.json"
-    return [f"plan written to {out}; next:" if out else "next:",
+    return [f"plan written to {out}; next:" if out and written else "next:",
             *([] if out else ["  keep the plan:    add --out plan.json"]),
             f"  every layer:      python -m dse.show {path} --verbose   (--plot plan.png draws it)",
             f"  quantizer config: python -m dse.export --plan {path} --to llamacpp"]

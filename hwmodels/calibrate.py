@@ -559,7 +559,15 @@ def _report_text(doc: dict) -> str:
     lines.append("noise: median pass-to-pass variation of the held-out timings; GB/s: the GEMV (or only) fit's "
                  "bandwidth, * = at its STREAM-derived bound (that fit is not memory-bound)")
     for c in doc["crashed"]:
-        lines.append(f"crashed (avoided from now on): {c['kernel']} {c['shape']} exit {c['returncode']}")
+        if c["returncode"]:
+            lines.append(f"crashed (avoided from now on): {c['kernel']} {c['shape']} exit {c['returncode']}")
+    rejected: dict = {}
+    for c in doc["crashed"]:
+        if not c["returncode"]:  # the kernel raised (e.g. CUDA _int_mm needs M > 16): one line a kernel
+            rejected.setdefault(c["kernel"], []).append(c)
+    for name, rows in rejected.items():
+        lines.append(f"rejected by the kernel (avoided from now on): {name}, {len(rows)} shapes, e.g. "
+                     f"{rows[0]['shape']}: {rows[0].get('stderr', '')[:80]}")
     cmp = doc.get("comparison")
     if cmp:
         lines.append(f"analytic {cmp['target']} (runtime={cmp['runtime']}) / measured, median ratio: all shapes, "

@@ -108,3 +108,38 @@ def test_hessian_table_is_half_the_average_curvature_times_the_perturbation():
         w = mod.weight.detach().numpy()
         d2 = float(((fmt.quantize(w).astype(np.float64) - w) ** 2).sum())
         assert table[name][0] == pytest.approx(0.5 * traces[name] / w.size * d2, rel=1e-9)
+
+
+def test_output_grams_of_a_real_model_are_each_layers_own_inputs():
+    """MiniLM: every layer's Gram equals X^T X of the inputs it was fed (captured by an independent hook).
+    Freed activations' memory is reused by later layers' inputs of the same shape, so Grams shared
+    by address alone would be another layer's."""
+    pytest.importorskip("transformers")
+    from dse.calibration import read_texts
+    from dse.hfmodel import load_encoder
+
+    enc = load_encoder("all-minilm-l6-v2")
+    _, _, modules = enc.searched_modules()
+    batches = enc.batches(read_texts(None, max_texts=96, seed=0), 32)
+    grams = output_grams(modules, enc.embed_batch, batches, token_mask=lambda b: b.mask.bool())
+    expected = {n: 0.0 for n in modules}
+    mask = {}
+
+    def capture(name):
+        def fn(mod, inputs, output):
+            x = inputs[0]
+            rows = (x[mask["now"]] if x.dim() > 2 else x).double()  # real tokens (the pooler sees [CLS] only)
+            expected[name] = expected[name] + rows.T @ rows
+        return fn
+
+    handles = [m.register_forward_hook(capture(n)) for n, m in modules.items()]
+    try:
+        with torch.inference_mode():
+            for b in batches:
+                mask["now"] = b.mask.bool()
+                enc.embed_batch(b)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in modules:
+        assert torch.allclose(grams[name][0], expected[name], rtol=1e-4, atol=1e-3), name

@@ -77,3 +77,15 @@ def test_bad_measurement_is_one_line(tmp_path, doc, message, capsys):
     assert run_cli(main, ["--compare", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_cuda_report_fits_a_screen():
+    """66 shapes _int_mm rejects (M <= 16) are one line, not 66."""
+    from hwmodels.calibrate import _report_text
+
+    doc = json.loads((DATA / "local-cuda-h200.json").read_text())
+    doc["comparison"] = compare_with_target(doc)
+    lines = _report_text(doc).splitlines()
+    assert len(lines) <= 24
+    rejected = [line for line in lines if line.startswith("rejected by the kernel")]
+    assert len(rejected) == 1 and "cuda-int-mm, 66 shapes" in rejected[0]

@@ -4,7 +4,8 @@ against published measurements made with that stack and not used to set it (±25
 Oracles: the measurements in tests/data/gpu_measurements.json (predicted there by
 test_gpu.py's `_predict`); hand calculations from the spec constants for the mechanisms a
 runtime switches (fp16 accumulation on GeForce, ExLlamaV2's reconstruct-then-hgemm prefill,
-llama.cpp's int8 MMQ).
+llama.cpp's int8 MMQ); the two fitted profile constants recomputed from their own sources
+(GPT-J's first-token latencies; PR #7860's Q4_K_S prefill, a calibration entry).
 """
 from __future__ import annotations
 
@@ -100,3 +101,72 @@ def test_llamacpp_runs_quantized_weights_on_int8_tensor_cores():
     tc, act_bytes, kind, grouped = model.kernel(get_format("q4_0"))
     assert (tc, act_bytes, kind, grouped) == ("int8", 1.0, "ggml", True)
     assert load_model("rtx4090").kernel(get_format("q4_0"))[0] == "fp16"
+
+
+#: GPT-J 6B's GEMM shapes as an OPT-style config (q, k, v, o d x d; fc_in d -> 4d; fc_out 4d -> d; untied
+#: head): EleutherAI/gpt-j-6b config.json n_layer 28, n_embd 4096, n_head 16, n_inner None (= 4 x 4096),
+#: vocab_size 50400. Rotary positions and the parallel residual add no GEMM.
+GPTJ = {"model_type": "opt", "hidden_size": 4096, "num_hidden_layers": 28, "num_attention_heads": 16,
+        "ffn_dim": 16384, "vocab_size": 50400, "max_position_embeddings": 2048}
+#: NVIDIA/TensorRT-LLM docs/source/blogs/H100vsA100.md (v0.5.0): GPT-J 6B, batch 1, input 128, 1st token ms
+GPTJ_BLOG = {("a100-80gb", "fp16"): 12.5, ("h100-sxm", "fp8-e4m3-a8"): 7.1}
+
+
+def _ttft_ms(model, graph, fmt_name, seq):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_gpu import _format, _whole_model
+
+    fmt = _format(fmt_name)
+    return _whole_model(model, graph, fmt, fmt, Workload("prefill", 1, seq))[0] * 1e3
+
+
+def test_trtllm_request_setup_is_the_gptj_residual():
+    """Calibration, recomputed: the profile's request_setup_s is the mean of what GPT-J's batch-1
+    first-token latencies (the blog, not the LLaMA rows it is checked on) leave over our prefill."""
+    from quantcore.models.hf_config import graph_from_config
+
+    graph = graph_from_config(GPTJ, "gpt-j-6b", "test")
+    left = [published - _ttft_ms(load_model(hw, ["runtime=tensorrt-llm", "request_setup_s=0"]), graph, fmt, 128)
+            for (hw, fmt), published in GPTJ_BLOG.items()]
+    assert all(2.5 < ms < 4.5 for ms in left), left
+    assert RUNTIMES["tensorrt-llm"]["request_setup_s"] * 1e3 == pytest.approx(sum(left) / len(left), abs=0.05)
+
+
+def test_request_setup_is_charged_once_per_prefill_pass():
+    from quantcore.models import load_graph
+
+    graph = load_graph("llama-2-7b")
+    with_it = load_model("a100-80gb", ["runtime=tensorrt-llm"])
+    without = load_model("a100-80gb", ["runtime=tensorrt-llm", "request_setup_s=0"])
+    assert _ttft_ms(with_it, graph, "fp16", 128) - _ttft_ms(without, graph, "fp16", 128) == pytest.approx(3.5)
+    ops = Ops.gemm(1, 4096, 4096)  # a decode GEMM, and a pass without an lm_head, pay nothing
+    fp16 = [get_format("fp16")]
+    assert with_it.cost(ops, fp16, Workload("decode", 1, 64)).latency_s[0, 0] == \
+        without.cost(ops, fp16, Workload("decode", 1, 64)).latency_s[0, 0]
+
+
+def test_mmq_tensor_fraction_scales_only_the_mmq_int8_rate():
+    model = load_model("rtx4090", ["runtime=llama.cpp"])
+    int8 = model.rates["int8"]
+    rate = model.format_arrays([get_format("q4_0"), get_format("int8-a8"), get_format("fp16")])["rate"]
+    assert rate[0] == pytest.approx(0.27 * int8)      # MMQ: q8_1 activations on int8 tensor cores
+    assert rate[1] == pytest.approx(int8)             # a W8A8 GEMM is not MMQ
+    assert load_model("rtx4090").format_arrays([get_format("int8-a8")])["rate"][0] == pytest.approx(int8)
+
+
+def test_readme_gpu_measurement_counts():
+    """The README's sentence on tests/data/gpu_measurements.json, from the entries themselves."""
+    import statistics
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_gpu import _predict
+
+    distinct = [e for e in ENTRIES if e["check"] == "independent" and "same_setup_as" not in e]
+    errors = [abs(_predict(e) / e["published"] - 1) for e in distinct]
+    inside = sum(err <= 0.25 for err in errors)
+    median = f"{statistics.median(errors) * 100:.1f} %"
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert (f"GPU measurements: {len(ENTRIES)} entries, {len(distinct)} distinct independent setups** (pairs "
+            f"that measure the same card, model, format and batch count once), {inside} of them within ±25 %, "
+            f"median error {median}") in text

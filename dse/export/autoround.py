@@ -13,14 +13,12 @@ Use it as ``AutoRound(model, tokenizer, layer_config=json.load(open(PATH)))``.
 from __future__ import annotations
 
 from quantcore.formats import get_format
+from dse.export import gptqmodel
 from dse.export.base import Export
 
 NAME = "autoround"
 DEFAULT_OUT = "layer_config.json"
-BITS = (2, 3, 4, 8)
-FORMATS = tuple(f"int{n}" + (f"-g{g}" if g else "") + sym + "-qz"
-                for n in BITS for g in (None, 32, 64, 128) for sym in ("", "-asym")) + \
-    ("mxfp4", "nvfp4", "fp16", "bf16")
+FORMATS = gptqmodel.INT_FORMATS + ("mxfp4", "nvfp4", "fp16", "bf16")
 
 
 def entry(fmt) -> dict:
@@ -42,9 +40,7 @@ def format_of(cfg: dict) -> str:
         return "mxfp4"
     if kind == "nv_fp":
         return "nvfp4"
-    group = cfg.get("group_size", 128)
-    return f"int{cfg['bits']}" + (f"-g{group}" if group and group > 0 else "") + \
-        ("" if cfg.get("sym", True) else "-asym") + "-qz"
+    return gptqmodel.format_of(cfg["bits"], cfg.get("group_size", 128), cfg.get("sym", True))
 
 
 def write(export: Export) -> tuple[dict, dict]:

@@ -64,6 +64,7 @@ class Export:
     graph: object
     target: str
     layers: list
+    estimate: ErrorEstimator  # errors of formats the plan did not price (remapped or folded layers)
     changes: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
@@ -174,11 +175,12 @@ def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, 
     matched = match_plan(plan, graph, path)
     estimate = ErrorEstimator(plan, graph)
     dense = [f for f in supported if not f.is_quantized]
+    names, dense_names = {f.name for f in supported}, {f.name for f in dense}
     layers, changes = [], []
     for layer, fmt, error in matched:
-        pool = supported if embeddings or layer.kind != "embedding" else dense
+        pool, pool_names = (supported, names) if embeddings or layer.kind != "embedding" else (dense, dense_names)
         written, reason = fmt, ""
-        if fmt.name not in {f.name for f in pool}:
+        if fmt.name not in pool_names:
             alias = [f for f in pool if same_quantizer(f, fmt)]
             if alias:
                 written, reason = alias[0], "storage"
@@ -196,7 +198,7 @@ def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, 
             changes.append(Change(layer.name, fmt.name, written.name, reason, fmt.bits_per_weight(k),
                                   written.bits_per_weight(k), error, new_error))
         layers.append(ExportLayer(layer, fmt, written, error, new_error))
-    export = Export(plan, graph, target, layers, changes)
+    export = Export(plan, graph, target, layers, estimate, changes)
     if any(c.reason == "nearest" for c in changes):
         export.notes.append(f"errors of remapped layers: {estimate.source} estimate")
     return export

@@ -23,8 +23,10 @@ NAME = "gptqmodel"
 DEFAULT_OUT = "quantize_config.json"
 BITS = (2, 3, 4, 8)
 GROUPS = (None, 32, 64, 128)
-FORMATS = tuple(f"int{n}" + (f"-g{g}" if g else "") + sym + "-qz"
-                for n in BITS for g in GROUPS for sym in ("", "-asym")) + ("fp16", "bf16")
+#: the integer formats its packers store (AutoRound's auto_round/auto_gptq packers store the same)
+INT_FORMATS = tuple(f"int{n}" + (f"-g{g}" if g else "") + sym + "-qz"
+                    for n in BITS for g in GROUPS for sym in ("", "-asym"))
+FORMATS = INT_FORMATS + ("fp16", "bf16")
 
 
 def fields(fmt) -> dict:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from quantcore.errors import QuantDSEError
-from dse.export.base import Change, ErrorEstimator, Export, dominant_format, grouped_pattern, need
+from dse.export.base import Change, Export, dominant_format, grouped_pattern, need
 
 NAME = "llamacpp"
 DEFAULT_OUT = "tensor_types.txt"
@@ -71,7 +71,7 @@ def gguf_names(graph) -> dict:
 
 def fold_experts(export: Export, tensors: dict) -> None:
     """One type per merged expert tensor: the widest format among the layer's experts."""
-    estimate = ErrorEstimator(export.plan, export.graph)
+    estimate = export.estimate
     groups: dict = {}
     for i, l in enumerate(export.layers):
         for t in tensors.get(l.name, ()):

@@ -113,15 +113,17 @@ class Model(HardwareModel):
         cycles = np.where(lay["depthwise"], dw, pw).astype(np.float64)
         return np.where((lay["kinds"] == "embedding") | lay["on_cpu"], 0.0, np.ceil(cycles))
 
-    def compute_cycles(self, ops: Ops) -> np.ndarray:
-        """[L] engine cycles; a 3x3 in its 1x1's call adds only what the pair's overlap leaves."""
-        lay = self._layout(ops)
+    def compute_cycles(self, ops: Ops, lay: dict | None = None) -> np.ndarray:
+        """[L] engine cycles; a 3x3 in its 1x1's call adds only what the pair's overlap leaves.
+        lay: `_layout(ops)` where the caller has it."""
+        lay = self._layout(ops) if lay is None else lay
         alone = self._alone_cycles(ops, lay)
         return np.where(lay["fused"], np.maximum(0.0, alone - alone[lay["prev"]]), alone)
 
-    def calls(self, ops: Ops) -> np.ndarray:
-        """[L] accelerator calls per op: 0 for a 3x3 sharing its 1x1's call and for CPU layers."""
-        lay = self._layout(ops)
+    def calls(self, ops: Ops, lay: dict | None = None) -> np.ndarray:
+        """[L] accelerator calls per op: 0 for a 3x3 sharing its 1x1's call and for CPU layers.
+        lay: `_layout(ops)` where the caller has it."""
+        lay = self._layout(ops) if lay is None else lay
         per = np.where(lay["depthwise"], 1, _ceil_div(ops.n.astype(np.int64), self.spec.params["max_calls_channels"]))
         return np.where(lay["fused"] | lay["on_cpu"] | (lay["kinds"] == "embedding"), 0, per)
 
@@ -146,7 +148,7 @@ class Model(HardwareModel):
         L, F = len(ops), len(formats)
         lay = self._layout(ops)
         on_cpu = lay["on_cpu"][:, None]
-        compute = self.compute_cycles(ops)[:, None]
+        compute = self.compute_cycles(ops, lay)[:, None]
 
         bpw = bits_table(ops.k, formats)
         weight_bytes = ops.weight_elems[:, None] * bpw / 8.0
@@ -157,7 +159,7 @@ class Model(HardwareModel):
         nbytes = weight_bytes + fmap_bytes
         per_cycle = p["ddr_bytes_per_s"] * p["ddr_efficiency"] / p["clock_hz"]
         memory = np.ceil(nbytes / per_cycle)
-        overhead = np.ceil(self.calls(ops) * p["call_overhead_s"] * p["clock_hz"])[:, None]
+        overhead = np.ceil(self.calls(ops, lay) * p["call_overhead_s"] * p["clock_hz"])[:, None]
         arm = np.ceil(self.arm_seconds(ops) * p["clock_hz"])[:, None]
         fpga = np.maximum(compute, memory) + overhead + arm
         macs = ops.macs[:, None]

@@ -30,6 +30,10 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   CUDA-core ops), so a chip rate is per-SM rate x sm_count x sustained_clock_hz and
   `--set sm_count=...` / `--set sustained_clock_hz=...` scale it; boost_clock_hz only
   recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s; the L2 feed per SM per clock.
+- Software stack (`runtime`, gpu_runtimes.toml): besides kernels and launch overhead, a
+  stack may charge a fixed time per prefill pass (`request_setup_s`, TensorRT-LLM's
+  per-request host work, on the pass's lm_head op) and run llama.cpp's MMQ at a fraction
+  of the int8 tensor rate (`mmq_tensor_fraction`).
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
   fma per weight for scale and zero, `dequant_ops_tinygemm`).
@@ -107,6 +111,9 @@ SCHEMA = {
                                    min=0.0, max=1e5),
     "launch_overhead_s": Param(float, "fixed time per GEMM kernel: launch gap plus the small fused "
                                "elementwise kernels around it", min=0.0, max=1e-3),
+    "request_setup_s": Param(float, "fixed time per prefill pass (one request's host-side setup, input copy, "
+                                "context-engine enqueue, sampling), charged once per pass on the lm_head op; set "
+                                "by the runtime", min=0.0, max=1.0, default=0.0),
     "idle_power_w": Param(float, "board power when idle/static (W)", min=0.0),
     "sm_active_power_w": Param(float, "power of one SM while it holds a CTA, independent of its utilisation "
                                "(P0 clock/voltage, schedulers, LSU/L1, register file) (W)", min=0.0, default=0.0),
@@ -128,6 +135,8 @@ SCHEMA = {
                                "weights rebuilt, then a dense fp16 GEMM) | int8-mmq (8-bit activations on int8 "
                                "tensor cores); set by the runtime",
                                choices=("fused", "reconstruct", "int8-mmq"), default="fused"),
+    "mmq_tensor_fraction": Param(float, "fraction of the int8 tensor rate llama.cpp's MMQ mma loop reaches "
+                                   "(quantized_prefill=int8-mmq); set by the runtime", min=0.01, max=1.0, default=1.0),
     "reconstruct_min_m": Param(int, "M above which quantized_prefill=reconstruct applies", min=1, default=33),
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
@@ -286,7 +295,9 @@ class Model(HardwareModel):
                 kern = ("fp16", 2.0, None, False)
             tc, act_bytes, kind, grouped = kern
             dense = tc == "fp16" and kind is None
-            out["rate"].append(self.dense_fp16_rate() if dense else rates[tc])
+            mmq = tc == "int8" and p["quantized_prefill"] == "int8-mmq" and fmt.act_bits >= 16
+            out["rate"].append(self.dense_fp16_rate() if dense else
+                               rates[tc] * (p["mmq_tensor_fraction"] if mmq else 1.0))
             out["act_bytes"].append(act_bytes)
             out["dequant"].append(self._dequant_ops(kind))
             out["psum"].append(p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0)
@@ -418,6 +429,8 @@ class Model(HardwareModel):
         gather_bytes = col(ops.weight_elems) * wbytes + col(ops.weight_elems) * OUT_BYTES
         gather_s = p["dram_latency_s"] + gather_bytes / dram_bw
         latency = np.where(gemm, gemm_s, gather_s) + p["launch_overhead_s"]
+        if workload.phase == "prefill" and p["request_setup_s"] > 0:  # once per pass: on its one lm_head
+            latency = latency + col([p["request_setup_s"] if nm == "lm_head" else 0.0 for nm in ops.names])
         sm_seconds = np.where(gemm, sm_seconds, gather_s * sms)             # a gather spreads over all SMs
         body_s = np.where(gemm, body_s, gather_s)
         compute_s = np.where(gemm, compute_s, 0.0)

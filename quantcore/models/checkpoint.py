@@ -18,7 +18,7 @@ from types import MappingProxyType
 from quantcore.io import load_json
 from quantcore.models.graph import Layer, LayerGraph
 from quantcore.models.hf_config import SUPPORTED_MODEL_TYPES, graph_from_config
-from quantcore.models.infer import BLOCK, ROLES, conv1d_modules, infer_config, role_of
+from quantcore.models.infer import BLOCK, conv1d_modules, infer_config, role_of
 from quantcore.models.registry import model_name
 from quantcore.models.safetensors_io import FLOAT_DTYPES, SafetensorsWeights, natural_key, read_tensors
 
@@ -36,7 +36,7 @@ def _layer_from_tensor(module: str, shape: tuple) -> Layer:
     elif last in EMBEDDING_NAMES:
         kind, role = "embedding", "embed"
     else:
-        kind, role = "linear", role_of(module, ROLES)
+        kind, role = "linear", role_of(module)
     block = BLOCK.search(f".{module}.")
     expert = _EXPERT.search(f".{module}.")
     return Layer(module, kind, tuple(shape), role, int(block.group(1)) if block else None,

@@ -46,10 +46,7 @@ class _Builder:
         if self.cfg.get(key) is None:
             raise QuantDSEError(f"{self.where} is missing required key {key!r}: "
                                 "use the model's complete config.json (it may be truncated)")
-        value = self.cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
-            raise QuantDSEError(f"{self.where}: key {key!r} must be a non-negative integer, got {value!r}")
-        return int(value)
+        return int(self.cfg[key])  # config_schema has checked its type and range
 
     def linear(self, name: str, out: int, inp: int, role: str, block: int | None = None, *,
                bias: bool = False, expert: int | None = None, kind: str = "linear", **attrs) -> None:

@@ -54,7 +54,7 @@ def conv1d_modules(shapes: dict[str, tuple], cfg: dict | None) -> set[str]:
     return set()
 
 
-def role_of(module: str, roles: dict) -> str:
+def role_of(module: str) -> str:
     """A module's role; GPT-2's c_* names by their parent (attn.c_proj is o, mlp.c_proj is down)."""
     parent, _, last = module.rpartition(".")
     parent = parent.rsplit(".", 1)[-1]
@@ -63,7 +63,7 @@ def role_of(module: str, roles: dict) -> str:
         return gpt[(parent, last)]
     if last in FUSED_QKV:
         return "qkv"
-    return roles.get(last, last)
+    return ROLES.get(last, last)
 
 
 def guess_arch(layers: list[Layer], cfg: dict | None) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from quantcore.models.graph import Layer, LayerGraph
-from quantcore.models.infer import BLOCK, ROLES, infer_config, role_of
+from quantcore.models.infer import BLOCK, infer_config, role_of
 
 
 def is_conv1d(module) -> bool:
@@ -84,7 +84,7 @@ def graph_from_module(module, name: str = "torch-module", example_input=None) ->
             last = n.rsplit(".", 1)[-1]
             kind = "lm-head" if last == "lm_head" else "linear"
             block = BLOCK.search(f".{n}.")
-            layers.append(Layer(n, kind, shape, "lm_head" if kind == "lm-head" else role_of(n, ROLES),
+            layers.append(Layer(n, kind, shape, "lm_head" if kind == "lm-head" else role_of(n),
                                 int(block.group(1)) if block else None))
     total = sum(p.numel() for p in module.parameters())
     extra = total - sum(l.params for l in layers)
