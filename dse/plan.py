@@ -118,11 +118,11 @@ def load_plan(path: str) -> dict:
     return plan
 
 
-def format_table(plan: dict, verbose: bool = False, out: str | None = None, steps: list[str] | None = None) -> str:
+def format_table(plan: dict, verbose: bool = False, steps: list[str] | None = None) -> str:
     """The plan for a person (dse.summary): roles folded across blocks; `verbose` adds every layer.
 
-    out, steps: the next steps, as for dse.summary.format_summary."""
+    steps: the next steps, as for dse.summary.format_summary."""
     from dse.summary import format_layers, format_summary
 
-    text = format_summary(plan, out=out, steps=steps)
+    text = format_summary(plan, steps=steps)
     return f"{format_layers(plan)}\n\n{text}" if verbose else text

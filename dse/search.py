@@ -13,6 +13,7 @@ from quantcore.io import check_outputs
 from quantcore.limits import RANGES, int_flag
 from dse.pipeline import SearchRequest, prepare, solve_prepared, solver_options
 from dse.plan import format_table, make_plan, plan_json, write_plan
+from dse.summary import next_steps
 from hwmodels.workload import PHASES, Workload
 
 #: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S;
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     if args.json:
         sys.stdout.write(plan_json(plan))
     else:
-        print(format_table(plan, verbose=args.verbose, out=args.out))
+        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out)))
         if plan["method"] == "rl":
             print(rl_summary(plan["solver"]))
     return 0

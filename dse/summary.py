@@ -198,11 +198,10 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths))).rstrip() for r in rows]
 
 
-def format_summary(plan: dict, out: str | None = None, steps: list[str] | None = None) -> str:
+def format_summary(plan: dict, steps: list[str] | None = None) -> str:
     """The plan in under a screen: header, roles with exceptions, formats, totals, next step.
 
-    `out`: where the plan was written (the next step then names that file); `steps`: the
-    next-step lines instead (as next_steps() makes them; [] for none).
+    `steps`: the next-step lines (as next_steps() makes them; [] for none; None: next_steps(None)).
     """
     layers = plan["layers"]
     budget = plan.get("budget", {})
@@ -234,7 +233,7 @@ def format_summary(plan: dict, out: str | None = None, steps: list[str] | None =
     lines += _table([[s["format"], f"{s['bits']:.3f} bits", f"{100 * s['share']:5.1f} %",
                       "#" * max(1, round(40 * s["share"]))] for s in format_shares(layers)])
     lines += ["", "totals (searched layers + fixed part)"] + _totals(plan)
-    steps = next_steps(out) if steps is None else steps
+    steps = next_steps(None) if steps is None else steps
     if steps:
         lines += ["", *steps]
     return "\n".join(lines)
