@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 from quantcore.errors import QuantDSEError
 
@@ -15,10 +16,18 @@ UNITS = {
     "s": ("latency", 1.0), "ms": ("latency", 1e-3), "us": ("latency", 1e-6),
     "J": ("energy", 1.0), "mJ": ("energy", 1e-3), "uJ": ("energy", 1e-6),
 }
-#: how a limit of each kind is shown to people: kind -> (unit, factor from SI to it, key of a plan's
-#: totals); UNITS[unit] holds the factor back to SI
-SHOWN_UNITS = {"bits": ("bits", 1.0, "effective_bits"), "memory": ("GB", 1e-9, "memory_bytes"),
-               "latency": ("ms", 1e3, "latency_s"), "energy": ("mJ", 1e3, "energy_j")}
+
+
+class Shown(NamedTuple):
+    """How a limit of one kind is shown to people (UNITS[unit] holds the factor back to SI)."""
+    unit: str
+    factor: float  # from SI to `unit`
+    key: str  # of a plan's totals
+
+
+#: kind -> how its limits and totals are shown
+SHOWN_UNITS = {"bits": Shown("bits", 1.0, "effective_bits"), "memory": Shown("GB", 1e-9, "memory_bytes"),
+               "latency": Shown("ms", 1e3, "latency_s"), "energy": Shown("mJ", 1e3, "energy_j")}
 #: largest budget of each kind, in SI (README "Limits on input"): past these a limit binds nothing
 #: real, and the solvers' arithmetic (HiGHS treats 1e20 as infinite) would no longer be exact
 MAX_SI = {"bits": 64.0, "memory": 1e18, "latency": 1e6, "energy": 1e12}

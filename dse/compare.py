@@ -23,9 +23,9 @@ from dse.budget import SHOWN_UNITS
 from dse.summary import roles, workload_text
 
 #: totals rows: (label, key, factor, digits), in the units of dse.budget.SHOWN_UNITS
-TOTAL_ROWS = [(label.format(SHOWN_UNITS[kind][0]), SHOWN_UNITS[kind][2], SHOWN_UNITS[kind][1], digits)
-              for kind, label, digits in (("bits", "{}/weight", ".3f"), ("memory", "memory {}", ".3f"),
-                                          ("latency", "latency {}", ".3f"), ("energy", "energy {}", ".2f"))]
+TOTAL_ROWS = [(label.format(s.unit), s.key, s.factor, digits) for s, label, digits in (
+    (SHOWN_UNITS["bits"], "{}/weight", ".3f"), (SHOWN_UNITS["memory"], "memory {}", ".3f"),
+    (SHOWN_UNITS["latency"], "latency {}", ".3f"), (SHOWN_UNITS["energy"], "energy {}", ".2f"))]
 TOTAL_ROWS.append(("error", "error", 1.0, ".4g"))
 
 

@@ -24,10 +24,10 @@ from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, check_outputs
 from quantcore.limits import cap, over_cap
 
-#: sweep kind -> (constraint kind, factor from the written unit to SI, unit as written)
-SWEEP_UNITS = {kind: (kind, UNITS[unit][1], unit) for kind, (unit, _, _) in SHOWN_UNITS.items()}
+#: sweep kind (= the constraint kind) -> (factor from the written unit to SI, unit as written)
+SWEEP_UNITS = {kind: (UNITS[s.unit][1], s.unit) for kind, s in SHOWN_UNITS.items()}
 #: --x choice -> key of Problem.totals()
-X_TOTALS = {kind: key for kind, (_, _, key) in SHOWN_UNITS.items()}
+X_TOTALS = {kind: s.key for kind, s in SHOWN_UNITS.items()}
 COLUMNS = ["budget", "status", "method", "error", "effective_bits", "memory_bytes", "latency_s", "energy_j",
            "seconds", "gap", "on_frontier"]
 
@@ -43,8 +43,8 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
         raise QuantDSEError(f"unknown sweep kind {kind!r}: use {', '.join(SWEEP_UNITS)}")
     if not (np.isfinite([start, stop, step]).all() and step > 0 and 0 < start <= stop):
         raise QuantDSEError(f"--sweep {text!r} needs 0 < START <= STOP and STEP > 0")
-    limit_kind, factor, unit = SWEEP_UNITS[kind]
-    check_budget_range(f"--sweep {text!r}", limit_kind, stop, factor, unit)
+    factor, unit = SWEEP_UNITS[kind]
+    check_budget_range(f"--sweep {text!r}", kind, stop, factor, unit)
     points = (stop - start) / step + 1
     if not points <= cap("sweep_points"):
         raise over_cap("sweep_points", f"--sweep {text!r} ({points:.4g} points)")
@@ -108,10 +108,9 @@ def rows_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-#: --x choice -> (factor from SI to the unit shown, axis label)
-X_AXES = {kind: (SHOWN_UNITS[kind][1], label.format(SHOWN_UNITS[kind][0])) for kind, label in
-          (("bits", "effective {} per weight"), ("memory", "weights in memory ({})"),
-           ("latency", "latency of one pass ({})"), ("energy", "energy of one pass ({})"))}
+#: --x choice -> axis label ({}: the unit shown, dse.budget.SHOWN_UNITS)
+X_AXES = {"bits": "effective {} per weight", "memory": "weights in memory ({})",
+          "latency": "latency of one pass ({})", "energy": "energy of one pass ({})"}
 MAX_POINT_LABELS = 12
 
 
@@ -124,8 +123,8 @@ def plot_figure(rows: list[dict], x: str, title: str, unit: str = ""):
 
     fig = new_figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    factor, label = X_AXES[x]
-    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float) * factor
+    shown = SHOWN_UNITS[x]
+    xs = np.array([r[shown.key] for r in rows], dtype=float) * shown.factor
     ys = np.array([r["error"] for r in rows], dtype=float)
     on = np.array([r["on_frontier"] for r in rows], dtype=bool)
     off = ~on & np.isfinite(xs) & np.isfinite(ys)
@@ -138,7 +137,7 @@ def plot_figure(rows: list[dict], x: str, title: str, unit: str = ""):
         for i in picked[::step]:
             ax.annotate(f"{rows[i]['budget']:g}{unit}", (xs[i], ys[i]), textcoords="offset points", xytext=offset,
                         fontsize="x-small", color="0.25")
-    ax.set_xlabel(label)
+    ax.set_xlabel(X_AXES[x].format(shown.unit))
     ax.set_ylabel("predicted error (sum over layers)")
     ax.set_yscale("log" if (ys[np.isfinite(ys)] > 0).all() and np.isfinite(ys).any() else "linear")
     ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
@@ -171,7 +170,7 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
     """The SearchRequest dse.search would build from these flags, budgeted at the sweep's first value."""
     from dse import search
 
-    unit = SWEEP_UNITS[kind][2]
+    unit = SHOWN_UNITS[kind].unit
     flags = argparse.Namespace(**vars(args))
     flags.budget = f"{values[0]:g}{unit}"
     flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None  # the sweep is the only limit
@@ -190,7 +189,7 @@ def main(argv=None) -> int:
         figure_type(args.plot)  # a bad extension fails before any work
     kind, values = parse_sweep(args.sweep)
     x = args.x or kind
-    limit_kind, factor, _ = SWEEP_UNITS[kind]
+    factor, _ = SWEEP_UNITS[kind]
     request = request_from_args(args, kind, values)
     request.limits()  # validate the method and budget before any expensive work
     prepared = prepare(request)
@@ -199,7 +198,7 @@ def main(argv=None) -> int:
     if prepared.device_limit({}) is not None:  # some points' weights could exceed the device
         print(f"note: {memory_note(prepared.graph.name, prepared.hardware.name, prepared.free_memory)}",
               file=sys.stderr)
-    rows = pareto_sweep(lambda v: prepared.problem({limit_kind: v * factor}), values, method=args.method,
+    rows = pareto_sweep(lambda v: prepared.problem({kind: v * factor}), values, method=args.method,
                         x=x, progress=True, seed=args.seed)
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
     if args.plot is not None:
@@ -207,7 +206,7 @@ def main(argv=None) -> int:
                  f"{workload_text(prepared.workload.as_dict())}"
                  f"\nsensitivity: {prepared.sensitivity.source}"
                  + (" (data-free prior)" if prepared.sensitivity.source == "prior" else ""))
-        figure = plot_figure(rows, x, title, SWEEP_UNITS[kind][2])
+        figure = plot_figure(rows, x, title, SHOWN_UNITS[kind].unit)
         outputs.append((args.plot, figure_bytes(figure, figure_type(args.plot))))
     atomic_write_files(outputs)  # both files or neither
     if args.json:

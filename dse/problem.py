@@ -154,9 +154,9 @@ class Problem:
         for kind, limit in self.limits.items():
             least = self.smallest_limit(kind)
             if limit < least * (1 - 1e-12):
-                name, scale, _ = SHOWN_UNITS[kind]
-                shown_limit, shown_least = _distinct(limit * scale, least * scale)
-                parts.append(f"{kind} limit {shown_limit}{name} is below the smallest feasible {shown_least}{name}")
+                unit, factor = SHOWN_UNITS[kind].unit, SHOWN_UNITS[kind].factor
+                shown_limit, shown_least = _distinct(limit * factor, least * factor)
+                parts.append(f"{kind} limit {shown_limit}{unit} is below the smallest feasible {shown_least}{unit}")
                 kinds.append(kind)
         if not parts:
             return None

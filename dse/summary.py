@@ -12,7 +12,7 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-from dse.budget import SHOWN_UNITS
+from dse.budget import SHOWN_UNITS, Shown
 
 MAX_EXCEPTION_LINES = 12
 _INT = re.compile(r"^\d+$")
@@ -159,8 +159,8 @@ def limit_text(kind: str, si: float, budget: dict) -> str:
     """A limit in the unit the user typed: the budget's own text, else ms / mJ / GB / bits."""
     if budget.get("kind") == kind and budget.get("text"):
         return str(budget["text"])
-    unit, factor, _ = SHOWN_UNITS.get(kind, ("", 1.0, kind))
-    return f"{si * factor:g}{unit}"
+    shown = SHOWN_UNITS.get(kind, Shown("", 1.0, kind))
+    return f"{si * shown.factor:g}{shown.unit}"
 
 
 def workload_text(workload: dict) -> str:
@@ -248,7 +248,7 @@ def _totals(plan: dict) -> list[str]:
     def limit(kind: str) -> str:
         if kind not in limits:
             return ""
-        key = SHOWN_UNITS[kind][2]
+        key = SHOWN_UNITS[kind].key
         binding = t.get(key, 0) >= limits[kind] * (1 - 1e-3)
         return f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if binding else "")
 
