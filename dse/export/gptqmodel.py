@@ -23,20 +23,22 @@ NAME = "gptqmodel"
 DEFAULT_OUT = "quantize_config.json"
 BITS = (2, 3, 4, 8)
 GROUPS = (None, 32, 64, 128)
+
+
+def format_of(bits: int, group_size: int | None, sym: bool) -> str:
+    """The format name of GPTQ {bits, group_size, sym} (the inverse of `fields`)."""
+    return f"int{bits}" + (f"-g{group_size}" if group_size and group_size > 0 else "") + \
+        ("" if sym else "-asym") + "-qz"
+
+
 #: the integer formats its packers store (AutoRound's auto_round/auto_gptq packers store the same)
-INT_FORMATS = tuple(f"int{n}" + (f"-g{g}" if g else "") + sym + "-qz"
-                    for n in BITS for g in GROUPS for sym in ("", "-asym"))
+INT_FORMATS = tuple(format_of(n, g, sym) for n in BITS for g in GROUPS for sym in (True, False))
 FORMATS = INT_FORMATS + ("fp16", "bf16")
 
 
 def fields(fmt) -> dict:
     """{bits, group_size, sym} of a GPTQ format."""
     return {"bits": int(fmt.weight_bits), "group_size": fmt.group_size or -1, "sym": bool(fmt.symmetric)}
-
-
-def format_of(bits: int, group_size: int, sym: bool) -> str:
-    return f"int{bits}" + (f"-g{group_size}" if group_size and group_size > 0 else "") + \
-        ("" if sym else "-asym") + "-qz"
 
 
 def write(export: Export) -> tuple[dict, dict]:
