@@ -39,8 +39,9 @@ def runnable(formats: list, costs, hardware, cost_of=None) -> tuple[list[int], t
                             f"choose --formats it runs: {_names(catalog[:12])}")
     if not dropped:
         return keep, (), None
-    return keep, tuple(f.name for f in dropped), (f"{hw_name} cannot run {_names(dropped)} (no kernel or datapath for them on this target): "
-                  f"dropped from the candidates, searching {_names([formats[j] for j in keep])}")
+    note = (f"{hw_name} cannot run {_names(dropped)} (no kernel or datapath for them on this target): "
+            f"dropped from the candidates, searching {_names([formats[j] for j in keep])}")
+    return keep, tuple(f.name for f in dropped), note
 
 
 def lower_bit_alternatives(hardware, formats: list, k: int = 4096) -> list[str]:
