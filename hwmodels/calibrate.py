@@ -47,6 +47,7 @@ from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
 from quantcore.limits import RANGES, check_cap, int_flag
 from hwmodels import fit
 from hwmodels.measure import KERNELS, STREAM, cache_bytes, measure
+from hwmodels.registry import target_for_gpu
 
 CALIBRATION_SCHEMA = "quantdse.calibration/1"
 #: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
@@ -66,8 +67,6 @@ MAX_OUT_BYTES = 16e6
 PASSES, QUICK_PASSES = 2, 2
 #: more passes (at most EXTRA_PASSES) over the shapes whose slowest pass is UNSURE_SPREAD x the fastest
 EXTRA_PASSES, UNSURE_SPREAD = 1, 1.3
-#: analytic target to compare a measured CUDA device with, by a substring of its name
-GPU_TARGETS = (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80gb"))
 #: the GPU runtime profile whose kernels torch's own ops are (hwmodels/families/gpu_runtimes.toml)
 COMPARE_RUNTIME = "gpt-fast"
 #: measured calls longer than this are compared apart: eager launch (~15-20 us) is under ~20 % of them
@@ -419,11 +418,6 @@ def ensure_calibration(threads: int = 0, auto: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------ CUDA vs analytic
-
-def target_for_gpu(gpu: str) -> str | None:
-    """The analytic target of a CUDA device, by its name (torch's or NVML's), or None."""
-    return next((t for key, t in GPU_TARGETS if key in gpu), None)
-
 
 def compare_with_target(doc: dict) -> dict | None:
     """Ratio analytic / measured per CUDA kernel, against the matching GPU target.
