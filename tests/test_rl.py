@@ -333,7 +333,7 @@ def test_price_shift_sac_learns_a_hidden_reweighting():
     the proxy table and than the forecast; and training is deterministic for a seed."""
     import dataclasses
 
-    from dse.pipeline import SearchRequest, prepare, solver_options
+    from dse.pipeline import SearchRequest, prepare
     from dse.solvers import solve
     from policies.episode import layer_infos
     from policies.measured import PriceShiftEnv, learn_shifts
