@@ -4,16 +4,17 @@
     python bench/rl.py --measured [--seeds 0,1,2] [--episodes 192] [--budgets 3.0,3.5,4.0]
 
 --measured: the measured-reward mode (policies/measured.py) on all-minilm-l6-v2 instead,
-once per seed (each seed also draws its own split of reward and held-out texts): the
-measured cosine of the ILP plan, the forecast, the fine-tuned policy's deterministic plan
-and the best exploration episode, on the held-out texts and on the reward texts.
+once per seed (each seed also draws its own split of reward and held-out texts), through
+dse.search as `--reward measured` runs it: the measured cosine of the ILP plan, the forecast,
+the fine-tuned policy's deterministic plan and the best exploration episode on the held-out
+texts, and of the ILP and fine-tuned plans on the reward texts.
 
 --oracle: two more rows, "forecast+upgrade" (the forecast, then greedy upgrades: the
 polish's first step) and "one-step oracle" (at each layer the best of actions 0, 0.5, 1,
 each scored by the exact error of its forecast completion: the policy a perfect gamma-0
 critic would give), and the size of the one-step advantages it finds.
 
---quick: the first two held-out models and budgets 2.6,3.7 only (12 problems, a few
+--quick: the first two held-out models and (unless --budgets) budgets 2.6,3.7 only (12 problems, a few
 minutes on a loaded machine instead of about 15).
 
 Held-out models (never in the training mix, policies.pool.HELD_OUT) on one target,
@@ -27,17 +28,16 @@ forecast, no learned deviation): what the learned policy adds or loses against i
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import numpy as np
 
 from quantcore.errors import QuantDSEError
 from dse.pipeline import SearchRequest, prepare
-from dse.solvers import solve
+from dse.search import search
+from dse.solvers import greedy, solve
 from policies.policy import load_policy
 from policies.pool import random_limits, synthetic_errors, sub_problem
-from dse.solvers import greedy
 from policies.env import Rollout
 from policies.episode import Episode, layer_infos
 from policies.solver import rollout, solve as rl_solve
@@ -63,10 +63,7 @@ def one_step_oracle(ep: Episode) -> tuple[np.ndarray, list]:
     while not r.done:
         base, best, best_a = r.forecast_error(), 0.0, 0.5
         for a in (0.0, 1.0):
-            s = copy.copy(r)
-            s.used, s.assignment, s._tail, s._balance = r.used.copy(), r.assignment.copy(), None, None
-            f = s.step(a)
-            advantage = base - (float(ep.problem.error[r.l, f]) + s.forecast_error())
+            _, advantage = r.copy().step_advantage(a)
             if advantage > best + 1e-12 * base:
                 best, best_a = advantage, a
         if best > 0:
@@ -92,18 +89,14 @@ def cases(hw: str, budgets, seed: int, models=MODELS):
 
 def measured(args) -> None:
     """--measured: the fine-tuned price-shift agent vs the ILP plan on held-out texts, per seed and budget."""
-    from dse.pipeline import solve_prepared, solver_options
-    from policies.measured import finetune
-
     rows = []
     for budget in args.budgets.split(","):
-        prepared = prepare(SearchRequest(hw=args.hw, model="all-minilm-l6-v2", budget=f"{budget}bits", method="rl"))
-        problem, ilp = solve_prepared(prepared, prepared.request.limits()[0], method="ilp")
         for seed in [int(s) for s in args.seeds.split(",")]:
             t0 = time.perf_counter()
-            res = finetune(problem, ilp.assignment, "all-minilm-l6-v2", seed=seed, episodes=args.episodes,
-                           **{**solver_options(prepared, "rl"), "policy": args.policy})
-            rows.append((budget, seed, res.info, time.perf_counter() - t0))
+            plan = search(SearchRequest(hw=args.hw, model="all-minilm-l6-v2", budget=f"{budget}bits", method="rl",
+                                        reward="measured", seed=seed, policy=args.policy,
+                                        solver_options=(f"episodes={args.episodes}",)))
+            rows.append((budget, seed, plan["solver"], time.perf_counter() - t0))
     i0 = rows[0][2]
     print(f"measured reward on all-minilm-l6-v2 @ {args.hw}: {args.episodes} SAC episodes per run, cosine to fp on "
           f"{i0['heldout_texts']} held-out texts (reward texts: {i0['reward_texts']}); policy {i0['policy']}")
@@ -125,22 +118,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench.rl", description=__doc__.split("\n")[0])
     p.add_argument("--policy")
     p.add_argument("--hw", default="a100-80gb")
-    p.add_argument("--budgets", default="2.6,3.2,3.7,4.5")
+    p.add_argument("--budgets", help="average bits, comma-separated (default 2.6,3.2,3.7,4.5; --measured: "
+                   "3.0,3.5,4.0; --quick: 2.6,3.7)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="2 held-out models, budgets 2.6,3.7 (12 problems)")
+    p.add_argument("--quick", action="store_true", help="2 held-out models (and budgets 2.6,3.7: 12 problems)")
     p.add_argument("--measured", action="store_true", help="the measured-reward mode on all-minilm-l6-v2 instead")
     p.add_argument("--seeds", default="0,1,2", help="--measured: fine-tuning seeds")
     p.add_argument("--episodes", type=int, default=192, help="--measured: SAC episodes per run")
     p.add_argument("--oracle", action="store_true", help="add forecast+upgrade and the one-step oracle (slow)")
     args = p.parse_args(argv)
     if args.measured:
-        if args.budgets == p.get_default("budgets"):
-            args.budgets = "3.0,3.5,4.0"
+        args.budgets = args.budgets or "3.0,3.5,4.0"
         measured(args)
         return 0
     models = MODELS[:2] if args.quick else MODELS
-    if args.quick:
-        args.budgets = "2.6,3.7"
+    args.budgets = args.budgets or ("2.6,3.7" if args.quick else "2.6,3.2,3.7,4.5")
     policy = load_policy(args.policy)
     extra = ("forecast+upgrade", "one-step oracle") if args.oracle else ()
     ratios: dict = {m: [] for m in ("rl raw", "rl polished", "forecast only", *extra, *BASELINES)}

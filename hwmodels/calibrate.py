@@ -47,6 +47,7 @@ from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
 from quantcore.limits import RANGES, check_cap, int_flag
 from hwmodels import fit
 from hwmodels.measure import KERNELS, STREAM, cache_bytes, measure
+from hwmodels.registry import target_for_gpu
 
 CALIBRATION_SCHEMA = "quantdse.calibration/1"
 #: cap on one designed shape's work, so a full calibration stays within ~3 minutes on 2 cores
@@ -54,20 +55,20 @@ MAX_FLOPS = 2.4e9
 #: cap on one designed shape's weight elements (making random weights and int4-packing them
 #: costs ~5 ns per element here: 2^25 elements keep it under ~0.2 s a shape; 4096 x 8192)
 MAX_WEIGHT_ELEMS = 2 ** 25
+#: cap on one designed shape's output bytes: bigger outputs are fresh mmap'd pages on every call
+#: (glibc returns large blocks to the OS), which times page faults rather than the kernel
+MAX_OUT_BYTES = 16e6
+#: the caps above, as `_within_caps` reads them
+CPU_CAPS = {"flops": MAX_FLOPS, "out_bytes": MAX_OUT_BYTES, "weight_elems": MAX_WEIGHT_ELEMS}
 #: a GPU has none of the CPU's reasons for the caps above (it runs a 16384^3 GEMM in ~10 ms, and its
 #: caching allocator reuses outputs): only a bound on one shape's work and weights
 CUDA_CAPS = {"flops": 1e13, "out_bytes": 1e9, "weight_elems": 2 ** 28}
 #: random fit shapes per kernel on top of the grid (full), and held-out shapes per kernel
 FIT_DRAWS, HELDOUT, HELDOUT_QUICK = 16, 24, 6
-#: cap on one designed shape's output bytes: bigger outputs are fresh mmap'd pages on every call
-#: (glibc returns large blocks to the OS), which times page faults rather than the kernel
-MAX_OUT_BYTES = 16e6
 #: measurement passes over the whole grid, each in fresh child processes (min of the pass medians)
 PASSES, QUICK_PASSES = 2, 2
 #: more passes (at most EXTRA_PASSES) over the shapes whose slowest pass is UNSURE_SPREAD x the fastest
 EXTRA_PASSES, UNSURE_SPREAD = 1, 1.3
-#: analytic target to compare a measured CUDA device with, by a substring of its name
-GPU_TARGETS = (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80gb"))
 #: the GPU runtime profile whose kernels torch's own ops are (hwmodels/families/gpu_runtimes.toml)
 COMPARE_RUNTIME = "gpt-fast"
 #: measured calls longer than this are compared apart: eager launch (~15-20 us) is under ~20 % of them
@@ -177,8 +178,7 @@ def _draw(rng, kern, count: int, quick: bool) -> list[tuple]:
 
 def _within_caps(kern, s) -> bool:
     m, k, n = s
-    caps = CUDA_CAPS if kern.device == "cuda" else {"flops": MAX_FLOPS, "out_bytes": MAX_OUT_BYTES,
-                                                     "weight_elems": MAX_WEIGHT_ELEMS}
+    caps = CUDA_CAPS if kern.device == "cuda" else CPU_CAPS
     return (kern.flops(m, k, n) <= caps["flops"] and m * n * kern.out_bytes <= caps["out_bytes"]
             and k * n <= caps["weight_elems"])
 
@@ -266,8 +266,8 @@ def _candidates(free: tuple) -> list[tuple]:
     return [plain, free] if plain != free else [plain]
 
 
-def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = None, choose: bool = True,
-             cache: int | None = None) -> dict:
+def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = None, choose: bool = True, *,
+             cache: int) -> dict:
     """Fit one kernel on its "fit" rows (GEMV and GEMM apart); MAPE on the fit and held-out rows.
 
     With the measured STREAM bandwidth, the fitted bandwidth is bounded to
@@ -303,7 +303,7 @@ def fit_rows(name: str, rows: list[dict], stream_bytes_per_s: float | None = Non
                     sec[sel])
             fits[part] = fit.select_and_fit(*args, candidates=_candidates(free)[:None if choose else 1],
                                             bandwidth=fit.bandwidth_bounds(stream_bytes_per_s),
-                                            wbytes=kern.weights(m[sel], k[sel], n[sel]), llc_bytes=cache or cache_bytes(kern.device))
+                                            wbytes=kern.weights(m[sel], k[sel], n[sel]), llc_bytes=cache)
             cv += (fits[part]["cv_mape"] or 0.0) * sel.sum()
             count += sel.sum()
         return fits, (cv / count if count else np.inf)
@@ -358,7 +358,7 @@ def calibrate(quick: bool = False, threads: int = 0, device: str = "cpu", seed: 
     def run(todo, i):
         rows, bad = measure([[STREAM, 1, 1, 1]] + [[j["kernel"], *j["shape"]] for j in todo], threads=fp["threads"],
                             target_s=0.01 if quick else 0.02, min_repeats=5, seed=seed + i, progress=progress,
-                            desc=f"calibrating {device} (pass {i + 1})", device=device)
+                            desc=f"calibrating {device} (pass {i + 1})", device=device, cache=cache)
         crashed.extend(bad)
         for r in rows:
             if r["kernel"] == STREAM:
@@ -419,11 +419,6 @@ def ensure_calibration(threads: int = 0, auto: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------ CUDA vs analytic
-
-def target_for_gpu(gpu: str) -> str | None:
-    """The analytic target of a CUDA device, by its name (torch's or NVML's), or None."""
-    return next((t for key, t in GPU_TARGETS if key in gpu), None)
-
 
 def compare_with_target(doc: dict) -> dict | None:
     """Ratio analytic / measured per CUDA kernel, against the matching GPU target.
@@ -558,12 +553,11 @@ def _report_text(doc: dict) -> str:
                      f"{p.get('peak_flops_per_s', 0) / 1e9:11.1f}  {bw / 1e9:5.1f}{'*' if at_bound else ''}")
     lines.append("noise: median pass-to-pass variation of the held-out timings; GB/s: the GEMV (or only) fit's "
                  "bandwidth, * = at its STREAM-derived bound (that fit is not memory-bound)")
+    rejected: dict = {}
     for c in doc["crashed"]:
         if c["returncode"]:
             lines.append(f"crashed (avoided from now on): {c['kernel']} {c['shape']} exit {c['returncode']}")
-    rejected: dict = {}
-    for c in doc["crashed"]:
-        if not c["returncode"]:  # the kernel raised (e.g. CUDA _int_mm needs M > 16): one line a kernel
+        else:  # the kernel raised (e.g. CUDA _int_mm needs M > 16): one line a kernel
             rejected.setdefault(c["kernel"], []).append(c)
     for name, rows in rejected.items():
         lines.append(f"rejected by the kernel (avoided from now on): {name}, {len(rows)} shapes, e.g. "

@@ -28,7 +28,7 @@ import numpy as np
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
-from hwmodels.calibrate import target_for_gpu
+from hwmodels.registry import target_for_gpu
 
 SCHEMA = "quantdse.gpu-energy/1"
 MODEL = "llama-2-7b"
@@ -36,17 +36,17 @@ MODEL = "llama-2-7b"
 WORKLOADS = {"decode": ("decode", 1), "prefill-512": ("prefill", 512), "gemm-8192": ("gemm", 8192)}
 
 
-def gemm_shapes(workload: str) -> np.ndarray:
-    """[rows, 3] M, K, N of every GEMM one pass of `workload` runs (what is measured and costed)."""
+def gemm_ops(workload: str):
+    """Ops of every GEMM one pass of `workload` runs (what is measured and costed)."""
+    from hwmodels.ops import Ops, ops_for_graph
+
     phase, size = WORKLOADS[workload]
     if phase == "gemm":
-        return np.array([[size, size, size]])
+        return Ops.gemm(size, size, size)
     from quantcore.models import load_graph
-    from hwmodels.ops import ops_for_graph
     from hwmodels.workload import Workload
 
-    ops = ops_for_graph(load_graph(MODEL), Workload(phase=phase, seq=size))
-    return np.stack([ops.m, ops.k, ops.n], axis=1)
+    return ops_for_graph(load_graph(MODEL), Workload(phase=phase, seq=size))
 
 
 # ------------------------------------------------------------------ measuring (needs torch + CUDA + NVML)
@@ -94,7 +94,8 @@ def measure(seconds: float = 5.0) -> dict:
     time.sleep(seconds)
     doc["idle_power_w"] = (read_j() - e0) / (time.perf_counter() - t0)
     for name in WORKLOADS:
-        shapes = gemm_shapes(name)
+        ops = gemm_ops(name)
+        shapes = list(zip(ops.m, ops.k, ops.n))
         weights = [torch.empty(int(k), int(n), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
                    for _, k, n in shapes]
         inputs = [torch.empty(int(m), int(k), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
@@ -125,14 +126,10 @@ def measure(seconds: float = 5.0) -> dict:
 def predict(hw: str, workload: str) -> dict:
     """The analytic target's latency (s) and energy (J) for one pass of `workload` in bf16."""
     from quantcore.formats import get_format
-    from hwmodels.ops import Ops
     from hwmodels.registry import load_model
     from hwmodels.workload import Workload
 
-    shapes = gemm_shapes(workload)
-    ops = Ops.from_rows([(f"g{i}", "linear", int(m), int(k), int(n), 1.0, float(k * n), "")
-                         for i, (m, k, n) in enumerate(shapes)])
-    table = load_model(hw).cost(ops, [get_format("bf16")], Workload())
+    table = load_model(hw).cost(gemm_ops(workload), [get_format("bf16")], Workload())
     return {"seconds_per_pass": float(table.latency_s[:, 0].sum()), "joules_per_pass": float(table.energy_j[:, 0].sum())}
 
 

@@ -297,12 +297,13 @@ def _worker() -> int:
 
 def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_repeats: int = 5,
             max_repeats: int = 200, seed: int = 0, progress: bool = True, desc: str = "measuring",
-            device: str = "cpu"):
+            device: str = "cpu", cache: int | None = None):
     """Time `jobs` ([kernel, M, K, N] lists) in child processes.
 
     Returns (rows, crashed): rows are {"kernel", "shape", "seconds", "repeats"}; crashed lists
     the jobs during which a child died (its exit code in "returncode") or that the kernel
-    rejected with a RuntimeError (returncode 0, the message in "stderr").
+    rejected with a RuntimeError (returncode 0, the message in "stderr"). cache: the caller's
+    `cache_bytes(device)`, if it has it (cold weights are 1.5x it).
     """
     from tqdm import tqdm
 
@@ -311,8 +312,9 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
     crashed: list[dict] = []
     bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr, disable=not progress,
                leave=False)
+    cache = cache_bytes(device) if cache is None else cache
     doc = {"threads": threads, "target_s": target_s, "min_repeats": min_repeats, "max_repeats": max_repeats,
-           "cold_bytes": 3 * cache_bytes(device) // 2, "seed": seed, "device": device}
+           "cold_bytes": 3 * cache // 2, "seed": seed, "device": device}
     try:
         while remaining:
             proc = subprocess.Popen([sys.executable, "-m", "hwmodels.measure", "--worker"],

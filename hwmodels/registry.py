@@ -28,6 +28,9 @@ FAMILIES = {
     "local": "hwmodels.families.local",
 }
 
+#: analytic target to compare a measured CUDA device with, by a substring of its name
+GPU_TARGETS = (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80gb"))
+
 
 def family_names() -> list[str]:
     return sorted(FAMILIES)
@@ -48,3 +51,8 @@ def load_model(hw: str | HardwareSpec, overrides: list[str] | None = None):
     spec = hw if isinstance(hw, HardwareSpec) else load_spec(hw)
     spec = apply_overrides(spec, overrides)
     return family_class(spec.family)(spec)
+
+
+def target_for_gpu(gpu: str) -> str | None:
+    """The analytic target of a CUDA device, by its name (torch's or NVML's), or None."""
+    return next((t for key, t in GPU_TARGETS if key in gpu), None)

@@ -70,10 +70,12 @@ and leaves it only where the critic sees a real gain. With `reward_fn`, steps pa
 """
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 
-from policies.episode import MU_LO, ROLE_GROUPS, Episode, action_for_price, suffix_sums
+from policies.episode import MU_LO, ROLE_INDEX, Episode, action_for_price, suffix_sums
 
 N_FEATURES = 27
 STEPS = 1.25  # the action moves round((2a - 1) * STEPS) hull points off the forecast: -1, 0 or +1
@@ -83,7 +85,6 @@ FEATURE_NAMES = ("position", "role_attn_in", "role_attn_out", "role_mlp_in", "ro
                  "first_price", "last_price", "hull_size", "layers_left", "params_left", "budget_left",
                  "bits_so_far", "budget", "last_action", "pace", "price_q25", "price_q50", "price_q75", "balance")
 CLIP = 10.0
-ROLE_INDEX = {role: i for i, group in enumerate(ROLE_GROUPS.values()) for role in group}
 
 
 class Rollout:
@@ -213,6 +214,19 @@ class Rollout:
         self.l += 1
         return f
 
+    def step_advantage(self, action: float) -> tuple[int, float]:
+        """`step`, and the step's exact advantage over the forecast: the forecast completion's error before
+        it minus (the error of the format chosen + the forecast completion's error after it)."""
+        before = self.forecast_error()
+        f = self.step(action)
+        return f, before - (float(self.ep.problem.error[self.l - 1, f]) + self.forecast_error())
+
+    def copy(self) -> "Rollout":
+        """An independent rollout at the same state (the per-layer caches stay valid: keyed by layer)."""
+        other = copy.copy(self)
+        other.used, other.assignment = self.used.copy(), self.assignment.copy()
+        return other
+
     @property
     def done(self) -> bool:
         return self.l >= self.ep.L
@@ -268,15 +282,12 @@ class AllocationEnv(gym.Env):
     def step(self, action):
         r = self.rollout
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-        l = r.l
-        before = r.forecast_error() if self.reward_fn is None else 0.0
-        f = r.step(a)
-        done = r.done
         if self.reward_fn is None:
-            scale = r.ep.L / r.ep.reference
-            shaped = float(r.ep.problem.error[l, f]) + r.forecast_error() - before
-            reward = -scale * shaped - self.deviation_cost * (2 * a - 1) ** 2
+            _, advantage = r.step_advantage(a)
+            reward = r.ep.L / r.ep.reference * advantage - self.deviation_cost * (2 * a - 1) ** 2
         else:
-            reward = float(self.reward_fn(r.assignment.copy())) if done else 0.0
+            r.step(a)
+            reward = float(self.reward_fn(r.assignment.copy())) if r.done else 0.0
+        done = r.done
         info = {"assignment": r.assignment.copy()} if done else {}
         return self.scaler(r.features()), reward, done, False, info

@@ -36,6 +36,7 @@ ROLE_GROUPS = {
     "mlp_in": {"gate", "up", "fc1", "gate_up", "w1", "w3"},
     "mlp_out": {"down", "fc2", "w2"},
 }
+ROLE_INDEX = {role: i for i, group in enumerate(ROLE_GROUPS.values()) for role in group}  # role -> group
 
 
 def suffix_sums(x: np.ndarray) -> np.ndarray:

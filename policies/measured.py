@@ -49,17 +49,15 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
-from policies.env import ROLE_INDEX, Rollout
-from policies.episode import Episode, LayerInfo, layer_infos
+from policies.episode import ROLE_GROUPS, ROLE_INDEX, Episode, layer_infos
 from policies.policy import load_policy
 from policies.solver import rollout
+from policies.train import HIDDEN, start_at_forecast
 
 OPTION_DEFAULTS = {"episodes": 192, "texts": 32, "holdout": 96}
-SHIFTS = ("attn_in", "attn_out", "mlp_in", "mlp_out", "other", "depth")
+SHIFTS = (*ROLE_GROUPS, "other", "depth")
 SHIFT_DECADES = 1.0  # action 0 / 1 divides / multiplies a group's errors by 10
-RANDOM_STARTS = 0  # uniform random episodes before the actor samples (12 here sent the actor to the box's corners)
 GRADIENT_STEPS = 8
-HIDDEN = [64, 64]
 LOG_STD_INIT = -1.5  # the actor's initial spread around the forecast (pre-tanh std e**-1.5 per shift; -1 explored
 #                      too far at 3 bits: most early plans lost 12-20 points and 96 episodes did not recover)
 
@@ -122,15 +120,17 @@ class PriceShiftEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, problem, infos, policy, reward_fn=None):
+        """infos: each layer's LayerInfo, or None (no roles known: every layer in `other`)."""
         super().__init__()
         self.problem, self.infos, self.policy, self.reward_fn = problem, infos, policy, reward_fn
-        group = np.array([ROLE_INDEX.get(i.role, 4) for i in infos])
+        self.episode = ep = Episode(problem, infos, reference=1.0)
+        group = np.array([ROLE_INDEX.get(i.role, len(ROLE_GROUPS)) for i in ep.infos])  # unknown: `other`
         L = problem.shape[0]
-        self._onehot = np.eye(len(SHIFTS))[group]  # (L, G): column `depth` never hit (group < 5)
+        self._onehot = np.eye(len(SHIFTS))[group]  # (L, G): column `depth` never hit (group <= `other`)
         self._onehot[:, SHIFTS.index("depth")] = 2.0 * np.arange(L) / max(L - 1, 1) - 1.0
         shares = [problem.params[group == g].sum() / problem.params.sum() for g in range(len(SHIFTS) - 1)]
-        ep = Episode(problem, infos, reference=1.0)
-        self.context = np.array([*shares, Rollout(ep).t0 if ep.feasible else 0.0], dtype=np.float32)
+        budget = ep.slack(0, np.zeros(len(ep.rhs))) if ep.feasible else 0.0  # the env's feature 20 at step 0
+        self.context = np.array([*shares, budget], dtype=np.float32)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, self.context.shape, np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (len(SHIFTS),), np.float32)
         self._plans: dict = {}
@@ -162,29 +162,21 @@ def make_agent(env: PriceShiftEnv, episodes: int, seed: int):
     """SB3 SAC for the one-step env, its actor starting at action 0.5 (the forecast) with a small spread."""
     from stable_baselines3 import SAC
 
-    from policies.train import start_at_forecast
-
+    # learning_starts=0: the actor samples from the first episode (12 uniform random episodes first sent it to
+    # the box's corners)
     model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": list(HIDDEN)}, learning_rate=1e-3,
-                buffer_size=episodes + 1, learning_starts=min(RANDOM_STARTS, max(episodes - 1, 0)), batch_size=64,
-                train_freq=1, gradient_steps=GRADIENT_STEPS, gamma=0.0, ent_coef="auto_0.1", seed=seed, device="cpu",
-                verbose=0)
-    start_at_forecast(model)
-    import torch
-
-    with torch.no_grad():
-        model.actor.log_std.bias.fill_(LOG_STD_INIT)
+                buffer_size=episodes + 1, learning_starts=0, batch_size=64, train_freq=1,
+                gradient_steps=GRADIENT_STEPS, gamma=0.0, ent_coef="auto_0.1", seed=seed, device="cpu", verbose=0)
+    start_at_forecast(model, LOG_STD_INIT)
     return model
 
 
 def learn_shifts(env: PriceShiftEnv, episodes: int, seed: int) -> np.ndarray:
-    """Run SAC for `episodes` one-step episodes; the fine-tuned actor's mean action (deterministic for a seed)."""
+    """Run SAC for `episodes` one-step episodes; the fine-tuned actor's mean action (deterministic for a seed:
+    SAC(seed=seed) seeds torch, numpy, the env and its action space)."""
     import torch
-    from stable_baselines3.common.utils import set_random_seed
 
     torch.set_num_threads(1)
-    set_random_seed(seed)
-    env.reset(seed=seed)
-    env.action_space.seed(seed)
     model = make_agent(env, episodes, seed)
     model.learn(total_timesteps=episodes)
     mean_action, _ = model.predict(env.context, deterministic=True)
@@ -200,7 +192,7 @@ def finetune(problem, ilp_assignment, model_name, policy=None, layers=None, weig
     episodes, n_texts, n_hold = (_int_option(options, k) for k in ("episodes", "texts", "holdout"))
     pol = policy if hasattr(policy, "act") else load_policy(policy)
     metric = MeasuredMetric(model_name, problem, n_texts, n_hold, seed)
-    infos = layer_infos(layers, weights) if layers is not None else [LayerInfo()] * problem.shape[0]
+    infos = layer_infos(layers, weights) if layers is not None else None
     ilp_train = metric.train(ilp_assignment)
     gap = max(abs(1.0 - ilp_train), 1e-3)  # the ILP plan's loss (cosine is 1 at the fp weights)
     bar = tqdm(total=episodes, desc="measured fine-tuning", unit="episode")

@@ -63,8 +63,8 @@ def _progress_callback(total: int):
     return Progress()
 
 
-def start_at_forecast(model) -> None:
-    """Zero the actor's mean head and make its log-std small: a fresh policy then plays
+def start_at_forecast(model, log_std: float = LOG_STD_INIT) -> None:
+    """Zero the actor's mean head and set its log-std to `log_std` (small): a fresh policy then plays
     action 0.5 everywhere, i.e. follows the env's forecast exactly (the strong baseline),
     and SAC only learns deviations from it (a residual policy)."""
     import torch
@@ -73,7 +73,7 @@ def start_at_forecast(model) -> None:
         model.actor.mu.weight.zero_()
         model.actor.mu.bias.zero_()
         model.actor.log_std.weight.zero_()
-        model.actor.log_std.bias.fill_(LOG_STD_INIT)
+        model.actor.log_std.bias.fill_(log_std)
 
 
 def ilp_demonstrations(pool, scaler: FeatureScaler, seed: int, episodes: int, window: int):

@@ -47,7 +47,7 @@ def loop_form_latency(model: Model, m: int, k: int, n: int, fmt) -> float:
     kern = model.kernel(fmt)
     if kern is None:
         return math.inf
-    tc, act_bytes, kind, grouped = kern
+    tc, act_bytes, kind, grouped, _ = kern
     rate = model.rates[tc]
     deq = model._dequant_ops(kind)
     psum = p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0
@@ -129,7 +129,7 @@ def test_never_faster_than_the_roofline(hw, fmt, m, k, n, kind):
         assert np.isinf(table.latency_s[0, 0])
         return
     p = model.spec.params
-    tc, act_bytes, _, _ = model.kernel(f)
+    tc, act_bytes = model.kernel(f)[:2]
     min_bytes = k * n * f.bits_per_weight(k) / 8 + m * k * act_bytes + m * n * OUT_BYTES
     roofline = max(min_bytes / p["dram_bytes_per_s"], 2.0 * m * k * n / model.datasheet_peak(tc))
     assert table.latency_s[0, 0] >= roofline

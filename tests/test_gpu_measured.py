@@ -23,6 +23,14 @@ def energy():
     return compare(read_measurement(str(ENERGY)))
 
 
+@pytest.fixture(scope="module")
+def cuda_doc():
+    """The CUDA calibration with its comparison to the h200 target, as `calibrate` stores it."""
+    doc = json.loads((DATA / "local-cuda-h200.json").read_text())
+    doc["comparison"] = compare_with_target(doc)
+    return doc
+
+
 def test_decode_time_and_board_energy_within_15_percent(energy):
     """Memory-bound decode: the case a DSE for LLM decoding depends on."""
     row = energy["workloads"]["decode"]
@@ -41,13 +49,12 @@ def test_compute_bound_time_within_15_percent_energy_a_named_miss(energy):
         assert row["measured_power_w"] == pytest.approx(700, rel=0.03), name
 
 
-def test_cuda_kernels_beside_the_analytic_card():
+def test_cuda_kernels_beside_the_analytic_card(cuda_doc):
     """cuBLAS fp16/bf16 calls long enough that eager launch is a small part: within 15 %.
     Misses, named: torch's _int_mm reaches ~1.06 POP/s, not the 2x-bf16 int8 rate the model
     gives Hopper (0.63x); tinygemm (_weight_int4pack_mm, gpt-fast's int4 kernel) peaks near
     30 TFLOP/s on the H200, so above M ~ 32 the gpt-fast profile's fused int4 prefill is 14x fast."""
-    doc = json.loads((DATA / "local-cuda-h200.json").read_text())
-    cmp = compare_with_target(doc)
+    cmp = cuda_doc["comparison"]
     assert cmp["target"] == "h200"
     kernels = cmp["kernels"]
     for name in ("cuda-mm-fp16", "cuda-mm-bf16"):
@@ -79,13 +86,11 @@ def test_bad_measurement_is_one_line(tmp_path, doc, message, capsys):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
-def test_cuda_report_fits_a_screen():
+def test_cuda_report_fits_a_screen(cuda_doc):
     """66 shapes _int_mm rejects (M <= 16) are one line, not 66."""
     from hwmodels.calibrate import _report_text
 
-    doc = json.loads((DATA / "local-cuda-h200.json").read_text())
-    doc["comparison"] = compare_with_target(doc)
-    lines = _report_text(doc).splitlines()
+    lines = _report_text(cuda_doc).splitlines()
     assert len(lines) <= 24
     rejected = [line for line in lines if line.startswith("rejected by the kernel")]
     assert len(rejected) == 1 and "cuda-int-mm, 66 shapes" in rejected[0]

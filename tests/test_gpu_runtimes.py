@@ -10,6 +10,7 @@ llama.cpp's int8 MMQ); the two fitted profile constants recomputed from their ow
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from hwmodels.families.gpu import RUNTIME_INFO_KEYS, RUNTIME_NAMES, RUNTIMES
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.workload import Workload
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_gpu import _format, _predict, _whole_model  # noqa: E402
 
 ISSUE_RUNTIMES = ("tensorrt-llm", "vllm", "gpt-fast", "torchao", "exllamav2", "tinychat", "llama.cpp")
 ENTRIES = json.loads((Path(__file__).parent / "data" / "gpu_measurements.json").read_text())["entries"]
@@ -44,10 +48,6 @@ def test_each_runtime_meets_a_measurement_not_used_to_set_it(name):
     """At least one independent published figure made with the stack; gpt-fast's own README
     figures are calibration (the A100's dram_efficiency came from them), so gpt-fast is checked
     through torchao, whose generate.py is gpt-fast's and whose profile values are the same."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_gpu import _predict
-
     checked = "torchao" if name == "gpt-fast" else name
     if name == "gpt-fast":
         same = {k: v for k, v in RUNTIMES["gpt-fast"].items() if k not in ("sources", "description")}
@@ -98,8 +98,8 @@ def test_exllamav2_prefill_is_reconstruct_then_dense_fp16():
 
 def test_llamacpp_runs_quantized_weights_on_int8_tensor_cores():
     model = load_model("rtx4090", ["runtime=llama.cpp"])
-    tc, act_bytes, kind, grouped = model.kernel(get_format("q4_0"))
-    assert (tc, act_bytes, kind, grouped) == ("int8", 1.0, "ggml", True)
+    tc, act_bytes, kind, grouped, mmq = model.kernel(get_format("q4_0"))
+    assert (tc, act_bytes, kind, grouped, mmq) == ("int8", 1.0, "ggml", True, True)
     assert load_model("rtx4090").kernel(get_format("q4_0"))[0] == "fp16"
 
 
@@ -113,10 +113,6 @@ GPTJ_BLOG = {("a100-80gb", "fp16"): 12.5, ("h100-sxm", "fp8-e4m3-a8"): 7.1}
 
 
 def _ttft_ms(model, graph, fmt_name, seq):
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_gpu import _format, _whole_model
-
     fmt = _format(fmt_name)
     return _whole_model(model, graph, fmt, fmt, Workload("prefill", 1, seq))[0] * 1e3
 
@@ -158,9 +154,6 @@ def test_mmq_tensor_fraction_scales_only_the_mmq_int8_rate():
 def test_readme_gpu_measurement_counts():
     """The README's sentence on tests/data/gpu_measurements.json, from the entries themselves."""
     import statistics
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_gpu import _predict
 
     distinct = [e for e in ENTRIES if e["check"] == "independent" and "same_setup_as" not in e]
     errors = [abs(_predict(e) / e["published"] - 1) for e in distinct]

@@ -9,11 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from dse.search import main as search_main
 from policies.env import AllocationEnv, Rollout
 from policies.episode import Episode
+from policies.measured import SHIFTS
 from policies.policy import load_policy
 from quantcore.cli import run_cli
 from tests.problems import random_problem
@@ -263,7 +264,7 @@ def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
     assert s["reward"] == "measured" and s["metric"] == "cosine" and s["episodes"] == 2
     assert 0 < s["measured_heldout"] <= 1 and 0 < s["ilp_measured_heldout"] <= 1
     assert 0 < s["forecast_measured_heldout"] <= 1 and 0 < s["best_episode_measured_heldout"] <= 1
-    shifts = [s[f"shift_{k}"] for k in ("attn_in", "attn_out", "mlp_in", "mlp_out", "other", "depth")]
+    shifts = [s[f"shift_{k}"] for k in SHIFTS]
     assert all(-1 <= z <= 1 for z in shifts)  # the learned prices, in z = 2 * action - 1 units
     assert "held-out texts" in capsys.readouterr().out
     # the reported reward-text metric is the evaluator's own for that plan, on the same 8 texts
@@ -276,21 +277,20 @@ def test_measured_reward_mode_reports_both_metrics(tmp_path, capsys):
     assert ev.metrics(formats)["cosine"] == pytest.approx(s["measured"], abs=1e-6)
 
 
-def _shift_env(seed=0, L=14, F=6, kinds=("bits",), tightness=0.4, reward_fn=None):
+def _shift_env(seed=0, L=14, F=6, kinds=("bits",), tightness=0.4):
     from policies.episode import LayerInfo
     from policies.measured import PriceShiftEnv
 
     problem = random_problem(np.random.default_rng(seed), L, F, kinds=kinds, tightness=tightness)
     roles = ("q", "k", "v", "o", "up", "down", "")
     infos = [LayerInfo(role=roles[i % len(roles)]) for i in range(L)]
-    return PriceShiftEnv(problem, infos, load_policy(), reward_fn), infos
+    return PriceShiftEnv(problem, infos, load_policy()), infos
 
 
 def test_price_shift_env_passes_the_checker_and_action_half_is_the_shipped_rollout():
     """Measured mode's one-step env: gymnasium's checker; at action 0.5 the table is unchanged, so the plan is
     exactly the shipped policy's own rollout (`policies.solver.rollout`) on the problem."""
     from gymnasium.utils.env_checker import check_env
-    from policies.measured import SHIFTS
     from policies.solver import rollout
 
     env, infos = _shift_env()
@@ -302,7 +302,7 @@ def test_price_shift_env_passes_the_checker_and_action_half_is_the_shipped_rollo
 def test_price_shift_weights_by_hand():
     """attn_out = 1 multiplies the o-projection rows by 10**SHIFT_DECADES and nothing else; depth = 1 tilts the
     first layer by 10**-SHIFT_DECADES and the last by 10**+SHIFT_DECADES (hand-computed)."""
-    from policies.measured import SHIFT_DECADES, SHIFTS
+    from policies.measured import SHIFT_DECADES
 
     env, infos = _shift_env(L=7)
     a = np.full(len(SHIFTS), 0.5)
@@ -316,11 +316,11 @@ def test_price_shift_weights_by_hand():
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=2, unique=True),
-       tightness=st.floats(0.05, 1.0), action=st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6))
+       tightness=st.floats(0.05, 1.0),
+       action=st.lists(st.floats(0.0, 1.0), min_size=len(SHIFTS), max_size=len(SHIFTS)))
 def test_every_price_shift_plan_is_within_budget(seed, kinds, tightness, action):
     env, _ = _shift_env(seed, L=9, F=5, kinds=tuple(kinds), tightness=tightness)
-    if not Episode(env.problem).feasible:
-        return
+    assume(env.episode.feasible)
     _, _, done, _, info = env.step(np.array(action, dtype=np.float32))
     assert done and env.problem.violations(info["assignment"]) == []
 
@@ -333,10 +333,10 @@ def test_price_shift_sac_learns_a_hidden_reweighting():
     the proxy table and than the forecast; and training is deterministic for a seed."""
     import dataclasses
 
-    from dse.pipeline import SearchRequest, prepare, solver_options
+    from dse.pipeline import SearchRequest, prepare
     from dse.solvers import solve
     from policies.episode import layer_infos
-    from policies.measured import SHIFTS, PriceShiftEnv, learn_shifts
+    from policies.measured import PriceShiftEnv, learn_shifts
 
     prepared = prepare(SearchRequest(hw="a100-80gb", model="all-minilm-l6-v2", budget="3.5bits"))
     problem = prepared.problem({"bits": 3.5})

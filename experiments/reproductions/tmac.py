@@ -85,7 +85,7 @@ CALIBRATION = {
 
 
 def _check(device, width=None, system=None) -> dict:
-    why = CALIBRATION.get(device) or CALIBRATION.get((device, width, system))
+    why = CALIBRATION.get((device, width, system))
     return {"check": "calibration", "why_calibration": why} if why else {"check": "independent"}
 
 

@@ -32,7 +32,7 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   recomputes the data-sheet peak (`datasheet_peak`). Memory: dram_bytes_per_s; the L2 feed per SM per clock.
 - Software stack (`runtime`, gpu_runtimes.toml): besides kernels and launch overhead, a
   stack may charge a fixed time per prefill pass (`request_setup_s`, TensorRT-LLM's
-  per-request host work, on the pass's lm_head op) and run llama.cpp's MMQ at a fraction
+  per-request host work, on the pass's lm-head op) and run llama.cpp's MMQ at a fraction
   of the int8 tensor rate (`mmq_tensor_fraction`).
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
@@ -112,7 +112,7 @@ SCHEMA = {
     "launch_overhead_s": Param(float, "fixed time per GEMM kernel: launch gap plus the small fused "
                                "elementwise kernels around it", min=0.0, max=1e-3),
     "request_setup_s": Param(float, "fixed time per prefill pass (one request's host-side setup, input copy, "
-                                "context-engine enqueue, sampling), charged once per pass on the lm_head op; set "
+                                "context-engine enqueue, sampling), charged once per pass on the lm-head op; set "
                                 "by the runtime", min=0.0, max=1.0, default=0.0),
     "idle_power_w": Param(float, "board power when idle/static (W)", min=0.0),
     "sm_active_power_w": Param(float, "power of one SM while it holds a CTA, independent of its utilisation "
@@ -166,7 +166,7 @@ SCHEMA = {
 
 
 def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill: str = "fused") -> tuple | None:
-    """(tensor datatype, activation bytes, dequant op kind, grouped partial sums) or None.
+    """(tensor datatype, activation bytes, dequant op kind, grouped partial sums, MMQ) or None.
 
     `rates` maps tensor datatype -> its rate (0 where the chip lacks it); `w4a16_kernel`
     picks the dequant of 4-bit int weight-only GEMMs; quantized_prefill="int8-mmq" runs
@@ -177,10 +177,10 @@ def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill
     if (quantized_prefill == "int8-mmq" and act >= 16 and family in ("int", "ggml") and bits <= 8
             and rates["int8"] > 0):
         kind = "ggml" if family == "ggml" else "int" if bits in (4, 8) else "odd"
-        return ("int8", 1.0, kind, fmt.group_size is not None)
+        return ("int8", 1.0, kind, fmt.group_size is not None, True)
     if family == "float":
         tc = "tf32" if bits > 16 else "fp16"
-        return (tc, 4.0 if bits > 16 else 2.0, None, False)
+        return (tc, 4.0 if bits > 16 else 2.0, None, False, False)
     if act >= 16:
         if family == "fp" and bits == 8:
             kind = "fp8"
@@ -194,17 +194,17 @@ def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill
             kind = "int" if bits in (4, 8) else "odd"
         else:
             kind = "lut"
-        return ("fp16", 2.0, kind, False)
+        return ("fp16", 2.0, kind, False, False)
     if act == 8:
         if family == "fp" and bits == 8:
-            return ("fp8", 1.0, None, False) if rates["fp8"] > 0 else None
+            return ("fp8", 1.0, None, False, False) if rates["fp8"] > 0 else None
         if family == "int" and bits == 8:
-            return ("int8", 1.0, None, fmt.group_size is not None) if rates["int8"] > 0 else None
+            return ("int8", 1.0, None, fmt.group_size is not None, False) if rates["int8"] > 0 else None
         if family == "int" and bits <= 4:
-            return ("int8", 1.0, "w4a8", False) if rates["int8"] > 0 else None
+            return ("int8", 1.0, "w4a8", False, False) if rates["int8"] > 0 else None
         return None
     if act == 4 and family == "int" and bits <= 4:
-        return ("int4", 0.5, None, fmt.group_size is not None) if rates["int4"] > 0 else None
+        return ("int4", 0.5, None, fmt.group_size is not None, False) if rates["int4"] > 0 else None
     return None
 
 
@@ -292,10 +292,9 @@ class Model(HardwareModel):
         for fmt in formats:
             kern = self.kernel(fmt)
             if kern is None:  # unsupported: any finite placeholder, masked to inf by cost()
-                kern = ("fp16", 2.0, None, False)
-            tc, act_bytes, kind, grouped = kern
+                kern = ("fp16", 2.0, None, False, False)
+            tc, act_bytes, kind, grouped, mmq = kern
             dense = tc == "fp16" and kind is None
-            mmq = tc == "int8" and p["quantized_prefill"] == "int8-mmq" and fmt.act_bits >= 16
             out["rate"].append(self.dense_fp16_rate() if dense else
                                rates[tc] * (p["mmq_tensor_fraction"] if mmq else 1.0))
             out["act_bytes"].append(act_bytes)
@@ -429,8 +428,8 @@ class Model(HardwareModel):
         gather_bytes = col(ops.weight_elems) * wbytes + col(ops.weight_elems) * OUT_BYTES
         gather_s = p["dram_latency_s"] + gather_bytes / dram_bw
         latency = np.where(gemm, gemm_s, gather_s) + p["launch_overhead_s"]
-        if workload.phase == "prefill" and p["request_setup_s"] > 0:  # once per pass: on its one lm_head
-            latency = latency + col([p["request_setup_s"] if nm == "lm_head" else 0.0 for nm in ops.names])
+        if workload.phase == "prefill" and p["request_setup_s"] > 0:  # once per pass: on its one lm-head op
+            latency = latency + col(np.where(np.asarray(ops.kinds) == "lm-head", p["request_setup_s"], 0.0))
         sm_seconds = np.where(gemm, sm_seconds, gather_s * sms)             # a gather spreads over all SMs
         body_s = np.where(gemm, body_s, gather_s)
         compute_s = np.where(gemm, compute_s, 0.0)
