@@ -16,6 +16,7 @@ from hwmodels.ops import fixed_ops_for_graph
 from hwmodels.workload import Workload
 from quantcore.errors import QuantDSEError
 from quantcore.models import load_graph
+from conftest import require
 
 HIDDEN, INTER, VOCAB, LAYERS = 256, 512, 300, 2
 LLAMA = {"model_type": "llama", "hidden_size": HIDDEN, "intermediate_size": INTER, "vocab_size": VOCAB,
@@ -89,7 +90,7 @@ def test_plan_note_says_what_was_costed(cli, tmp_path):
 
 
 def _gpt2(n_embd=64, n_layer=2, n_head=4):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     import torch
 
     torch.manual_seed(0)

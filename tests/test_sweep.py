@@ -9,7 +9,7 @@ from dse.search import search
 from experiments import sweep as sw
 from hwmodels.workload import Workload
 from quantcore.cli import run_cli
-from quantcore.errors import QuantDSEError
+from conftest import require
 
 FORMATS = ("int4-g128", "int8", "fp16")
 WORKLOAD = Workload("prefill", 1, 1)
@@ -79,7 +79,7 @@ def test_process_pool_and_in_process_give_the_same_csv(tmp_path):
 
 @pytest.mark.slow
 def test_ray_gives_the_same_csv_as_the_process_pool(tmp_path):
-    pytest.importorskip("ray")
+    require("ray")
     pool, ray = tmp_path / "pool.csv", tmp_path / "ray.csv"
     assert run_cli(sw.main, ARGS + ["--out", str(pool), "--workers", "2"]) == 0
     assert run_cli(sw.main, ARGS + ["--out", str(ray), "--ray", "--workers", "2"]) == 0
