@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
@@ -75,6 +73,31 @@ def _replay(torch, read_j, step, seconds: float) -> dict:
             "mean_power_w": (e1 - e0) / (t1 - t0)}
 
 
+def _measure_pass(torch, pynvml, handle, read_j, ops, seconds: float) -> dict:
+    """Time and energy of one pass of `ops` (bf16, one weight tensor per GEMM) as a CUDA graph."""
+    shapes = list(zip(ops.m, ops.k, ops.n))
+    weights = [torch.empty(int(k), int(n), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
+               for _, k, n in shapes]
+    inputs = [torch.empty(int(m), int(k), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
+              for m, k, _ in shapes]
+    outputs = [torch.empty(int(m), int(n), dtype=torch.bfloat16, device="cuda") for m, _, n in shapes]
+
+    def one_pass():
+        for x, w, y in zip(inputs, weights, outputs):
+            torch.mm(x, w, out=y)
+
+    one_pass()  # warm-up: cuBLAS picks its kernels before the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        one_pass()
+    row = _replay(torch, read_j, graph.replay, seconds)
+    row["sm_clock_mhz_after"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+    row["gemms"] = len(shapes)
+    row["weight_bytes"] = float(sum(int(k) * int(n) * 2 for _, k, n in shapes))
+    return row
+
+
 def measure(seconds: float = 5.0) -> dict:
     """Measure every workload on GPU 0; the document `--compare` reads."""
     import pynvml
@@ -94,42 +117,19 @@ def measure(seconds: float = 5.0) -> dict:
     time.sleep(seconds)
     doc["idle_power_w"] = (read_j() - e0) / (time.perf_counter() - t0)
     for name in WORKLOADS:
-        ops = gemm_ops(name)
-        shapes = list(zip(ops.m, ops.k, ops.n))
-        weights = [torch.empty(int(k), int(n), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
-                   for _, k, n in shapes]
-        inputs = [torch.empty(int(m), int(k), dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
-                  for m, k, _ in shapes]
-        outputs = [torch.empty(int(m), int(n), dtype=torch.bfloat16, device="cuda") for m, _, n in shapes]
-
-        def one_pass():
-            for x, w, y in zip(inputs, weights, outputs):
-                torch.mm(x, w, out=y)
-
-        one_pass()  # warm-up: cuBLAS picks its kernels before the capture
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            one_pass()
-        row = _replay(torch, read_j, graph.replay, seconds)
-        row["sm_clock_mhz_after"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
-        row["gemms"] = len(shapes)
-        row["weight_bytes"] = float(sum(int(k) * int(n) * 2 for _, k, n in shapes))
-        doc["workloads"][name] = row
-        del weights, inputs, outputs, graph
-        torch.cuda.empty_cache()
+        doc["workloads"][name] = _measure_pass(torch, pynvml, handle, read_j, gemm_ops(name), seconds)
+        torch.cuda.empty_cache()  # the pass's tensors died with _measure_pass: free them before the next
     return doc
 
 
 # ------------------------------------------------------------------ comparing with the analytic model
 
-def predict(hw: str, workload: str) -> dict:
-    """The analytic target's latency (s) and energy (J) for one pass of `workload` in bf16."""
+def predict(model, workload: str) -> dict:
+    """A loaded cost model's latency (s) and energy (J) for one pass of `workload` in bf16."""
     from quantcore.formats import get_format
-    from hwmodels.registry import load_model
     from hwmodels.workload import Workload
 
-    table = load_model(hw).cost(gemm_ops(workload), [get_format("bf16")], Workload())
+    table = model.cost(gemm_ops(workload), [get_format("bf16")], Workload())
     return {"seconds_per_pass": float(table.latency_s[:, 0].sum()), "joules_per_pass": float(table.energy_j[:, 0].sum())}
 
 
@@ -153,9 +153,12 @@ def compare(doc: dict, hw: str | None = None) -> dict:
     hw = hw or target_for_gpu(str(doc.get("gpu", "")))
     if hw is None:
         raise QuantDSEError(f"no analytic target for GPU {doc.get('gpu')!r}: pass --hw")
+    from hwmodels.registry import load_model
+
+    model = load_model(hw)  # once: every workload is costed on the same target
     out = {"hw": hw, "gpu": doc.get("gpu"), "workloads": {}}
     for name, row in doc["workloads"].items():
-        pred = predict(hw, name)
+        pred = predict(model, name)
         out["workloads"][name] = {
             "measured": {k: row[k] for k in ("seconds_per_pass", "joules_per_pass")}, "predicted": pred,
             "time_ratio": pred["seconds_per_pass"] / row["seconds_per_pass"],
