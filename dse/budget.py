@@ -1,8 +1,10 @@
-"""Budgets: `3.7bits`, `3.5GB`, `12ms`, `5mJ` -> a constraint kind and an SI limit."""
+"""Budgets: `Budget.bits(3.7)`, `Budget.gb(3.5)`, `Budget.ms(12)`, `Budget.mj(5)` -> a constraint kind and
+an SI limit. `parse_budget` reads the command line's text form (`3.7bits`, `3.5GB`, `12ms`, `5mJ`)."""
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from quantcore.errors import QuantDSEError
@@ -32,6 +34,81 @@ SHOWN_UNITS = {"bits": Shown("bits", 1.0, "effective_bits"), "memory": Shown("GB
 #: real, and the solvers' arithmetic (HiGHS treats 1e20 as infinite) would no longer be exact
 MAX_SI = {"bits": 64.0, "memory": 1e18, "latency": 1e6, "energy": 1e12}
 _PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf))\s*([a-zA-Z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a plan may spend: one limit of one kind, as written (value and unit).
+
+    Build one with a constructor, ``Budget.bits(3.7)`` (average effective bits per weight, scales and
+    zero points included), ``Budget.gb(3.5)`` (weight memory), ``Budget.ms(12)`` (latency) or
+    ``Budget.mj(5)`` (energy), or ``Budget(value, unit)`` with any unit of `UNITS`. An invalid value
+    is a `QuantDSEError` naming the parameter ``budget``.
+
+    :param value: the limit in `unit`: positive and finite, at most `MAX_SI` of its kind.
+    :param unit: a key of `UNITS` (case matters: GB is bytes, mJ millijoules).
+    """
+
+    value: float
+    unit: str = "bits"
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise QuantDSEError(f"unit {self.unit!r} is unknown: use one of {', '.join(UNITS)} "
+                                "(case matters: GB is bytes, mJ millijoules)", param="budget")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+            raise QuantDSEError(f"value must be a number, got {self.value!r}", param="budget")
+        if not math.isfinite(self.value) or self.value <= 0:
+            raise QuantDSEError(f"{self.value!r} {self.unit} must be a positive finite number", param="budget")
+        object.__setattr__(self, "value", float(self.value))
+        if self.si > MAX_SI[self.kind]:
+            raise QuantDSEError(f"{self.text} is out of range: a {self.kind} budget must be at most "
+                                f"{MAX_SI[self.kind] / UNITS[self.unit][1]:g}{self.unit}", param="budget")
+
+    @classmethod
+    def bits(cls, value: float) -> "Budget":
+        """Average effective bits per weight (payload, scales and zero points)."""
+        return cls(value, "bits")
+
+    @classmethod
+    def gb(cls, value: float) -> "Budget":
+        """Weight memory in GB (1e9 bytes)."""
+        return cls(value, "GB")
+
+    @classmethod
+    def ms(cls, value: float) -> "Budget":
+        """Latency of one pass of the workload in milliseconds."""
+        return cls(value, "ms")
+
+    @classmethod
+    def mj(cls, value: float) -> "Budget":
+        """Energy of one pass of the workload in millijoules (the target's energy model: an estimate)."""
+        return cls(value, "mJ")
+
+    @property
+    def kind(self) -> str:
+        """The constraint: bits, memory, latency or energy."""
+        return UNITS[self.unit][0]
+
+    @property
+    def si(self) -> float:
+        """The limit in SI units (bits, bytes, seconds, joules)."""
+        return self.value * UNITS[self.unit][1]
+
+    @property
+    def text(self) -> str:
+        """As a command line writes it: ``3.7bits``."""
+        return f"{self.value:g}{self.unit}"
+
+    def as_dict(self) -> dict:
+        """The plan's ``budget`` entry: {"kind", "value", "text"}."""
+        return {"kind": self.kind, "value": self.value, "text": self.text}
+
+
+def budget_from_text(text: str) -> Budget:
+    """`Budget` of a command line's budget text (`3.7bits`); errors say what to write."""
+    _, _, value = parse_budget(text)
+    return Budget(value, _PATTERN.match(str(text)).group(2))
 
 
 def parse_budget(text: str) -> tuple[str, float, float]:

@@ -10,7 +10,6 @@ budget is in bits (it bounds size, which no target changes), it says so.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_files, check_outputs, dumps
+from quantcore.io import dumps
 from dse.budget import SHOWN_UNITS
 from dse.summary import roles, workload_text
 
@@ -126,53 +125,6 @@ def target_path(out: str, hardware: str) -> str:
     """plan.json + u280 -> plan-u280.json (one file per target of a multi-target search)."""
     path = Path(out)
     return str(path.with_name(f"{path.stem}-{hardware}{path.suffix or '.json'}"))
-
-
-def search_targets(args: argparse.Namespace) -> int:
-    """dse.search with `--hw A,B,C`: one search per target, then the comparison (or a JSON list of plans).
-
-    Every target is searched before any file is written, so a failing target leaves no files.
-    """
-    from dse import search
-    from dse.plan import plan_json
-
-    targets = [t.strip() for t in args.hw.split(",")]
-    if any(not t for t in targets) or len(set(targets)) != len(targets):
-        raise QuantDSEError(f"--hw {args.hw!r}: give distinct target names separated by commas, e.g. a100-80gb,u280")
-    requests = []
-    for hw in targets:
-        flags = argparse.Namespace(**vars(args))
-        flags.hw = hw
-        requests.append(search.request_from_args(flags))
-    requests[0].limits()  # the budget is the same for every target: validate it before any work
-    check_outputs([args.out], [args.model, args.sensitivity])
-    plans = []
-    for request in requests:
-        plan = search.search(request, progress=True)
-        search.warn_device(plan)
-        plans.append(plan)
-    written = []
-    if args.out is not None:
-        paths = [target_path(args.out, p["hardware"]) for p in plans]
-        if len(set(paths)) != len(paths):
-            raise QuantDSEError("two targets share a name: give each spec file a distinct name")
-        atomic_write_files([(path, plan_json(plan)) for plan, path in zip(plans, paths)])  # all plans or none
-        written = paths
-    if args.json:
-        sys.stdout.write(dumps(plans))
-        return 0
-    if args.verbose:
-        from dse.plan import format_table
-
-        for plan in plans:
-            print(format_table(plan, verbose=True, steps=[]) + "\n")
-    print(format_comparison(compare(plans, labels_for(plans))))
-    if written:
-        print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"
-              f"  compare:    python -m dse.compare {' '.join(written)}")
-    else:
-        print("next:\n  keep the plans:   add --out plan.json (writes plan-<hw>.json per target)")
-    return 0
 
 
 def build_parser() -> ArgumentParser:

@@ -168,16 +168,26 @@ def build_parser() -> ArgumentParser:
 
 def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
     """The SearchRequest dse.search would build from these flags, budgeted at the sweep's first value."""
-    from dse import search
+    import dataclasses
 
-    unit = SHOWN_UNITS[kind].unit
+    from dse.budget import Budget
+    from dse.search import request_from_args as search_request
+
     flags = argparse.Namespace(**vars(args))
-    flags.budget = f"{values[0]:g}{unit}"
+    flags.budget = None
     flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None  # the sweep is the only limit
-    return search.request_from_args(flags)
+    return dataclasses.replace(search_request(flags), budget=Budget(float(values[0]), SHOWN_UNITS[kind].unit))
 
 
 def main(argv=None) -> int:
+    from quantcore.cli import flag_names
+    from dse.search import FLAGS
+
+    with flag_names(FLAGS):
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     from dse.device import memory_note
     from dse.figures import figure_bytes, figure_type
     from dse.pipeline import prepare

@@ -6,11 +6,13 @@ which is what Pareto sweeps reuse.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
-from dse.budget import limit_from_flag, parse_budget
+from dse.budget import MAX_SI, UNITS, Budget, budget_from_text
 from dse.device import bits_memory_bound, device_memory_limit, infeasible_hint, max_weight_bytes, runnable
 from quantcore.errors import QuantDSEError
 from dse.problem import Problem
@@ -25,53 +27,120 @@ from hwmodels.workload import Workload
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """Everything `dse.search` takes from its command line."""
+    """One search, as typed values: what `dse.search` (the function and the command) runs.
 
-    hw: str
-    model: object = None  # catalog name, path, or nn.Module; None = the built-in default
-    budget: str | None = None
+    :param hw: a target name (``python -m hwmodels.list``), a spec .toml path, or a `HardwareSpec`.
+    :param model: a catalog name, a config.json / safetensors path, or an nn.Module; None: the built-in default.
+    :param budget: the limit the plan reports (`Budget.bits(3.7)`, ...); None: the first max_* given.
+    :param method: a registered solver (``dse.solvers.SOLVERS``).
+    :param sensitivity: weights, prior, hessian, fisher, output or a .json path; None: weights when the
+        model has them, else prior.
+    :param calib: calibration texts for hessian / fisher / output (None: the shipped set).
+    :param workload: phase, batch, sequence; None fields: the model kind decides.
+    :param formats: candidate format names; None: the default candidates.
+    :param max_latency_ms: max_energy_mj: max_memory_gb: further limits (all must hold).
+    :param overrides: hardware spec params, ``{"rows": 32}``; checked against the family's schema.
+    :param seed: seed of every random choice.
+    :param policy: ``method="rl"``: a policy folder or zoo name (None: the shipped default).
+    :param solver_options: options the method declares, ``{"time_limit": 10.0}``; an unknown one is an error.
+    :param include: ``("embeddings",)``: search the token embedding too.
+    """
+
+    hw: object
+    model: object = None
+    budget: Budget | None = None
     method: str = "ilp"
-    sensitivity: str | None = None  # None: weights when the model has them, else prior
-    calib: str | None = None  # calibration texts for hessian/fisher/output (None: the shipped set)
-    workload: Workload = field(default_factory=Workload.unset)  # None fields: the model kind decides
+    sensitivity: str | None = None
+    calib: str | None = None
+    workload: Workload = field(default_factory=Workload.unset)
     formats: tuple | None = None
     max_latency_ms: float | None = None
     max_energy_mj: float | None = None
     max_memory_gb: float | None = None
-    overrides: tuple = ()
+    overrides: Mapping[str, object] = field(default_factory=dict)
     seed: int = 0
-    policy: str | None = None  # --method rl: a policy folder or zoo name (None: the shipped default)
-    solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
-    reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
-    include: tuple = ()  # "embeddings": search the token embedding too
+    policy: str | None = None
+    solver_options: Mapping[str, object] = field(default_factory=dict)
+    include: tuple = ()
+
+    def __post_init__(self):
+        # stored as tuples of (name, value) pairs, in the order given, so a request stays hashable and frozen
+        object.__setattr__(self, "overrides", _pairs(self.overrides, "overrides"))
+        object.__setattr__(self, "solver_options", _pairs(self.solver_options, "solver_options"))
+        if isinstance(self.budget, str):  # adapter: experiments.sweep still builds requests from budget text
+            object.__setattr__(self, "budget", budget_from_text(self.budget))
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise QuantDSEError(f"must be a Budget (Budget.bits(3.7), Budget.gb(3.5), Budget.ms(12), Budget.mj(5)), "
+                                f"got {self.budget!r}", param="budget")
+        if self.formats is not None:
+            object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "include", tuple(self.include))
+
+    @property
+    def override_dict(self) -> dict:
+        """The hardware overrides as a dict."""
+        return dict(self.overrides)
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
 
-        Without --budget, the first --max-* flag given is the budget the plan reports.
-        Also validates the method name, before any expensive work.
+        Without a budget, the first max_* limit given is the budget the plan reports.
+        Also validates the method name and its options, before any expensive work.
         """
-        from dse.solvers import check_method
+        from dse.solvers import check_method, check_options
 
         check_method(self.method)
+        check_options(self.method, dict(self.solver_options))
         limits: dict = {}
         budget_doc: dict = {}
         if self.budget is not None:
-            kind, si, value = parse_budget(self.budget)
-            limits[kind] = si
-            budget_doc = {"kind": kind, "value": value, "text": str(self.budget).strip()}
-        for flag, value, factor, kind, unit in (("--max-latency-ms", self.max_latency_ms, 1e-3, "latency", "ms"),
-                                                ("--max-energy-mj", self.max_energy_mj, 1e-3, "energy", "mJ"),
-                                                ("--max-memory-gb", self.max_memory_gb, 1e9, "memory", "GB")):
-            si = limit_from_flag(flag, value, factor, kind, f" {unit}")
-            if si is not None:
-                limits[kind] = min(si, limits.get(kind, np.inf))
-                if not budget_doc:
-                    budget_doc = {"kind": kind, "value": float(value), "text": f"{value:g}{unit}"}
+            limits[self.budget.kind] = self.budget.si
+            budget_doc = self.budget.as_dict()
+        for param, value, unit in (("max_latency_ms", self.max_latency_ms, "ms"),
+                                   ("max_energy_mj", self.max_energy_mj, "mJ"),
+                                   ("max_memory_gb", self.max_memory_gb, "GB")):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise QuantDSEError(f"must be a number, got {value!r}", param=param)
+            if not math.isfinite(value) or value <= 0:
+                raise QuantDSEError(f"must be a positive finite number, got {value}", param=param)
+            kind, factor = UNITS[unit]
+            if value * factor > MAX_SI[kind]:
+                raise QuantDSEError(f"is out of range: a {kind} limit must be at most {MAX_SI[kind] / factor:g} {unit}",
+                                    param=param)
+            limit = Budget(value, unit)
+            limits[limit.kind] = min(limit.si, limits.get(limit.kind, np.inf))
+            if not budget_doc:
+                budget_doc = limit.as_dict()
         if not limits:
-            raise QuantDSEError("no budget given: pass --budget (e.g. 3.7bits, 3.5GB, 12ms, 5mJ) "
-                                "or one of --max-latency-ms / --max-energy-mj / --max-memory-gb")
+            raise QuantDSEError("no budget given: give budget=Budget.bits(3.7) (or .gb, .ms, .mj) or one of "
+                                "max_latency_ms / max_energy_mj / max_memory_gb")
         return limits, budget_doc
+
+
+def _pairs(values, param: str) -> tuple:
+    """A mapping (or pairs) as a tuple of (name, value); "KEY=VALUE" texts are split (adapter for
+    experiments.sweep, which builds requests from command-line text)."""
+    if isinstance(values, Mapping):
+        items = list(values.items())
+    else:
+        items = []
+        for item in values or ():
+            if isinstance(item, str):
+                key, sep, text = item.partition("=")
+                if not sep:
+                    raise QuantDSEError(f"item {item!r} must be KEY=VALUE, e.g. clock_hz=300e6", param=param)
+                items.append((key.strip(), text.strip()))
+            elif isinstance(item, tuple) and len(item) == 2:
+                items.append(item)
+            else:
+                raise QuantDSEError(f"must be a dict of name -> value, e.g. {{'rows': 32}}, got {values!r}",
+                                    param=param)
+    for key, _ in items:
+        if not isinstance(key, str) or not key:
+            raise QuantDSEError(f"names must be non-empty strings, got {key!r}", param=param)
+    return tuple(items)
 
 
 @dataclass
@@ -207,13 +276,12 @@ def check_costs(prepared: Prepared) -> None:
 
 
 def solver_options(prepared: Prepared, method: str) -> dict:
-    """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
-    opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
-    if method != "rl":
-        if opts and prepared.request.method != "rl":
-            raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")
-        return {}
-    return {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": prepared.request.policy, **opts}
+    """The request's solver options (for its own method), plus what a solver may read from the run
+    (dse.solvers.CONTEXT: the RL agent reads the layers, their weights, its policy and the model name)."""
+    req = prepared.request
+    model = req.model if isinstance(req.model, str) else prepared.graph.name
+    context = {"layers": prepared.layers, "weights": prepared.graph.weights, "policy": req.policy, "model": model}
+    return {**context, **(dict(req.solver_options) if method == req.method else {})}
 
 
 def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,

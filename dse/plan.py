@@ -1,19 +1,33 @@
 """The plan (schema ``dse.plan/1``): the document other quantizers consume.
 
 Written atomically; the same inputs give the same bytes apart from the timing
-field ``solver.seconds``.
+field ``solver.seconds``. Its JSON Schema is committed as ``dse/schemas/plan-1.schema.json``;
+`load_plan` checks every plan read against it (types, ranges, finite numbers) and that layer
+names are unique, and reports every problem in one line. `Plan` is the typed, frozen view the
+Python API returns.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
 import numpy as np
 
-from dse import __version__
+from dse.version import __version__
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, dumps, load_json
 from dse.device import device_doc, memory_note
 
 PLAN_SCHEMA = "dse.plan/1"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
+#: the JSON Schema of each plan version this release reads
+SCHEMA_FILES = {PLAN_SCHEMA: Path(__file__).parent / "schemas" / "plan-1.schema.json"}
+#: problems listed in one error line before "and N more"
+MAX_PROBLEMS = 6
 
 
 def _r(x: float, digits: int = 12) -> float:
@@ -66,7 +80,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
-                       "hardware_overrides": list(req.overrides), "include": list(req.include),
+                       "hardware_overrides": [f"{k}={v}" for k, v in req.overrides], "include": list(req.include),
                        "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
@@ -97,25 +111,176 @@ def plan_json(plan: dict) -> str:
 
 
 def write_plan(plan: dict, path: str) -> None:
+    """Write a plan document atomically (temp file + rename)."""
     atomic_write_text(path, plan_json(plan))
 
 
+@lru_cache(maxsize=None)
+def plan_schema(version: str = PLAN_SCHEMA) -> dict:
+    """The committed JSON Schema of a plan version (``dse/schemas/plan-1.schema.json``)."""
+    return json.loads(SCHEMA_FILES[version].read_text(encoding="utf-8"))
+
+
+def plan_problems(doc: Any) -> list[str]:
+    """Every way `doc` is not a valid plan: the schema's rules, finite numbers, unique layer names."""
+    from quantcore.jsoncheck import problems
+
+    if not isinstance(doc, dict) or doc.get("schema") not in SCHEMA_FILES:
+        got = doc.get("schema") if isinstance(doc, dict) else None
+        return [f'"schema" must be "{PLAN_SCHEMA}", got {got!r}']
+    out = problems(doc, plan_schema(doc["schema"]))
+    layers = doc.get("layers")
+    if isinstance(layers, list):
+        seen: dict = {}
+        for i, layer in enumerate(layers):
+            name = layer.get("name") if isinstance(layer, dict) else None
+            if isinstance(name, str) and name in seen:
+                out.append(f"layers[{i}].name {name!r} repeats layers[{seen[name]}]: a layer is listed once")
+            elif isinstance(name, str):
+                seen[name] = i
+    return out
+
+
+def check_plan(doc: Any, where: str) -> dict:
+    """`doc` if it is a valid plan, else one QuantDSEError listing every problem."""
+    found = plan_problems(doc)
+    if found:
+        more = f"; and {len(found) - MAX_PROBLEMS} more" if len(found) > MAX_PROBLEMS else ""
+        raise QuantDSEError(f"{where}: {'; '.join(found[:MAX_PROBLEMS])}{more}: "
+                            "fix the file or regenerate it with python -m dse.search")
+    return doc
+
+
 def load_plan(path: str) -> dict:
-    """Read and validate a plan file; a malformed one is a one-line QuantDSEError."""
-    plan = load_json(path, "plan")
-    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA:
-        raise QuantDSEError(f'plan {path}: "schema" must be "{PLAN_SCHEMA}": regenerate it with python -m dse.search')
-    layers = plan.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise QuantDSEError(f'plan {path}: "layers" must be a non-empty list')
-    for i, layer in enumerate(layers):
-        missing = [k for k in LAYER_KEYS if not isinstance(layer, dict) or k not in layer]
-        if missing:
-            raise QuantDSEError(f"plan {path}: layer {i} lacks {', '.join(missing)}: regenerate the plan")
-    for key in ("model", "hardware", "totals"):
-        if key not in plan:
-            raise QuantDSEError(f'plan {path}: missing "{key}": regenerate the plan')
-    return plan
+    """Read and validate a plan file; a malformed one is a one-line QuantDSEError naming every problem."""
+    return check_plan(load_json(path, "plan"), f"plan {path}")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class PlanLayer:
+    """One searched layer of a plan: its format and what it costs.
+
+    :param name: the module name (HF state-dict naming: ``model.layers.0.self_attn.q_proj``).
+    :param format: the number format chosen (``int4-g128``; ``python -m dse.formats``).
+    :param bits: effective bits per weight of that format on this layer (scales and zero points included).
+    :param params: weights in the layer.
+    :param error: the sensitivity's error of that choice (lower is better).
+    :param latency_s: energy_j: the layer's predicted cost on the target (seconds, joules).
+    :param extra: the other keys the plan holds for the layer (memory_bytes, kind, role, block, bound, ...).
+    """
+
+    name: str
+    format: str
+    bits: float
+    params: int
+    error: float
+    latency_s: float
+    energy_j: float
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in LAYER_KEYS}, **_thaw(self.extra)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan (``dse.plan/1``) as a frozen, typed value: what `dse.search` returns.
+
+    ``Plan.from_json(text)`` / ``plan.to_json()`` convert to and from the file other tools read
+    (every document is checked against the committed schema); ``plan.save(path)`` writes it
+    atomically; ``Plan.load(path)`` reads one. Nested entries are read-only mappings.
+
+    :param model: hardware: the model and target names.
+    :param totals: effective_bits, memory_bytes, latency_s, energy_j, error (and any totals newer
+        writers add): the whole plan, fixed part included.
+    :param layers: one `PlanLayer` per searched layer, in model order.
+    :param method: budget: workload: solver: provenance: as in the plan file.
+    :param extra: every other top-level entry (formats, fixed, device, notes, ...), in file order.
+    """
+
+    model: str
+    hardware: str
+    totals: Mapping[str, float]
+    layers: tuple[PlanLayer, ...]
+    method: str | None = None
+    budget: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    workload: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    solver: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    provenance: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    schema: str = PLAN_SCHEMA
+    order: tuple[str, ...] = ()  # the keys of the document, in its order (to_dict keeps it)
+
+    _TYPED = ("schema", "model", "hardware", "workload", "budget", "method", "totals", "solver", "provenance",
+              "layers")
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "plan") -> "Plan":
+        """A plan from its JSON document; an invalid one is a one-line QuantDSEError naming every problem."""
+        check_plan(doc, where)
+        layers = tuple(PlanLayer(**{k: layer[k] for k in LAYER_KEYS},
+                                 extra=_freeze({k: v for k, v in layer.items() if k not in LAYER_KEYS}))
+                       for layer in doc["layers"])
+        return cls(model=doc["model"], hardware=doc["hardware"], totals=_freeze(doc["totals"]), layers=layers,
+                   method=doc.get("method"), budget=_freeze(doc.get("budget", {})),
+                   workload=_freeze(doc.get("workload", {})), solver=_freeze(doc.get("solver", {})),
+                   provenance=_freeze(doc.get("provenance", {})),
+                   extra=_freeze({k: v for k, v in doc.items() if k not in cls._TYPED}), schema=doc["schema"],
+                   order=tuple(doc))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """A plan from JSON text (as `to_json` writes it)."""
+        from quantcore.io import parse_json
+
+        return cls.from_dict(parse_json(text, "plan"))
+
+    @classmethod
+    def load(cls, path: str) -> "Plan":
+        """Read and validate a plan file."""
+        return cls.from_dict(load_json(path, "plan"), f"plan {path}")
+
+    def to_dict(self) -> dict:
+        """The JSON document (a fresh dict: changing it leaves the plan as it is)."""
+        values = {"schema": self.schema, "model": self.model, "hardware": self.hardware,
+                  "workload": _thaw(self.workload), "budget": _thaw(self.budget), "method": self.method,
+                  "totals": _thaw(self.totals), "solver": _thaw(self.solver), "provenance": _thaw(self.provenance),
+                  **_thaw(self.extra), "layers": [layer.to_dict() for layer in self.layers]}
+        if self.order:  # as read: the same keys in the same order
+            return {k: values[k] for k in self.order}
+        return {k: v for k, v in values.items() if v not in ({}, None) or k in ("totals", "layers")}
+
+    def to_json(self) -> str:
+        """The plan file's text (what `save` writes)."""
+        return plan_json(self.to_dict())
+
+    def save(self, path: str) -> None:
+        """Write the plan file atomically (temp file + rename)."""
+        write_plan(self.to_dict(), path)
+
+    def formats(self) -> dict[str, str]:
+        """{layer name: format name}."""
+        return {layer.name: layer.format for layer in self.layers}
+
+    def table(self, verbose: bool = False) -> str:
+        """The plan for a person, as `python -m dse.show` prints it."""
+        return format_table(self.to_dict(), verbose=verbose, steps=[])
 
 
 def format_table(plan: dict, verbose: bool = False, steps: list[str] | None = None) -> str:

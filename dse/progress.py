@@ -1,7 +1,6 @@
 """Progress bars for long solver runs: tqdm on stderr, shown only when stderr is a terminal."""
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 from contextlib import contextmanager
@@ -9,13 +8,11 @@ from contextlib import contextmanager
 
 def reports_progress(method: str) -> bool:
     """Whether the solver's `solve` takes a `progress` callback (nas does; exact solvers finish in a blink)."""
-    from dse.solvers import METHODS
+    from dse.solvers import SOLVERS, solver_function
 
-    try:
-        module = importlib.import_module(METHODS[method])
-    except (KeyError, ImportError):
+    if method not in SOLVERS:
         return False
-    return "progress" in inspect.signature(module.solve).parameters
+    return "progress" in inspect.signature(solver_function(method)).parameters
 
 
 @contextmanager

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import sys
 
-from quantcore.cli import ArgumentParser, run_cli
+import argparse
+import inspect
+import types
+
+from quantcore.cli import ArgumentParser, flag_names, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import check_outputs
+from quantcore.io import atomic_write_files, check_outputs, dumps
 from quantcore.limits import RANGES, int_flag
-from dse.pipeline import SearchRequest, prepare, solve_prepared, solver_options
-from dse.plan import format_table, make_plan, plan_json, write_plan
+from dse.api import run, search as api_search
+from dse.budget import budget_from_text
+from dse.compare import compare, format_comparison, labels_for, target_path
+from dse.pipeline import SearchRequest
+from dse.plan import format_table, plan_json, write_plan
 from dse.summary import next_steps
 from hwmodels.workload import PHASES, Workload
 
-#: `--set` keys that configure the solver, not the hardware (`--method rl`: polish=true|false, polish_seconds=S;
-#: with --reward measured also episodes=N, texts=N, holdout=N, see policies/measured.py)
-SOLVER_SET_KEYS = ("polish", "polish_seconds", "episodes", "texts", "holdout")
+#: library parameter -> the flag that sets it (errors that name a parameter name the flag instead)
+FLAGS = {"budget": "--budget", "overrides": "--set", "solver_options": "--set", "method": "--method",
+         "max_latency_ms": "--max-latency-ms", "max_energy_mj": "--max-energy-mj", "max_memory_gb": "--max-memory-gb",
+         "workload": "--phase/--batch/--seq/--kv-bits"}
 
 
 def add_request_args(p: ArgumentParser) -> None:
@@ -84,15 +92,56 @@ def build_parser() -> ArgumentParser:
 
 
 def request_from_args(args) -> SearchRequest:
+    """The typed request these flags describe: every text (budget, --set KEY=VALUE) is read here."""
+    method = "rl-measured" if getattr(args, "reward", "error") == "measured" else args.method
+    if method == "rl-measured" and args.method != "rl":
+        raise QuantDSEError("--reward measured needs --method rl: add --method rl or drop --reward")
+    hardware, solver = split_set(args.overrides, method)
     return SearchRequest(
-        hw=args.hw, model=args.model, budget=args.budget, method=args.method, sensitivity=args.sensitivity,
-        calib=args.calib,
+        hw=args.hw, model=args.model, budget=budget_from_text(args.budget) if args.budget is not None else None,
+        method=method, sensitivity=args.sensitivity, calib=args.calib,
         workload=workload_from_args(args),
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
-        overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
-        solver_options=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() in SOLVER_SET_KEYS),
-        policy=args.policy, reward=getattr(args, "reward", "error"), seed=args.seed, include=tuple(args.include))
+        overrides=hardware, solver_options=solver,
+        policy=args.policy, seed=args.seed, include=tuple(args.include))
+
+
+def split_set(items: list[str], method: str) -> tuple[dict, dict]:
+    """`--set KEY=VALUE` flags -> (hardware overrides as text, the method's options as typed values).
+
+    A key the method declares as an option (``dse.solvers.options``: ilp's time_limit, rl's polish)
+    configures the solver; every other key is a hardware param, read by its spec's schema.
+    """
+    from dse.solvers import check_method, options
+
+    check_method(method)
+    declared = options(method)
+    hardware: dict = {}
+    solver: dict = {}
+    for item in items:
+        key, sep, text = (part.strip() for part in str(item).partition("="))
+        if not sep or not key:
+            raise QuantDSEError(f"--set {item!r} must be KEY=VALUE, e.g. --set clock_hz=300e6")
+        if key in declared:
+            solver[key] = option_value(declared[key], method, text)
+        else:
+            hardware[key] = text
+    return hardware, solver
+
+
+def option_value(option, method: str, text: str):
+    """A solver option's `--set` text as its declared type."""
+    from hwmodels.params import Param
+
+    if text.lower() == "none" and option.optional:
+        return None
+    if option.type in (bool, int, float):
+        try:
+            return Param(option.type, option.name).parse_text(option.name, text)
+        except QuantDSEError as exc:
+            raise QuantDSEError(f"--set {option.name} {exc.detail} (an option of {method})") from None
+    return text
 
 
 def _formats(args) -> tuple | None:
@@ -104,37 +153,8 @@ def _formats(args) -> tuple | None:
     return requested
 
 
-def search(request: SearchRequest, progress: bool = False) -> dict:
-    """Run the whole pipeline and return the plan document.
-
-    progress: a bar on stderr while the solver works, for solvers that report it (nas), when stderr is a terminal.
-    """
-    from dse.progress import solver_progress
-
-    limits, budget_doc = request.limits()
-    if request.reward == "measured" and request.method != "rl":
-        raise QuantDSEError("--reward measured needs --method rl: add --method rl or drop --reward")
-    prepared = prepare(request)
-    if request.reward == "measured":
-        problem, result = _measured(prepared, limits)
-    else:
-        with solver_progress(request.method, enabled=progress) as callback:
-            problem, result = solve_prepared(prepared, limits, **({"progress": callback} if callback else {}))
-    return make_plan(prepared, problem, result, budget_doc)
-
-
-def _measured(prepared, limits):
-    """--reward measured: the ILP plan, then the RL agent fine-tuned on the measured metric (policies.measured)."""
-    from policies.measured import finetune
-
-    problem, ilp = solve_prepared(prepared, limits, method="ilp")
-    req = prepared.request
-    model = req.model if isinstance(req.model, str) else prepared.graph.name
-    result = finetune(problem, ilp.assignment, model, seed=req.seed, **solver_options(prepared, "rl"))
-    broken = problem.violations(result.assignment)
-    if broken:  # a solver bug, not bad input
-        raise AssertionError(f"rl returned an over-budget plan: {broken}")
-    return problem, result
+#: `search(request)` is `dse.api.run`: the pipeline for a request, the plan document as a dict
+search = run
 
 
 def rl_summary(solver: dict) -> str:
@@ -159,16 +179,61 @@ def warn_device(plan: dict, notes: bool = True) -> None:
               f"(allow_offload=true: the rest is offloaded or sharded)", file=sys.stderr)
 
 
+def search_targets(args: argparse.Namespace) -> int:
+    """dse.search with `--hw A,B,C`: one search per target, then the comparison (or a JSON list of plans).
+
+    Every target is searched before any file is written, so a failing target leaves no files.
+    """
+    targets = [t.strip() for t in args.hw.split(",")]
+    if any(not t for t in targets) or len(set(targets)) != len(targets):
+        raise QuantDSEError(f"--hw {args.hw!r}: give distinct target names separated by commas, e.g. a100-80gb,u280")
+    requests = []
+    for hw in targets:
+        flags = argparse.Namespace(**vars(args))
+        flags.hw = hw
+        requests.append(request_from_args(flags))
+    requests[0].limits()  # the budget is the same for every target: validate it before any work
+    check_outputs([args.out], [args.model, args.sensitivity])
+    plans = []
+    for request in requests:
+        plan = run(request, progress=True)
+        warn_device(plan)
+        plans.append(plan)
+    written = []
+    if args.out is not None:
+        paths = [target_path(args.out, p["hardware"]) for p in plans]
+        if len(set(paths)) != len(paths):
+            raise QuantDSEError("two targets share a name: give each spec file a distinct name")
+        atomic_write_files([(path, plan_json(plan)) for plan, path in zip(plans, paths)])  # all plans or none
+        written = paths
+    if args.json:
+        sys.stdout.write(dumps(plans))
+        return 0
+    if args.verbose:
+        for plan in plans:
+            print(format_table(plan, verbose=True, steps=[]) + "\n")
+    print(format_comparison(compare(plans, labels_for(plans))))
+    if written:
+        print(f"plans written to {', '.join(written)}; next:\n  one plan:   python -m dse.show {written[0]}\n"
+              f"  compare:    python -m dse.compare {' '.join(written)}")
+    else:
+        print("next:\n  keep the plans:   add --out plan.json (writes plan-<hw>.json per target)")
+    return 0
+
+
 def main(argv=None) -> int:
+    with flag_names(FLAGS):
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if "," in args.hw:
-        from dse.compare import search_targets
-
         return search_targets(args)
     request = request_from_args(args)
     request.limits()  # validate the budget before any expensive work
     check_outputs([args.out], [args.model, args.sensitivity, args.hw])
-    plan = search(request, progress=True)
+    plan = run(request, progress=True)
     warn_device(plan, notes=args.json)  # the table shows the notes itself
     if args.out is not None:
         write_plan(plan, args.out)
@@ -176,10 +241,21 @@ def main(argv=None) -> int:
         sys.stdout.write(plan_json(plan))
     else:
         print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out)))
-        if plan["method"] == "rl":
+        if plan["method"] in ("rl", "rl-measured"):
             print(rl_summary(plan["solver"]))
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """`from dse import search` gives this module, which is also the command; calling it calls
+    the typed API, `dse.api.search` (one name for both, as the package promises)."""
+
+    def __call__(self, *args, **kwargs):
+        return api_search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__signature__ = inspect.signature(api_search)
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -19,86 +19,19 @@ so a user fixes a spec in one pass (ZigZag's validator does the same).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from quantcore.errors import QuantDSEError
+from hwmodels.families import family_names, family_schema
+from hwmodels.params import Param
 
 SPEC_SCHEMA = "hwmodels.spec/1"
 SPEC_DIR = Path(__file__).parent / "specs"
 #: the source recorded for a param given by `--set` (runtime profiles do not replace these)
 SET_SOURCE = "--set override"
-
-
-@dataclass(frozen=True)
-class Param:
-    """One field of a family's schema: its type, range, choices, default and meaning."""
-
-    type: type
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple | None = None
-    default: Any = None  # None = required
-
-    def check(self, key: str, value: Any) -> tuple[Any, str | None]:
-        """Return (coerced value, problem or None)."""
-        t = self.type
-        if t is bool:
-            if not isinstance(value, bool):
-                return value, f"{key} must be true or false, got {value!r}"
-        elif t is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    return value, f"{key} must be an integer, got {value!r}"
-        elif t is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return value, f"{key} must be a number, got {value!r}"
-            value = float(value)
-            if not math.isfinite(value):
-                return value, f"{key} must be finite, got {value!r}"
-        elif t is str:
-            if not isinstance(value, str):
-                return value, f"{key} must be a string, got {value!r}"
-        elif t is list:
-            if not isinstance(value, list):
-                return value, f"{key} must be a list, got {value!r}"
-            value = tuple(value)
-        if self.choices is not None and value not in self.choices:
-            return value, f"{key} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
-        if self.min is not None and t in (int, float) and value < self.min:
-            return value, f"{key} must be >= {self.min}, got {value!r}"
-        if self.max is not None and t in (int, float) and value > self.max:
-            return value, f"{key} must be <= {self.max}, got {value!r}"
-        return value, None
-
-    def parse_text(self, key: str, text: str) -> Any:
-        """Parse a `--set KEY=VALUE` string into this param's type (range not checked here)."""
-        t = self.type
-        try:
-            if t is bool:
-                low = text.strip().lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return low in ("true", "1", "yes")
-            if t is int:
-                number = float(text)
-                if not number.is_integer():
-                    raise ValueError
-                return int(number)
-            if t is float:
-                return float(text)
-            if t is list:
-                return [part.strip() for part in text.split(",") if part.strip()]
-            return text
-        except ValueError:
-            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(t, str(t))
-            raise QuantDSEError(f"--set {key}={text}: {key} must be {kind}") from None
 
 
 @dataclass(frozen=True)
@@ -190,8 +123,6 @@ def _raw_params(path: Path, seen: tuple = ()) -> tuple[dict, dict, dict, tuple]:
 
 def load_spec(name_or_path: str) -> HardwareSpec:
     """Load a built-in target by name, or a spec file by path, and validate it."""
-    from hwmodels.registry import family_schema, family_names
-
     path = _resolve_path(str(name_or_path))
     doc, params, sources, chain = _raw_params(path)
     problems: list[str] = []
@@ -235,27 +166,47 @@ def load_spec(name_or_path: str) -> HardwareSpec:
                         params=MappingProxyType(checked), sources=MappingProxyType(sources), path=str(path))
 
 
-def apply_overrides(spec: HardwareSpec, assignments: list[str] | None) -> HardwareSpec:
-    """Apply `--set KEY=VALUE` overrides with the family schema's type and range checks."""
-    if not assignments:
-        return spec
-    from hwmodels.registry import family_schema
+def apply_overrides(spec: HardwareSpec, overrides: Mapping[str, Any] | list | None) -> HardwareSpec:
+    """`spec` with some params replaced, checked against the family schema's types and ranges.
 
+    overrides: ``{"rows": 32}`` (or (name, value) pairs), whose errors name ``overrides``; a value
+    given as text is read as the param's type. A list of ``"KEY=VALUE"`` strings is the command
+    line's ``--set`` form, whose errors name ``--set``.
+    """
+    if not overrides:
+        return spec
+    if isinstance(overrides, Mapping):
+        pairs, flag = list(overrides.items()), None
+    elif all(isinstance(item, str) for item in overrides):
+        pairs, flag = [], "--set"
+        for item in overrides:
+            if "=" not in item:
+                raise QuantDSEError(f"--set {item!r} must be KEY=VALUE, e.g. --set clock_hz=300e6")
+            pairs.append(tuple(part.strip() for part in item.split("=", 1)))
+    else:
+        pairs, flag = [tuple(pair) for pair in overrides], None
     schema = family_schema(spec.family)
     params = dict(spec.params)
-    for item in assignments:
-        if "=" not in item:
-            raise QuantDSEError(f"--set {item!r} must be KEY=VALUE, e.g. --set clock_hz=300e6")
-        key, text = (part.strip() for part in item.split("=", 1))
-        if key not in schema:
-            raise QuantDSEError(
-                f"--set {key}: unknown param for {spec.name} (family {spec.family}); valid: {', '.join(sorted(schema))}")
-        value, problem = schema[key].check(key, schema[key].parse_text(key, text))
-        if problem:
-            raise QuantDSEError(f"--set {problem}")
+    for key, value in pairs:
+        try:
+            if key not in schema:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), list(schema), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise QuantDSEError(f"is an unknown param for {spec.name} (family {spec.family}){hint}; valid: "
+                                    f"{', '.join(sorted(schema))}", param="overrides", key=key)
+            if isinstance(value, str) and schema[key].type is not str:
+                value = schema[key].parse_text(key, value)
+            value, problem = schema[key].check(key, value)
+            if problem:
+                raise QuantDSEError(problem.removeprefix(f"{key} "), param="overrides", key=key)
+        except QuantDSEError as exc:
+            if flag is None:
+                raise
+            raise (exc.for_flag(flag) if exc.param else exc) from None
         params[key] = value
-    overridden = {a.split("=", 1)[0].strip() for a in assignments}
     sources = dict(spec.sources)
-    for key in overridden:
+    for key, _ in pairs:
         sources[key] = SET_SOURCE
     return replace(spec, params=MappingProxyType(params), sources=MappingProxyType(sources))

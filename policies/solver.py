@@ -20,7 +20,6 @@ import time
 import numpy as np
 
 from quantcore.errors import QuantDSEError
-from hwmodels.spec import Param
 from dse.solvers import greedy
 from dse.solvers.result import SolveResult
 from policies.env import Rollout
@@ -28,7 +27,6 @@ from policies.episode import Episode, layer_infos
 from policies.policy import load_policy
 
 
-POLISH_FLAG = Param(bool, "run the local-search polish")  # parses --set polish=true|false like any --set flag
 ROLLOUT_DEAD_ZONE = 0.4  # the deterministic rollout leaves the forecast only where |action - 0.5| > this
 
 
@@ -130,7 +128,7 @@ def exchange(ep: Episode, a: np.ndarray, deadline: float) -> np.ndarray:
     return a
 
 
-def polish(ep: Episode, a: np.ndarray, seconds: float = 2.0) -> np.ndarray:
+def polish_assignment(ep: Episode, a: np.ndarray, seconds: float = 2.0) -> np.ndarray:
     """Greedy upgrades, pair exchanges, greedy upgrades (module docstring); never worse, always feasible."""
     deadline = time.perf_counter() + seconds
     p = ep.problem
@@ -140,23 +138,17 @@ def polish(ep: Episode, a: np.ndarray, seconds: float = 2.0) -> np.ndarray:
     return b if p.objective(b) <= p.objective(a) and not p.violations(b) else a
 
 
-def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, layers=None, weights=None,
-          **options) -> SolveResult:
-    """:param policy: a Policy, a path or a zoo name (default: policies/zoo/ramp-sac).
-    :param polish_plan: run the local-search polish (also read from the option ``polish``).
+def solve(problem, polish: bool = True, polish_seconds: float = 2.0, policy=None, layers=None,
+          weights=None) -> SolveResult:
+    """:param polish: run the local-search polish (``--set polish=false``: the raw rollout).
     :param polish_seconds: time bound of the polish.
+    :param policy: a Policy, a path or a zoo name (default: policies/zoo/ramp-sac).
     :param layers: quantcore Layer objects of the problem's rows (structural features);
-        :param weights: their weight source (weight-statistics features), both optional.
-    Options of other methods (seed, ...) are accepted and ignored: the rollout is deterministic.
+    :param weights: their weight source (weight-statistics features), both optional.
+    The rollout is deterministic: it takes no seed.
     """
     started = time.perf_counter()
-    if "polish" in options:
-        value = options["polish"]
-        polish_plan = POLISH_FLAG.parse_text("polish", value) if isinstance(value, str) else bool(value)
-    try:
-        polish_seconds = float(polish_seconds)
-    except ValueError:
-        polish_seconds = float("nan")
+    polish_plan = bool(polish)
     if not polish_seconds >= 0:
         raise QuantDSEError(f"polish_seconds={polish_seconds}: use a number of seconds >= 0")
     pol = policy if hasattr(policy, "act") else load_policy(policy)
@@ -167,7 +159,7 @@ def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, l
                            message or "no assignment meets every limit at once: try --method ilp")
     raw = rollout(pol, ep)
     raw_seconds = time.perf_counter() - started
-    final = polish(ep, raw, float(polish_seconds)) if polish_plan else raw
+    final = polish_assignment(ep, raw, float(polish_seconds)) if polish_plan else raw
     info = {"policy": pol.name, "policy_hash": pol.hash, "raw_objective": problem.objective(raw),
             "polished_objective": problem.objective(final) if polish_plan else None,
             "polish": bool(polish_plan), "rollout_seconds": round(raw_seconds, 6),
@@ -176,3 +168,21 @@ def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, l
     return SolveResult("feasible", final, problem.objective(final), float("nan"), time.perf_counter() - started,
                        "rl", f"SAC policy {pol.name}" + (", polished" if polish_plan else ", raw rollout"),
                        info={k: v for k, v in info.items() if v is not None})
+
+
+def solve_measured(problem, episodes: int = 192, texts: int = 32, holdout: int = 96, policy=None, layers=None,
+                   weights=None, model=None, seed: int = 0) -> SolveResult:
+    """`--method rl --reward measured`: the ILP plan, then the agent fine-tuned on the real model's
+    end metric (policies.measured). :param model: the model as the user named it (its weights are loaded)."""
+    from dse.solvers import ilp
+    from policies.measured import finetune
+
+    exact = ilp.solve(problem)
+    if not exact.success:
+        return exact
+    result = finetune(problem, exact.assignment, model, policy=policy, layers=layers, weights=weights, seed=seed,
+                      episodes=episodes, texts=texts, holdout=holdout)
+    broken = problem.violations(result.assignment)
+    if broken:  # a solver bug, not bad input
+        raise AssertionError(f"rl returned an over-budget plan: {broken}")
+    return result

@@ -12,6 +12,7 @@ import errno
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from typing import Callable
 
 from quantcore.errors import QuantDSEError
@@ -80,6 +81,18 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
+
+
+@contextmanager
+def flag_names(flags: dict[str, str]):
+    """Errors that name a library parameter (QuantDSEError.param) name the CLI's flag instead,
+    e.g. ``{"overrides": "--set", "budget": "--budget"}``."""
+    try:
+        yield
+    except QuantDSEError as exc:
+        if exc.param in flags:
+            raise exc.for_flag(flags[exc.param]) from None
+        raise
 
 
 def _fail(line: str) -> int:

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from dse.budget import Budget
 from dse.pareto import build_parser, frontier, parse_sweep, pareto_sweep, plot_png, request_from_args, rows_csv
 from dse.problem import Problem
 from hwmodels.workload import Workload
@@ -85,8 +86,8 @@ def test_workload_and_codesign_flags_build_the_request_dse_search_builds():
     # the peer: dse.search's own parser and request builder, budgeted at the sweep's first point
     assert got == search.request_from_args(search.build_parser().parse_args(FLAGS + extra + ["--budget", "10ms"]))
     assert got.workload == Workload(phase="prefill", batch=4, seq=512, kv_bits=8)
-    assert got.overrides == ("hbm_channels=16", "clock_hz=300e6")
-    assert got.formats == ("int4-g128", "int8", "fp16") and got.seed == 3 and got.budget == "10ms"
+    assert got.overrides == (("hbm_channels", "16"), ("clock_hz", "300e6"))  # text: the spec's schema reads it
+    assert got.formats == ("int4-g128", "int8", "fp16") and got.seed == 3 and got.budget == Budget.ms(10)
 
 
 def test_sweep_point_matches_dse_search_with_the_same_flags(cli):

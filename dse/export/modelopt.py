@@ -13,7 +13,7 @@ token), W4A16_NVFP4 / NVFP4 (e2m1, fp8 scale per 16). 16-bit layers go to ``excl
 """
 from __future__ import annotations
 
-from dse import __version__
+from dse.version import __version__
 from quantcore.formats import get_format
 from dse.export.base import Export
 

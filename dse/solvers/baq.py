@@ -116,8 +116,8 @@ def target_rates(problem, r_ref: float, theta: float, by_family: dict) -> np.nda
     return out
 
 
-def solve(problem, **_ignored) -> SolveResult:
-    """Options of other methods (seed, ...) are accepted and ignored."""
+def solve(problem) -> SolveResult:
+    """BAQ's closed-form allocation: no options."""
     started = time.perf_counter()
     r_ref = _budget_bits(problem)
     positive = problem.mask & (problem.error > 0)

@@ -130,11 +130,10 @@ def cheapest(problem) -> np.ndarray:
     return np.where(total == total.min(axis=1, keepdims=True), problem.masked(problem.error), np.inf).argmin(axis=1)
 
 
-def solve(problem, time_limit: float | None = None, **_ignored) -> SolveResult:
+def solve(problem, time_limit: float | None = None) -> SolveResult:
     """Greedy upgrades from the cheapest assignment (repaired first if it breaks a limit).
 
     :param time_limit: seconds for the upgrade rounds (the result stays feasible).
-    Options of other methods (seed, ...) are accepted and ignored.
     """
     started = time.perf_counter()
     a = cheapest(problem)

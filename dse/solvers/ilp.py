@@ -185,8 +185,7 @@ def _hand_over(problem, reason: str) -> SolveResult:
     return result
 
 
-def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_classes: int = MAX_CLASSES,
-          **_ignored) -> SolveResult:
+def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_classes: int = MAX_CLASSES) -> SolveResult:
     """Minimise total error subject to the problem's constraints, exactly.
 
     :param solver: "highs" (default, through highspy) or "cbc" (PuLP's bundled CBC).

@@ -95,7 +95,7 @@ def _exact_core(cost, err, rc, elig, budget, slack, max_states, deadline):
 
 
 def solve(problem, max_core: int = 2000, repair_layers: int = 64, max_states: int = 200_000,
-          time_limit: float | None = None, **_ignored) -> SolveResult:
+          time_limit: float | None = None) -> SolveResult:
     """Optimal (or certified-gap) assignment under one budget.
 
     :param max_core: most layers left after reduced-cost fixing for which the exact
@@ -106,7 +106,6 @@ def solve(problem, max_core: int = 2000, repair_layers: int = 64, max_states: in
     :param max_states: largest Pareto list the exact core DP may keep before it
         gives up and returns the incumbent with its gap.
     :param time_limit: seconds for the core DP (the relaxation always runs).
-    Options of other methods (seed, solver, ...) are accepted and ignored.
     """
     started = time.perf_counter()
     deadline = started + (time_limit if time_limit is not None else np.inf)

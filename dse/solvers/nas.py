@@ -38,7 +38,7 @@ def _train(err, cost, mask, lam: float, seed: int, steps: int, lr: float, t_star
 
 
 def solve(problem, seed: int = 0, steps: int = 100, bisections: int = 10, lr: float = 0.1,
-          t_start: float = 1.0, t_end: float = 0.05, progress=None, **_ignored) -> SolveResult:
+          t_start: float = 1.0, t_end: float = 0.05, progress=None) -> SolveResult:
     """:param seed: seed of the logits' initial noise (same seed, same result).
     :param steps: Adam steps per lambda tried.
     :param bisections: bisection steps on lambda after it has been bracketed.

@@ -21,8 +21,8 @@ def assignment_for(problem, f: int) -> np.ndarray:
     return np.where(problem.mask[:, f], f, near)
 
 
-def solve(problem, **_ignored) -> SolveResult:
-    """Options of other methods (seed, ...) are accepted and ignored."""
+def solve(problem) -> SolveResult:
+    """The best single format for every layer: no options."""
     started = time.perf_counter()
     best, best_f = None, None
     for f in range(problem.shape[1]):
