@@ -16,7 +16,7 @@ import numpy as np
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.formats import get_format
-from hwmodels import calibrate
+from hwmodels.local_calibration import calibrate
 from hwmodels.measure import measure
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    doc = calibrate.calibrate(quick=not args.full, threads=args.threads, seed=args.seed, progress=True)
-    model = load_model("local", [f"threads={args.threads}", "auto_calibrate=false"])
+    doc = calibrate(quick=not args.full, threads=args.threads, seed=args.seed, progress=True)
+    model = load_model("local", {"threads": args.threads})
     jobs = [[k, m, kk, n] for k, _, m, kk, n in SPOT]
     runs = [measure(jobs, threads=doc["fingerprint"]["threads"], seed=args.seed + i, desc="spot checks")
             for i in range(2)]

@@ -226,7 +226,7 @@ def layer_statistics(source: str, modules: dict, forward, batches, n_texts: int,
 
 def _cache_path(source, encoder, texts, formats, seed):
     from dse.calibration import texts_digest
-    from hwmodels.calibrate import cache_dir
+    from hwmodels.calibration_cache import cache_dir
 
     key = json.dumps({"v": CACHE_VERSION, "source": source, "model": encoder.digest, "texts": texts_digest(texts),
                       "formats": [f.name for f in formats], "seed": seed, "batch": CALIB_BATCH,

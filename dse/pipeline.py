@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -16,7 +17,7 @@ from dse.budget import MAX_SI, UNITS, Budget, budget_from_text
 from dse.device import bits_memory_bound, device_memory_limit, infeasible_hint, max_weight_bytes, runnable
 from quantcore.errors import QuantDSEError
 from dse.problem import Problem
-from dse.sensitivity import SOURCES, Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
+from dse.sensitivity import SENSITIVITY_SOURCES, Sensitivity, compute_sensitivity, file_formats, read_sensitivity_file
 from hwmodels.interface import CostTable
 from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
@@ -191,7 +192,9 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     if request.formats:
         return parse_format_list(",".join(request.formats)), None
     sens = request.sensitivity
-    if sens is not None and sens not in SOURCES:
+    if sens is not None and sens not in SENSITIVITY_SOURCES:
+        if not (sens.endswith(".json") or Path(sens).is_file()):
+            SENSITIVITY_SOURCES.check(sens)  # neither a source nor a file: the names, with close matches
         file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
         return [get_format(name) for name in file_formats(file[0])], file
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None

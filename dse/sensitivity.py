@@ -27,9 +27,10 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from quantcore.io import load_json
+from quantcore.registry import Registry
 
 SENSITIVITY_SCHEMA = "dse.sensitivity/1"
-SOURCES = ("weights", "prior", "hessian", "fisher", "output")
+SOURCES = ("weights", "prior", "hessian", "fisher", "output")  # built in: SENSITIVITY_SOURCES adds plugins
 
 #: Student-t degrees of freedom of the prior by role: lower = heavier tails (more outliers).
 #: Down/output projections and attention outputs carry the activation-outlier channels
@@ -168,27 +169,43 @@ def file_errors(table: dict, layers, formats) -> np.ndarray:
     return out
 
 
-def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0,
-                        file=None) -> Sensitivity:
-    """Errors [len(layers), len(formats)] from `source`: weights, prior, hessian, fisher, output or a JSON path.
+def _weights(graph, layers, formats, **_) -> Sensitivity:
+    return Sensitivity(weight_errors(graph, layers, formats), "weights",
+                       "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
 
-    model / calib / seed: the model as the user named it, calibration texts and seed for the
-    calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
-    the JSON path `source`, where the caller has read it already."""
-    if source == "weights":
-        return Sensitivity(weight_errors(graph, layers, formats), "weights",
-                           "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
-    if source == "prior":
-        return Sensitivity(prior_errors(layers, formats), "prior",
-                           "data-free prior: expected error on Student-t weights fitted to shape and role")
-    if source in ("hessian", "fisher", "output"):
+
+def _prior(graph, layers, formats, **_) -> Sensitivity:
+    return Sensitivity(prior_errors(layers, formats), "prior",
+                       "data-free prior: expected error on Student-t weights fitted to shape and role")
+
+
+def _calibrated(source: str):
+    """hessian, fisher or output: measured on calibration texts (dse.calibsens)."""
+    def compute(graph, layers, formats, model=None, calib=None, seed: int = 0) -> Sensitivity:
         from dse.calibsens import DESCRIPTIONS, calibration_table
 
         table, info = calibration_table(source, model if model is not None else graph.name, formats, calib, seed)
         calib_name = Path(calib).name if calib else "shipped calibration.txt"
         return Sensitivity(file_errors(table, layers, formats), source,
                            f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
-    if source.endswith(".json") or Path(source).is_file():
+    return compute
+
+
+#: named sources: f(graph, layers, formats, *, model, calib, seed) -> Sensitivity. Other packages add
+#: sources through the ``quantdse.sensitivity`` entry-point group.
+SENSITIVITY_SOURCES = Registry("sensitivity source", {
+    "weights": _weights, "prior": _prior, **{name: _calibrated(name) for name in ("hessian", "fisher", "output")}},
+    group="quantdse.sensitivity", fix=f" or a .json file (schema {SENSITIVITY_SCHEMA})")
+
+
+def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0,
+                        file=None) -> Sensitivity:
+    """Errors [len(layers), len(formats)] from `source`: a name in SENSITIVITY_SOURCES or a JSON path.
+
+    model / calib / seed: the model as the user named it, calibration texts and seed for the
+    calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
+    the JSON path `source`, where the caller has read it already."""
+    if source not in SENSITIVITY_SOURCES and (source.endswith(".json") or Path(source).is_file()):
         table, note = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers])
         if note:
             import sys
@@ -196,9 +213,7 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
             print(f"note: {note}", file=sys.stderr)
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
                            f"errors read from {source}")
-    raise QuantDSEError(f"unknown sensitivity source {source!r}: use weights, prior, hessian, fisher, output "
-                        f"or a .json file "
-                        f"(schema {SENSITIVITY_SCHEMA})")
+    return SENSITIVITY_SOURCES.get(source)(graph, layers, formats, model=model, calib=calib, seed=seed)
 
 
 def table_doc(graph, layers, formats, sensitivity: Sensitivity) -> dict:

@@ -19,9 +19,6 @@ Eight numbers per kernel, fitted with
 as much as a 50 ms call) with a soft-L1 loss (the machine is shared: a few timings are
 outliers). Gathers have no compute term: t = overhead + (M row_s + bytes / bandwidth) / speedup
 (speedup = par_speedup past GRAIN_SIZE output elements, else 1).
-
-`fit_spec_params` fits chosen float params of any analytic family to measured GEMM times
-through that family's own `cost()`, for `hwmodels.calibrate --from`.
 """
 from __future__ import annotations
 
@@ -194,66 +191,3 @@ def select_and_fit(m, k, n, flops, nbytes, seconds, candidates: list, folds: int
             best = (score, free)
     params = fit_kernel(*arrays, seconds, free=best[1], wbytes=wbytes, **opts)
     return {**params, "cv_mape": float(best[0]) if np.isfinite(best[0]) else None}
-
-
-# ------------------------------------------------------------------ analytic targets (--from)
-
-def fittable_params(schema: dict) -> list[str]:
-    """The float params of a family schema named like an efficiency or an overhead."""
-    return sorted(key for key, p in schema.items()
-                  if p.type is float and ("efficiency" in key or "overhead" in key))
-
-
-def _predict_spec(model_cls, spec, values: dict, groups: dict, workload):
-    params = dict(spec.params)
-    params.update(values)
-    model = model_cls(replace(spec, params=MappingProxyType(params)))
-    out = {}
-    for fmt_name, (fmt, ops, _) in groups.items():
-        out[fmt_name] = model.cost(ops, [fmt], workload).latency_s[:, 0]
-    return out
-
-
-def fit_spec_params(spec, measurements: list[dict], names: list[str]) -> dict:
-    """Fit `names` (float params of spec's family) to measured GEMM seconds via the family's cost().
-
-    measurements: [{"gemm": [M, K, N], "format": name, "seconds": s}]. Parameters are fitted as
-    multiples of their current value (or absolute, from 0) inside the schema's [min, max].
-    Returns {"params": fitted values, "mape_before": %, "mape_after": %, "n": count}.
-    """
-    from quantcore.formats import get_format
-    from hwmodels.ops import Ops
-    from hwmodels.registry import family_class
-    from hwmodels.workload import Workload
-
-    model_cls = family_class(spec.family)
-    schema = model_cls.SCHEMA
-    workload = Workload()
-    groups: dict = {}
-    for row in measurements:
-        name = row["format"]
-        entry = groups.setdefault(name, [get_format(name), [], []])
-        m, k, n = row["gemm"]
-        entry[1].append((f"m{len(entry[1])}", "linear", m, k, n, 1.0, float(k) * n, ""))
-        entry[2].append(float(row["seconds"]))
-    groups = {f: (fmt, Ops.from_rows(rows), np.array(sec)) for f, (fmt, rows, sec) in groups.items()}
-    measured = np.concatenate([g[2] for g in groups.values()])
-
-    scale = np.array([spec[p] if spec[p] > 0 else 1e-6 for p in names], dtype=np.float64)
-    lo = np.array([(schema[p].min if schema[p].min is not None else 0.0) for p in names]) / scale
-    hi = np.array([(schema[p].max if schema[p].max is not None else np.inf) for p in names]) / scale
-    x0 = np.clip(np.array([spec[p] for p in names]) / scale, lo, hi)
-
-    def times(x):
-        pred = _predict_spec(model_cls, spec, dict(zip(names, x * scale)), groups, workload)
-        return np.concatenate([pred[f] for f in groups])
-
-    def residual(x):
-        return np.log(np.maximum(times(x), 1e-30)) - np.log(measured)
-
-    before = mape(times(x0), measured)
-    res = least_squares(residual, x0, bounds=(lo, hi), x_scale=np.maximum(np.abs(x0), 1.0),
-                        diff_step=1e-3, max_nfev=500)
-    fitted = {p: float(v) for p, v in zip(names, res.x * scale)}
-    return {"params": fitted, "mape_before": before, "mape_after": mape(times(res.x), measured),
-            "n": int(len(measured))}

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from hwmodels.ops import Ops
-from hwmodels.spec import HardwareSpec, Param
+from hwmodels.params import HardwareSpec, Param
 from hwmodels.workload import Workload
 
 BOUND_NAMES = ("compute", "memory", "other")

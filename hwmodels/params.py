@@ -1,11 +1,15 @@
-"""`Param`: one typed, ranged, documented field of a hardware family's schema."""
+"""The values specs are made of: `Param` (one typed, ranged, documented field of a family's schema)
+and `HardwareSpec` (a validated target). Loading and checking spec files is `hwmodels.spec`."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from quantcore.errors import QuantDSEError
+
+#: the source recorded for a param given by `--set` (runtime profiles do not replace these)
+SET_SOURCE = "--set override"
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,26 @@ class Param:
         except ValueError:
             kind = {bool: "true or false", int: "an integer", float: "a number"}.get(t, str(t))
             raise QuantDSEError(f"must be {kind}, got {text!r}", param="overrides", key=key) from None
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """A validated hardware target: family, parameters and the source of each."""
+
+    name: str
+    family: str
+    description: str
+    params: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "family": self.family, "description": self.description,
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},
+                "sources": dict(self.sources)}

@@ -19,42 +19,17 @@ so a user fixes a spec in one pass (ZigZag's validator does the same).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from quantcore.errors import QuantDSEError
 from hwmodels.families import family_names, family_schema
-from hwmodels.params import Param
+from hwmodels.params import SET_SOURCE, HardwareSpec, Param  # noqa: F401  (re-exported)
 
 SPEC_SCHEMA = "hwmodels.spec/1"
 SPEC_DIR = Path(__file__).parent / "specs"
-#: the source recorded for a param given by `--set` (runtime profiles do not replace these)
-SET_SOURCE = "--set override"
-
-
-@dataclass(frozen=True)
-class HardwareSpec:
-    """A validated hardware target: family, parameters and the source of each."""
-
-    name: str
-    family: str
-    description: str
-    params: Mapping[str, Any]
-    sources: Mapping[str, str] = field(default_factory=dict)
-    path: str = ""
-
-    def __getitem__(self, key: str) -> Any:
-        return self.params[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.params.get(key, default)
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "family": self.family, "description": self.description,
-                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},
-                "sources": dict(self.sources)}
 
 
 def list_specs() -> list[str]:

@@ -168,21 +168,3 @@ def solve(problem, polish: bool = True, polish_seconds: float = 2.0, policy=None
     return SolveResult("feasible", final, problem.objective(final), float("nan"), time.perf_counter() - started,
                        "rl", f"SAC policy {pol.name}" + (", polished" if polish_plan else ", raw rollout"),
                        info={k: v for k, v in info.items() if v is not None})
-
-
-def solve_measured(problem, episodes: int = 192, texts: int = 32, holdout: int = 96, policy=None, layers=None,
-                   weights=None, model=None, seed: int = 0) -> SolveResult:
-    """`--method rl --reward measured`: the ILP plan, then the agent fine-tuned on the real model's
-    end metric (policies.measured). :param model: the model as the user named it (its weights are loaded)."""
-    from dse.solvers import ilp
-    from policies.measured import finetune
-
-    exact = ilp.solve(problem)
-    if not exact.success:
-        return exact
-    result = finetune(problem, exact.assignment, model, policy=policy, layers=layers, weights=weights, seed=seed,
-                      episodes=episodes, texts=texts, holdout=holdout)
-    broken = problem.violations(result.assignment)
-    if broken:  # a solver bug, not bad input
-        raise AssertionError(f"rl returned an over-budget plan: {broken}")
-    return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hwmodels.calibrate import compare_with_target
+from hwmodels.cuda_compare import compare_with_target
 from hwmodels.gpu_energy import compare, main, read_measurement
 
 DATA = Path(__file__).parent / "data"

@@ -358,14 +358,14 @@ def test_signal_during_search_exits_quietly(tmp_path, sig, code):
     # there, so the signal always lands mid-search however fast or loaded the machine is
     script = ("import sys, time\n"
               "from quantcore.cli import run_cli\n"
-              "from dse import search\n"
-              "real_prepare = search.prepare\n"
+              "from dse import api, search\n"
+              "real_prepare = api.prepare\n"
               "def prepare(request):\n"
               "    prepared = real_prepare(request)\n"
               "    print('go', flush=True)\n"
               "    time.sleep(60)\n"
               "    return prepared\n"
-              "search.prepare = prepare\n"
+              "api.prepare = prepare\n"
               "sys.exit(run_cli(search.main, sys.argv[1:]))\n")
     proc = _spawn(script, "--hw", "a100-80gb", "--model", "deepseek-v3", "--budget", "4bits",
                   "--out", tmp_path / "plan.json")

@@ -13,7 +13,7 @@ import pytest
 from quantcore.cli import run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.formats import get_format
-from hwmodels import calibrate, fit
+from hwmodels import calibrate, calibration_cache, derive, fit, shapes
 from hwmodels import measure as measure_mod
 from hwmodels.measure import KERNELS, measure
 from hwmodels.ops import Ops
@@ -92,7 +92,7 @@ def test_bandwidth_bounds_hold():
 
 
 def test_design_holds_out_enough_unseen_realistic_shapes():
-    jobs = calibrate.design(False, seed=0)
+    jobs = shapes.design(False, seed=0)
     for name, kern in KERNELS.items():
         if kern.device != "cpu":
             continue
@@ -100,12 +100,12 @@ def test_design_holds_out_enough_unseen_realistic_shapes():
         held = [tuple(j["shape"]) for j in jobs if j["kernel"] == name and j["role"] == "heldout"]
         assert len(held) >= 20 and not fit_shapes & set(held), name
         for m, k, n in held:
-            assert calibrate._within_caps(kern, (m, k, n))
+            assert shapes._within_caps(kern, (m, k, n))
             if kern.op not in ("conv2d", "gather"):
                 assert 1 <= m <= 2048 and 256 <= min(k, n) and max(k, n) <= 16384 and k % 128 == n % 128 == 0
         if kern.op not in ("conv2d", "gather"):
             assert sum(m == 1 for m, _, _ in held) >= len(held) // 3 - 1  # decode GEMVs are a third
-    assert calibrate.design(False, seed=0) == jobs and calibrate.design(False, seed=1) != jobs  # seeded
+    assert shapes.design(False, seed=0) == jobs and shapes.design(False, seed=1) != jobs  # seeded
     # every designed weight is timed cold: its copies (at most MAX_COPIES) span 1.5x the LLC
     smallest = min(KERNELS[j["kernel"]].weights(*j["shape"]) for j in jobs if KERNELS[j["kernel"]].op != "gather")
     assert measure_mod.MAX_COPIES * smallest >= 1.5 * measure_mod.llc_bytes()
@@ -123,7 +123,7 @@ def _synthetic_calibration(threads: int) -> dict:
         fits = ({"all": {"overhead_s": 1e-6, "bytes_per_s": 1e10}} if kern.op == "gather"
                 else {"all": TRUE} if kern.op == "conv2d" else {"gemv": gemv, "gemm": TRUE})
         kernels[name] = {"fits": fits, "n_fit": 0, "n_heldout": 0, "fit_mape": 0.0, "heldout_mape": None}
-    return {"schema": calibrate.CALIBRATION_SCHEMA, "fingerprint": calibrate.fingerprint(threads), "quick": True,
+    return {"schema": calibration_cache.CALIBRATION_SCHEMA, "fingerprint": calibration_cache.fingerprint(threads), "quick": True,
             "kernels": kernels, "measurements": [], "crashed": []}
 
 
@@ -134,7 +134,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _install(doc):
-    path = calibrate.cache_path(doc["fingerprint"])
+    path = calibration_cache.cache_path(doc["fingerprint"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
     return path
@@ -144,18 +144,18 @@ def test_cache_is_keyed_by_fingerprint(cache):
     doc = _synthetic_calibration(threads=1)
     path = _install(doc)
     assert path.parent == cache and path.name.startswith("local-cpu-")
-    assert calibrate.load_calibration(1)["kernels"].keys() == doc["kernels"].keys()
-    assert calibrate.load_calibration(3) is None  # another thread count: another machine state
+    assert calibration_cache.load_calibration(1)["kernels"].keys() == doc["kernels"].keys()
+    assert calibration_cache.load_calibration(3) is None  # another thread count: another machine state
     other = dict(doc, fingerprint={**doc["fingerprint"], "torch": "0.0"})
-    assert calibrate.cache_path(other["fingerprint"]) != path
+    assert calibration_cache.cache_path(other["fingerprint"]) != path
     with pytest.raises(QuantDSEError, match="run python -m hwmodels.calibrate --hw local"):
-        load_model("local", ["threads=3", "auto_calibrate=false"]).cost(Ops.gemm(1, 64, 64), [get_format("bf16")],
+        load_model("local", ["threads=3"]).cost(Ops.gemm(1, 64, 64), [get_format("bf16")],
                                                                         Workload())
 
 
 def test_model_evaluates_the_fit_by_hand(cache):
     _install(_synthetic_calibration(threads=1))
-    model = load_model("local", ["threads=1", "auto_calibrate=false"])
+    model = load_model("local", ["threads=1"])
     fmts = [get_format(f) for f in ("int4-g128", "int8", "fp16", "int3-g128", "int8-a8")]
     ops = Ops.from_rows([("a", "linear", 32, 4096, 1024, 1.0, 4096.0 * 1024, ""),
                          ("b", "linear", 1, 4096, 4096, 2.0, 4096.0 * 4096, ""),
@@ -186,7 +186,7 @@ def test_embedding_gather_by_hand(cache):
     gather = {"overhead_s": 1e-6, "bytes_per_s": 2e10, "row_s": 1e-8, "par_speedup": 1.8}
     doc["kernels"]["gather-bf16"]["fits"]["all"] = gather
     _install(doc)
-    model = load_model("local", ["threads=1", "auto_calibrate=false"])
+    model = load_model("local", ["threads=1"])
     ops = Ops.from_rows([("small", "embedding", 8, 1, 1024, 1.0, 8.0 * 1024, ""),
                          ("big", "embedding", 512, 1, 4096, 1.0, 512.0 * 4096, "")])
     t = model.cost(ops, [get_format("bf16")], Workload()).latency_s[:, 0]
@@ -213,14 +213,14 @@ def _gpu_target() -> str:
 
 def _perturbed_measurements(path, target):
     spec = load_spec(target)
-    names = fit.fittable_params(load_model(target).SCHEMA)
+    names = derive.fittable_params(load_model(target).SCHEMA)
     truth = {key: spec[key] * factor for key, factor in zip(names, (0.8, 1.5, 2.0, 1.3, 1.3))}
     shapes = [(m, k, n) for m in (1, 16, 256, 4096) for k in (256, 4096, 8192) for n in (256, 4096, 14336)]
     rows = []
     for fmt in ("fp16", "int4-g128"):
         ops = Ops.from_rows([(f"g{i}", "linear", *s, 1.0, float(s[1] * s[2]), "") for i, s in enumerate(shapes)])
         groups = {fmt: (get_format(fmt), ops, None)}
-        sec = fit._predict_spec(type(load_model(target)), spec, truth, groups, Workload())[fmt]
+        sec = derive._predict_spec(type(load_model(target)), spec, truth, groups, Workload())[fmt]
         rows += [{"gemm": list(s), "format": fmt, "seconds": float(t)} for s, t in zip(shapes, sec)]
     path.write_text(json.dumps(rows))
     return names, truth
@@ -300,7 +300,7 @@ def test_quick_calibration_predicts_fresh_measurements(cache, capsys):
               ("int8pack-mm", "int8", (1, 768, 3328))]
     rows, crashed = measure([[k, *s] for k, _, s in shapes], threads=1, progress=False)
     assert not crashed
-    model = load_model("local", ["threads=1", "auto_calibrate=false"])
+    model = load_model("local", ["threads=1"])
     errors = []
     for (kernel, fmt, s), row in zip(shapes, rows):
         pred = model.cost(Ops.gemm(*s), [get_format(fmt)], Workload()).latency_s[0, 0]

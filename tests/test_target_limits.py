@@ -24,7 +24,7 @@ def local(tmp_path, monkeypatch):
     """The local target on a synthetic calibration (no measuring): its kernels decide what runs."""
     monkeypatch.setenv("QUANTDSE_CACHE_DIR", str(tmp_path / "cache"))
     _install(_synthetic_calibration(threads=1))
-    return ["--hw", "local", "--set", "threads=1", "--set", "auto_calibrate=false", "--model", "all-minilm-l6-v2",
+    return ["--hw", "local", "--set", "threads=1", "--model", "all-minilm-l6-v2",
             "--sensitivity", "prior"]
 
 

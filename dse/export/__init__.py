@@ -2,28 +2,27 @@
 
 One module per target, each with NAME, DEFAULT_OUT, FORMATS (the formats it writes exactly,
 bits counted as it stores them), ``write(export)`` and ``read(content, graph)`` (the inverse,
-for round trips); `dse.export.base` resolves a plan for a target.
+for round trips); `dse.export.base` resolves a plan for a target. Other packages add targets
+through the ``quantdse.exporters`` entry-point group (a module with the same names).
 """
 from __future__ import annotations
 
-import difflib
-import importlib
-
 from quantcore.errors import QuantDSEError
+from quantcore.registry import Registry
 
-#: target name -> module
-TARGETS = {"llamacpp": "llamacpp", "gptqmodel": "gptqmodel", "llmcompressor": "llmcompressor",
-           "compressed-tensors": "ctensors", "autoround": "autoround", "modelopt": "modelopt"}
+#: built-in target name -> exporter module
+BUILTIN = {"llamacpp": "dse.export.llamacpp", "gptqmodel": "dse.export.gptqmodel",
+           "llmcompressor": "dse.export.llmcompressor", "compressed-tensors": "dse.export.ctensors",
+           "autoround": "dse.export.autoround", "modelopt": "dse.export.modelopt"}
+EXPORTERS = Registry("export target", BUILTIN, group="quantdse.exporters")
+#: the built-in target names (`EXPORTERS.names()` adds plugins)
+TARGETS = tuple(BUILTIN)
 
 
 def target_module(name: str):
-    """The exporter module of a target; an unknown name lists the targets."""
+    """The exporter module of a target; an unknown name lists the targets, with close matches."""
     key = str(name).strip().lower()
-    if key not in TARGETS:
-        close = difflib.get_close_matches(key, list(TARGETS), n=2, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise QuantDSEError(f"unknown export target {name!r}{hint}: use one of {', '.join(TARGETS)}")
-    return importlib.import_module(f"dse.export.{TARGETS[key]}")
+    return EXPORTERS.get(key if key in EXPORTERS else name)
 
 
 def formats_for(target: str, requested=None) -> tuple:

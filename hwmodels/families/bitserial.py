@@ -29,7 +29,7 @@ import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.params import Param
 from hwmodels.workload import Workload
 
 SIM = "BitMoD simulator, abdelfattah-lab/BitMoD-HPCA-25 bitmod_sim/"

@@ -33,7 +33,7 @@ import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.params import Param
 from hwmodels.workload import Workload
 
 SCHEMA = {

@@ -53,7 +53,7 @@ import numpy as np
 from quantcore.errors import QuantDSEError
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.params import Param
 from hwmodels.workload import Workload
 
 #: activations per T-MAC table: a 4-bit index addresses the 16 entries of one tbl/pshufb

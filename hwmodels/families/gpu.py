@@ -61,7 +61,7 @@ import numpy as np
 
 from hwmodels.interface import CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import SET_SOURCE, Param
+from hwmodels.params import SET_SOURCE, Param
 from hwmodels.workload import Workload
 
 #: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense

@@ -25,10 +25,10 @@ with the fitted p-norm, so they do not add up), its fixed overhead_s and the im2
 Energy is an estimate, not a measurement: threads x `core_power_w` x latency (no RAPL
 counters are readable in a VM). Cycles are latency x `clock_hz`, for reporting only.
 
-No calibration yet: the decision is to run the quick one automatically (a one-line notice on
-stderr, under a minute on 2 idle cores, cached; `python -m hwmodels.calibrate --hw local` runs the full one), so
-`--hw local` works out of the box. `--set auto_calibrate=false` exits 2 instead, naming the
-command to run.
+Costing never measures: the model is given its calibration (``Model(spec, calibration=doc)``)
+or reads the cached one for this machine and thread count (`hwmodels.calibration_cache`). With
+none, costing is a one-line error naming the command that makes one
+(``python -m hwmodels.calibrate --hw local [--quick]``, under a minute on 2 idle cores with --quick).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.params import Param
 from hwmodels.workload import Workload
 
 SCHEMA = {
@@ -45,8 +45,6 @@ SCHEMA = {
     "core_power_w": Param(float, "power of one busy core (W): an estimate for the energy column", min=0.01,
                           max=100.0),
     "clock_hz": Param(float, "nominal core clock, only to report latency as cycles (Hz)", min=1e8, max=7e9),
-    "auto_calibrate": Param(bool, "with no cached calibration, run the quick one (true) or stop with the "
-                                  "command to run (false)", default=True),
 }
 
 FLOAT_KERNELS = {"fp32": "mm-fp32", "bf16": "mm-bf16", "fp16": "mm-bf16"}
@@ -75,17 +73,26 @@ class Model(HardwareModel):
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
     ENERGY_BASIS = "estimate: busy threads x per-core share of the CPU's TDP"
 
-    def __init__(self, spec):
+    def __init__(self, spec, calibration: dict | None = None):
+        """:param calibration: a calibration document (`hwmodels.local_calibration.calibrate`); None: the
+        cached one for this machine and `threads`, read on first use."""
         super().__init__(spec)
-        self._calibration = None
+        self._calibration = calibration
 
     @property
     def calibration(self) -> dict:
-        """The cached calibration for this machine and thread count (loaded or made on first use)."""
+        """The calibration this model evaluates (the cached one, read on first use; never measured here)."""
         if self._calibration is None:
-            from hwmodels.calibrate import ensure_calibration
+            from quantcore.errors import QuantDSEError
+            from hwmodels.calibration_cache import load_calibration
 
-            self._calibration = ensure_calibration(self.spec["threads"], self.spec["auto_calibrate"])
+            self._calibration = load_calibration(self.spec["threads"], "cpu")
+            if self._calibration is None:
+                t = self.spec["threads"]
+                flag = f" --threads {t}" if t else ""
+                raise QuantDSEError(f"no calibration of the local target on this machine ({t or 'default'} threads): "
+                                    f"run python -m hwmodels.calibrate --hw local --quick{flag} (under a minute), "
+                                    "or without --quick for the full one")
         return self._calibration
 
     @property
@@ -96,7 +103,7 @@ class Model(HardwareModel):
         return gemm_kernel(fmt) is not None
 
     def _parts(self, kernel: str, m, k, n):
-        from hwmodels.calibrate import kernel_parts
+        from hwmodels.kernelfit import kernel_parts
         from hwmodels.measure import KERNELS
 
         entry = self.calibration["kernels"].get(kernel)

@@ -37,7 +37,7 @@ from quantcore.errors import QuantDSEError
 from hwmodels.energy_tables import load_table, table_names
 from hwmodels.interface import COMPUTE, MEMORY, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
-from hwmodels.spec import Param
+from hwmodels.params import Param
 from hwmodels.workload import Workload
 
 DATAFLOWS = ("os", "ws", "is")
