@@ -96,7 +96,7 @@ def request_from_args(args) -> SearchRequest:
     method = "rl-measured" if getattr(args, "reward", "error") == "measured" else args.method
     if method == "rl-measured" and args.method != "rl":
         raise QuantDSEError("--reward measured needs --method rl: add --method rl or drop --reward")
-    hardware, solver = split_set(args.overrides, method)
+    hardware, solver = split_set(args.overrides, method, args.hw)
     return SearchRequest(
         hw=args.hw, model=args.model, budget=budget_from_text(args.budget) if args.budget is not None else None,
         method=method, sensitivity=args.sensitivity, calib=args.calib,
@@ -107,7 +107,7 @@ def request_from_args(args) -> SearchRequest:
         policy=args.policy, seed=args.seed, include=tuple(args.include))
 
 
-def split_set(items: list[str], method: str) -> tuple[dict, dict]:
+def split_set(items: list[str], method: str, hw: str) -> tuple[dict, dict]:
     """`--set KEY=VALUE` flags -> (hardware overrides as text, the method's options as typed values).
 
     A key the method declares as an option (``dse.solvers.options``: ilp's time_limit, rl's polish)
@@ -127,7 +127,26 @@ def split_set(items: list[str], method: str) -> tuple[dict, dict]:
             solver[key] = option_value(declared[key], method, text)
         else:
             hardware[key] = text
+    _check_other_methods(hardware, hw)
     return hardware, solver
+
+
+def _check_other_methods(keys, hw) -> None:
+    """A `--set` key that is no hardware param but an option of another method: say which method takes it."""
+    from dse.solvers import SOLVERS, options
+    from hwmodels.registry import family_schema
+    from hwmodels.spec import load_spec
+
+    try:
+        schema = family_schema(load_spec(hw).family)
+    except (QuantDSEError, OSError):  # the target itself is wrong: prepare() says how
+        return
+    for key in keys:
+        if key not in schema:
+            takers = [m for m in SOLVERS.names() if key in options(m)]
+            if takers:
+                raise QuantDSEError(f"--set {key} applies to --method {', '.join(takers)} only: drop it or use "
+                                    f"--method {takers[0]}")
 
 
 def option_value(option, method: str, text: str):

@@ -76,7 +76,8 @@ def test_llama_names_order_and_config():
                         "intermediate_size": 11008, "max_position_embeddings": 4096}
     # norms only outside layers: (2 per block + final) x 4096
     assert g.extra_params == (2 * 32 + 1) * 4096
-    assert len(g.graph.edges) == len(g) - 1
+    # indexed by position and by name: the two agree, in dataflow order
+    assert [g.index(l.name) for l in g.layers] == list(range(len(g))) and "lm_head" in g and "nope" not in g
 
 
 def test_gqa_kv_heads():
