@@ -107,6 +107,8 @@ def fixed_note(prepared) -> str:
 
 
 def plan_json(plan: dict) -> str:
+    """The plan file's text; a document that breaks the schema is never written."""
+    check_plan(plan, "plan to write")
     return dumps(plan)
 
 

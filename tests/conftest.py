@@ -16,6 +16,30 @@ def run_module(*args: str, cwd: Path | None = None, timeout: float = 120) -> sub
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def plans_checked_by_jsonschema(monkeypatch):
+    """Every plan written or read in a test (both go through dse.plan.check_plan) is also validated by
+    the `jsonschema` package against the committed schema: the plain checker cannot drift from it."""
+    try:
+        import jsonschema
+    except ImportError:
+        yield
+        return
+    from dse import plan as plan_module
+
+    plain = plan_module.check_plan
+    validator = jsonschema.Draft202012Validator(plan_module.plan_schema())
+
+    def check_plan(doc, where):
+        result = plain(doc, where)  # an invalid plan raises here first, as it would outside the tests
+        errors = [e.message for e in validator.iter_errors(doc)]
+        assert not errors, f"{where}: the plain checker passed a plan jsonschema rejects: {errors[:3]}"
+        return result
+
+    monkeypatch.setattr(plan_module, "check_plan", check_plan)
+    yield
+
+
 @pytest.fixture
 def cli():
     return run_module
