@@ -77,3 +77,27 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
         max_energy_mj=max_energy_mj, max_memory_gb=max_memory_gb, overrides=dict(overrides or {}), seed=seed,
         policy=policy, solver_options=dict(options or {}), include=tuple(include))
     return Plan.from_dict(run(request))
+
+
+def export(plan: Plan | dict, to: str, out: str | None = None, nearest: bool = False) -> str:
+    """The file quantizer `to` reads for `plan` (what ``python -m dse.export`` writes), as text.
+
+    :param plan: a `Plan` (or its JSON document).
+    :param to: an export target: llamacpp, gptqmodel, llmcompressor, compressed-tensors, autoround, modelopt.
+    :param out: also write it here, atomically.
+    :param nearest: map a format the target cannot write to its nearest one (else that is an error).
+    """
+    from quantcore.formats import get_format
+    from quantcore.io import atomic_write_text, dumps
+    from dse.export import target_module
+    from dse.export.base import resolve
+
+    doc = plan.to_dict() if isinstance(plan, Plan) else Plan.from_dict(plan).to_dict()
+    module = target_module(to)
+    resolved = resolve(doc, f"of {doc['model']}", module.NAME, [get_format(f) for f in module.FORMATS], nearest,
+                       embeddings=getattr(module, "EMBEDDINGS", False))
+    content, _ = module.write(resolved)
+    text = content if isinstance(content, str) else dumps(content)
+    if out is not None:
+        atomic_write_text(out, text)
+    return text
