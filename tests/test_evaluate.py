@@ -14,8 +14,8 @@ MINILM = "all-minilm-l6-v2"
 def _plan(model: str, fmt: str = "int8") -> dict:
     layers = [{"name": l.name, "format": fmt, "bits": 8.0, "params": l.params, "error": 0.0, "latency_s": 0.0,
                "energy_j": 0.0} for l in load_graph(model).quantizable()]
-    return {"schema": "dse.plan/1", "model": model, "hardware": "a100-80gb", "totals": {"effective_bits": 8.0},
-            "layers": layers}
+    return {"schema": "dse.plan/1", "model": model, "hardware": "a100-80gb", "layers": layers,
+            "totals": {"effective_bits": 8.0, "memory_bytes": 0.0, "latency_s": 0.0, "energy_j": 0.0, "error": 0.0}}
 
 
 def test_embedding_metrics_by_hand():
