@@ -108,9 +108,10 @@ def time_search(calib: Path) -> tuple[float, float]:
 
 
 def prepared_for(source: str, calib: Path):
+    from dse.budget import Budget
     from dse.pipeline import SearchRequest, prepare
 
-    return prepare(SearchRequest(hw=HW, model=MODEL, budget="4bits", sensitivity=source, calib=str(calib)))
+    return prepare(SearchRequest(hw=HW, model=MODEL, budget=Budget.bits(4), sensitivity=source, calib=str(calib)))
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,8 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from dse.pipeline import SearchRequest, prepare
-from dse.search import search
+from dse.api import run
+from dse.budget import Budget
 from dse.solvers import greedy, solve
 from policies.policy import load_policy
 from policies.pool import random_limits, synthetic_errors, sub_problem
@@ -93,9 +94,9 @@ def measured(args) -> None:
     for budget in args.budgets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             t0 = time.perf_counter()
-            plan = search(SearchRequest(hw=args.hw, model="all-minilm-l6-v2", budget=f"{budget}bits", method="rl",
-                                        reward="measured", seed=seed, policy=args.policy,
-                                        solver_options=(f"episodes={args.episodes}",)))
+            plan = run(SearchRequest(hw=args.hw, model="all-minilm-l6-v2", budget=Budget.bits(float(budget)),
+                                     method="rl-measured", seed=seed, policy=args.policy,
+                                     solver_options={"episodes": args.episodes}))
             rows.append((budget, seed, plan["solver"], time.perf_counter() - t0))
     i0 = rows[0][2]
     print(f"measured reward on all-minilm-l6-v2 @ {args.hw}: {args.episodes} SAC episodes per run, cosine to fp on "

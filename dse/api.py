@@ -57,7 +57,9 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
     :param sensitivity: weights, prior, hessian, fisher, output or a .json table; None: weights
         when the model has them, else prior.
     :param calib: calibration texts for hessian / fisher / output (None: the shipped set).
-    :param max_latency_ms: max_energy_mj: max_memory_gb: further limits; every limit holds.
+    :param max_latency_ms: a further latency limit (every limit holds).
+    :param max_energy_mj: a further energy limit.
+    :param max_memory_gb: a further weight-memory limit.
     :param options: the solver's options, e.g. ``{"time_limit": 10.0}`` for ilp
         (``dse.solvers.options(method)`` lists them).
     :param seed: seed of every random choice.

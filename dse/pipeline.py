@@ -39,7 +39,9 @@ class SearchRequest:
     :param calib: calibration texts for hessian / fisher / output (None: the shipped set).
     :param workload: phase, batch, sequence; None fields: the model kind decides.
     :param formats: candidate format names; None: the default candidates.
-    :param max_latency_ms: max_energy_mj: max_memory_gb: further limits (all must hold).
+    :param max_latency_ms: a further latency limit (every limit holds).
+    :param max_energy_mj: a further energy limit.
+    :param max_memory_gb: a further weight-memory limit.
     :param overrides: hardware spec params, ``{"rows": 32}``; checked against the family's schema.
     :param seed: seed of every random choice.
     :param policy: ``method="rl"``: a policy folder or zoo name (None: the shipped default).

@@ -80,10 +80,17 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
-                       "hardware_overrides": [f"{k}={v}" for k, v in req.overrides], "include": list(req.include),
+                       "hardware_overrides": [f"{k}={_text(v)}" for k, v in req.overrides], "include": list(req.include),
                        "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
+
+
+def _text(value) -> str:
+    """An override's value as `--set` writes it (true/false, lists comma-separated)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def fixed_note(prepared) -> str:
@@ -183,7 +190,8 @@ class PlanLayer:
     :param bits: effective bits per weight of that format on this layer (scales and zero points included).
     :param params: weights in the layer.
     :param error: the sensitivity's error of that choice (lower is better).
-    :param latency_s: energy_j: the layer's predicted cost on the target (seconds, joules).
+    :param latency_s: the layer's predicted latency on the target (seconds).
+    :param energy_j: its predicted energy (joules).
     :param extra: the other keys the plan holds for the layer (memory_bytes, kind, role, block, bound, ...).
     """
 
@@ -208,12 +216,19 @@ class Plan:
     (every document is checked against the committed schema); ``plan.save(path)`` writes it
     atomically; ``Plan.load(path)`` reads one. Nested entries are read-only mappings.
 
-    :param model: hardware: the model and target names.
+    :param model: the model's name.
+    :param hardware: the target's name.
     :param totals: effective_bits, memory_bytes, latency_s, energy_j, error (and any totals newer
         writers add): the whole plan, fixed part included.
     :param layers: one `PlanLayer` per searched layer, in model order.
-    :param method: budget: workload: solver: provenance: as in the plan file.
+    :param method: the solver that made the plan.
+    :param budget: the budget as written and the limits in SI units.
+    :param workload: the workload costed.
+    :param solver: status, gap, seconds and the solver's own figures.
+    :param provenance: version, seed, cost model, sensitivity source and overrides.
     :param extra: every other top-level entry (formats, fixed, device, notes, ...), in file order.
+    :param schema: the plan version (``dse.plan/1``).
+    :param order: the document's keys in file order (`to_dict` keeps them).
     """
 
     model: str

@@ -15,7 +15,8 @@ GPTQ/AutoGPTQ's ceil grouping (``ceil(in_features / group_size)`` scale rows). S
 zero points are stored, and so rounded, in their real storage type (fp16 unless said):
 a group whose scale falls below fp16's range quantizes to 0, as it would in storage.
 
-Conventions of the reference `quantize()`:
+Conventions of the reference `quantize()` (the quantizers live in `quantcore.quantizers`, one
+module per family; this module keeps the catalog, the name grammar and the bit accounting):
 
 - int symmetric: scale = amax / (2^(N-1) - 1) per group, levels clamped to
   [-2^(N-1), 2^(N-1) - 1] (the most negative level is unused by this scale choice).

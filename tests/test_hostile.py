@@ -211,10 +211,11 @@ def test_config_schema_reports_every_problem(tmp_path, changes, fragments):
 
 def test_negative_costs_never_reach_a_plan(tiny):
     """Behind the schema: any table with a negative or infinite cost is refused, not planned."""
+    from dse.budget import Budget
     from dse.pipeline import SearchRequest, check_costs, prepare
 
     folder, config, sens = tiny
-    prepared = prepare(SearchRequest(hw="u280", model=str(config), budget="4bits", sensitivity=str(sens)))
+    prepared = prepare(SearchRequest(hw="u280", model=str(config), budget=Budget.bits(4), sensitivity=str(sens)))
     check_costs(prepared)  # the real tables pass
     prepared.costs.latency_s[0, 0] = -1e-3
     with pytest.raises(QuantDSEError, match="latency .* not finite and non-negative"):

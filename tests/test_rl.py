@@ -333,12 +333,13 @@ def test_price_shift_sac_learns_a_hidden_reweighting():
     the proxy table and than the forecast; and training is deterministic for a seed."""
     import dataclasses
 
+    from dse.budget import Budget
     from dse.pipeline import SearchRequest, prepare
     from dse.solvers import solve
     from policies.episode import layer_infos
     from policies.measured import PriceShiftEnv, learn_shifts
 
-    prepared = prepare(SearchRequest(hw="a100-80gb", model="all-minilm-l6-v2", budget="3.5bits"))
+    prepared = prepare(SearchRequest(hw="a100-80gb", model="all-minilm-l6-v2", budget=Budget.bits(3.5)))
     problem = prepared.problem({"bits": 3.5})
     infos = layer_infos(prepared.layers)
     hidden = np.array([30.0 if i.role in ("o", "dense", "down", "fc2") and "pooler" not in n else
