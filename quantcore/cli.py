@@ -3,7 +3,7 @@
 `run_cli` is the one place that turns what a user's input can cause into that line:
 QuantDSEError, any OSError (`error: <path>: <strerror>: <fix>`), input nested too deep
 for a parser (RecursionError) and input too large for memory (MemoryError). Ctrl-C exits
-130 and SIGTERM 143, quietly; temporary output files are removed on every path out
+130 and SIGTERM 143, quietly; library warnings reach stderr only when it is a terminal; temporary output files are removed on every path out
 (quantcore.io's writers clean up on any exception, and SIGTERM is raised as one).
 """
 from __future__ import annotations
@@ -60,7 +60,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     io.begin_run()
     try:
-        code = main(argv)
+        with quiet_unless_terminal():
+            code = main(argv)
     except QuantDSEError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
@@ -80,6 +81,20 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
+
+
+def quiet_unless_terminal():
+    """Library warnings (numpy, torch, transformers, ...) off a captured stderr: there the one-line
+    error or the result is all a reader parses; on a terminal they show as usual."""
+    import contextlib
+    import warnings
+
+    if sys.stderr is not None and sys.stderr.isatty():
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
 
 
 def _fail(line: str) -> int:
