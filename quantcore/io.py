@@ -228,6 +228,23 @@ def read_input(path: str | os.PathLike, what: str, cap_name: str = "json_bytes",
     return data
 
 
+def path_inside(text: str, folder: str | os.PathLike, what: str) -> Path:
+    """A relative path named inside an untrusted file, resolved against that file's `folder`;
+    refused unless it stays there (no absolute path, no `..` out, no symbolic link out)."""
+    candidate = Path(text)
+    if not str(text).strip() or "\0" in str(text):
+        raise QuantDSEError(f"{what} {str(text)[:60]!r} is not a path: give a file name beside the file that names it")
+    if candidate.is_absolute():
+        raise QuantDSEError(f"{what} {text} is an absolute path: only files in {folder} (the folder of the file "
+                            "that names it) may be named")
+    base = os.path.realpath(folder)
+    target = Path(folder) / candidate
+    if os.path.commonpath([base, os.path.realpath(target)]) != base:
+        raise QuantDSEError(f"{what} {text} leads out of {folder} (the folder of the file that names it): "
+                            "copy the file there and name it relative to it")
+    return target
+
+
 def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
     """At most limit + 1 bytes of a file, in chunks: a raised cap never sizes one huge buffer.
 

@@ -503,9 +503,14 @@ def test_calibrate_from_writes_a_spec_that_loads(tmp_path, monkeypatch, hw_as_pa
         mine.mkdir()
         (mine / "my-a100.toml").write_text((SPEC_DIR / "a100-80gb.toml").read_text())
         hw = str(mine / "my-a100.toml")
-    out = tmp_path / "out" / out_name
-    out.parent.mkdir()
+    out = (tmp_path / "targets" if hw_as_path else tmp_path / "out") / out_name
+    out.parent.mkdir(exist_ok=True)
     monkeypatch.chdir(tmp_path)
+    if hw_as_path:  # a derived spec extends its parent by a path that must stay in its own folder
+        (tmp_path / "out").mkdir()
+        r = run(calibrate.main, ["--hw", hw, "--from", "m.json", "--out", tmp_path / "out" / out_name])
+        assert_one_line_error(r, "leads out of")
+        assert not (tmp_path / "out" / out_name).exists()
     r = run(calibrate.main, ["--hw", hw, "--from", "m.json", "--out", out, "--json"])
     assert r.code == 0, r.err
     monkeypatch.chdir(ROOT)
