@@ -228,6 +228,16 @@ def read_input(path: str | os.PathLike, what: str, cap_name: str = "json_bytes",
     return data
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """`text` (a name from an input file) as one plain file-name part: no separators, NUL or
+    control bytes, no leading dot, at most `limit` characters; never empty."""
+    name = _UNSAFE.sub("_", str(text)).lstrip(".")[:limit]
+    return name if name.strip("_") else "unnamed"
+
+
 def path_inside(text: str, folder: str | os.PathLike, what: str) -> Path:
     """A relative path named inside an untrusted file, resolved against that file's `folder`;
     refused unless it stays there (no absolute path, no `..` out, no symbolic link out)."""
