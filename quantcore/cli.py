@@ -107,7 +107,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one QuantDSEError line (exit 2), not usage text.
 
     A value that starts with "-" (`--budget -4bits`) is kept as the flag's value, so the
-    user hears what is wrong with the value rather than "expected one argument".
+    user hears what is wrong with the value rather than "expected one argument". An empty
+    value is an error: `--out ''` must not mean "no --out" (stdout) or "the current folder".
     """
 
     def error(self, message: str):  # type: ignore[override]
@@ -130,4 +131,15 @@ class ArgumentParser(argparse.ArgumentParser):
             else:
                 merged.append(argv[i])
                 i += 1
-        return super().parse_args(merged, namespace)
+        parsed = super().parse_args(merged, namespace)
+        self._refuse_empty(parsed)
+        return parsed
+
+    def _refuse_empty(self, parsed) -> None:
+        """An empty value (`--out ''`, `--hw ' '`) is an error, never taken as "not given"."""
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and not v.strip() for v in values) and value is not action.default:
+                name = "/".join(action.option_strings) or action.metavar or action.dest
+                raise QuantDSEError(f"{name} is empty: give a value, or leave the flag out for its default")
