@@ -20,19 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantcore.errors import QuantDSEError
+from quantcore.models.safetensors_io import refuse_pickles
 
 #: tokens per text, as sentence-transformers' max_seq_length for MiniLM (fewer where the model's positions end)
 MAX_TOKENS = 256
 #: texts per forward pass (sorted by length, so padding stays small)
 BATCH = 64
-
-
-#: weight files that are pickles (torch.load runs code from them): never read, named in the refusal
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-#: the one-line way to turn a pickled checkpoint into safetensors, where the user trusts its source
-CONVERT = ("convert it once where you trust the file: python -c \"from transformers import AutoModel; "
-           "AutoModel.from_pretrained('FOLDER', use_safetensors=False).save_pretrained('FOLDER')\" "
-           "(save_pretrained writes model.safetensors)")
 
 
 def model_folder(model) -> tuple[str, Path, str]:
@@ -79,10 +72,7 @@ def weights_file(folder: Path) -> str:
     if found:
         raise QuantDSEError(f"model folder {folder} has {len(found)} safetensors files ({', '.join(found[:3])}) and "
                             "no model.safetensors.index.json saying which is which: add the index, or keep one file")
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise QuantDSEError(f"model folder {folder} has only pickled weights ({pickles[0]}), which quantdse never "
-                            f"loads (unpickling runs code): {CONVERT.replace('FOLDER', str(folder))}")
+    refuse_pickles(folder)
     raise QuantDSEError(f"model folder {folder} has no weights (no .safetensors file): add them, or use "
                         "--sensitivity prior")
 
