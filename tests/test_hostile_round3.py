@@ -528,3 +528,42 @@ def test_tampered_local_calibration_is_refused_or_remeasured(monkeypatch, capsys
     r = run(cost.main, ["--hw", "local", "--set", "threads=1", "--set", "auto_calibrate=false",
                         "--gemm", "1,64,64", "--format", "int8"])
     assert_one_line_error(r, "cached calibration of --hw local is not usable")
+
+
+# ------------------------------------------------------------------ docs/security.md
+
+SECURITY = ROOT / "docs" / "security.md"
+
+
+def test_security_page_lists_every_cap_with_its_default():
+    """The caps table against the code's CAPS (variable and default, in the page's units)."""
+    from quantcore.limits import CAPS
+
+    rows = {line.split("|")[3].strip(" `"): line.split("|")[2].strip()
+            for line in SECURITY.read_text().splitlines() if line.startswith("| ") and "QUANTDSE_MAX_" in line}
+    shown = {"1 GiB": 1 << 30, "16 MiB": 16 << 20, "4 x CPU cores": 4 * (os.cpu_count() or 1)}
+    assert set(rows) == {c.env for c in CAPS.values()}
+    for c in CAPS.values():
+        assert shown.get(rows[c.env], None) == c.default or rows[c.env] == f"{c.default:,}", (c.env, rows[c.env])
+
+
+def test_security_page_commands_print_what_it_shows(tmp_path):
+    """Each `$ command` of the page, run in a folder with a plan.json, prints the line shown under it."""
+    import subprocess
+    import sys
+
+    config, sens = write_tiny(tmp_path)
+    assert run(search.main, search_args(config, sens, "--budget", "6bits", "--out", tmp_path / "plan.json")).code == 0
+    lines = SECURITY.read_text().splitlines()
+    commands = [(lines[i][2:], lines[i + 1]) for i in range(len(lines)) if lines[i].startswith("$ ")]
+    assert len(commands) == 2
+    for command, expected in commands:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        words = command.split()
+        while "=" in words[0]:
+            key, value = words.pop(0).split("=", 1)
+            env[key] = value
+        done = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2 and done.stderr == expected + "\n", (command, done.stderr)
+        assert not (tmp_path / "my-policy").exists()
