@@ -283,7 +283,7 @@ def test_library_error_while_streaming_is_one_line(tmp_path):
     ("{sens}", "is also an input of this run"),
     ("/dev/null", "is not a regular file"),
     ("{folder}/sub/", "ends with '/'"),
-    ("", "output path is empty"),
+    ("", "--out is empty"),
     ("{folder}", "is a folder"),
 ])
 def test_out_misuse_is_refused(tiny, out, fragment):
@@ -299,7 +299,7 @@ def test_out_misuse_is_refused(tiny, out, fragment):
 def test_multi_target_out_is_checked_and_all_or_none(tiny):
     folder, config, sens = tiny
     args = ["--hw", "u280,a100-80gb", "--model", config, "--sensitivity", sens, "--budget", "4bits"]
-    assert_one_line_error(run(search.main, [*args, "--out", ""]), "output path is empty")
+    assert_one_line_error(run(search.main, [*args, "--out", ""]), "--out is empty")
     (folder / "plan-a100-80gb.json").mkdir()  # the second target's file cannot be written
     assert_one_line_error(run(search.main, [*args, "--out", folder / "plan.json"]), "is a folder")
     assert not (folder / "plan-u280.json").exists() and no_temp_files(folder)
