@@ -97,7 +97,7 @@ def library_errors(folder: Path, files: str, doing: str):
                             "check that the files come from one Hugging Face checkpoint") from None
 
 
-def max_tokens(config) -> int:
+def max_tokens(config, folder: Path) -> int:
     """Tokens per text: MAX_TOKENS, or fewer when the model's own position table is shorter.
 
     RoBERTa-style models number positions from padding_idx + 1, so two of their positions are not usable.
@@ -111,7 +111,8 @@ def max_tokens(config) -> int:
             limit = min(limit, value - offset)
             break
     if limit < 2:
-        raise QuantDSEError(f"config max positions leave {limit} tokens per text: the model needs at least 2")
+        raise QuantDSEError(f"model folder {folder}: config.json's max positions leave {limit} tokens per text: "
+                            "a model needs at least 2")
     return limit
 
 
@@ -171,7 +172,7 @@ class Encoder:
         data = read_input(folder / "tokenizer.json", "tokenizer")
         with library_errors(folder, "tokenizer.json", "reading the tokenizer"):
             self.tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-            self.max_tokens = max_tokens(config)
+            self.max_tokens = max_tokens(config, folder)
             self.tokenizer.enable_truncation(self.max_tokens)
             self.tokenizer.no_padding()
         self.vocab = int(self.model.get_input_embeddings().num_embeddings)

@@ -198,11 +198,10 @@ def build_parser() -> ArgumentParser:
 
 
 def check_out_folder(out: str) -> Path:
-    """The --out folder, checked before any training: not empty, not a file, its files writable there."""
+    """The --out folder, checked before any training (an empty --out is refused by the parser):
+    not a file, in a folder that exists, its two files writable there."""
     from quantcore.io import check_outputs
 
-    if not out.strip():
-        raise QuantDSEError("--out is empty: give a folder for the policy, e.g. --out policies/zoo/my-policy")
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise QuantDSEError(f"--out {out} is a file: give a folder for policy.safetensors and policy.json")

@@ -3,8 +3,9 @@
 `run_cli` is the one place that turns what a user's input can cause into that line:
 QuantDSEError, any OSError (`error: <path>: <strerror>: <fix>`), input nested too deep
 for a parser (RecursionError) and input too large for memory (MemoryError). Ctrl-C exits
-130 and SIGTERM 143, quietly; library warnings reach stderr only when it is a terminal; temporary output files are removed on every path out
+130 and SIGTERM 143, quietly; temporary output files are removed on every path out
 (quantcore.io's writers clean up on any exception, and SIGTERM is raised as one).
+Library warnings reach stderr only when it is a terminal (`quiet_unless_terminal`).
 """
 from __future__ import annotations
 

@@ -132,18 +132,16 @@ def int_flag(lo: int, hi: int):
     return parse
 
 
-def float_flag(lo: float, hi: float, lo_open: bool = False):
-    """An argparse `type=` for a finite number flag in [lo, hi] ((lo, hi] with lo_open); empty text is an error."""
+def float_flag(lo: float, hi: float):
+    """An argparse `type=` for a finite number flag in [lo, hi] (argparse names the flag)."""
     import argparse
-
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
 
     def parse(text: str) -> float:
         try:
             value = float(str(text).strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number in {span}, got {str(text)[:30]!r}") from None
-        if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {str(text)[:30]!r}")
+            value = math.nan
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be a finite number in [{lo:g}, {hi:g}], got {str(text)[:30]!r}")
         return value
     return parse
