@@ -70,6 +70,17 @@ def write_tiny(folder: Path, **changes) -> tuple[Path, Path]:
     return config, sens
 
 
+def search_args(config, sens, *extra) -> list:
+    """dse.search on the tiny llama and its sensitivity table, on u280, with `extra` flags."""
+    return ["--hw", "u280", "--model", config, "--sensitivity", sens, *extra]
+
+
+def set_error(doc: dict, i: int, fmt: str, value) -> None:
+    """Set one cell of a dse.sensitivity/1 table: layer number i (modulo, in name order), format fmt."""
+    name = sorted(doc["layers"])[i % len(doc["layers"])]
+    doc["layers"][name][fmt] = value
+
+
 def tiny_layers() -> list[tuple[str, int]]:
     """(name, params) of the tiny llama's quantizable layers."""
     from quantcore.models.hf_config import graph_from_config

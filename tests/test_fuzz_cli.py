@@ -35,8 +35,8 @@ from hwmodels import cost
 from hwmodels.spec import SPEC_DIR
 from quantcore.limits import CAP_CEILING, CAPS, cap
 from tests.conftest import require
-from tests.hostile import (TINY, TINY_FORMATS, assert_one_line_error, check_plan, no_temp_files, run, write_calib,
-                           write_tiny, write_tiny_hf)
+from tests.hostile import (TINY, TINY_FORMATS, assert_one_line_error, check_plan, no_temp_files, run, set_error,
+                           write_calib, write_tiny, write_tiny_hf)
 
 pytestmark = pytest.mark.slow
 
@@ -260,8 +260,7 @@ def test_fuzz_sensitivity_file(edit, budget):
         doc = json.loads(sens.read_text())
         kind, i, fmt, value = edit
         if kind == "value":
-            name = sorted(doc["layers"])[i % len(doc["layers"])]
-            doc["layers"][name][fmt] = value
+            set_error(doc, i, fmt, value)
             sens.write_text(json.dumps(doc))
         elif kind == "truncate":
             sens.write_text(sens.read_text()[:i])
@@ -579,8 +578,7 @@ def test_fuzz_sensitivity_cache(edit):
         doc = json.loads(good)
         kind, a, b, value = edit
         if kind == "value":
-            layer = sorted(doc["layers"])[a % len(doc["layers"])]
-            doc["layers"][layer][b] = value
+            set_error(doc, a, b, value)
             path.write_text(json.dumps(doc))
         elif kind == "key":
             doc[a] = value

@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,22 +20,12 @@ import pytest
 from dse import pareto, search
 from dse import models as dse_models
 from hwmodels import calibrate, cost
-from quantcore.cli import os_error_line, run_cli
+from quantcore.cli import os_error_line
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, load_json, nesting_depth
 from tests.conftest import ROOT
 from tests.hostile import (TINY, assert_one_line_error, check_plan, no_temp_files, run, safetensors_bytes,
-                           with_header, write_tiny)
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    config, sens = write_tiny(tmp_path)
-    return tmp_path, config, sens
-
-
-def search_args(config, sens, *extra):
-    return ["--hw", "u280", "--model", config, "--sensitivity", sens, *extra]
+                           search_args, with_header, write_tiny)
 
 
 # ------------------------------------------------------------------ 1. OSError -> one line, in run_cli

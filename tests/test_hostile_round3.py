@@ -20,24 +20,13 @@ import numpy as np
 import pytest
 
 from dse import compare, evaluate, pareto, search, show
-from dse import models as dse_models
 from hwmodels import cost, gpu_energy
 from quantcore.errors import QuantDSEError
 from quantcore.io import path_inside, read_input, safe_name
 from quantcore.limits import CAP_CEILING, cap
 from tests.conftest import ROOT, require
-from tests.hostile import (assert_one_line_error, no_temp_files, run, write_calib, write_tiny,
+from tests.hostile import (assert_one_line_error, run, search_args, write_calib, write_tiny,
                            write_tiny_hf)
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    config, sens = write_tiny(tmp_path)
-    return tmp_path, config, sens
-
-
-def search_args(config, sens, *extra):
-    return ["--hw", "u280", "--model", config, "--sensitivity", sens, *extra]
 
 
 # ------------------------------------------------------------------ caps from the environment
