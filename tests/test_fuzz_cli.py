@@ -610,7 +610,8 @@ def _synthetic_local() -> dict:
                                 st.one_of(st.sampled_from(["overhead_s", "bytes_per_s", "peak_flops_per_s", "p",
                                                            "m_half", "reread", "llc_bytes", "row_s", "par_speedup"]),
                                           st.text(max_size=4)),
-                                st.one_of(json_values, st.floats(), st.sampled_from([0, -1, 1e-300, 1e300]))),
+                                st.one_of(json_values, st.floats(), st.sampled_from([0, -1, 1e-300, 1e300]),
+                                          st.floats(1e-3, 8.0), st.floats(1e-3, 8.0))),  # in range: still valid
                       min_size=1, max_size=3),
        top=st.one_of(st.none(), st.tuples(st.sampled_from(["kernels", "fingerprint", "gemv_max_m"]), json_values)))
 def test_fuzz_local_calibration_cache(edits, top):
