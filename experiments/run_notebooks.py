@@ -10,6 +10,7 @@ the default (what CI runs); `--full` sets QUANTDSE_NOTEBOOK_FULL=1 for the kerne
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,13 +53,11 @@ def _environ(**values: str | None):
 def execute(name: str, full: bool = False, figures: str | Path | None = None, timeout: float = 1800) -> float:
     """Run one notebook in a fresh kernel from the repository root; returns its seconds.
 
-    A failing cell raises nbclient's CellExecutionError with the cell's traceback.
+    A failing cell is one QuantDSEError line (the notebook, the exception and its message), not the
+    cell's traceback; the kernel's stderr reaches ours only when that is a terminal.
     """
     import nbformat
     from nbclient import NotebookClient
-
-    import subprocess
-
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = NOTEBOOKS / f"{name}.ipynb"
