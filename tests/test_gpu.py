@@ -71,8 +71,8 @@ def loop_form_latency(model: Model, m: int, k: int, n: int, fmt) -> float:
         for _ in range(k_steps):
             slowest = 0.0
             for _unit in wave:
-                w_bytes = tk * tn * wbytes
-                a_bytes = tm * tk * act_bytes
+                w_bytes = tk * (n / tiles_n) * wbytes                  # valid columns only: padding loads nothing
+                a_bytes = (m / tiles_m) * tk * act_bytes
                 mma = 2.0 * tm * tn * tk / (rate / slots)
                 dq = (tk * tn * deq + tm * tn * tk * psum) / (model.alu_rate / slots)
                 compute = mma + dq + p["kstep_overhead_cycles"] / p["sustained_clock_hz"]
@@ -327,13 +327,13 @@ def test_gemv_energy_by_hand_on_v100s():
     Tiles: M pads to the 16-row MMA, 4096/128 = 32 column tiles; 80 CTA slots -> split-K 2
     -> 64 units in one partial wave, so 64 SMs are busy for the whole wave (latency minus the
     4 us launch gap). Energy = 40 W x latency + 1.18 W x 64 SMs x wave time + 47.2 pJ per DRAM
-    byte + 1 pJ per L2 byte + 0.727 pJ per (padded) tensor FLOP.
+    byte + 1 pJ per L2 byte (valid rows and columns) + 0.727 pJ per (padded) tensor FLOP.
     """
     model = MODELS["v100s"]
     t = one(model, 1, 4096, 4096, "fp16")
     lat, nbytes = t.latency_s[0, 0], t.bytes[0, 0]
     wave = lat - 4e-6
-    l2 = 64 * 64 * (32 * 128 * 2 + 16 * 32 * 2)   # 64 units x 64 k-steps (K 2048 per split / 32) x (w + a tile)
+    l2 = 64 * 64 * (32 * 128 * 2 + 1 * 32 * 2)    # 64 units x 64 k-steps (K 2048 per split / 32) x (w + the a tile's 1 valid row)
     flops = 2 * 16 * 4096 * 4096
     want = 40 * lat + 1.18 * 64 * wave + 47.2e-12 * nbytes + 1.0e-12 * l2 + 0.727e-12 * flops
     assert t.breakdown["sm_seconds"][0, 0] == pytest.approx(64 * wave)

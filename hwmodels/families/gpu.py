@@ -20,7 +20,8 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - K loop: each unit walks ceil(K_split / tile_k) k-steps. A k-step costs the max of
   compute (tensor-core MMA + CUDA-core dequant + a fixed barrier/ldmatrix overhead),
   its share of HBM bandwidth (weights stream from HBM; each operand tile is charged to
-  DRAM once, its reuse by other tiles is served by L2), its L2 read, and the memory
+  DRAM once, its reuse by other tiles is served by L2; a tile padded past M or N loads only
+  its valid rows and columns), its L2 read, and the memory
   latency a `pipeline_stages`-deep cp.async pipeline can hide (small M is latency bound).
   A wave adds a prologue (first loads: one DRAM latency) and an epilogue (store C).
 - Achieved efficiency therefore comes from named mechanisms: tile padding, tail waves,
@@ -387,9 +388,11 @@ class Model(HardwareModel):
         slot_l2_bw = self.l2_rate / slots
         slot_alu = self.alu_rate / slots
 
-        # one k-step of one unit (a CTA tile of one K split)
-        w_step = tk * tn * wbytes                                           # weight tile bytes
-        a_step = tm * tk * act_b                                            # activation tile bytes
+        # one k-step of one unit (a CTA tile of one K split): the bytes of its valid rows and columns
+        # (a tile padded past N or M computes the padding but loads no memory for it, e.g. the
+        # 128-wide V of attention on a 256-wide tile)
+        w_step = tk * col(t["cols"]) * wbytes                               # weight tile bytes
+        a_step = col(t["rows"]) * tk * act_b                                # activation tile bytes
         dram_step = w_step / tiles_m + a_step / tiles_n                     # DRAM share: reuse hits L2
         t_mma = 2.0 * tm * tn * tk / (rate / slots)
         t_deq = (tk * tn * deq + tm * tn * tk * psum) / slot_alu
