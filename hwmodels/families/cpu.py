@@ -148,6 +148,7 @@ def dequant_ops_per_row(fmt, k: int, simd_bytes: int, group_ops: float) -> float
 class Model(HardwareModel):
     """A multi-core CPU with SIMD, running T-MAC or llama.cpp low-bit kernels."""
 
+    ENERGY_PARAMS = ("core_power_w", "dram_energy_j_per_byte")
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic SIMD-instruction roofline (T-MAC LUT / llama.cpp dequant)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)

@@ -216,6 +216,7 @@ def _next_pow2(x: np.ndarray) -> np.ndarray:
 class Model(HardwareModel):
     """Tile-and-wave GEMM model of an NVIDIA GPU (see the module docstring)."""
 
+    ENERGY_PARAMS = ("idle_power_w", "sm_active_power_w", "tdp_w", "dram_j_per_byte", "l2_j_per_byte", "tc_j_per_flop", "cuda_core_j_per_op")
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
