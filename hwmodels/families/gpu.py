@@ -37,7 +37,9 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   of the int8 tensor rate (`mmq_tensor_fraction`).
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
-  fma per weight for scale and zero, `dequant_ops_tinygemm`).
+  fma per weight for scale and zero, `dequant_ops_tinygemm`). tinygemm is built for small M:
+  its real (unpadded) FLOP rate has a ceiling, `tinygemm_tensor_fraction` of the fp16 tensor
+  rate, so a large-M int4 prefill under gpt-fast/torchao is compute-bound far below the peak.
 - Energy: board power has three parts. (1) idle_power_w for the whole time. (2) While a
   kernel runs, every SM holding a CTA draws sm_active_power_w whatever its utilisation:
   the GPU sits in P0 (boost clock and voltage), and warps stalled on loads still clock
@@ -142,6 +144,9 @@ SCHEMA = {
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
+    "tinygemm_tensor_fraction": Param(float, "ceiling of tinygemm (w4a16_kernel=tinygemm) in real FLOP/s, as a fraction of "
+                                      "the fp16 tensor rate: its kernel is built for small M and does not reach the "
+                                      "tensor rate at large M; set by the runtime", min=0.001, max=1.0, default=1.0),
     "dequant_ops_tinygemm": Param(float, "ops/weight of tinygemm's int4 -> bf16 dequant: per 32-bit word of 8 "
                                   "weights 4 lop3 + 3 shifts + 4 bf16x2 fma (bias) + 4 bf16x2 fma (scale, zero) = "
                                   "15 lane-instructions (pytorch aten/src/ATen/native/cuda/int4mm.cu, "
@@ -290,7 +295,7 @@ class Model(HardwareModel):
         """Per-format [F] arrays: tensor rate, activation bytes, dequant ops, psum ops, energy scale."""
         rates = self.rates
         p = self.spec.params
-        out = {"rate": [], "act_bytes": [], "dequant": [], "psum": [], "tc_energy": []}
+        out = {"rate": [], "act_bytes": [], "dequant": [], "psum": [], "tc_energy": [], "real_rate": []}
         for fmt in formats:
             kern = self.kernel(fmt)
             if kern is None:  # unsupported: any finite placeholder, masked to inf by cost()
@@ -303,6 +308,8 @@ class Model(HardwareModel):
             out["dequant"].append(self._dequant_ops(kind))
             out["psum"].append(p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0)
             out["tc_energy"].append(TC_ENERGY_SCALE[tc])
+            # a ceiling on real (unpadded) FLOPs: tinygemm's measured large-M rate; none for other kernels
+            out["real_rate"].append(rates["fp16"] * p["tinygemm_tensor_fraction"] if kind == "tinygemm" else np.inf)
         return {k: np.array(v, dtype=np.float64) for k, v in out.items()}
 
     def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray, batch: np.ndarray | None = None) -> dict:
@@ -395,7 +402,8 @@ class Model(HardwareModel):
         w_step = tk * col(t["cols"]) * wbytes                               # weight tile bytes
         a_step = col(t["rows"]) * tk * act_b                                # activation tile bytes
         dram_step = w_step / tiles_m + a_step / tiles_n                     # DRAM share: reuse hits L2
-        t_mma = 2.0 * tm * tn * tk / (rate / slots)
+        t_mma = np.maximum(2.0 * tm * tn * tk / (rate / slots),
+                           2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
         t_deq = (tk * tn * deq + tm * tn * tk * psum) / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step + a_step) / slot_l2_bw
