@@ -52,8 +52,9 @@ def test_compute_bound_time_within_15_percent_energy_a_named_miss(energy):
 def test_cuda_kernels_beside_the_analytic_card(cuda_doc):
     """cuBLAS fp16/bf16 calls long enough that eager launch is a small part: within 15 %.
     Misses, named: torch's _int_mm reaches ~1.06 POP/s, not the 2x-bf16 int8 rate the model
-    gives Hopper (0.63x); tinygemm (_weight_int4pack_mm, gpt-fast's int4 kernel) peaks near
-    30 TFLOP/s on the H200, so above M ~ 32 the gpt-fast profile's fused int4 prefill is 14x fast."""
+    gives Hopper (0.63x). Calibration, not a check: tinygemm (_weight_int4pack_mm, gpt-fast's int4
+    kernel) peaks near 30 TFLOP/s on the H200, and h100-sxm's tinygemm_tensor_fraction was read
+    from this run (it was 14x fast above M ~ 32 before); it stays within 15 % at every group size."""
     cmp = cuda_doc["comparison"]
     assert cmp["target"] == "h200"
     kernels = cmp["kernels"]
@@ -61,7 +62,8 @@ def test_cuda_kernels_beside_the_analytic_card(cuda_doc):
         assert kernels[name]["n_long"] >= 10
         assert kernels[name]["long_median_ratio"] == pytest.approx(1.0, abs=0.15), name
     assert 0.5 < kernels["cuda-int-mm"]["long_median_ratio"] < 0.75
-    assert kernels["cuda-int4pack-mm-g128"]["long_median_ratio"] < 0.1
+    for group in (32, 64, 128):
+        assert kernels[f"cuda-int4pack-mm-g{group}"]["long_median_ratio"] == pytest.approx(1.0, abs=0.15), group
 
 
 def test_compare_cli_prints_the_table(capsys):
