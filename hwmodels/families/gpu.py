@@ -458,6 +458,11 @@ class Model(HardwareModel):
         energy = (p["idle_power_w"] * latency + p["sm_active_power_w"] * sm_seconds
                   + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
                   + p["tc_j_per_flop"] * fa["tc_energy"][None, :] * mma_flops + p["cuda_core_j_per_op"] * alu_ops)
+        # the power limit: while the tensor/CUDA pipes are busy the card boosts until it draws its TDP
+        # (the sustained clock is that power-limited clock), so board power is at least idle + the
+        # busy share of (TDP - idle); energy = that power x time when it exceeds the activity sum
+        busy = np.clip(np.where(latency > 0, compute_s / np.maximum(latency, 1e-30), 0.0), 0.0, 1.0)
+        energy = np.maximum(energy, (p["idle_power_w"] + (p["tdp_w"] - p["idle_power_w"]) * busy) * latency)
         shape = latency.shape
         share = 1.0 / col(batch)
         bc = lambda a: np.broadcast_to(a * share, shape).astype(np.float64)  # noqa: E731  one GEMM's share
