@@ -185,8 +185,8 @@ def test_measurement_file_has_enough_sourced_entries():
 
 
 # ------------------------------------------------------------------ co-design knobs
-#: dense peaks (TFLOP/s or TOP/s) from /work/shared/REFERENCE.md's GPU table; entries the table
-#: marks "?" or gives for another accumulate mode are left out, each with its reason:
+#: dense peaks (TFLOP/s or TOP/s) from the vendors' data sheets and whitepapers; entries those
+#: mark "?" or give for another accumulate mode are left out, each with its reason:
 #: rtx4090 fp8 "660.6?" is the FP16-accumulate rate (the model uses FP32 accumulate, 330.3, Ada
 #: whitepaper); l40s int8/int4 "733?" unchecked; l40s fp16: the data sheet's dense 362.05
 #: disagrees with its own 733 sparse by 1.2 %, so we check 733 / 2 (see l40s.toml [sources]).
