@@ -108,11 +108,31 @@ def summary(rows: list[dict]) -> str:
     return line
 
 
+def markdown(rows: list[dict]) -> str:
+    """Every row as two Markdown tables (independent, calibration), worst error first (docs/fidelity.md)."""
+    def line(r, last):
+        twin = " (same setup as another row)" if r.get("same_setup_as") else ""
+        return (f"| `{r['name']}`{twin} | {r['ours']:.4g} | {r['published']:.4g} | {(r['ratio'] - 1) * 100:+.1f} % | "
+                f"{last(r)} |")
+
+    known = sorted((r for r in rows if r["ratio"] is not None), key=lambda r: -abs(r["ratio"] - 1))
+    out = []
+    for check, head, last in (("independent", "documents", lambda r: ", ".join(r["refs"])),
+                              ("calibration", "constants citing its documents",
+                               lambda r: r["why_calibration"].removeprefix("uses "))):
+        mine = [r for r in known if r["check"] == check]
+        out += [f"{check.capitalize()} ({len(mine)}), worst first:", "",
+                f"| row | ours | published | error | {head} |", "| --- | ---: | ---: | ---: | --- |"]
+        out += [line(r, last) for r in mine] + [""]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="experiments.reproduce", description=__doc__)
     parser.add_argument("names", nargs="*", help="reproductions to run (default: all)")
     parser.add_argument("--json", action="store_true", help="machine-readable list on stdout")
     parser.add_argument("--list", action="store_true", help="list the names and exit")
+    parser.add_argument("--markdown", action="store_true", help="every row as Markdown tables (docs/fidelity.md)")
     parser.add_argument("--plot", metavar="FILE", help="also draw ours vs published (log-log, +-15 %% band): "
                         ".png, .jpg, .svg or .pdf")
     args = parser.parse_args(argv)
@@ -132,6 +152,9 @@ def main(argv=None) -> int:
         plot(rows, args.plot, BAND)
     if args.json:
         sys.stdout.write(dumps(rows))
+        return 0
+    if args.markdown:
+        print(markdown(rows))
         return 0
     print(f"{'name':52s} {'ours':>10s} {'published':>10s} {'error':>8s}  {'check':11s} refs")
     for r in rows:

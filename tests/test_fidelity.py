@@ -258,3 +258,29 @@ def test_energy_budget_help_says_it_is_an_estimate():
 def test_plot_to_a_bad_path_is_one_line_before_any_work(cli, tmp_path):
     r = cli("experiments.reproduce", "--plot", str(tmp_path / "missing" / "r.png"))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_fidelity_page_shows_every_row_as_printed():
+    """docs/fidelity.md's tables are what `python -m experiments.reproduce --markdown` prints."""
+    page = (ROOT / "docs" / "fidelity.md").read_text()
+    assert reproduce.markdown(list(ROWS.values())).strip() in page, "regenerate docs/fidelity.md's tables"
+    assert reproduce.summary(list(ROWS.values())) in page
+
+
+def test_fidelity_page_commands_run(cli, tmp_path):
+    """Every `python -m` line of the page runs (outputs to a temporary folder), and the H200 table it
+    quotes is the one `gpu_energy --compare` prints."""
+    import shlex
+
+    page = (ROOT / "docs" / "fidelity.md").read_text()
+    lines = [ln.strip() for ln in page.splitlines() if ln.strip().startswith("python -m ")]
+    assert len(lines) >= 3
+    for line in lines:
+        argv = shlex.split(line.split("#")[0])[2:]
+        argv = [str(tmp_path / "r.png") if a.endswith(".png") else str(ROOT / a) if a.startswith("tests/") else a
+                for a in argv]
+        r = cli(*argv)
+        assert r.returncode == 0, (line, r.stderr)
+        if argv[0] == "hwmodels.gpu_energy":
+            printed = [ln.rstrip() for ln in r.stdout.splitlines() if ln.strip()]
+            assert all(ln in page for ln in printed[-4:]), "regenerate the page's H200 table"
