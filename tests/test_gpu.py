@@ -299,3 +299,37 @@ def test_memory_bound_decode_power_sits_between_idle_and_tdp():
         p = model.spec.params
         dram_only = p["idle_power_w"] + p["dram_bytes_per_s"] * p["dram_efficiency"] * p["dram_j_per_byte"]
         assert dram_only < watts < p["tdp_w"], (hw, watts, dram_only)
+
+
+@pytest.mark.parametrize("model_name,batch,ctx,kv_bits", [("llama-3-8b", 256, 1280, 8), ("llama-3-8b", 256, 1280, 4),
+                                                          ("llama-2-7b", 64, 2048, 16), ("llama-2-7b", 1, 4096, 16)])
+def test_attention_decode_bytes_are_the_kv_cache_by_hand(model_name, batch, ctx, kv_bits):
+    """One decode step's attention reads the KV cache once: layers x 2 (K, V) x KV heads x head_dim x
+    context x batch x bytes per element (GQA: Llama-3-8B's 8 KV heads serve 32 query heads; Llama-2-7B
+    is MHA), plus queries, outputs and the scores, which the model's two attention GEMMs write and read
+    back (a fused kernel keeps them on chip): 3-13 %, the most at KV4. A tile padded past the 128-wide V
+    once charged V twice (36 GB instead of 21.5 at KV8)."""
+    from quantcore.models import load_graph
+    from hwmodels.wholemodel import fixed_costs, kv_format
+
+    graph = load_graph(model_name)
+    attn = next(layer for layer in graph.layers if layer.kind == "attention")
+    kv_heads, head_dim = int(attn.attrs.get("kv_heads", attn.attrs["heads"])), int(attn.attrs["head_dim"])
+    layers = sum(layer.kind == "attention" for layer in graph.layers)
+    kv_bytes = layers * 2 * kv_heads * head_dim * ctx * batch * kv_format(kv_bits).bits_per_weight(head_dim) / 8
+    _, table = fixed_costs(MODELS["a100-80gb"], graph, Workload("decode", batch, ctx, kv_bits))
+    assert kv_bytes <= table.bytes.sum() <= 1.15 * kv_bytes
+
+
+def test_compute_bound_gemm_draws_the_power_limit_memory_bound_gemv_does_not():
+    """Energy = power x time at the power limit: a large GEMM keeps the tensor pipes busy, so its board
+    power sits near the TDP (idle + busy share x (TDP - idle)); a batch-1 GEMV stays at its activity sum."""
+    for hw in GPUS:
+        model, p = MODELS[hw], MODELS[hw].spec.params
+        big = one(model, 8192, 8192, 8192, "fp16")
+        busy = big.breakdown["compute_cycles"][0, 0] / big.cycles[0, 0]
+        watts = big.energy_j[0, 0] / big.latency_s[0, 0]
+        assert watts >= p["idle_power_w"] + (p["tdp_w"] - p["idle_power_w"]) * busy - 1e-6, hw
+        assert watts <= p["tdp_w"] * 1.1, hw
+        gemv = one(model, 1, 8192, 28672, "fp16")
+        assert gemv.energy_j[0, 0] / gemv.latency_s[0, 0] < 0.9 * p["tdp_w"], hw
