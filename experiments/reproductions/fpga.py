@@ -235,7 +235,7 @@ def flightllm_energy_eff_vs_v100s() -> dict:
                     f"differently. Charging the GPU its {tdp:.0f} W TDP (a common convention; the paper's method is "
                     f"not in the sources) gives {at_tdp:.1f}x. The speed side is checked: the same runtime model "
                     f"gives {a100['decode_ms']:.1f} ms/token on an A100-40GB against the {FLIGHTLLM_GPU_OPT_MS:.1f} of "
-                    f"the artifact's GPU-opt (vLLM 0.1.7) output (tests/data/gpu_measurements.json). With the "
+                    f"the artifact's GPU-opt (vLLM 0.1.7) output (experiments/reproductions/gpu_published.json). With the "
                     f"artifact's GPU-naive runtime (HF generate, {FLIGHTLLM_GPU_NAIVE_MS:.1f} ms/token on its A100, "
                     f"i.e. {naive_lo * 1e6:.0f} us per kernel) the V100S gives {naive['decode_ms']:.1f} ms/token at "
                     f"{naive['watts']:.0f} W = {naive['tokens_per_j']:.2f} token/J and a ratio of "

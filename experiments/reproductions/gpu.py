@@ -22,7 +22,7 @@ from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
 from hwmodels.workload import Workload
 
-#: the gpt-fast runtime (see tests/data/gpu_measurements.json for the reasons)
+#: the gpt-fast runtime (see experiments/reproductions/gpu_published.json for the reasons)
 GPT_FAST = ["runtime=gpt-fast"]
 
 

@@ -48,7 +48,7 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   idle + DRAM energy. (3) Activity: energy per DRAM byte (the DRAM device plus the GPU's
   PHY, memory controller and crossbar), per L2 byte, per tensor FLOP and per CUDA-core op.
   The split of the dynamic budget (TDP - idle) between (2) and the tensor datapath is an
-  estimate; each spec's [sources] gives it, and tests/data/gpu_measurements.json checks
+  estimate; each spec's [sources] gives it, and experiments/reproductions/gpu_published.json checks
   the resulting decode power against a published nvidia-smi reading.
 
 tests/test_gpu.py holds the same model written as a plain loop (tile by tile, wave by
