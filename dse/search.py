@@ -14,7 +14,7 @@ import types
 from quantcore.cli import ArgumentParser, flag_names, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, check_outputs, dumps
-from quantcore.limits import RANGES, int_flag
+from quantcore.limits import RANGES, check_cap, int_flag
 from dse.api import run, search as api_search
 from dse.budget import budget_from_text
 from dse.compare import compare, format_comparison, labels_for, target_path
@@ -206,6 +206,7 @@ def search_targets(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.hw.split(",")]
     if any(not t for t in targets) or len(set(targets)) != len(targets):
         raise QuantDSEError(f"--hw {args.hw!r}: give distinct target names separated by commas, e.g. a100-80gb,u280")
+    check_cap("plans", len(targets), "targets in --hw")
     requests = []
     for hw in targets:
         flags = argparse.Namespace(**vars(args))

@@ -8,7 +8,6 @@ as a derived spec (``extends = TARGET``) by a TOML writer and must load back.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -132,12 +131,14 @@ def derive_spec(hw: str, measurements_path: str, out: str | None) -> dict:
     out_path = Path(out) if out else Path(DEFAULT_OUT)
     source = f"fitted to {Path(measurements_path).name} ({result['n']} GEMMs; MAPE {result['mape_before']:.1f}% -> " \
              f"{result['mape_after']:.1f}%) by python -m hwmodels.calibrate --from"
-    parent = spec.name  # a built-in by name; a spec file by its path from the derived spec's folder
-    if Path(spec.path).resolve().parent != SPEC_DIR.resolve():
-        parent = os.path.relpath(Path(spec.path).resolve(), out_path.resolve().parent)
-    doc = {"schema": SPEC_SCHEMA, "name": out_path.stem, "extends": parent,
-           "description": f"{spec.name} with efficiencies fitted to {Path(measurements_path).name}",
-           "params": result["params"], "sources": {k: source for k in result["params"]}}
+    doc = {"schema": SPEC_SCHEMA, "name": out_path.stem,
+           "description": f"{spec.name} with efficiencies fitted to {Path(measurements_path).name}"}
+    if Path(spec.path).resolve().parent == SPEC_DIR.resolve():  # a built-in: extend it by name
+        doc.update(extends=spec.name, params=result["params"], sources={k: source for k in result["params"]})
+    else:  # a spec file: specs extend only built-ins or files beside them, so the derived spec is whole
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()}
+        doc.update(family=spec.family, params={**params, **result["params"]},
+                   sources={**dict(spec.sources), **{k: source for k in result["params"]}})
     atomic_write_text(out_path, toml_dumps(doc), check=lambda tmp: load_spec(str(tmp)))  # it must load
     return {"hardware": spec.name, "out": str(out_path), **result,
             "initial": {k: float(spec[k]) for k in names}}

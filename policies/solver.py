@@ -27,6 +27,8 @@ from policies.episode import Episode, layer_infos
 from policies.policy import load_policy
 
 
+#: the longest polish one plan may ask for (`--set polish_seconds=S`)
+MAX_POLISH_SECONDS = 3600.0
 ROLLOUT_DEAD_ZONE = 0.4  # the deterministic rollout leaves the forecast only where |action - 0.5| > this
 
 
@@ -149,8 +151,8 @@ def solve(problem, polish: bool = True, polish_seconds: float = 2.0, policy=None
     """
     started = time.perf_counter()
     polish_plan = bool(polish)
-    if not polish_seconds >= 0:
-        raise QuantDSEError(f"polish_seconds={polish_seconds}: use a number of seconds >= 0")
+    if not 0 <= polish_seconds <= MAX_POLISH_SECONDS:
+        raise QuantDSEError(f"polish_seconds={polish_seconds}: use a number of seconds in [0, {MAX_POLISH_SECONDS}]")
     pol = policy if hasattr(policy, "act") else load_policy(policy)
     message = problem.infeasible_message()
     ep = Episode(problem, layer_infos(layers, weights) if layers is not None else None, reference=1.0)
@@ -160,11 +162,12 @@ def solve(problem, polish: bool = True, polish_seconds: float = 2.0, policy=None
     raw = rollout(pol, ep)
     raw_seconds = time.perf_counter() - started
     final = polish_assignment(ep, raw, float(polish_seconds)) if polish_plan else raw
+    training = pol.meta.get("training") if isinstance(pol.meta.get("training"), dict) else {}
     info = {"policy": pol.name, "policy_hash": pol.hash, "raw_objective": problem.objective(raw),
             "polished_objective": problem.objective(final) if polish_plan else None,
             "polish": bool(polish_plan), "rollout_seconds": round(raw_seconds, 6),
-            "training_seed": pol.meta.get("training", {}).get("seed"),
-            "training_timesteps": pol.meta.get("training", {}).get("timesteps"), "raw_assignment": raw}
+            "training_seed": training.get("seed"), "training_timesteps": training.get("timesteps"),
+            "raw_assignment": raw}
     return SolveResult("feasible", final, problem.objective(final), float("nan"), time.perf_counter() - started,
                        "rl", f"SAC policy {pol.name}" + (", polished" if polish_plan else ", raw rollout"),
                        info={k: v for k, v in info.items() if v is not None})

@@ -199,7 +199,9 @@ def test_derived_spec_goes_only_to_out_or_a_fixed_name(tmp_path, monkeypatch, ca
     assert sorted(p.name for p in work.iterdir()) == [DEFAULT_OUT, "m.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.toml", "work"]  # nothing at ../x
     derived = tomllib.loads((work / DEFAULT_OUT).read_text())
-    assert derived["name"] == "fitted-spec" and derived["extends"] == "../evil.toml"
+    # whole, not extending ../evil.toml: a spec extends only built-ins or files beside it
+    assert derived["name"] == "fitted-spec" and "extends" not in derived and derived["family"] == "gpu"
+    assert derived["sources"]["dram_efficiency"].startswith("fitted to m.json")
 
 
 def _doc_blocks(path: Path) -> tuple[str, str]:

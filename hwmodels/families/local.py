@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantcore.errors import QuantDSEError
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
 from hwmodels.params import Param
@@ -65,9 +66,35 @@ def gemm_kernel(fmt) -> str | None:
     return None
 
 
+def calibration_problem(doc) -> str | None:
+    """Why a calibration document read back from the cache cannot cost anything (None when it can)."""
+    from hwmodels.fit import params_problem
+
+    fp = doc.get("fingerprint") if isinstance(doc, dict) else None
+    threads = fp.get("threads") if isinstance(fp, dict) else None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        return "fingerprint.threads is not a thread count"
+    kernels = doc.get("kernels")
+    if not isinstance(kernels, dict):
+        return "kernels is not an object"
+    for name, entry in kernels.items():
+        fits = entry.get("fits") if isinstance(entry, dict) else None
+        if not isinstance(fits, dict):
+            return f"kernel {str(name)[:40]} has no fits"
+        split = entry.get("gemv_max_m", 1)
+        if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+            return f"kernel {str(name)[:40]}: gemv_max_m is not a whole number >= 1"
+        for regime, params in fits.items():
+            problem = params_problem(params)
+            if problem:
+                return f"kernel {str(name)[:40]} {str(regime)[:10]}: {problem}"
+    return None
+
+
 class Model(HardwareModel):
     """This machine's CPU, from fits to its measured torch kernels."""
 
+    ENERGY_PARAMS = ("core_power_w",)
     SCHEMA = SCHEMA
     DESCRIPTION = "measured torch CPU kernels, parametric fit (python -m hwmodels.calibrate --hw local)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
@@ -77,22 +104,27 @@ class Model(HardwareModel):
         """:param calibration: a calibration document (`hwmodels.local_calibration.calibrate`); None: the
         cached one for this machine and `threads`, read on first use."""
         super().__init__(spec)
-        self._calibration = calibration
+        self._given = calibration
+        self._calibration = None
 
     @property
     def calibration(self) -> dict:
         """The calibration this model evaluates (the cached one, read on first use; never measured here)."""
         if self._calibration is None:
-            from quantcore.errors import QuantDSEError
             from hwmodels.calibration_cache import load_calibration
 
-            self._calibration = load_calibration(self.spec["threads"], "cpu")
-            if self._calibration is None:
-                t = self.spec["threads"]
-                flag = f" --threads {t}" if t else ""
+            doc = self._given if self._given is not None else load_calibration(self.spec["threads"], "cpu")
+            t = self.spec["threads"]
+            flag = f" --threads {t}" if t else ""
+            if doc is None:
                 raise QuantDSEError(f"no calibration of the local target on this machine ({t or 'default'} threads): "
                                     f"run python -m hwmodels.calibrate --hw local --quick{flag} (under a minute), "
                                     "or without --quick for the full one")
+            problem = calibration_problem(doc)
+            if problem is not None:  # the cache is outside data like any input
+                raise QuantDSEError(f"the cached calibration of --hw local is not usable ({problem}): "
+                                    f"run python -m hwmodels.calibrate --hw local --quick{flag} again")
+            self._calibration = doc
         return self._calibration
 
     @property
