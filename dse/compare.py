@@ -18,6 +18,7 @@ from pathlib import Path
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import dumps, safe_name
+from quantcore.limits import check_cap
 from dse.budget import SHOWN_UNITS
 from dse.summary import roles, workload_text
 
