@@ -82,13 +82,16 @@ def test_cost_cli_gemm_and_bad_input(cli):
     assert clocked.returncode == 0, clocked.stderr
 
 
-def test_model_cost_positive_for_every_target():
+def test_model_cost_positive_for_every_target(tmp_path, monkeypatch):
     from quantcore.formats import get_format
     from hwmodels.ops import Ops
     from hwmodels.workload import Workload
+    from tests.test_local import _install, _synthetic_calibration
 
+    monkeypatch.setenv("QUANTDSE_CACHE_DIR", str(tmp_path))  # local costs from its calibration: give it one
+    _install(_synthetic_calibration(threads=1))
     for name in list_specs():
-        model = load_model(name)
+        model = load_model(name, ["threads=1"] if name == "local" else None)
         table = model.cost(Ops.gemm(16, 256, 256), [get_format(n) for n in ("int4", "int8", "fp16")], Workload())
         ok = table.supported
         assert ok.any(), name

@@ -306,3 +306,18 @@ def test_quick_calibration_predicts_fresh_measurements(cache, capsys):
         pred = model.cost(Ops.gemm(*s), [get_format(fmt)], Workload()).latency_s[0, 0]
         errors.append(abs(pred / row["seconds"] - 1) * 100)
     assert np.mean(errors) <= bound, (errors, noise)
+
+
+def test_a_quick_calibration_is_usable_without_a_cross_validation_score():
+    """The quick calibration fits one variant and stores cv_mape = None (fit.select_and_fit): its cache
+    must cost, not be refused as tampered (costing never measures, so a refusal would be final)."""
+    from hwmodels.families.local import calibration_problem
+
+    doc = _synthetic_calibration(threads=1)
+    for entry in doc["kernels"].values():
+        for params in entry["fits"].values():
+            params["cv_mape"] = None
+    assert calibration_problem(doc) is None
+    entry = next(iter(doc["kernels"].values()))
+    next(iter(entry["fits"].values()))["cv_mape"] = "bad"
+    assert "cv_mape" in calibration_problem(doc)
