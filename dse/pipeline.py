@@ -21,6 +21,7 @@ from hwmodels.interface import CostTable
 from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
 from hwmodels.registry import load_model as load_hardware
+from hwmodels.spec import load_spec
 from hwmodels.wholemodel import fixed_costs
 from hwmodels.workload import Workload
 
@@ -174,10 +175,25 @@ class Cache:
     def __init__(self, designs: int = 64, solves: int = 4096):
         self._models: dict = {}
         self._sensitivity: dict = {}
+        self._tables: dict = {}  # specs by target, ops by (model, workload), bits by (model, formats)
         self._designs: OrderedDict = OrderedDict()
         self._solves: OrderedDict = OrderedDict()
         self._limits = {"designs": designs, "solves": solves}
         self.hits = {"designs": 0, "solves": 0}
+
+    def __getstate__(self) -> dict:
+        """A copy for a worker process: the sensitivity tables and solves; each worker reads its own graphs (they
+        do not pickle) and costs its own designs."""
+        return {**self.__dict__, "_models": {}, "_designs": OrderedDict(), "_tables": {}}
+
+    def warm(self, request: SearchRequest) -> None:
+        """Prepare `request`'s design now, so that copies handed to workers carry its sensitivity.
+
+        A request that fails here is left for the worker to fail on and report."""
+        try:
+            self.prepared(request)
+        except QuantDSEError:
+            pass
 
     def _recent(self, table: OrderedDict, name: str, key, make):
         if key in table:
@@ -203,6 +219,12 @@ class Cache:
             self._sensitivity[key] = compute_sensitivity(graph, work.layers, formats, source, model=request.model,
                                                          calib=request.calib, seed=request.seed, file=work.file)
         return self._sensitivity[key]
+
+    def table(self, key, make):
+        """make() once per key: the pieces of a design that depend on only a few of its inputs."""
+        if key not in self._tables:
+            self._tables[key] = make()
+        return self._tables[key]
 
     def prepared(self, request: SearchRequest) -> Prepared:
         names = [f.name for f in fields(request) if f.name not in SOLVE_ONLY]
@@ -244,11 +266,13 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     """One design: each step once (workload, one cost table that also says what runs, fixed costs)."""
     work = cache.model(request)
     graph, layers = work.graph, work.layers
-    hardware = load_hardware(request.hw, list(request.overrides))
+    model_key = _key(request, MODEL_FIELDS)
+    spec = cache.table(("spec", _frozen(request.hw)), lambda: load_spec(request.hw))
+    hardware = load_hardware(spec, list(request.overrides))
     notes = list(getattr(graph, "notes", ()))
     workload_notes: list = []  # what of the workload does not apply; noted after the dropped formats
     workload = request.workload.for_model(graph, workload_notes)
-    ops = ops_for_graph(graph, workload, layers)
+    ops = cache.table(("ops", model_key, workload), lambda: ops_for_graph(graph, workload, layers))
     formats = work.candidates  # each design filters the original candidates: none is lost to another design
     costs = hardware.cost(ops, formats, workload)
     keep, dropped, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
@@ -256,7 +280,8 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     sensitivity = cache.sensitivity(request, work, formats)
-    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
+    bits = cache.table(("bits", model_key, tuple(f.name for f in formats)),
+                       lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats))
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)

@@ -287,8 +287,11 @@ def _throughput(prepared, latency_s: float) -> dict:
     return {"tokens_per_s": w.batch * (1 if w.phase == "decode" else w.seq) / latency_s}
 
 
-def run_points(requests: list, cache) -> list[dict]:
+def run_points(requests: list, cache, solve_options: tuple = ()) -> list[dict]:
     """Solve each SearchRequest with the sweep's cache; one dict of Row fields each.
+
+    solve_options: (key, value) pairs for the solver (e.g. (("solver", "pulp"),) for the ILP through PuLP);
+    a solve given options is never answered from the cache.
 
     A point that fails (infeasible budget, unsupported formats, a bug) gives status "failed"
     and its message; the other points go on.
@@ -298,18 +301,21 @@ def run_points(requests: list, cache) -> list[dict]:
     results = []
     for request in requests:
         row: dict = {"status": "failed", "message": ""}
+        hits = cache.hits["solves"]
         try:
             limits, _ = request.limits()
             prepared = cache.prepared(request)
             w = prepared.workload
             row.update(phase=w.phase, batch=w.batch, seq=w.seq, kv_bits=w.kv_bits)
-            problem, result = solve_prepared(prepared, limits, method=request.method, cache=cache)
+            problem, result = solve_prepared(prepared, limits, method=request.method, cache=cache,
+                                             **dict(solve_options))
             row.update(problem.totals(result.assignment))
             row.update(_throughput(prepared, row["latency_s"]))
             row.update(status=result.status, gap=result.gap, seconds=result.seconds,
                        solver=str(result.info.get("proved_by") or result.info.get("solver") or request.method))
         except Exception as exc:  # recorded in the CSV: one bad point must not stop a sweep
             row["message"] = _failure(exc)
+        row["_reused"] = cache.hits["solves"] > hits  # counted by the sweep, not a column: executors differ in it
         results.append(row)
     return results
 
@@ -468,34 +474,47 @@ def _one_thread_per_worker() -> None:
         os.environ.setdefault(var, "1")
 
 
-def _pool_worker(cache, tasks, results) -> None:
+def _pool_worker(cache, solve_options, tasks, results) -> None:
     """A process-pool worker: solves tasks from the queue with its copy of the sweep's cache until None.
 
     Ctrl-C goes to the whole process group; the sweep's process alone handles it (and ends the workers).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for index, requests in iter(tasks.get, None):
-        results.put((index, run_points(requests, cache)))
+        results.put((index, run_points(requests, cache, solve_options)))
 
 
 class RayWorker:
     """A Ray actor holding its copy of the sweep's cache across the tasks it is given."""
 
-    def __init__(self, cache):
-        self.cache = cache
+    def __init__(self, cache, solve_options=()):
+        self.cache, self.solve_options = cache, solve_options
 
     def run(self, requests):
-        return run_points(requests, self.cache)
+        return run_points(requests, self.cache, self.solve_options)
 
 
-def _run_pool(requests: list, workers: int, cache):
+def _start_method() -> str:
+    """fork where it is safe (no threads in this process, none of the libraries that keep thread pools
+    loaded: workers start in milliseconds with this process's modules and cache); else spawn."""
+    import multiprocessing
+    import threading
+
+    pools = ("torch", "highspy", "ray", "tensorflow", "jax")
+    if ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and not any(name in sys.modules for name in pools)):
+        return "fork"
+    return "spawn"
+
+
+def _run_pool(requests: list, workers: int, cache, solve_options):
     import multiprocessing
     import queue
 
     _one_thread_per_worker()
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(_start_method())
     tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_pool_worker, args=(cache, tasks, results), daemon=True)
+    procs = [ctx.Process(target=_pool_worker, args=(cache, solve_options, tasks, results), daemon=True)
              for _ in range(min(workers, len(requests)))]
     for proc in procs:
         proc.start()
@@ -525,9 +544,9 @@ def _run_pool(requests: list, workers: int, cache):
         results.cancel_join_thread()
 
 
-def _run_ray(ray, requests: list, workers: int, cache):
+def _run_ray(ray, requests: list, workers: int, cache, solve_options):
     actor = ray.remote(num_cpus=1)(RayWorker)
-    actors = [actor.remote(cache) for _ in range(min(workers, len(requests)))]
+    actors = [actor.remote(cache, solve_options) for _ in range(min(workers, len(requests)))]
     todo = list(enumerate(requests))[::-1]
     pending = {}
     for a in actors:
@@ -547,17 +566,17 @@ def _run_ray(ray, requests: list, workers: int, cache):
             ray.kill(a)
 
 
-def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, cache, ray=None):
+def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, cache, ray=None, solve_options=()):
     """Yield (points, result dicts) per task as tasks finish."""
     requests = [[sweep.request(p) for p in task] for task in tasks]
     if not tasks:
         return
     if ray is not None:
-        runs = _run_ray(ray, requests, workers, cache)
+        runs = _run_ray(ray, requests, workers, cache, solve_options)
     elif workers == 1:
-        runs = ((i, run_points(r, cache)) for i, r in enumerate(requests))
+        runs = ((i, run_points(r, cache, solve_options)) for i, r in enumerate(requests))
     else:
-        runs = _run_pool(requests, workers, cache)
+        runs = _run_pool(requests, workers, cache, solve_options)
     for index, results in runs:
         yield tasks[index], results
 
@@ -574,17 +593,19 @@ class SweepResult:
     seconds: float
     interrupted: bool = False
     unreadable: int = 0  # rows of --out that could not be read back (computed again)
-    reused: int = 0  # solves answered by an equal problem solved before in the same worker
+    reused: int = 0  # points whose solve was answered by an equal problem solved before in the same worker
 
 
 def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, use_ray: bool = False,
-              address: str | None = None, progress: bool | None = None, cache=None) -> SweepResult:
+              address: str | None = None, progress: bool | None = None, cache=None,
+              solve_options: dict | None = None) -> SweepResult:
     """Evaluate every point not already in `out`; rows are appended as they finish.
 
     workers: processes (default: CPU count); 1 runs in this process. With use_ray, Ray
     actors instead (a local Ray with `workers` CPUs, or the cluster at `address`).
     progress: a bar on stderr (None: only when stderr is a terminal).
     cache: a dse.pipeline.Cache (default: a new one, for this sweep only); each worker gets a copy.
+    solve_options: options for every solve (benchmarks: {"solver": "pulp"}); such solves bypass the cache.
     """
     from tqdm import tqdm
 
@@ -601,17 +622,21 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
     todo = [p for p in sweep.points if p.key() not in done]
     ray, started = _connect_ray(workers, address) if use_ray else (None, False)
     start = time.perf_counter()
+    if workers > 1 or use_ray:  # each model's graph and sensitivity once here, not once per worker
+        for request in {(p.model): sweep.request(p) for p in todo}.values():
+            cache.warm(request)
     interrupted = False
-    ran = failed = 0
+    ran = failed = reused = 0
     shown = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.hw}", unit="pt", file=sys.stderr, disable=not shown)
     sink = None
-    reused_before = sum(cache.hits.values())
     try:
         if out:  # the header (and earlier rows) first, then a row per line as points finish: always valid CSV
             atomic_write_text(out, rows_csv(rows, columns))
             sink = open(out, "a", encoding="utf-8", newline="")
-        for points, results in _run_tasks(sweep, _tasks(sweep, todo, workers), workers, cache, ray):
+        for points, results in _run_tasks(sweep, _tasks(sweep, todo, workers), workers, cache, ray,
+                                          tuple(sorted((solve_options or {}).items()))):
+            reused += sum(res.pop("_reused") for res in results)
             new = [Row(p, **res) for p, res in zip(points, results)]
             rows.extend(new)
             ran += len(new)
@@ -633,7 +658,7 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
         atomic_write_text(out, rows_csv(rows, columns))
     return SweepResult(rows=rows, columns=columns, ran=ran, skipped=len(sweep.points) - len(todo), failed=failed,
                        seconds=time.perf_counter() - start, interrupted=interrupted, unreadable=unreadable,
-                       reused=sum(cache.hits.values()) - reused_before)
+                       reused=reused)
 
 
 def sweep(hw, grid: dict | None = None, models=("llama-2-7b",), budgets=("4bits",), methods=("ilp",),
@@ -720,8 +745,9 @@ def main(argv=None) -> int:
         sys.stdout.write(rows_csv(result.rows, result.columns))
     rate = result.ran / result.seconds if result.seconds > 0 else float("nan")
     where = f" -> {args.out}" if args.out else ""
+    reused = f" ({result.reused} reused the proven optimum of an equal problem)" if result.reused else ""
     print(f"sweep: {len(spec.points)} points, {result.ran} run ({result.failed} failed), {result.skipped} already "
-          f"in --out; {result.seconds:.1f} s, {rate:.1f} points/s{where}",
+          f"in --out; {result.seconds:.1f} s, {rate:.1f} points/s{where}{reused}",
           file=sys.stderr if args.json or not args.out else sys.stdout)
     if result.interrupted:
         print(f"interrupted: the finished points are in {args.out or 'no file (no --out)'}; run the same command "

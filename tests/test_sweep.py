@@ -99,11 +99,11 @@ def test_ctrl_c_leaves_a_valid_partial_csv_in_point_order(tmp_path, monkeypatch,
     out = tmp_path / "s.csv"
     real, calls = sw.run_points, []
 
-    def interrupt_third(requests, cache):
+    def interrupt_third(requests, cache, *options):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(requests, cache)
+        return real(requests, cache, *options)
 
     monkeypatch.setattr(sw, "run_points", interrupt_third)
     assert run_cli(sw.main, ARGS + ["--out", str(out), "--workers", "1"]) == 130

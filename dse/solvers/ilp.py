@@ -27,7 +27,6 @@ import time
 import warnings
 
 import numpy as np
-import pulp
 
 from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
@@ -79,6 +78,8 @@ def _stdout_silenced():
 
 
 def _solver(name: str, time_limit: float | None):
+    import pulp  # only the PuLP paths need it: a sweep worker that never takes them starts faster
+
     options = dict(msg=False, timeLimit=time_limit)
     if name == "pulp":
         available = pulp.HiGHS().available()
@@ -122,6 +123,8 @@ def _status(model, used: str, stopped_on_time: bool = False) -> str:
     "Infeasible" (seen on a loaded machine with a feasible problem): a run that
     used up its time limit has not proved infeasibility, so it is a time limit.
     """
+    import pulp
+
     if used == "pulp-highs" and getattr(model, "solverModel", None) is not None:
         return _highs_status(model.solverModel)
     if model.status == pulp.LpStatusInfeasible:
@@ -134,6 +137,8 @@ def _status(model, used: str, stopped_on_time: bool = False) -> str:
 
 
 def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_limit):
+    import pulp
+
     L, F = problem.shape
     reps, cls = classes
     counts = np.bincount(cls, minlength=len(reps))

@@ -108,8 +108,9 @@ def exact_core(cost, err, elig, lam, budget, slack, ub, max_states, deadline):
     picks = []
     limit = ub + RTOL * max(abs(ub), 1e-300)
     for pos, (i, o) in enumerate(zip(order, opts)):
-        nc = (s_cost[:, None] + cost[i, o][None, :]).ravel()
-        ne = (s_err[:, None] + err[i, o][None, :]).ravel()
+        # option-major: each option's states stay sorted by cost, so the stable sort below only merges runs
+        nc = (cost[i, o][:, None] + s_cost[None, :]).ravel()
+        ne = (err[i, o][:, None] + s_err[None, :]).ravel()
         ok = (nc <= room[pos + 1]) & (ne + lam * nc <= rc_room[pos + 1] * (1 + RTOL))
         if pos + 1 in bounds:
             c0, e0, dc, de = bounds[pos + 1]
@@ -118,8 +119,7 @@ def exact_core(cost, err, elig, lam, budget, slack, ub, max_states, deadline):
         else:
             ok &= ne <= limit
         keep = np.nonzero(ok)[0]
-        by = np.lexsort((ne[keep], nc[keep]))
-        keep = keep[by]
+        keep = keep[np.argsort(nc[keep], kind="stable")]  # equal costs in any order: a duplicate may survive
         ne = ne[keep]
         front = ne < np.concatenate([[np.inf], np.minimum.accumulate(ne)[:-1]])
         keep = keep[front]
@@ -127,15 +127,16 @@ def exact_core(cost, err, elig, lam, budget, slack, ub, max_states, deadline):
             return np.inf, None
         if len(keep) > max_states or time.perf_counter() > deadline:
             return None
+        picks.append((keep, len(s_cost)))  # index = option * (states before) + parent state
         s_cost, s_err = nc[keep], ne[front]
-        picks.append(keep)
     state = int(np.argmin(s_err))
     found = float(s_err[state])
     picked = np.empty(n, dtype=np.int64)
     for pos in range(n - 1, -1, -1):
-        k, width = int(picks[pos][state]), len(opts[pos])
-        picked[order[pos]] = opts[pos][k % width]
-        state = k // width
+        keep, parents = picks[pos]
+        k = int(keep[state])
+        picked[order[pos]] = opts[pos][k // parents]
+        state = k % parents
     return found, picked
 
 
