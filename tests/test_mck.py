@@ -71,3 +71,14 @@ def test_infeasible_is_a_status_naming_the_smallest_feasible():
                 np.ones((2, 2), bool), {"bits": 3.0})
     r = mck.solve(p)
     assert r.status == "infeasible" and not r.success and "3.2500bits" in r.message
+
+
+def test_mostly_identical_layers_go_to_highs_on_class_counts_and_agree_with_scipy():
+    base = random_problem(np.random.default_rng(8), 6, 5, ("bits",), tightness=0.4)
+    src = np.repeat(np.arange(6), 10)  # 60 layers, 6 classes
+    take = lambda a: np.asarray(a)[src]  # noqa: E731
+    p = Problem([f"l{i}" for i in range(60)], base.format_names, take(base.error), take(base.params),
+                take(base.bits), take(base.latency_s), take(base.energy_j), take(base.mask), dict(base.limits))
+    ours, ref = mck.solve(p), scipy_optimum(p)
+    assert ours.info["proved_by"] == "highs" and ours.info["layer_classes"] == 6
+    assert ours.status == "optimal" and ours.objective == pytest.approx(ref.fun, rel=1e-9)

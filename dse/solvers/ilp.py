@@ -193,18 +193,19 @@ def _highs_status(highs) -> str:
     return known.get(highs.getModelStatus(), str(highs.getModelStatus()))
 
 
-def solve_highs(problem, keep, incumbent=None, time_limit: float | None = 60.0) -> SolveResult:
+def solve_highs(problem, keep, incumbent=None, time_limit: float | None = 60.0, classes=None) -> SolveResult:
     """The class-merged integer program over the formats in `keep`, in HiGHS through highspy.
 
     incumbent: a feasible assignment HiGHS starts from (its branch and bound then only
-    has to close the gap). Rows are scaled to unit size; a row the solver's feasibility
+    has to close the gap). classes: `layer_classes(problem, keep)` where the caller has it.
+    The thread count is left to HiGHS: its scheduler is global, and a second value is an error. Rows are scaled to unit size; a row the solver's feasibility
     tolerance lets exceed its limit by a hair is tightened and the model solved again.
     """
     import highspy
 
     t0 = time.perf_counter()
     L, F = problem.shape
-    reps, cls = classes = layer_classes(problem, keep)
+    reps, cls = classes if classes is not None else layer_classes(problem, keep)
     counts = np.bincount(cls, minlength=len(reps))
     rows, cols = np.nonzero(keep[reps])  # one integer per (class, kept format), class-major
     layer_of = reps[rows]
@@ -224,12 +225,6 @@ def solve_highs(problem, keep, incumbent=None, time_limit: float | None = 60.0) 
     lp.a_matrix_.start_ = np.arange(0, n * (1 + len(cons)) + 1, 1 + len(cons), dtype=np.int32)
     lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
     row_lower = np.concatenate([counts.astype(np.float64), np.full(len(cons), -np.inf)])
-    with _stdout_silenced():  # the banner HiGHS prints when created
-        highs = highspy.Highs()
-    for key, val in (("output_flag", False), ("mip_rel_gap", 1e-9), ("mip_abs_gap", 0.0), ("threads", 1),
-                     ("mip_feasibility_tolerance", 1e-9), ("primal_feasibility_tolerance", 1e-9),
-                     ("dual_feasibility_tolerance", 1e-9), ("time_limit", float(time_limit or np.inf))):
-        highs.setOptionValue(key, val)
     by_class = np.argsort(cls, kind="stable")
     starts = np.searchsorted(rows, np.arange(len(reps) + 1))
     shrink = np.ones(len(cons))
@@ -238,6 +233,13 @@ def solve_highs(problem, keep, incumbent=None, time_limit: float | None = 60.0) 
         lp.row_lower_ = row_lower
         lp.row_upper_ = np.concatenate([counts.astype(np.float64), [c.rhs * s / sc for c, s, sc in
                                                                      zip(cons, shrink, scales)]])
+        with _stdout_silenced():  # the banner HiGHS prints when created
+            highs = highspy.Highs()  # a fresh one per attempt: a re-run of a solved model can come back unset
+        for key, val in (("output_flag", False), ("mip_rel_gap", 1e-9), ("mip_abs_gap", 0.0),
+                         ("mip_feasibility_tolerance", 1e-9), ("primal_feasibility_tolerance", 1e-9),
+                         ("dual_feasibility_tolerance", 1e-9),
+                         ("time_limit", max(0.01, float(time_limit or np.inf) - (time.perf_counter() - t0)))):
+            highs.setOptionValue(key, val)
         highs.passModel(lp)
         if incumbent is not None:  # counts of the incumbent per (class, format)
             start = highspy.HighsSolution()
