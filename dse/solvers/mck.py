@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from dse.solvers.hull import lower_hull, segments
+from dse.solvers.hull import lower_hull, lp_relaxation, segments
 from dse.solvers.result import SolveResult
 from quantcore.errors import QuantDSEError
 
@@ -36,19 +36,9 @@ CLASS_RATIO = 8
 
 def _lp(cost, err, mask, rhs):
     """(incumbent, lambda, lower bound, whether every best-error choice fits) of the LP relaxation."""
-    L = cost.shape[0]
-    rows = np.arange(L)
-    vertices, count = lower_hull(cost, err, mask)
-    seg = segments(cost, err, vertices, count)
-    order = seg.order()
-    spent = np.cumsum(seg.dcost[order])
-    residual = rhs - float(cost[rows, vertices[:, 0]].sum())
-    k = int(np.searchsorted(spent, residual, side="right"))
-    taken = np.bincount(seg.layer[order[:k]], minlength=L)
-    incumbent = vertices[rows, taken]
-    if k == len(order):
+    incumbent, lam, taken, steps = lp_relaxation(cost, err, mask, rhs)
+    if taken == steps:
         return incumbent, 0.0, None, True
-    lam = float(seg.slope[order[k]])
     bound = float(np.where(mask, err + lam * cost, np.inf).min(axis=1).sum() - lam * rhs)
     return incumbent, lam, bound, False
 
