@@ -138,8 +138,7 @@ class Sweep:
         return ["hw", *self.keys, "model", "budget", "method", *shown, *RESULT_COLUMNS]
 
     def request(self, point: Point):
-        from dse.pipeline import SearchRequest  # noqa: F401  (the base's type)
-
+        """The SearchRequest of `point`: its target, workload values, hardware values as --set overrides."""
         settings = dict(point.settings)
         workload = {k: _workload_value(k, settings.pop(k)) for k in WORKLOAD_KEYS if k in settings}
         return replace(self.base, hw=point.hw, model=point.model, budget=point.budget, method=point.method,
@@ -480,6 +479,7 @@ def _pool_worker(cache, solve_options, tasks, results) -> None:
     Ctrl-C goes to the whole process group; the sweep's process alone handles it (and ends the workers).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler: end quietly
     for index, requests in iter(tasks.get, None):
         results.put((index, run_points(requests, cache, solve_options)))
 
@@ -530,8 +530,9 @@ def _run_pool(requests: list, workers: int, cache, solve_options):
                     break
                 except queue.Empty:
                     dead = [p for p in procs if p.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"a sweep worker died (exit code {dead[0].exitcode})") from None
+                    if dead or all(p.exitcode is not None for p in procs):  # results still due: lost
+                        code = dead[0].exitcode if dead else 0
+                        raise RuntimeError(f"a sweep worker died (exit code {code})") from None
     finally:  # done, Ctrl-C (first signal) or an error: end the workers now, never wait on their queue
         for proc in procs:
             if proc.is_alive():
@@ -611,6 +612,9 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
 
     from dse.pipeline import Cache
 
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may then fork (see _start_method)
+
     cache = Cache() if cache is None else cache
     workers = max(1, int(workers or os.cpu_count() or 1))
     columns = sweep.columns
@@ -628,7 +632,7 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
     interrupted = False
     ran = failed = reused = 0
     shown = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.hw}", unit="pt", file=sys.stderr, disable=not shown)
+    bar = Bar(total=len(todo), desc=f"sweep {sweep.hw}", unit="pt", file=sys.stderr, disable=not shown)
     sink = None
     try:
         if out:  # the header (and earlier rows) first, then a row per line as points finish: always valid CSV
