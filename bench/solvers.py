@@ -1,6 +1,11 @@
-"""Solver speed and quality at 226, 4k, 45k and 1M tensors (synthetic, realistic error tables).
+"""Solver speed and quality at 226, 4k, 45k and 1M tensors (synthetic, realistic error tables), and on real models.
 
-    python -m bench.solvers [--sizes 226,4096,45000,1000000] [--seed 0]
+    python -m bench.solvers [--sizes 226,4096,45000,1000000] [--seed 0] [--models-only]
+
+`--models-only` (also printed first in a full run): the exact MCK solver (`--method ilp`'s default
+path) against the ILP through PuLP on the 225-layer Llama-2-7B table with random lognormal
+errors (bench/search.py's table) and on DeepSeek-V3 (45,033 tensors, prior sensitivity), both
+on u280 at 3.7 bits; solver seconds, medians of 5.
 
 Error model: error[l, f] = params_l * s_l * 2^(-theta * payload_bits_f), s_l lognormal
 per-layer sensitivity, theta = 1.95 (BAQ's fitted rate-distortion slope,
@@ -40,6 +45,7 @@ def synthetic_problem(n_layers: int, budget_bits: float = 3.7, seed: int = 0, th
 
 #: (method, options, largest size it runs at, reason when skipped above it)
 METHODS = [
+    ("mck", "mck", {}, None, ""),
     # branch and bound itself (no hand-over to the Lagrangian solver), with a 60 s limit
     ("highs", "ilp", {"solver": "highs", "time_limit": 60.0, "max_classes": 10**9}, 5000,
      "PuLP model of >45k x 11 integers: minutes"),
@@ -52,6 +58,44 @@ METHODS = [
 ]
 
 
+def model_problems() -> dict:
+    """The real-model problems: name -> Problem (u280, 3.7 bits)."""
+    import tempfile
+    from pathlib import Path
+
+    from bench.search import random_sensitivity
+    from dse.pipeline import SearchRequest, prepare
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sens = Path(tmp) / "random.json"
+        random_sensitivity(sens)
+        prepared = prepare(SearchRequest(hw="u280", sensitivity=str(sens)))
+        out["llama-2-7b, random lognormal errors"] = prepared.problem({"bits": 3.7})
+    # the weights do not fit u280's 8 GB: offload allowed, so the bits budget is the only limit
+    prepared = prepare(SearchRequest(hw="u280", model="deepseek-v3", overrides=("allow_offload=true",)))
+    out["deepseek-v3, prior"] = prepared.problem({"bits": 3.7})
+    return out
+
+
+def bench_models(repeats: int = 5) -> None:
+    import statistics
+
+    from dse.solvers import solve
+
+    print(f"{'model problem':36s} {'tensors':>8} {'formats':>7} {'ilp s':>8} {'pulp s':>8} {'ratio':>6} "
+          f"{'gap':>7}  proved by")
+    for name, problem in model_problems().items():
+        fast = [solve(problem, method="ilp") for _ in range(repeats)]
+        slow = solve(problem, method="ilp", solver="pulp", max_classes=10**9, time_limit=120.0)
+        assert all(r.status == "optimal" and r.gap <= 1e-9 for r in fast), name  # HiGHS proves to 1e-9
+        if slow.status == "optimal":
+            assert abs(fast[0].objective - slow.objective) <= 1e-9 * abs(slow.objective), name
+        t = statistics.median(r.seconds for r in fast)
+        print(f"{name:36s} {problem.shape[0]:>8} {problem.shape[1]:>7} {t:8.4f} {slow.seconds:8.3f} "
+              f"{slow.seconds / t:6.0f} {fast[0].gap:7.1e}  {fast[0].info['proved_by']} (pulp: {slow.status})")
+
+
 def main(argv=None) -> int:
     from quantcore.cli import ArgumentParser
     from dse.solvers import solve
@@ -60,7 +104,11 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="226,4096,45000,1000000")
     p.add_argument("--budget-bits", type=float, default=3.7)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models-only", action="store_true", help="only the real-model problems")
     args = p.parse_args(argv)
+    bench_models()
+    if args.models_only:
+        return 0
     print(f"{'layers':>8} {'method':>10} {'status':>10} {'seconds':>9} {'obj/opt-1':>11}  note")
     for n in (int(s) for s in args.sizes.split(",")):
         problem = synthetic_problem(n, args.budget_bits, args.seed)

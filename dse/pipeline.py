@@ -6,8 +6,10 @@ which is what Pareto sweeps reuse.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +24,7 @@ from hwmodels.interface import CostTable
 from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
 from hwmodels.registry import load_model as load_hardware
+from hwmodels.spec import load_spec
 from hwmodels.wholemodel import fixed_costs
 from hwmodels.workload import Workload
 
@@ -202,56 +205,157 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None
 
 
-def prepare(request: SearchRequest) -> Prepared:
-    """Load the model and hardware, cost every (layer, format), compute sensitivity.
+@dataclass(frozen=True)
+class ModelWork:
+    """A model as every design point reads it: done once per model, whatever the hardware."""
 
-    Formats the target cannot run are dropped (with a note) before sensitivity is
-    computed; the device's free memory becomes a limit where the weights could exceed it.
+    graph: object
+    layers: list
+    candidates: list  # the candidate formats before any target drops the ones it cannot run
+    file: tuple | None  # what read_sensitivity_file returned, where --sensitivity is a file
+
+
+#: SearchRequest fields that change only the solve, not the prepared tables
+SOLVE_ONLY = frozenset({"budget", "method", "max_latency_ms", "max_energy_mj", "max_memory_gb", "policy",
+                        "solver_options", "reward"})
+#: the fields that change the model's graph, candidates and sensitivity (not the hardware or workload)
+MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed")
+
+
+def _frozen(value):
+    """A hashable stand-in for a request value (dicts and lists become sorted / plain tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _key(request: SearchRequest, names) -> tuple:
+    return tuple((name, _frozen(getattr(request, name))) for name in names)
+
+
+class Cache:
+    """Prepared work shared by many searches (a sweep's points), keyed on every input that changes it.
+
+    Created by whoever runs the searches and passed to its workers; nothing is kept anywhere else:
+    - the model (graph, layers, candidate formats): by model, include, formats, sensitivity source;
+    - sensitivity: by those, calibration, seed and the formats the design can run;
+    - a design's Prepared (hardware tables): by every request field but the solve-only ones;
+    - a solve: by method, seed and the problem's arrays, since equal problems have equal optima.
+    Designs and solves are kept for the `designs` / `solves` most recent (least recently used out).
     """
+
+    def __init__(self, designs: int = 64, solves: int = 4096):
+        self._models: dict = {}
+        self._sensitivity: dict = {}
+        self._tables: dict = {}  # specs by target, ops by (model, workload), bits by (model, formats)
+        self._designs: OrderedDict = OrderedDict()
+        self._solves: OrderedDict = OrderedDict()
+        self._limits = {"designs": designs, "solves": solves}
+        self.hits = {"designs": 0, "solves": 0}
+
+    def __getstate__(self) -> dict:
+        """A copy for a worker process: the sensitivity tables and solves; each worker reads its own graphs (they
+        do not pickle) and costs its own designs."""
+        return {**self.__dict__, "_models": {}, "_designs": OrderedDict(), "_tables": {}}
+
+    def warm(self, request: SearchRequest) -> None:
+        """Prepare `request`'s design now, so that copies handed to workers carry its sensitivity.
+
+        A request that fails here is left for the worker to fail on and report."""
+        try:
+            self.prepared(request)
+        except QuantDSEError:
+            pass
+
+    def _recent(self, table: OrderedDict, name: str, key, make):
+        if key in table:
+            table.move_to_end(key)
+            self.hits[name] += 1
+            return table[key]
+        value = table[key] = make()
+        if len(table) > self._limits[name]:
+            table.popitem(last=False)
+        return value
+
+    def model(self, request: SearchRequest) -> ModelWork:
+        key = _key(request, MODEL_FIELDS)
+        if key not in self._models:
+            self._models[key] = _model_work(request)
+        return self._models[key]
+
+    def sensitivity(self, request: SearchRequest, work: ModelWork, formats: list) -> Sensitivity:
+        key = (_key(request, MODEL_FIELDS), tuple(f.name for f in formats))
+        if key not in self._sensitivity:
+            graph = work.graph
+            source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
+            self._sensitivity[key] = compute_sensitivity(graph, work.layers, formats, source, model=request.model,
+                                                         calib=request.calib, seed=request.seed, file=work.file)
+        return self._sensitivity[key]
+
+    def table(self, key, make):
+        """make() once per key: the pieces of a design that depend on only a few of its inputs."""
+        if key not in self._tables:
+            self._tables[key] = make()
+        return self._tables[key]
+
+    def prepared(self, request: SearchRequest) -> Prepared:
+        names = [f.name for f in fields(request) if f.name not in SOLVE_ONLY]
+        return self._recent(self._designs, "designs", _key(request, names), lambda: _design(request, self))
+
+    def solve(self, problem: Problem, method: str, seed: int, options: tuple, run):
+        """run() for a problem not solved before by this method and seed, else its earlier result."""
+        digest = hashlib.blake2b(digest_size=16)
+        for arr in (problem.error, problem.mask, *(c.coef for c in problem.constraints())):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        key = (method, seed, options, problem.shape, tuple((c.kind, c.rhs) for c in problem.constraints()),
+               digest.hexdigest())
+        return self._recent(self._solves, "solves", key, run)
+
+
+def _model_work(request: SearchRequest) -> ModelWork:
     from quantcore.models import DEFAULT_MODEL, load_graph
     from quantcore.models.graph import include_layers
 
-    hardware = load_hardware(request.hw, list(request.overrides))
     graph = include_layers(load_graph(request.model if request.model is not None else DEFAULT_MODEL), request.include)
     layers = graph.quantizable()
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
+    candidates, file = _candidate_formats(request, layers, graph)
+    return ModelWork(graph, layers, candidates, file)
+
+
+def prepare(request: SearchRequest, cache: Cache | None = None) -> Prepared:
+    """Load the model and hardware, cost every (layer, format), compute sensitivity.
+
+    Formats the target cannot run are dropped (with a note) before sensitivity is
+    computed; the device's free memory becomes a limit where the weights could exceed it.
+    cache: shares the model, sensitivity and designs with other searches (a sweep); None: a fresh one.
+    """
+    return (cache or Cache()).prepared(request)
+
+
+def _design(request: SearchRequest, cache: Cache) -> Prepared:
+    """One design: each step once (workload, one cost table that also says what runs, fixed costs)."""
+    work = cache.model(request)
+    graph, layers = work.graph, work.layers
+    model_key = _key(request, MODEL_FIELDS)
+    spec = cache.table(("spec", _frozen(request.hw)), lambda: load_spec(request.hw))
+    hardware = load_hardware(spec, list(request.overrides))
     notes = list(getattr(graph, "notes", ()))
     workload_notes: list = []  # what of the workload does not apply; noted after the dropped formats
     workload = request.workload.for_model(graph, workload_notes)
-    formats, file = _candidate_formats(request, layers, graph)
-    ops = ops_for_graph(graph, workload, layers)
+    ops = cache.table(("ops", model_key, workload), lambda: ops_for_graph(graph, workload, layers))
+    formats = work.candidates  # each design filters the original candidates: none is lost to another design
     costs = hardware.cost(ops, formats, workload)
     keep, dropped, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
     if note:
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
-    source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
-    sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
-                                      seed=request.seed, file=file)
-    return _costed(request, hardware, graph, layers, formats, sensitivity, workload=workload, costs=costs,
-                   dropped=dropped, notes=notes + workload_notes)
-
-
-def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
-    """`prepare(request)` for the same model, formats and sensitivity as `prepared`, reusing them.
-
-    Only the hardware tables are recomputed (target, `--set` overrides, workload), so a
-    co-design sweep computes a model's graph and sensitivity once, not per design point.
-    """
-    return _costed(request, load_hardware(request.hw, list(request.overrides)), prepared.graph, prepared.layers,
-                   prepared.formats, prepared.sensitivity, notes=list(getattr(prepared.graph, "notes", ())))
-
-
-def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivity, workload=None, costs=None,
-            dropped=(), notes=None) -> Prepared:
-    """workload: request.workload completed for the model (None: completed here, its notes added to `notes`)."""
-    notes = list(notes or [])
-    if workload is None:
-        workload = request.workload.for_model(graph, notes)
-    if costs is None:
-        costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
+    sensitivity = cache.sensitivity(request, work, formats)
+    bits = cache.table(("bits", model_key, tuple(f.name for f in formats)),
+                       lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats))
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)
@@ -262,7 +366,7 @@ def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivit
     prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
                         fixed_memory=fixed_memory, fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy,
                         workload=workload, dropped=dropped, free_memory=free_memory(hardware.spec, graph, workload),
-                        largest_memory=largest, notes=list(notes or []))
+                        largest_memory=largest, notes=notes + workload_notes)
     check_costs(prepared)
     return prepared
 
@@ -290,9 +394,11 @@ def solver_options(prepared: Prepared, method: str) -> dict:
 
 
 def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, seed: int | None = None,
-                   **options):
+                   cache: Cache | None = None, **options):
     """(problem, result) for one set of limits; infeasibility is a one-line QuantDSEError.
 
+    cache: reuses the result of an equal problem solved before by the same method and seed
+    (not for --method rl, whose policy reads more than the problem).
     options: passed to the solver (e.g. `progress`, a callback solvers that report progress call).
     """
     from dse.solvers import solve
@@ -302,8 +408,10 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
-                   **solver_options(prepared, method), **options)
+    seed = prepared.request.seed if seed is None else seed
+    extra = solver_options(prepared, method)
+    run = lambda: solve(problem, method=method, seed=seed, **extra, **options)  # noqa: E731
+    result = run() if cache is None or extra or options else cache.solve(problem, method, seed, (), run)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

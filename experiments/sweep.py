@@ -1,20 +1,26 @@
-"""`python -m experiments.sweep`: co-design grids of hardware params x models x budgets x methods.
+"""`python -m experiments.sweep`: co-design grids of hardware params x workloads x models x budgets x methods.
 
     python -m experiments.sweep --hw systolic --grid rows=16,32 --grid dataflow=os,ws --model resnet-50 \\
         --budgets 4bits,6bits --out sweep.csv
+    python -m experiments.sweep --hw a100-80gb,h100-sxm --grid batch=1,8 --model llama-2-7b --budgets 4bits ...
     python -m experiments.sweep ... --ray [--address HOST:6379]      # on Ray instead of a local process pool
+    python -m experiments.sweep --plot sweep.csv --x latency_s --y error [--color rows]   # a figure, no code
 
-Every point is one `dse.search`: the hardware with the point's values as `--set`
-overrides, one model, one budget, one method. The CSV has one row per point: the
-point's keys, the plan's totals, the solver's status, gap and seconds, and `message`
-(why a point failed; a failed point does not stop the sweep).
+Every point is exactly one `dse.search`: one target (`--hw a,b` or repeated `--hw`), the point's
+hardware values as `--set` overrides and its workload values (`--grid batch=1,8`, `seq`, `phase`,
+`kv_bits`) in the workload, one model, one budget, one method. The CSV has one row per point:
+the point's keys, the workload costed, the plan's totals, throughput (tokens/s for language
+models, images/s for CNNs: batch / latency, tokens counting the prompt in prefill), the solver's
+status, gap, which solver proved it and seconds, and `message` (why a point failed; a failed
+point does not stop the sweep).
 
-Prepared work is shared: each worker process keeps the model's graph and sensitivity
-per (model, sensitivity, formats) and recomputes only the hardware tables for a new
-design (`dse.pipeline.with_hardware`), and a design's tables serve all its budgets and
-methods. Rows are appended to `--out` as they finish (so Ctrl-C or a crash leaves a
-valid CSV), and the file is rewritten atomically in point order at the end. Points
-already in `--out` are skipped, so running the same command again resumes.
+Prepared work is shared through one `dse.pipeline.Cache` the sweep creates and hands to each
+worker: a model's graph and sensitivity are computed once, a design's tables serve all its
+budgets and methods, and a problem equal to one solved before (a bits budget on designs
+that differ only in speed) reuses that proven optimum. Rows are appended to `--out` as they
+finish (so Ctrl-C or a crash leaves a valid CSV), and the file is rewritten atomically in
+point order at the end. Points already in `--out` are skipped, so running the same command
+again resumes; rows of `--out` that cannot be read back are computed again, with a note.
 """
 from __future__ import annotations
 
@@ -26,56 +32,125 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs
+from quantcore.limits import int_flag
 
 TOTALS = ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error")
-RESULT_COLUMNS = ("status",) + TOTALS + ("gap", "seconds", "message")
+THROUGHPUT = ("tokens_per_s", "images_per_s")
+#: the workload fields a --grid may vary (kv-bits is accepted for kv_bits)
+WORKLOAD_KEYS = ("phase", "batch", "seq", "kv_bits")
+RESULT_COLUMNS = ("status",) + TOTALS + THROUGHPUT + ("gap", "solver", "seconds", "message")
 #: columns that differ between two runs of the same sweep (wall-clock measurements)
 TIMING_COLUMNS = ("seconds",)
-_FLOATS = set(TOTALS) | {"gap", "seconds"}
+_FLOATS = set(TOTALS) | set(THROUGHPUT) | {"gap", "seconds"}
+#: seconds to wait for a Ray cluster's port to answer before --address is declared unreachable
+RAY_CONNECT_TIMEOUT_S = 5.0
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
 class Point:
-    """One design point: grid values (as typed), model, budget and method."""
+    """One design point: target, grid values (as typed), model, budget and method."""
 
+    hw: str
     settings: tuple  # ((key, value text), ...) in --grid order
     model: str
     budget: str
     method: str
 
     def key(self) -> tuple:
-        return tuple(v for _, v in self.settings) + (self.model, self.budget, self.method)
+        return (self.hw,) + tuple(v for _, v in self.settings) + (self.model, self.budget, self.method)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a sweep: the point, the workload costed and what the search gave (None: failed).
+
+    `row["rows"]` reads a grid value or any column by its CSV name, as in the CSV (grid values as text).
+    """
+
+    point: Point
+    status: str
+    phase: str | None = None
+    batch: int | None = None
+    seq: int | None = None
+    kv_bits: int | None = None
+    effective_bits: float | None = None
+    memory_bytes: float | None = None
+    latency_s: float | None = None
+    energy_j: float | None = None
+    error: float | None = None
+    tokens_per_s: float | None = None
+    images_per_s: float | None = None
+    gap: float | None = None
+    solver: str = ""
+    seconds: float | None = None
+    message: str = ""
+
+    def __getitem__(self, column: str):
+        point = self.point
+        settings = dict(point.settings)
+        if column in settings:
+            return settings[column]
+        if column in ("hw", "model", "budget", "method"):
+            return getattr(point, column)
+        if column in _ROW_FIELDS:
+            return getattr(self, column)
+        raise KeyError(column)
+
+    def get(self, column: str, default=None):
+        try:
+            return self[column]
+        except KeyError:
+            return default
+
+    def as_dict(self, columns) -> dict:
+        return {c: self.get(c) for c in columns}
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(Row) if f.name != "point")
 
 
 @dataclass(frozen=True)
 class Sweep:
     """A validated grid: every point in order and the request all points share."""
 
-    hw: str
+    targets: tuple
     keys: tuple
     points: tuple
-    base: object  # dse.pipeline.SearchRequest; model, budget, method and grid overrides set per point
+    base: object  # dse.pipeline.SearchRequest; hw, model, budget, method and grid values set per point
+
+    @property
+    def hw(self) -> str:
+        return ",".join(self.targets)
 
     @property
     def columns(self) -> list[str]:
-        return ["hw", *self.keys, "model", "budget", "method", *RESULT_COLUMNS]
+        shown = [k for k in WORKLOAD_KEYS if k not in self.keys]  # the workload costed, unless a grid axis
+        return ["hw", *self.keys, "model", "budget", "method", *shown, *RESULT_COLUMNS]
 
     def request(self, point: Point):
-        grid = tuple(f"{k}={v}" for k, v in point.settings)
-        return replace(self.base, model=point.model, budget=point.budget, method=point.method,
-                       overrides=tuple(self.base.overrides) + grid)
+        """The SearchRequest of `point`: its target, workload values, hardware values as --set overrides."""
+        settings = dict(point.settings)
+        workload = {k: _workload_value(k, settings.pop(k)) for k in WORKLOAD_KEYS if k in settings}
+        return replace(self.base, hw=point.hw, model=point.model, budget=point.budget, method=point.method,
+                       workload=replace(self.base.workload, **workload),
+                       overrides=tuple(self.base.overrides) + tuple(f"{k}={v}" for k, v in settings.items()))
 
-    def row_key(self, row: dict) -> tuple:
-        return tuple(str(row[k]) for k in (*self.keys, "model", "budget", "method"))
+    def row_key(self, row) -> tuple:
+        return tuple(str(row[k]) for k in ("hw", *self.keys, "model", "budget", "method"))
+
+
+def _workload_value(key: str, text: str):
+    return text if key == "phase" else int(text)
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -111,12 +186,47 @@ def _check_model(model: str) -> None:
         catalog_path(model)  # unknown names fail here, with close matches
 
 
-def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: list[str],
-               methods: list[str] = ("ilp",)) -> Sweep:
-    """Validate every axis against the hardware spec and the catalogs, then list the points in order.
+def parse_targets(items) -> list[str]:
+    """`--hw a,b` and repeated `--hw`: every target named, in order, each once."""
+    targets: list[str] = []
+    for item in items:
+        for name in _split(item, "--hw"):
+            if name in targets:
+                raise QuantDSEError(f"--hw {name} is given twice: name each target once")
+            targets.append(name)
+    if not targets:
+        raise QuantDSEError("a sweep needs --hw: a target name (python -m hwmodels.list), several comma-separated")
+    return targets
 
-    base: the SearchRequest every point shares (hw, workload, formats, sensitivity, fixed --set, seed).
-    Order: grid values (first --grid outermost), then models, budgets, methods.
+
+def _check_workload_axis(base, key: str, values: list[str]) -> None:
+    from hwmodels.workload import PHASES
+    from quantcore.limits import RANGES, int_problem
+
+    if getattr(base.workload, key) is not None:
+        raise QuantDSEError(f"--grid {key} and --{key.replace('_', '-')} both set it: drop one")
+    for value in values:
+        if key == "phase":
+            if value not in PHASES:
+                raise QuantDSEError(f"--grid phase={value}: phase must be one of {', '.join(PHASES)}")
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            raise QuantDSEError(f"--grid {key}={value}: {key} must be an integer") from None
+        problem = int_problem(number, *RANGES[key])
+        if problem:
+            raise QuantDSEError(f"--grid {key}={value}: {key} {problem}")
+
+
+def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: list[str],
+               methods: list[str] = ("ilp",), targets: list[str] | None = None) -> Sweep:
+    """Validate every axis against each target's spec and the catalogs, then list the points in order.
+
+    base: the SearchRequest every point shares (workload, formats, sensitivity, fixed --set, seed).
+    targets: the hardware targets (default: base.hw). Grid keys are spec params every target has,
+    or workload fields (phase, batch, seq, kv_bits).
+    Order: targets, then grid values (first --grid outermost), then models, budgets, methods.
     """
     from dse.budget import parse_budget
     from dse.solvers import check_method
@@ -124,18 +234,26 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
     from hwmodels.spec import apply_overrides, load_spec
     from quantcore.limits import check_cap
 
-    spec = apply_overrides(load_spec(base.hw), list(base.overrides))
-    schema = family_schema(spec.family)
-    for key, values in grid.items():
-        if key not in schema:
-            raise QuantDSEError(f"unknown --grid key {key!r} for {spec.name} (family {spec.family}): "
-                                f"use one of {', '.join(sorted(schema))}")
-        for value in values:
-            try:
-                apply_overrides(spec, [f"{key}={value}"])
-            except QuantDSEError as exc:
-                why = str(exc).removeprefix(f"--set {key}={value}: ").removeprefix("--set ")
-                raise QuantDSEError(f"--grid {key}={value}: {why}") from None
+    targets = list(targets or [base.hw])
+    grid = {("kv_bits" if k == "kv-bits" else k): v for k, v in grid.items()}
+    for key in WORKLOAD_KEYS:
+        if key in grid:
+            _check_workload_axis(base, key, grid[key])
+    for target in targets:
+        spec = apply_overrides(load_spec(target), list(base.overrides))
+        schema = family_schema(spec.family)
+        for key, values in grid.items():
+            if key in WORKLOAD_KEYS:
+                continue
+            if key not in schema:
+                raise QuantDSEError(f"unknown --grid key {key!r} for {spec.name} (family {spec.family}): "
+                                    f"use one of {', '.join(sorted(schema) + list(WORKLOAD_KEYS))}")
+            for value in values:
+                try:
+                    apply_overrides(spec, [f"{key}={value}"])
+                except QuantDSEError as exc:
+                    why = str(exc).removeprefix(f"--set {key}={value}: ").removeprefix("--set ")
+                    raise QuantDSEError(f"--grid {key}={value}: {why}") from None
     if not models or not budgets or not methods:
         raise QuantDSEError("a sweep needs at least one --model, one --budgets value and one --methods value")
     for model in models:
@@ -144,43 +262,35 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
         parse_budget(budget)
     for method in methods:
         check_method(method)
-    count = math.prod(len(v) for v in grid.values()) * len(models) * len(budgets) * len(methods)
-    check_cap("sweep_points", count, "grid x models x budgets x methods")  # before listing them
+    count = len(targets) * math.prod(len(v) for v in grid.values()) * len(models) * len(budgets) * len(methods)
+    check_cap("sweep_points", count, "targets x grid x models x budgets x methods")  # before listing them
     settings = [tuple(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-    points = tuple(Point(s, m, b, meth) for s in settings for m in models for b in budgets for meth in methods)
-    return Sweep(hw=base.hw, keys=tuple(grid), points=points, base=base)
+    points = tuple(Point(hw, s, m, b, meth) for hw in targets for s in settings for m in models for b in budgets
+                   for meth in methods)
+    return Sweep(targets=tuple(targets), keys=tuple(grid), points=points, base=base)
 
 
-# ---- one worker's share: points of one design and model, with prepared work cached per process ----
-
-_MODELS: dict = {}  # (model, sensitivity, formats) -> a Prepared whose graph and sensitivity are reused
-_DESIGNS: OrderedDict = OrderedDict()  # full request minus budget/method -> Prepared (a few recent designs)
-_MAX_DESIGNS = 16
-
-
-def _prepared(request):
-    from dse.pipeline import prepare, with_hardware
-
-    design = replace(request, budget=None, method="ilp")
-    if design in _DESIGNS:
-        _DESIGNS.move_to_end(design)
-        return _DESIGNS[design]
-    model_key = (request.model, request.sensitivity, request.formats)
-    base = _MODELS.get(model_key)
-    prepared = prepare(design) if base is None else with_hardware(base, design)
-    _MODELS.setdefault(model_key, prepared)
-    _DESIGNS[design] = prepared
-    if len(_DESIGNS) > _MAX_DESIGNS:
-        _DESIGNS.popitem(last=False)
-    return prepared
-
+# ---- one worker's share: points of one design and model, with the sweep's cache ----
 
 def _failure(exc: Exception) -> str:
     return str(exc) if isinstance(exc, QuantDSEError) else f"{type(exc).__name__}: {exc}"
 
 
-def run_points(requests: list) -> list[dict]:
-    """Solve each SearchRequest (one design and model, several budgets/methods); one result dict each.
+def _throughput(prepared, latency_s: float) -> dict:
+    """tokens/s (language models: batch x tokens per pass / latency) or images/s (CNNs: batch / latency)."""
+    w = prepared.workload
+    if not latency_s > 0:
+        return {}
+    if prepared.graph.config.get("arch", "decoder") == "cnn":
+        return {"images_per_s": w.batch / latency_s}
+    return {"tokens_per_s": w.batch * (1 if w.phase == "decode" else w.seq) / latency_s}
+
+
+def run_points(requests: list, cache, solve_options: tuple = ()) -> list[dict]:
+    """Solve each SearchRequest with the sweep's cache; one dict of Row fields each.
+
+    solve_options: (key, value) pairs for the solver (e.g. (("solver", "pulp"),) for the ILP through PuLP);
+    a solve given options is never answered from the cache.
 
     A point that fails (infeasible budget, unsupported formats, a bug) gives status "failed"
     and its message; the other points go on.
@@ -189,14 +299,22 @@ def run_points(requests: list) -> list[dict]:
 
     results = []
     for request in requests:
-        row: dict = {"status": "failed", **{k: None for k in TOTALS}, "gap": None, "seconds": None, "message": ""}
+        row: dict = {"status": "failed", "message": ""}
+        hits = cache.hits["solves"]
         try:
             limits, _ = request.limits()
-            problem, result = solve_prepared(_prepared(request), limits, method=request.method)
+            prepared = cache.prepared(request)
+            w = prepared.workload
+            row.update(phase=w.phase, batch=w.batch, seq=w.seq, kv_bits=w.kv_bits)
+            problem, result = solve_prepared(prepared, limits, method=request.method, cache=cache,
+                                             **dict(solve_options))
             row.update(problem.totals(result.assignment))
-            row.update(status=result.status, gap=result.gap, seconds=result.seconds)
+            row.update(_throughput(prepared, row["latency_s"]))
+            row.update(status=result.status, gap=result.gap, seconds=result.seconds,
+                       solver=str(result.info.get("proved_by") or result.info.get("solver") or request.method))
         except Exception as exc:  # recorded in the CSV: one bad point must not stop a sweep
             row["message"] = _failure(exc)
+        row["_reused"] = cache.hits["solves"] > hits  # counted by the sweep, not a column: executors differ in it
         results.append(row)
     return results
 
@@ -211,31 +329,68 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _typed(column: str, text: str):
-    if column in _FLOATS:
-        return float(text) if text != "" else None
-    return text
+def _parse_row(sweep: Sweep, cells: list[str]) -> Row | None:
+    """A row of --out read back, or None where a cell is not what this program writes (tampered)."""
+    from dse.solvers.result import STATUSES
+
+    d = dict(zip(sweep.columns, cells))
+    if d["status"] not in (*STATUSES, "failed"):
+        return None
+    point = Point(d["hw"], tuple((k, d[k]) for k in sweep.keys), d["model"], d["budget"], d["method"])
+    values: dict = {}
+    try:
+        for column, text in d.items():
+            if column in _FLOATS and text != "":
+                values[column] = float(text)
+                if not math.isfinite(values[column]):
+                    return None
+            elif column in ("batch", "seq", "kv_bits") and text != "":
+                values[column] = int(text)
+            elif column in ("phase", "solver", "message") and text != "":
+                values[column] = text
+    except ValueError:
+        return None
+    return Row(point, d["status"], **values)
 
 
-def read_rows(path: str | Path, columns: list[str]) -> list[dict]:
-    """Rows of an earlier (maybe interrupted) run of the same sweep; [] if the file does not exist."""
+def read_rows(path: str | Path, sweep: Sweep) -> tuple[list[Row], int]:
+    """(rows of an earlier, maybe interrupted run of the same sweep, how many rows could not be read);
+    ([], 0) if the file does not exist. A file that is not this sweep's CSV is a one-line error."""
     path = Path(path)
     if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
+        return [], 0
+    columns = sweep.columns
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise QuantDSEError(f"--out {path} is not a sweep CSV (not UTF-8 text): delete it or choose another --out")
+    if "\0" in text:
+        raise QuantDSEError(f"--out {path} is not a sweep CSV (binary data): delete it or choose another --out")
     if text and not text.endswith("\n"):  # killed while writing a row: drop the partial row
         text = text[: text.rfind("\n") + 1]
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        return []
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise QuantDSEError(f"--out {path} is not a sweep CSV ({exc}): delete it or choose another --out") from None
+    if not lines:
+        return [], 0
+    header = lines[0]
     if header != columns:
-        raise QuantDSEError(f"--out {path} holds a sweep with other columns ({', '.join(header)}): "
+        shown = ", ".join(header)
+        shown = shown if len(shown) <= 120 and shown.isprintable() else repr(shown[:80]) + "..."
+        raise QuantDSEError(f"--out {path} holds a sweep with other columns ({shown}): "
                             "choose another --out or delete the file")
-    return [{c: _typed(c, v) for c, v in zip(columns, cells)} for cells in reader if len(cells) == len(columns)]
+    rows, bad = [], 0
+    for cells in lines[1:]:
+        row = _parse_row(sweep, cells) if len(cells) == len(columns) else None
+        if row is None:
+            bad += 1
+        else:
+            rows.append(row)
+    return rows, bad
 
 
-def rows_csv(rows: list[dict], columns: list[str]) -> str:
+def rows_csv(rows: list, columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -244,7 +399,7 @@ def rows_csv(rows: list[dict], columns: list[str]) -> str:
     return out.getvalue()
 
 
-def ordered(sweep: Sweep, rows: list[dict]) -> list[dict]:
+def ordered(sweep: Sweep, rows: list[Row]) -> list[Row]:
     """This sweep's rows in point order, then rows of other points found in --out, in file order."""
     by_key = {sweep.row_key(r): r for r in rows}
     mine = [by_key[p.key()] for p in sweep.points if p.key() in by_key]
@@ -252,13 +407,13 @@ def ordered(sweep: Sweep, rows: list[dict]) -> list[dict]:
     return mine + [r for r in rows if sweep.row_key(r) not in keys]
 
 
-# ---- executors: in this process, a process pool, or Ray ----
+# ---- executors: in this process, a process pool, or Ray; each worker holds the sweep's cache ----
 
 def _tasks(sweep: Sweep, todo: list[Point], workers: int) -> list[list[Point]]:
-    """Points grouped by (design, model), each group cut into chunks so every worker gets work."""
+    """Points grouped by (target, design, model), each group cut into chunks so every worker gets work."""
     groups: dict = {}
     for p in todo:
-        groups.setdefault((p.settings, p.model), []).append(p)
+        groups.setdefault((p.hw, p.settings, p.model), []).append(p)
     size = max(1, math.ceil(len(todo) / (4 * workers)))
     return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
@@ -273,11 +428,32 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """A one-line error unless HOST:PORT answers within RAY_CONNECT_TIMEOUT_S (Ray itself retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise QuantDSEError(f"--address {address!r} must be HOST:PORT, e.g. 127.0.0.1:6379 (`ray start --head` "
+                            "prints it)")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise QuantDSEError(f"cannot reach the Ray cluster at {address} ({why}, waited up to "
+                            f"{RAY_CONNECT_TIMEOUT_S:g} s): check --address (`ray start --head` prints it) "
+                            "or run without --ray") from None
+
+
 def _connect_ray(workers: int, address: str | None):
     """Ray, initialised here (a local Ray with `workers` CPUs, or the cluster at `address`); (ray, started)."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -297,35 +473,118 @@ def _one_thread_per_worker() -> None:
         os.environ.setdefault(var, "1")
 
 
-def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, ray=None):
-    """Yield (points, result rows) per task as tasks finish."""
-    requests = [[sweep.request(p) for p in task] for task in tasks]
-    if ray is not None:
-        remote = ray.remote(run_points)
-        pending = {remote.remote(r): task for r, task in zip(requests, tasks)}
+def _pool_worker(cache, solve_options, tasks, results) -> None:
+    """A process-pool worker: solves tasks from the queue with its copy of the sweep's cache until None.
+
+    Ctrl-C goes to the whole process group; the sweep's process alone handles it (and ends the workers).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler: end quietly
+    for index, requests in iter(tasks.get, None):
+        results.put((index, run_points(requests, cache, solve_options)))
+
+
+class RayWorker:
+    """A Ray actor holding its copy of the sweep's cache across the tasks it is given."""
+
+    def __init__(self, cache, solve_options=()):
+        self.cache, self.solve_options = cache, solve_options
+
+    def run(self, requests):
+        return run_points(requests, self.cache, self.solve_options)
+
+
+def _start_method() -> str:
+    """fork where it is safe (no threads in this process, none of the libraries that keep thread pools
+    loaded: workers start in milliseconds with this process's modules and cache); else spawn."""
+    import multiprocessing
+    import threading
+
+    pools = ("torch", "highspy", "ray", "tensorflow", "jax")
+    if ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and not any(name in sys.modules for name in pools)):
+        return "fork"
+    return "spawn"
+
+
+def _run_pool(requests: list, workers: int, cache, solve_options):
+    import multiprocessing
+    import queue
+
+    _one_thread_per_worker()
+    ctx = multiprocessing.get_context(_start_method())
+    tasks, results = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_pool_worker, args=(cache, solve_options, tasks, results), daemon=True)
+             for _ in range(min(workers, len(requests)))]
+    for proc in procs:
+        proc.start()
+    try:
+        for item in enumerate(requests):
+            tasks.put(item)
+        for _ in procs:
+            tasks.put(None)
+        for _ in requests:
+            while True:
+                try:
+                    yield results.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead or all(p.exitcode is not None for p in procs):  # results still due: lost
+                        code = dead[0].exitcode if dead else 0
+                        raise RuntimeError(f"a sweep worker died (exit code {code})") from None
+    finally:  # done, Ctrl-C (first signal) or an error: end the workers now, never wait on their queue
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+
+
+def _run_ray(ray, requests: list, workers: int, cache, solve_options):
+    actor = ray.remote(num_cpus=1)(RayWorker)
+    actors = [actor.remote(cache, solve_options) for _ in range(min(workers, len(requests)))]
+    todo = list(enumerate(requests))[::-1]
+    pending = {}
+    for a in actors:
+        if todo:
+            index, r = todo.pop()
+            pending[a.run.remote(r)] = (index, a)
+    try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(done[0]), ray.get(done[0])
-    elif workers == 1:
-        for r, task in zip(requests, tasks):
-            yield task, run_points(r)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+            index, a = pending.pop(done[0])
+            yield index, ray.get(done[0])
+            if todo:
+                nxt, r = todo.pop()
+                pending[a.run.remote(r)] = (nxt, a)
+    finally:
+        for a in actors:
+            ray.kill(a)
 
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread_per_worker)
-        try:
-            futures = {pool.submit(run_points, r): task for r, task in zip(requests, tasks)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+def _run_tasks(sweep: Sweep, tasks: list[list[Point]], workers: int, cache, ray=None, solve_options=()):
+    """Yield (points, result dicts) per task as tasks finish."""
+    requests = [[sweep.request(p) for p in task] for task in tasks]
+    if not tasks:
+        return
+    if ray is not None:
+        runs = _run_ray(ray, requests, workers, cache, solve_options)
+    elif workers == 1:
+        runs = ((i, run_points(r, cache, solve_options)) for i, r in enumerate(requests))
+    else:
+        runs = _run_pool(requests, workers, cache, solve_options)
+    for index, results in runs:
+        yield tasks[index], results
 
 
 @dataclass
 class SweepResult:
-    """What `run_sweep` did: every row in point order, and how many points it ran."""
+    """What `run_sweep` did: every row in point order (typed `Row`s), and how many points it ran."""
 
     rows: list
     columns: list
@@ -334,38 +593,58 @@ class SweepResult:
     failed: int
     seconds: float
     interrupted: bool = False
+    unreadable: int = 0  # rows of --out that could not be read back (computed again)
+    reused: int = 0  # points whose solve was answered by an equal problem solved before in the same worker
 
 
 def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, use_ray: bool = False,
-              address: str | None = None, progress: bool = False) -> SweepResult:
+              address: str | None = None, progress: bool | None = None, cache=None,
+              solve_options: dict | None = None) -> SweepResult:
     """Evaluate every point not already in `out`; rows are appended as they finish.
 
     workers: processes (default: CPU count); 1 runs in this process. With use_ray, Ray
-    tasks instead (a local Ray with `workers` CPUs, or the cluster at `address`).
+    actors instead (a local Ray with `workers` CPUs, or the cluster at `address`).
+    progress: a bar on stderr (None: only when stderr is a terminal).
+    cache: a dse.pipeline.Cache (default: a new one, for this sweep only); each worker gets a copy.
+    solve_options: options for every solve (benchmarks: {"solver": "pulp"}); such solves bypass the cache.
     """
     from tqdm import tqdm
 
+    from dse.pipeline import Cache
+
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may then fork (see _start_method)
+
+    cache = Cache() if cache is None else cache
     workers = max(1, int(workers or os.cpu_count() or 1))
     columns = sweep.columns
-    rows = read_rows(out, columns) if out else []
+    rows, unreadable = read_rows(out, sweep) if out else ([], 0)
+    if unreadable:
+        print(f"note: {unreadable} rows of {out} could not be read back (not what a sweep writes): "
+              "computing those points again", file=sys.stderr)
     done = {sweep.row_key(r) for r in rows}
     todo = [p for p in sweep.points if p.key() not in done]
     ray, started = _connect_ray(workers, address) if use_ray else (None, False)
     start = time.perf_counter()
+    if workers > 1 or use_ray:  # each model's graph and sensitivity once here, not once per worker
+        for request in {(p.model): sweep.request(p) for p in todo}.values():
+            cache.warm(request)
     interrupted = False
-    ran = failed = 0
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.hw}", unit="pt", file=sys.stderr, disable=not progress)
+    ran = failed = reused = 0
+    shown = sys.stderr.isatty() if progress is None else progress
+    bar = Bar(total=len(todo), desc=f"sweep {sweep.hw}", unit="pt", file=sys.stderr, disable=not shown)
     sink = None
     try:
         if out:  # the header (and earlier rows) first, then a row per line as points finish: always valid CSV
             atomic_write_text(out, rows_csv(rows, columns))
             sink = open(out, "a", encoding="utf-8", newline="")
-        for points, results in _run_tasks(sweep, _tasks(sweep, todo, workers), workers, ray):
-            new = [{"hw": sweep.hw, **dict(p.settings), "model": p.model, "budget": p.budget, "method": p.method,
-                    **res} for p, res in zip(points, results)]
+        for points, results in _run_tasks(sweep, _tasks(sweep, todo, workers), workers, cache, ray,
+                                          tuple(sorted((solve_options or {}).items()))):
+            reused += sum(res.pop("_reused") for res in results)
+            new = [Row(p, **res) for p, res in zip(points, results)]
             rows.extend(new)
             ran += len(new)
-            failed += sum(r["status"] == "failed" for r in new)
+            failed += sum(r.status == "failed" for r in new)
             if sink:
                 sink.write(rows_csv(new, columns).split("\n", 1)[1])
                 sink.flush()
@@ -382,43 +661,58 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
     if out:
         atomic_write_text(out, rows_csv(rows, columns))
     return SweepResult(rows=rows, columns=columns, ran=ran, skipped=len(sweep.points) - len(todo), failed=failed,
-                       seconds=time.perf_counter() - start, interrupted=interrupted)
+                       seconds=time.perf_counter() - start, interrupted=interrupted, unreadable=unreadable,
+                       reused=reused)
 
 
-def sweep(hw: str, grid: dict | None = None, models=("llama-2-7b",), budgets=("4bits",), methods=("ilp",),
+def sweep(hw, grid: dict | None = None, models=("llama-2-7b",), budgets=("4bits",), methods=("ilp",),
           out: str | None = None, workers: int | None = 1, use_ray: bool = False, address: str | None = None,
-          progress: bool = False, **request) -> SweepResult:
-    """The CLI as a function (for notebooks): `request` takes SearchRequest fields
-    (workload=Workload(...), formats=(...), sensitivity=..., overrides=("k=v", ...), seed=...)."""
+          progress: bool | None = None, cache=None, **request) -> SweepResult:
+    """The CLI as a function (for notebooks): hw is a target or a list of them; `request` takes
+    SearchRequest fields (workload=Workload(...), formats=(...), sensitivity=..., overrides=("k=v", ...),
+    seed=...). Rows are `Row`s: `row["latency_s"]`, `row["rows"]` (grid values as text)."""
     from dse.pipeline import SearchRequest
 
+    targets = parse_targets([hw] if isinstance(hw, str) else list(hw))
     if "overrides" in request:
         request["overrides"] = tuple(request["overrides"])
     if request.get("formats") is not None:
         request["formats"] = tuple(request["formats"])
-    base = SearchRequest(hw=hw, **request)
+    if request.get("include") is not None:
+        request["include"] = tuple(request["include"])
+    base = SearchRequest(hw=targets[0], **request)
     spec = make_sweep(base, {k: [str(v) for v in vs] for k, vs in (grid or {}).items()}, list(models),
-                      list(budgets), list(methods))
-    return run_sweep(spec, out=out, workers=workers, use_ray=use_ray, address=address, progress=progress)
+                      list(budgets), list(methods), targets)
+    return run_sweep(spec, out=out, workers=workers, use_ray=use_ray, address=address, progress=progress,
+                     cache=cache)
 
 
 def build_parser() -> ArgumentParser:
     from dse.search import add_request_args
 
     p = ArgumentParser(prog="experiments.sweep", description=__doc__.split("\n")[0], conflict_handler="resolve")
-    add_request_args(p)  # --hw, --set (fixed for all points), --phase/--batch/--seq/--kv-bits, --formats, ...
+    add_request_args(p)  # --set (fixed for all points), --phase/--batch/--seq/--kv-bits, --formats, ...
+    p.add_argument("--hw", action="append", default=[], help="target(s): a name (python -m hwmodels.list) or "
+                                                             "spec .toml; several comma-separated or repeated")
     p.add_argument("--model", action="append", default=[], help="catalog name, config.json or safetensors; "
                                                                 "repeatable (default llama-2-7b)")
     p.add_argument("--methods", "--method", dest="methods", default="ilp",
                    help="solvers, comma-separated (default ilp): ilp, lagrangian, baq, nas, greedy, uniform")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="hardware spec param and its values (python -m hwmodels.list), repeatable")
-    p.add_argument("--budgets", required=True, help="comma-separated budgets: 4bits,6bits or 3.5GB or 12ms or 5mJ")
-    p.add_argument("--out", help="CSV of every point; existing points are skipped (resume)")
-    p.add_argument("--workers", type=int, help="processes (default: CPU count); 1 = in this process")
+                   help="a hardware spec param (python -m hwmodels.list) or workload field (phase, batch, seq, "
+                        "kv_bits) and its values, repeatable")
+    p.add_argument("--budgets", help="comma-separated budgets: 4bits,6bits or 3.5GB or 12ms or 5mJ")
+    p.add_argument("--out", help="CSV of every point; existing points are skipped (resume). With --plot: the figure "
+                                 "(default: the CSV's name with .png)")
+    p.add_argument("--workers", type=int_flag(1, MAX_WORKERS),
+                   help="processes (default: CPU count); 1 = in this process")
     p.add_argument("--ray", action="store_true", help="run the points as Ray tasks (pip install 'quantdse[distributed]')")
     p.add_argument("--address", help="Ray cluster address (ray start --head prints it); default: a local Ray")
     p.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    p.add_argument("--plot", metavar="CSV", help="draw a figure from a sweep CSV instead of sweeping (with --x, --y)")
+    p.add_argument("--x", help="--plot: the column on the horizontal axis")
+    p.add_argument("--y", help="--plot: the column on the vertical axis")
+    p.add_argument("--color", help="--plot: the column that colours the points (numbers: a colour scale)")
     return p
 
 
@@ -426,29 +720,38 @@ def main(argv=None) -> int:
     from dse import search
 
     args = build_parser().parse_args(argv)
+    if args.plot:
+        from experiments.sweep_plot import plot_csv
+
+        if not args.x or not args.y:
+            raise QuantDSEError("--plot needs --x COLUMN and --y COLUMN (columns of the CSV)")
+        path = plot_csv(args.plot, args.x, args.y, args.color, args.out)
+        print(f"figure: {path}")
+        return 0
     if args.address and not args.ray:
         raise QuantDSEError("--address is for Ray: add --ray")
-    if args.workers is not None and args.workers < 1:
-        raise QuantDSEError(f"--workers must be at least 1, got {args.workers}")
+    targets = parse_targets(args.hw)
+    if args.budgets is None:
+        raise QuantDSEError("a sweep needs --budgets: comma-separated budgets, e.g. --budgets 4bits,6bits")
     if args.ray:
         _import_ray()
-    check_outputs([args.out], [*args.model, args.sensitivity, args.hw])  # before any work
+    check_outputs([args.out], [*args.model, args.sensitivity, *targets])  # before any work
     flags = argparse.Namespace(**vars(args))
-    flags.model, flags.method, flags.budget = None, "ilp", None
+    flags.hw, flags.model, flags.method, flags.budget = targets[0], None, "ilp", None
     flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None
     base = search.request_from_args(flags)
     spec = make_sweep(base, parse_grid(args.grid), args.model or ["llama-2-7b"], _split(args.budgets, "--budgets"),
-                      _split(args.methods, "--methods"))
-    result = run_sweep(spec, out=args.out, workers=args.workers, use_ray=args.ray, address=args.address,
-                       progress=True)
+                      _split(args.methods, "--methods"), targets)
+    result = run_sweep(spec, out=args.out, workers=args.workers, use_ray=args.ray, address=args.address)
     if args.json:
-        sys.stdout.write(json.dumps(result.rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps([r.as_dict(result.columns) for r in result.rows], indent=2) + "\n")
     elif not args.out:
         sys.stdout.write(rows_csv(result.rows, result.columns))
     rate = result.ran / result.seconds if result.seconds > 0 else float("nan")
     where = f" -> {args.out}" if args.out else ""
+    reused = f" ({result.reused} reused the proven optimum of an equal problem)" if result.reused else ""
     print(f"sweep: {len(spec.points)} points, {result.ran} run ({result.failed} failed), {result.skipped} already "
-          f"in --out; {result.seconds:.1f} s, {rate:.1f} points/s{where}",
+          f"in --out; {result.seconds:.1f} s, {rate:.1f} points/s{where}{reused}",
           file=sys.stderr if args.json or not args.out else sys.stdout)
     if result.interrupted:
         print(f"interrupted: the finished points are in {args.out or 'no file (no --out)'}; run the same command "

@@ -32,7 +32,6 @@ def without_timing(path):
 
 def test_rows_equal_the_plans_dse_search_writes():
     """Oracle: every feasible point is dse.search run alone on that design (fresh prepare, no cache)."""
-    sw._MODELS.clear(), sw._DESIGNS.clear()
     result = sw.run_sweep(small_sweep(), workers=1)
     assert [r["rows"] for r in result.rows] == ["16"] * 4 + ["32"] * 4  # point order: first --grid outermost
     for row in result.rows:
@@ -65,7 +64,6 @@ def test_model_graph_and_sensitivity_are_computed_once_per_model(monkeypatch):
     calls = []
     real = pipeline.compute_sensitivity
     monkeypatch.setattr(pipeline, "compute_sensitivity", lambda *a, **k: calls.append(1) or real(*a, **k))
-    sw._MODELS.clear(), sw._DESIGNS.clear()
     result = sw.run_sweep(small_sweep(rows=["8", "16", "24"], dataflow=["os", "ws", "is"]), workers=1)
     assert len(result.rows) == 18 and len(calls) == 1  # 9 designs x 2 budgets, one sensitivity
 
@@ -101,17 +99,17 @@ def test_ctrl_c_leaves_a_valid_partial_csv_in_point_order(tmp_path, monkeypatch,
     out = tmp_path / "s.csv"
     real, calls = sw.run_points, []
 
-    def interrupt_third(requests):
+    def interrupt_third(requests, cache, *options):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(requests)
+        return real(requests, cache, *options)
 
     monkeypatch.setattr(sw, "run_points", interrupt_third)
     assert run_cli(sw.main, ARGS + ["--out", str(out), "--workers", "1"]) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     rows = without_timing(out)
-    assert 0 < len(rows) < 8 and all(len(r) == len(sw.RESULT_COLUMNS) + 5 for r in rows)
+    assert 0 < len(rows) < 8 and all(len(r) == len(small_sweep().columns) - len(sw.TIMING_COLUMNS) for r in rows)
     monkeypatch.setattr(sw, "run_points", real)
     assert run_cli(sw.main, ARGS + ["--out", str(out), "--workers", "1"]) == 0
     assert len(without_timing(out)) == 8
@@ -164,10 +162,19 @@ def test_ray_missing_names_the_distributed_extra(tmp_path, capsys, monkeypatch):
 
 
 def test_sweep_cli_end_to_end(cli, tmp_path):
-    """As a user runs it (subprocess, process pool, progress bar on stderr)."""
+    """As a user runs it (subprocess, process pool; stderr is not a terminal here, so no progress bar)."""
     out = tmp_path / "s.csv"
     r = cli("experiments.sweep", *ARGS, "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "8 points, 8 run (4 failed)" in r.stdout and "sweep systolic" in r.stderr
+    assert "8 points, 8 run (4 failed)" in r.stdout and "sweep systolic" not in r.stderr
     header = out.read_text().splitlines()[0].split(",")
-    assert header == ["hw", "rows", "dataflow", "model", "budget", "method", *sw.RESULT_COLUMNS]
+    assert header == ["hw", "rows", "dataflow", "model", "budget", "method", "phase", "batch", "seq", "kv_bits",
+                      *sw.RESULT_COLUMNS]
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    sw.run_sweep(small_sweep(rows=["16"], dataflow=["os"]), workers=1)
+    assert "sweep systolic" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    sw.run_sweep(small_sweep(rows=["16"], dataflow=["os"]), workers=1)
+    assert "sweep systolic" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from dse.solvers.result import SolveResult
 SOLVERS = Registry("method", {
     "ilp": "dse.solvers.ilp",
     "lagrangian": "dse.solvers.lagrangian",
+    "mck": "dse.solvers.mck",
     "baq": "dse.solvers.baq",
     "nas": "dse.solvers.nas",
     "greedy": "dse.solvers.greedy",

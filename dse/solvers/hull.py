@@ -68,3 +68,22 @@ def segments(cost: np.ndarray, error: np.ndarray, vertices: np.ndarray, count: n
     layer, step = np.nonzero(np.arange(vertices.shape[1] - 1)[None, :] < (count - 1)[:, None])
     a, b = vertices[layer, step], vertices[layer, step + 1]
     return Segments(layer, step, cost[layer, b] - cost[layer, a], error[layer, a] - error[layer, b])
+
+
+def lp_relaxation(cost: np.ndarray, error: np.ndarray, mask: np.ndarray, rhs: float) -> tuple[np.ndarray, float, int, int]:
+    """The LP relaxation of one budget: hull steps, steepest first, while they fit (Dantzig's greedy).
+
+    Returns (the steps taken as whole-format choices [L], the multiplier lambda: the slope of the
+    first step that does not fit, 0 when all fit; steps taken; hull steps in all).
+    """
+    L = cost.shape[0]
+    rows = np.arange(L)
+    vertices, count = lower_hull(cost, error, mask)
+    seg = segments(cost, error, vertices, count)
+    order = seg.order()
+    spent = np.cumsum(seg.dcost[order])
+    residual = rhs - float(cost[rows, vertices[:, 0]].sum())
+    k = int(np.searchsorted(spent, residual, side="right"))
+    taken = np.bincount(seg.layer[order[:k]], minlength=L)
+    lam = float(seg.slope[order[k]]) if k < len(order) else 0.0
+    return vertices[rows, taken], lam, k, len(order)

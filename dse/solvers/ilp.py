@@ -1,15 +1,22 @@
-"""Exact allocation by integer programming (PuLP with HiGHS; CBC as fallback).
+"""Exact allocation: proven optimal plans, by the fastest path that proves them.
 
-One binary x[l, f] per allowed (layer, format), sum_f x[l, f] = 1, and one row per
-constraint -- the CalibTIP / HAWQ-V3 formulation -- with identical layers merged
-into integer counts (see `layer_classes`). Formats that are dominated in a
-layer (no better in error nor in any constrained cost than another allowed
-format) are dropped first: an exact presolve that shrinks the model a lot.
+The default (`solver="auto"`) is the exact multiple-choice knapsack solver
+(`dse.solvers.mck`: Lagrangian bound, reduced-cost fixing, exact core DP), which
+proves optimality in milliseconds for one budget; HiGHS, called through highspy
+directly and warm-started from that solver's incumbent, takes what it cannot close
+and every problem with several independent budgets.
 
-Above `max_classes` distinct layers branch and bound at tight tolerance takes
-minutes; for a single budget the Lagrangian multiple-choice-knapsack solver
-(exact repair, certified gap) takes over, and the result says so in
-`info["switched_to"]` and its message.
+The integer program: one integer count per (class of identical layers, allowed
+format), counts summing to the class size, and one row per constraint -- the
+CalibTIP / HAWQ-V3 formulation with identical layers merged (see `layer_classes`).
+Formats that are dominated in a layer (no better in error nor in any constrained
+cost than another allowed format) are dropped first: an exact presolve.
+
+`solver="highs"` runs that model in HiGHS alone; `solver="pulp"` builds it through
+PuLP (the path before the fast solver, kept for benchmarks); `solver="cbc"` is PuLP's
+CBC. Above `max_classes` distinct layers their branch and bound at tight tolerance
+takes minutes; for a single budget the Lagrangian solver takes over there, and the
+result says so in `info["switched_to"]` and its message.
 """
 from __future__ import annotations
 
@@ -20,13 +27,14 @@ import time
 import warnings
 
 import numpy as np
-import pulp
 
 from quantcore.errors import QuantDSEError
 from dse.solvers.result import SolveResult
 
 #: above this many distinct layers `solve` hands a single budget to the Lagrangian solver
 MAX_CLASSES = 1500
+#: the paths `solve(solver=...)` takes
+SOLVERS = ("auto", "highs", "pulp", "cbc")
 
 
 def undominated_mask(problem) -> np.ndarray:
@@ -70,13 +78,15 @@ def _stdout_silenced():
 
 
 def _solver(name: str, time_limit: float | None):
+    import pulp  # only the PuLP paths need it: a sweep worker that never takes them starts faster
+
     options = dict(msg=False, timeLimit=time_limit)
-    if name == "highs":
+    if name == "pulp":
         available = pulp.HiGHS().available()
         if available:
             tight = dict(mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9,
                          dual_feasibility_tolerance=1e-9)
-            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, **tight, **options), "highs"
+            return pulp.HiGHS(gapRel=1e-9, gapAbs=0.0, **tight, **options), "pulp-highs"
         name = "cbc"  # fall back
     if name == "cbc":
         if pulp.COIN_CMD().available():
@@ -84,7 +94,7 @@ def _solver(name: str, time_limit: float | None):
         with warnings.catch_warnings():  # the bundled CBC binary is deprecated in PuLP 3.x, still shipped
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(gapRel=1e-9, gapAbs=0.0, **options), "cbc"
-    raise QuantDSEError(f"unknown ILP solver {name!r}: use highs or cbc")
+    raise QuantDSEError(f"unknown ILP solver {name!r}: use {', '.join(SOLVERS)}")
 
 
 def layer_classes(problem, keep) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +106,12 @@ def layer_classes(problem, keep) -> tuple[np.ndarray, np.ndarray]:
     Returns (representative layer of each class, class index of each layer).
     """
     rows = [problem.error, keep.astype(float)] + [c.coef for c in problem.constraints()]
-    key = np.ascontiguousarray(np.hstack([np.where(keep, r, 0.0) for r in rows]))
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
+    key = np.ascontiguousarray(np.hstack([np.where(keep, r, 0.0) for r in rows]) + 0.0)  # + 0.0: -0.0 is 0.0
+    index: dict = {}  # exact row bytes -> class (a hash per row: far faster than np.unique(axis=0) at 45k rows)
+    inverse = np.fromiter((index.setdefault(row.tobytes(), len(index)) for row in key), np.int64, len(key))
+    first = np.full(len(index), len(key), dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(len(key)))
+    return first, inverse
 
 
 def _status(model, used: str, stopped_on_time: bool = False) -> str:
@@ -110,13 +123,10 @@ def _status(model, used: str, stopped_on_time: bool = False) -> str:
     "Infeasible" (seen on a loaded machine with a feasible problem): a run that
     used up its time limit has not proved infeasibility, so it is a time limit.
     """
-    if used == "highs" and getattr(model, "solverModel", None) is not None:
-        import highspy
+    import pulp
 
-        status = model.solverModel.getModelStatus()
-        known = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kInfeasible: "infeasible",
-                 highspy.HighsModelStatus.kTimeLimit: "time_limit"}
-        return known.get(status, str(status))
+    if used == "pulp-highs" and getattr(model, "solverModel", None) is not None:
+        return _highs_status(model.solverModel)
     if model.status == pulp.LpStatusInfeasible:
         return "time_limit" if stopped_on_time else "infeasible"
     if model.sol_status == pulp.LpSolutionOptimal:
@@ -127,6 +137,8 @@ def _status(model, used: str, stopped_on_time: bool = False) -> str:
 
 
 def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_limit):
+    import pulp
+
     L, F = problem.shape
     reps, cls = classes
     counts = np.bincount(cls, minlength=len(reps))
@@ -166,11 +178,111 @@ def _solve_once(problem, keep, classes, rhs_scale: dict, solver_name: str, time_
         assignment = np.empty(L, dtype=np.int64)
         assignment[by_class] = np.repeat(cols, values.astype(np.int64))
     bound, gap = float("nan"), float("nan")
-    if used == "highs" and getattr(model, "solverModel", None) is not None:
+    if used == "pulp-highs" and getattr(model, "solverModel", None) is not None:
         info = model.solverModel.getInfo()
         bound = float(info.mip_dual_bound) * err_scale
         gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else float("nan")
     return status, assignment, used, bound, gap
+
+
+def _highs_status(highs) -> str:
+    import highspy
+
+    known = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kInfeasible: "infeasible",
+             highspy.HighsModelStatus.kTimeLimit: "time_limit"}
+    return known.get(highs.getModelStatus(), str(highs.getModelStatus()))
+
+
+def solve_highs(problem, keep, incumbent=None, time_limit: float | None = 60.0, classes=None) -> SolveResult:
+    """The class-merged integer program over the formats in `keep`, in HiGHS through highspy.
+
+    incumbent: a feasible assignment HiGHS starts from (its branch and bound then only
+    has to close the gap). classes: `layer_classes(problem, keep)` where the caller has it.
+    The thread count is left to HiGHS: its scheduler is global, and a second value is an error. Rows are scaled to unit size; a row the solver's feasibility
+    tolerance lets exceed its limit by a hair is tightened and the model solved again.
+    """
+    import highspy
+
+    t0 = time.perf_counter()
+    L, F = problem.shape
+    reps, cls = classes if classes is not None else layer_classes(problem, keep)
+    counts = np.bincount(cls, minlength=len(reps))
+    rows, cols = np.nonzero(keep[reps])  # one integer per (class, kept format), class-major
+    layer_of = reps[rows]
+    err_scale = float(np.abs(problem.error[layer_of, cols]).max()) or 1.0
+    cons = problem.constraints()
+    n, m = len(rows), len(reps) + len(cons)
+    # column-wise matrix: column j has a 1 in its class's row and its scaled cost in each constraint row
+    scales = [max(abs(c.rhs), float(np.abs(c.coef[layer_of, cols]).max()), 1e-300) for c in cons]
+    index = np.column_stack([rows] + [np.full(n, len(reps) + k) for k in range(len(cons))]).ravel()
+    value = np.column_stack([np.ones(n)] + [c.coef[layer_of, cols] / sc for c, sc in zip(cons, scales)]).ravel()
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, m
+    lp.col_cost_ = problem.error[layer_of, cols] / err_scale
+    lp.col_lower_, lp.col_upper_ = np.zeros(n), counts[rows].astype(np.float64)
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.arange(0, n * (1 + len(cons)) + 1, 1 + len(cons), dtype=np.int32)
+    lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
+    row_lower = np.concatenate([counts.astype(np.float64), np.full(len(cons), -np.inf)])
+    by_class = np.argsort(cls, kind="stable")
+    starts = np.searchsorted(rows, np.arange(len(reps) + 1))
+    shrink = np.ones(len(cons))
+    status, assignment, bound, gap = "error", None, float("nan"), float("nan")
+    for _ in range(4):
+        lp.row_lower_ = row_lower
+        lp.row_upper_ = np.concatenate([counts.astype(np.float64), [c.rhs * s / sc for c, s, sc in
+                                                                     zip(cons, shrink, scales)]])
+        with _stdout_silenced():  # the banner HiGHS prints when created
+            highs = highspy.Highs()  # a fresh one per attempt: a re-run of a solved model can come back unset
+        for key, val in (("output_flag", False), ("mip_rel_gap", 1e-9), ("mip_abs_gap", 0.0),
+                         ("mip_feasibility_tolerance", 1e-9), ("primal_feasibility_tolerance", 1e-9),
+                         ("dual_feasibility_tolerance", 1e-9),
+                         ("time_limit", max(0.01, float(time_limit or np.inf) - (time.perf_counter() - t0)))):
+            highs.setOptionValue(key, val)
+        highs.passModel(lp)
+        if incumbent is not None:  # counts of the incumbent per (class, format)
+            start = highspy.HighsSolution()
+            column = np.full((len(reps), F), -1, dtype=np.int64)
+            column[rows, cols] = np.arange(n)
+            j = column[cls, incumbent]
+            start.col_value = np.bincount(j[j >= 0], minlength=n).astype(np.float64).tolist()
+            start.value_valid = True
+            highs.setSolution(start)
+        highs.run()
+        status = _highs_status(highs)
+        values = np.rint(np.asarray(highs.getSolution().col_value, dtype=np.float64))
+        assignment = None
+        if status != "infeasible" and len(values) == n and (np.add.reduceat(values, starts[:-1]) == counts).all():
+            assignment = np.empty(L, dtype=np.int64)
+            assignment[by_class] = np.repeat(cols, values.astype(np.int64))
+            info = highs.getInfo()
+            bound = float(info.mip_dual_bound) * err_scale
+            gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else float("nan")
+        if assignment is None or not problem.violations(assignment):
+            break
+        for k, c in enumerate(cons):  # the tolerance let a row exceed its limit: tighten and solve again
+            used = float(c.coef[np.arange(L), assignment].sum())
+            if used > c.rhs:
+                shrink[k] *= 1 - 2 * (used - c.rhs) / max(abs(c.rhs), 1e-300)
+        assignment = None
+    seconds = time.perf_counter() - t0
+    info = {"solver": "highs", "layer_classes": len(reps), "choices": int(n)}
+    if assignment is None:
+        if status == "infeasible":
+            return SolveResult("infeasible", None, float("nan"), float("nan"), seconds, "ilp",
+                               "the constraints cannot all hold together: relax one of them", info=info)
+        if incumbent is not None and not problem.violations(incumbent):
+            obj = problem.objective(incumbent)
+            return SolveResult("time_limit", incumbent, obj, float("nan"), seconds, "ilp",
+                               f"highs returned {status}: the incumbent, not proven optimal", info=info)
+        return SolveResult("error", None, float("nan"), float("nan"), seconds, "ilp",
+                           f"highs returned {status} without a feasible assignment", info=info)
+    objective = problem.objective(assignment)
+    optimal = status == "optimal"
+    return SolveResult("optimal" if optimal else "time_limit", assignment, objective,
+                       0.0 if optimal and not np.isfinite(gap) else gap, seconds, "ilp", "solved by highs",
+                       bound=bound if np.isfinite(bound) else objective if optimal else float("nan"), info=info)
 
 
 def _hand_over(problem, reason: str) -> SolveResult:
@@ -185,20 +297,34 @@ def _hand_over(problem, reason: str) -> SolveResult:
     return result
 
 
-def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_classes: int = MAX_CLASSES) -> SolveResult:
+def solve(problem, solver: str = "auto", time_limit: float | None = 60.0, max_classes: int = MAX_CLASSES,
+          seed: int | None = None) -> SolveResult:
     """Minimise total error subject to the problem's constraints, exactly.
 
-    :param solver: "highs" (default, through highspy) or "cbc" (PuLP's bundled CBC).
+    :param solver: "auto" (default: the exact multiple-choice knapsack solver, HiGHS for what it
+        cannot close), "highs" (highspy alone), "pulp" (PuLP with HiGHS) or "cbc" (PuLP's CBC).
     :param time_limit: seconds before the solver stops with its best solution (status "time_limit").
-    :param max_classes: above this many distinct layers, a single (or bits+memory) budget is handed
-        to the Lagrangian solver, which is exact where it proves optimality and certifies its gap
-        otherwise; branch and bound at 1e-9 tolerance takes minutes there (bench/solvers.py).
+    :param max_classes: for "highs", "pulp" and "cbc": above this many distinct layers, a single (or
+        bits+memory) budget is handed to the Lagrangian solver, which is exact where it proves
+        optimality and certifies its gap otherwise; branch and bound at 1e-9 tolerance takes minutes
+        there (bench/solvers.py).
+    :param seed: accepted for the common solver signature; the ILP is deterministic.
     """
+    if solver not in SOLVERS:
+        raise QuantDSEError(f"unknown ILP solver {solver!r}: use {', '.join(SOLVERS)}")
     t0 = time.perf_counter()
-    L, F = problem.shape
     message = problem.infeasible_message()
     if message:
         return SolveResult("infeasible", None, float("nan"), float("nan"), time.perf_counter() - t0, "ilp", message)
+    if solver == "auto":
+        from dse.solvers import mck
+
+        result = mck.solve(problem, time_limit=time_limit)
+        result.method = "ilp"
+        if result.success and not result.message:
+            result.message = f"proven optimal by {result.info['proved_by']}" if result.status == "optimal" else ""
+        return result
+    L, F = problem.shape
     keep = undominated_mask(problem)
     classes = layer_classes(problem, keep)
     if len(classes[0]) > max_classes:
@@ -209,6 +335,10 @@ def solve(problem, solver: str = "highs", time_limit: float | None = 60.0, max_c
             return _hand_over(problem, f"{len(classes[0])} distinct layers > {max_classes}")
         except QuantDSEError:
             pass  # several independent budgets: only the ILP handles them; go on with it
+    if solver == "highs":
+        result = solve_highs(problem, keep, None, time_limit)
+        result.seconds = time.perf_counter() - t0
+        return result
     rhs_scale: dict = {}
     for attempt in range(4):
         status, assignment, used, bound, gap = _solve_once(problem, keep, classes, rhs_scale, solver, time_limit)

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from quantcore.errors import QuantDSEError
-from dse.solvers.hull import lower_hull, segments
+from dse.solvers.hull import lp_relaxation
 from dse.solvers.result import SolveResult
 
 
@@ -125,21 +125,13 @@ def solve(problem, max_core: int = 2000, repair_layers: int = 64, max_states: in
         return infeasible(problem, method, started)
 
     # 1. LP relaxation on the hulls: steepest steps first while they fit
-    vertices, count = lower_hull(cost, err, problem.mask)
-    seg = segments(cost, err, vertices, count)
-    order = seg.order()
-    spent = np.cumsum(seg.dcost[order])
-    residual = rhs - float(cost[rows, vertices[:, 0]].sum())
-    k = int(np.searchsorted(spent, residual, side="right"))
-    taken = np.bincount(seg.layer[order[:k]], minlength=L)
-    incumbent = vertices[rows, taken]
-    lam = float(seg.slope[order[k]]) if k < len(order) else 0.0
+    incumbent, lam, k, steps = lp_relaxation(cost, err, problem.mask, rhs)
     ub = problem.objective(incumbent)
     lagr = problem.masked(problem.error + lam * coef)
     best_l = lagr.min(axis=1)
     bound = float(best_l.sum() - lam * rhs)
-    info = {"lambda": lam, "lp_bound": bound, "hull_steps": int(len(order)), "core_layers": 0}
-    if k == len(order) or ub - bound <= 1e-12 * max(abs(ub), 1e-300):
+    info = {"lambda": lam, "lp_bound": bound, "hull_steps": int(steps), "core_layers": 0}
+    if k == steps or ub - bound <= 1e-12 * max(abs(ub), 1e-300):
         return SolveResult("optimal", incumbent, ub, 0.0, time.perf_counter() - started, method,
                            bound=ub, info=info)
 

@@ -1,0 +1,27 @@
+"""Every command docs/sweeps.md shows runs, in order, in one folder (as a reader would run them)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_readme import readme_commands
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = readme_commands((ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").replace("$ ", ""))
+
+
+def test_the_page_shows_its_commands():
+    assert [a[2] for a in COMMANDS] == ["experiments.sweep"] * 3
+
+
+@pytest.mark.slow
+def test_every_command_on_the_page_runs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    for argv in COMMANDS:
+        r = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (argv, r.stderr[-2000:])
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert len((tmp_path / "llm.csv").read_text().splitlines()) == 5
