@@ -411,7 +411,11 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     seed = prepared.request.seed if seed is None else seed
     extra = solver_options(prepared, method)
     run = lambda: solve(problem, method=method, seed=seed, **extra, **options)  # noqa: E731
-    result = run() if cache is None or extra or options else cache.solve(problem, method, seed, (), run)
+    from dse.solvers import reads_run
+
+    user_options = method == prepared.request.method and prepared.request.solver_options
+    reusable = cache is not None and not user_options and not options and not reads_run(method)
+    result = cache.solve(problem, method, seed, (), run) if reusable else run()
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
     broken = problem.violations(result.assignment)

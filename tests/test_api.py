@@ -106,8 +106,8 @@ def test_the_command_names_its_flags(capsys, argv, line):
 def test_a_solver_option_reaches_the_solver():
     from dse import Budget, search
 
-    # ilp with max_classes=1 hands a many-class problem to the Lagrangian solver and says so
-    plan = search("resnet-50", "systolic", Budget.bits(4), options={"max_classes": 1})
+    # ilp through HiGHS with max_classes=1 hands a many-class problem to the Lagrangian solver and says so
+    plan = search("resnet-50", "systolic", Budget.bits(4), options={"solver": "highs", "max_classes": 1})
     exact = search("resnet-50", "systolic", Budget.bits(4))
     assert plan.solver.get("switched_to") == "lagrangian" and "switched_to" not in exact.solver
 

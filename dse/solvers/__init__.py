@@ -136,5 +136,11 @@ def solve(problem, method: str = "ilp", **options_) -> SolveResult:
     return fn(problem, **kept)
 
 
-__all__ = ["solve", "check_method", "check_options", "options", "SolveResult", "SOLVERS", "available_methods",
+def reads_run(method: str) -> bool:
+    """Whether `method` reads more of the run than its problem (layers, weights, policy, model): then an
+    equal problem is not enough to reuse its answer."""
+    return any(k in inspect.signature(solver_function(method)).parameters for k in ("layers", "weights", "policy", "model"))
+
+
+__all__ = ["solve", "check_method", "reads_run", "check_options", "options", "SolveResult", "SOLVERS", "available_methods",
            "Option"]
