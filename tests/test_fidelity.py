@@ -38,6 +38,7 @@ KNOWN_MISSES = {
     "qserve_l40s_llama3_8b_fp16_tok_s": (0.5, "QServe's absolute throughputs"),
     "qserve_l40s_llama3_8b_qserve_tok_s": (0.45, "QServe's absolute throughputs"),
     "qserve_l40s_llama3_8b_w8a8_tok_s": (0.4, "QServe's absolute throughputs"),
+    "trtllm_peak_l40s_llama_7b_b64_128_128_tok_s": (0.25, "TensorRT-LLM's peak throughput on the L40S"),
     "gpu_torchao-llama31-8b-int4wo64-h100": (0.25, "tinygemm on the H100"),
     "tmac_rpi5_llama2_7b_w2_1thread_llamacpp_tok_s": (0.3, "llama.cpp on the Raspberry Pi 5"),
     "tmac_rpi5_llama2_7b_w2_2thread_llamacpp_tok_s": (0.3, "llama.cpp on the Raspberry Pi 5"),
