@@ -57,8 +57,9 @@ QSERVE_BATCH = {"a100-80gb": 256, "l40s": 128}
 QSERVE_INCREASE = {"a100-80gb": 1.20, "l40s": 1.39}
 #: (format, KV bits, runtime) of each system: TensorRT-LLM FP16, W4A16 (AWQ-style int4 g128, its CUTLASS
 #: fpA_intB GEMM), W8A8 (SmoothQuant, int8 KV); QServe W4A8 with a 4-bit KV cache (weights per card below)
+#: on its own stack (runtime qserve: its masked multi-head attention kernel in decode)
 QSERVE_SYSTEMS = {"fp16": ("fp16", 16, "tensorrt-llm"), "w4a16": ("int4-g128", 16, "tensorrt-llm"),
-                  "w8a8": ("int8-a8", 8, "tensorrt-llm"), "qserve": ("int4-g128-a8", 4, "vllm")}
+                  "w8a8": ("int8-a8", 8, "tensorrt-llm"), "qserve": ("int4-g128-a8", 4, "qserve")}
 #: QServe's weights per card: its benchmark scripts run the A100 per channel (scripts/benchmark/
 #: benchmark_a100.sh: --group-size -1) and the L40S per group of 128 (benchmark_l40s.sh: --group-size 128)
 QSERVE_WEIGHTS = {"a100-80gb": "int4-a8", "l40s": "int4-g128-a8"}
