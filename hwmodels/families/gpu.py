@@ -39,8 +39,8 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   weight operand of tensor-core GEMMs, one tile of a KV head shared by its query heads
   (FlashAttention / XQA class); "mmha" is the masked multi-head attention kernel of
   FasterTransformer / TensorRT-LLM that QServe's fused attention derives from: one CTA per query
-  head, dot products on CUDA cores, so each query head of a GQA group dequantizes its KV head's
-  cache and multiplies every element itself (an FMA), the cache read once from DRAM and re-read
+  head, fp32 dot products on CUDA cores, so each query head of a GQA group dequantizes its KV head's
+  cache, converts and multiplies every element itself, the cache read once from DRAM and re-read
   from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
   bound on the A100 where the tensor form is memory bound.
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
@@ -154,6 +154,13 @@ SCHEMA = {
                               "(masked multi-head attention: one CTA per query head, dot products on CUDA cores, so "
                               "each query head of a GQA group dequantizes and multiplies its KV head's cache itself, "
                               "re-read from L2); set by the runtime", choices=("tensor", "mmha"), default="tensor"),
+    "mmha_ops_per_element": Param(float, "CUDA-core ops (FMA-counted) per KV element per query head in masked MHA "
+                                  "(decode_attention=mmha), besides the KV dequant: one half->float convert and "
+                                  "one fp32 FMA = 2 lane-instructions (code: TensorRT-LLM / QServe "
+                                  "decoderMaskedMultiheadAttentionUtils.h fma(uint4, uint4, Float8_) converts each half2 "
+                                  "with half2_to_float2, then fmas in fp32; the convert counted at the FP32 rate, an "
+                                  "estimate: sm_80+ compile __half2float to HADD2.F32 on the FMA pipe)",
+                                  min=0.0, default=4.0),
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
@@ -419,10 +426,11 @@ class Model(HardwareModel):
                            2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
         alu_step = tk * tn * deq + tm * tn * tk * psum                      # CUDA-core ops of one k-step
         # masked MHA in decode: no MMA; each valid row (a query head) dequantizes every KV element
-        # of the tile and multiplies it once (an FMA, 2 ops) on CUDA cores, its KV re-read from L2
+        # of the tile, converts it to fp32 and multiplies it once (mmha_ops_per_element) on CUDA
+        # cores, its KV re-read from L2
         mmha = col(attn & (workload.phase == "decode") & (p["decode_attention"] == "mmha")) > 0
         t_mma = np.where(mmha, 0.0, t_mma)
-        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (2.0 + deq), alu_step)
+        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
         t_deq = alu_step / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step) / slot_l2_bw
