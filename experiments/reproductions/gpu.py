@@ -6,6 +6,8 @@
   baseline: 1.20x on the A100 is over FP16; over W8A8 the table gives 3005/2396 = 1.254x).
   QServe's batch is the table's (256 A100, 128 L40S); the paper gives none for the baselines,
   which ran under the same memory budget, so they run at QServe's batch (each fits the card).
+  QServe's own entries of the table's other columns in the catalog (Llama-2-7B, Mistral-7B,
+  Llama-2-13B, Llama-2-70B), each at QServe's batch for it.
 - W4A16 vs FP16 decode at batch 1 on A100 for Llama-2-7B: gpt-fast README (4-bit G=32
   196.80 tok/s vs bf16 104.9 tok/s on A100-80GB) = 1.876x. The anchor: the only published
   same-runtime W4A16/FP16 pair for Llama-2-7B at batch 1 on an A100 we found (Marlin's
@@ -63,6 +65,13 @@ QSERVE_SYSTEMS = {"fp16": ("fp16", 16, "tensorrt-llm"), "w4a16": ("int4-g128", 1
 #: QServe's weights per card: its benchmark scripts run the A100 per channel (scripts/benchmark/
 #: benchmark_a100.sh: --group-size -1) and the L40S per group of 128 (benchmark_l40s.sh: --group-size 128)
 QSERVE_WEIGHTS = {"a100-80gb": "int4-a8", "l40s": "int4-g128-a8"}
+#: QServe W4A8KV4 in the table's other columns the catalog holds (tokens/s) and QServe's batch for each
+#: (the README's "Max throughput batch sizes used by QServe"); Llama-30B, Yi-34B and Qwen-1.5-72B are
+#: not in the catalog, and the baselines of these columns have no batch in the paper
+QSERVE_OTHER = {"a100-80gb": {"llama-2-7b": (190, 2908), "mistral-7b": (256, 2970), "llama-2-13b": (128, 1741),
+                              "llama-2-70b": (96, 419)},
+                "l40s": {"llama-2-7b": (128, 2394), "mistral-7b": (128, 3774), "llama-2-13b": (75, 1327),
+                         "llama-2-70b": (24, 286)}}
 QSERVE_SOURCE = ("QServe (Lin et al., MLSys 2025, arXiv:2405.04532), absolute throughput table as in the "
                  "mit-han-lab/qserve README: Llama-3-8B, input 1024, output 512")
 
@@ -86,6 +95,19 @@ def _qserve_absolute(hw: str, system: str):
                 "setup": f"{hw}, Llama-3-8B, batch {QSERVE_BATCH[hw]} (QServe's; the paper gives no batch for the "
                          f"baselines, which ran under the same memory budget), {fmt} weights, KV{kv}, runtime "
                          f"{runtime}; generated tokens / (one prefill + 511 decode steps)"}
+    return run
+
+
+def _qserve_other(hw: str, model_name: str):
+    def run() -> dict:
+        batch, published = QSERVE_OTHER[hw][model_name]
+        fmt, kv, runtime = _qserve_setup(hw, "qserve")
+        return {"refs": ["qserve"], "ours": _serving_throughput(hw, model_name, fmt, kv, batch, runtime=runtime),
+                "published": published,
+                "source": f"QServe (Lin et al., MLSys 2025, arXiv:2405.04532), absolute throughput table as in the "
+                          f"mit-han-lab/qserve README: {model_name}, input 1024, output 512, {hw}, QServe-W4A8KV4",
+                "setup": f"{hw}, {model_name}, batch {batch} (QServe's), {fmt} weights, KV{kv}, runtime {runtime}; "
+                         f"generated tokens / (one prefill + 511 decode steps)"}
     return run
 
 
@@ -156,6 +178,8 @@ REPRODUCTIONS = {
     **{f"qserve_{hw.split('-')[0]}_llama3_8b_{system}_tok_s": _qserve_absolute(hw, system)
        for hw in QSERVE_TABLE for system in QSERVE_SYSTEMS},
     **{f"qserve_{hw.split('-')[0]}_llama3_8b_throughput_increase": _qserve_increase(hw) for hw in QSERVE_TABLE},
+    **{f"qserve_{hw.split('-')[0]}_{m.replace('-', '_').replace('.', '')}_qserve_tok_s": _qserve_other(hw, m)
+       for hw in QSERVE_OTHER for m in QSERVE_OTHER[hw]},
     "w4a16_decode_speedup_a100_llama2_7b": w4a16_decode_speedup_a100_llama2_7b,
     **{f"trtllm_peak_{hw.split('-')[0]}_llama_7b_b{b}_{i}_{o}_tok_s": _trtllm_peak(hw, fmt, kv, b, i, o, pub)
        for hw, fmt, kv, b, i, o, pub in TRTLLM_PEAK},
