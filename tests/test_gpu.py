@@ -333,3 +333,39 @@ def test_compute_bound_gemm_draws_the_power_limit_memory_bound_gemv_does_not():
         assert watts <= p["tdp_w"] * 1.1, hw
         gemv = one(model, 1, 8192, 28672, "fp16")
         assert gemv.energy_j[0, 0] / gemv.latency_s[0, 0] < 0.9 * p["tdp_w"], hw
+
+
+def _attention_s(runtime, model_name, phase, batch, ctx, kv_bits):
+    from quantcore.models import load_graph
+    from hwmodels.wholemodel import fixed_costs
+
+    _, table = fixed_costs(load_model("a100-80gb", [f"runtime={runtime}"]), load_graph(model_name),
+                           Workload(phase, batch, ctx, kv_bits))
+    return float(table.latency_s.sum())
+
+
+def test_masked_mha_decode_attention_is_cuda_core_bound_with_gqa_and_kv4_by_hand():
+    """QServe's masked MHA (runtime qserve, decode_attention=mmha): one CTA per query head, fp32 FMAs on
+    CUDA cores. Llama-3-8B at batch 256, context 1280, KV4 on the A100: every query head (32 per layer)
+    dequantizes (2 ops), converts to fp32 and multiplies (an FMA: 2 + 2 ops) each K and V element of
+    its KV head: 32 layers x 2 x 32 heads x 128 x 1280 x 256 x 6 ops = 5.15e11 ops at 128 x 108 x 1.35 GHz
+    = 18.7 Tops/s = 27.6 ms, above the 5.9 ms the 10.7 GB of KV cache take at 0.85 x 2039 GB/s, and
+    above the tensor-core form (the default), which shares each KV tile among the group's query heads."""
+    model = load_model("a100-80gb", ["runtime=qserve"])
+    ops = 32 * 2 * 32 * 128 * 1280 * 256 * (2 + 2 + 2)
+    assert model.spec["mmha_ops_per_element"] + model.spec["dequant_ops_int"] == 6
+    hand = ops / (model.spec["cuda_core_ops_per_sm_clk"] * model.spec["sm_count"] * model.spec["sustained_clock_hz"])
+    assert hand == pytest.approx(27.6e-3, rel=0.01)
+    got = _attention_s("qserve", "llama-3-8b", "decode", 256, 1280, 4)
+    assert hand <= got <= 1.3 * hand
+    assert _attention_s("vllm", "llama-3-8b", "decode", 256, 1280, 4) < 0.7 * got
+
+
+def test_masked_mha_changes_neither_memory_bound_mha_decode_nor_prefill():
+    """Llama-2-7B (MHA, one query head per KV head) at fp16 KV: 4 ops per 2-byte element is far below the
+    CUDA-core rate, so the step stays memory bound and mmha costs what the tensor form does; prefill
+    attention (many query tokens) runs the tensor-core kernel in every runtime."""
+    mha = [_attention_s(rt, "llama-2-7b", "decode", 64, 2048, 16) for rt in ("qserve", "vllm")]
+    assert mha[0] == pytest.approx(mha[1], rel=0.05)
+    pre = [_attention_s(rt, "llama-3-8b", "prefill", 4, 1024, 4) for rt in ("qserve", "vllm")]
+    assert pre[0] == pytest.approx(pre[1], rel=1e-12)

@@ -35,6 +35,14 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   stack may charge a fixed time per prefill pass (`request_setup_s`, TensorRT-LLM's
   per-request host work, on the pass's lm-head op) and run llama.cpp's MMQ at a fraction
   of the int8 tensor rate (`mmq_tensor_fraction`).
+- Decode attention (`decode_attention`, set by the runtime): "tensor" runs the KV cache as the
+  weight operand of tensor-core GEMMs, one tile of a KV head shared by its query heads
+  (FlashAttention / XQA class); "mmha" is the masked multi-head attention kernel of
+  FasterTransformer / TensorRT-LLM that QServe's fused attention derives from: one CTA per query
+  head, fp32 dot products on CUDA cores, so each query head of a GQA group dequantizes its KV head's
+  cache, converts and multiplies every element itself, the cache read once from DRAM and re-read
+  from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
+  bound on the A100 where the tensor form is memory bound.
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
   fma per weight for scale and zero, `dequant_ops_tinygemm`). tinygemm is built for small M:
@@ -141,6 +149,18 @@ SCHEMA = {
     "mmq_tensor_fraction": Param(float, "fraction of the int8 tensor rate llama.cpp's MMQ mma loop reaches "
                                    "(quantized_prefill=int8-mmq); set by the runtime", min=0.01, max=1.0, default=1.0),
     "reconstruct_min_m": Param(int, "M above which quantized_prefill=reconstruct applies", min=1, default=33),
+    "decode_attention": Param(str, "decode attention kernel: tensor (the KV cache as a GEMM operand on tensor cores, "
+                              "a KV head's tile shared by its query heads: FlashAttention/XQA class) or mmha "
+                              "(masked multi-head attention: one CTA per query head, dot products on CUDA cores, so "
+                              "each query head of a GQA group dequantizes and multiplies its KV head's cache itself, "
+                              "re-read from L2); set by the runtime", choices=("tensor", "mmha"), default="tensor"),
+    "mmha_ops_per_element": Param(float, "CUDA-core ops (FMA-counted) per KV element per query head in masked MHA "
+                                  "(decode_attention=mmha), besides the KV dequant: one half->float convert and "
+                                  "one fp32 FMA = 2 lane-instructions (code: TensorRT-LLM / QServe "
+                                  "decoderMaskedMultiheadAttentionUtils.h fma(uint4, uint4, Float8_) converts each half2 "
+                                  "with half2_to_float2, then fmas in fp32; the convert counted at the FP32 rate, an "
+                                  "estimate: sm_80+ compile __half2float to HADD2.F32 on the FMA pipe)",
+                                  min=0.0, default=4.0),
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
@@ -404,9 +424,16 @@ class Model(HardwareModel):
         dram_step = w_step / tiles_m + a_step / tiles_n                     # DRAM share: reuse hits L2
         t_mma = np.maximum(2.0 * tm * tn * tk / (rate / slots),
                            2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
-        t_deq = (tk * tn * deq + tm * tn * tk * psum) / slot_alu
+        alu_step = tk * tn * deq + tm * tn * tk * psum                      # CUDA-core ops of one k-step
+        # masked MHA in decode: no MMA; each valid row (a query head) dequantizes every KV element
+        # of the tile, converts it to fp32 and multiplies it once (mmha_ops_per_element) on CUDA
+        # cores, its KV re-read from L2
+        mmha = col(attn & (workload.phase == "decode") & (p["decode_attention"] == "mmha")) > 0
+        t_mma = np.where(mmha, 0.0, t_mma)
+        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
+        t_deq = alu_step / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
-        t_l2 = (w_step + a_step) / slot_l2_bw
+        t_l2 = (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step) / slot_l2_bw
         t_lat = p["dram_latency_s"] / p["pipeline_stages"]
         # epilogue stores the tile's valid outputs; split-K writes fp32 partials and reads them back
         out_tile = col(t["rows"]) * col(t["cols"]) * np.where(split > 1, PARTIAL_BYTES * 2.0, OUT_BYTES)
@@ -450,9 +477,9 @@ class Model(HardwareModel):
         bound = np.argmax(np.stack(np.broadcast_arrays(compute_s, memory_s, other_s)), axis=0)  # 0 compute, 1 memory, 2 other
 
         dram_bytes = np.where(gemm, units * k_steps * dram_step + out_dram, gather_bytes)
-        l2_bytes = np.where(gemm, units * k_steps * (w_step + a_step), 0.0)
-        mma_flops = np.where(gemm, units * k_steps * 2.0 * tm * tn * tk, 0.0)
-        alu_ops = np.where(gemm, units * k_steps * (tk * tn * deq + tm * tn * tk * psum), 0.0)
+        l2_bytes = np.where(gemm, units * k_steps * (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step), 0.0)
+        mma_flops = np.where(gemm & ~mmha, units * k_steps * 2.0 * tm * tn * tk, 0.0)
+        alu_ops = np.where(gemm, units * k_steps * alu_step, 0.0)
         dequant_s = np.where(gemm, k_steps * waves * t_deq, 0.0)
 
         energy = (p["idle_power_w"] * latency + p["sm_active_power_w"] * sm_seconds
