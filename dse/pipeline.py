@@ -177,7 +177,7 @@ def _costed(request: SearchRequest, hardware, graph, layers, formats, sensitivit
         workload = request.workload.for_model(graph, notes)
     if costs is None:
         costs = hardware.cost(ops_for_graph(graph, workload, layers), formats, workload)
-    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats)
+    bits = bits_table(np.array([l.row for l in layers], dtype=np.int64), formats, np.array([l.n for l in layers]))
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)

@@ -108,13 +108,19 @@ def fixed_ops_for_graph(graph, workload: Workload) -> tuple[Ops, Ops]:
     return Ops.from_rows(emb), Ops.from_rows(att)
 
 
-def bits_table(k: np.ndarray, formats: list) -> np.ndarray:
+def bits_table(k: np.ndarray, formats: list, n: np.ndarray | None = None) -> np.ndarray:
     """[L, F] effective stored bits per weight of rows of length k[l] in each format.
 
     Scales, zero points and block metadata depend on the row length through the
     number of groups, so each format is asked once per distinct k (real models
-    have few) and the answers are broadcast back to the L rows.
+    have few) and the answers are broadcast back to the L rows. n: the output
+    features, which a low-rank branch's bits depend on (left out: square layers).
     """
-    ks, inverse = np.unique(np.asarray(k, dtype=np.int64), return_inverse=True)
-    per_k = np.array([[f.bits_per_weight(int(kk)) for f in formats] for kk in ks], dtype=np.float64)
-    return per_k.reshape(len(ks), len(formats))[inverse.reshape(-1)]
+    k = np.asarray(k, dtype=np.int64)
+    if n is None or not any(f.lowrank for f in formats):
+        ks, inverse = np.unique(k, return_inverse=True)
+        per_k = np.array([[f.bits_per_weight(int(kk)) for f in formats] for kk in ks], dtype=np.float64)
+        return per_k.reshape(len(ks), len(formats))[inverse.reshape(-1)]
+    pairs, inverse = np.unique(np.stack([k, np.asarray(n, dtype=np.int64)], axis=1), axis=0, return_inverse=True)
+    per = np.array([[f.bits_per_weight(int(a), int(b)) for f in formats] for a, b in pairs], dtype=np.float64)
+    return per.reshape(len(pairs), len(formats))[inverse.reshape(-1)]
