@@ -125,6 +125,10 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     if sens is not None and sens not in SOURCES:
         file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
         return [get_format(name) for name in file_formats(file[0])], file
+    if graph.config.get("arch") == "diffusion":
+        from dse.diffusion import DIFFUSION_SEARCH_FORMATS
+
+        return [get_format(name) for name in DIFFUSION_SEARCH_FORMATS], None
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None
 
 

@@ -97,11 +97,22 @@ def attention_rows(layer, workload: Workload) -> list[tuple]:
 def ops_for_graph(graph, workload: Workload, layers: list | None = None) -> Ops:
     """Ops of the given layers (default: the graph's quantizable layers)."""
     chosen = graph.quantizable() if layers is None else layers
+    if graph.config.get("arch") == "diffusion":
+        from hwmodels.diffusion_ops import layer_row
+
+        return Ops.from_rows([layer_row(l, graph, workload) for l in chosen])
     return Ops.from_rows([_layer_row(l, graph, workload) for l in chosen])
 
 
 def fixed_ops_for_graph(graph, workload: Workload) -> tuple[Ops, Ops]:
     """(16-bit ops: embedding gathers and MoE routers, attention matmuls): what a plan does not choose."""
+    if graph.config.get("arch") == "diffusion":
+        from hwmodels import diffusion_ops as d
+
+        emb = [d.layer_row(l, graph, workload) for l in graph.layers
+               if l.kind != "attention" and l.params > 0 and not l.quantizable]
+        att = [row for l in graph.layers if l.kind == "attention" for row in d.attention_rows(l, graph, workload)]
+        return Ops.from_rows(emb), Ops.from_rows(att)
     emb = [_layer_row(l, graph, workload) for l in graph.layers
            if l.kind != "attention" and l.params > 0 and not l.quantizable]
     att = [row for l in graph.layers if l.kind == "attention" for row in attention_rows(l, workload)]

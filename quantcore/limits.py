@@ -34,7 +34,7 @@ CAPS = {
 
 #: documented ranges of the integer flags shared by the CLIs (README "Limits on input")
 RANGES = {"batch": (1, 1 << 16), "seq": (1, 1 << 24), "kv_bits": (1, 32), "seed": (0, 2 ** 32 - 1),
-          "gemm": (1, 1 << 24)}
+          "gemm": (1, 1 << 24), "steps": (1, 10_000), "resolution": (8, 1 << 14)}
 
 
 def cap(name: str) -> int:

@@ -1,0 +1,369 @@
+"""A LayerGraph of a diffusers text-to-image pipeline: the denoiser, the text encoders, the VAE decoder.
+
+A pipeline is several models run a different number of times per image: the denoiser
+(FLUX.1's transformer) once per denoising step, each text encoder once per prompt, the VAE
+decoder once per image. One graph holds them all, each layer named as in its component's
+checkpoint with the component folder in front (``transformer.transformer_blocks.0.attn.to_q``
+is ``transformer_blocks.0.attn.to_q`` in ``transformer/diffusion_pytorch_model.safetensors``),
+so a plan maps 1:1 onto the diffusers folder. Every layer carries in `attrs`:
+
+- stage: the component folder (transformer, text_encoder, text_encoder_2, vae);
+- runs: "step" (every denoising step, CFG batch) or "prompt" (text encoders: once per prompt,
+  the negative prompt too under CFG) or "image" (VAE decoder: once per image);
+- tokens: what its GEMM's M counts, resolved by the workload (`hwmodels.diffusion_ops`):
+  "image" (latent patches), "text" (the T5 sequence in the context stream), "joint" (both),
+  "vector" (one row per sample: timestep, guidance and adaLN modulation), "prompt" with
+  `seq` (a text encoder's sequence); convs carry `hw_scale`, their feature map over the latent's;
+- prior_weight: how much more a quantization error of this role costs than an average layer's
+  (the data-free prior multiplies its expected error by it; measured sensitivity ignores it).
+
+The config keys come from the components' own config.json files; the catalog ships them as
+data (catalog/flux.1-dev.json) and a diffusers folder (model_index.json, or transformer/ with
+config.json beside) is read the same way, shapes checked against its safetensors when present.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from quantcore.errors import QuantDSEError
+from quantcore.io import load_json
+from quantcore.limits import int_problem
+from quantcore.models.graph import Layer, LayerGraph
+
+SPEC_FORMAT = "quantdse.diffusers/1"
+#: component folders a pipeline graph takes, in the order they run
+STAGES = ("text_encoder", "text_encoder_2", "transformer", "vae")
+
+#: prior_weight by role, an estimate from what the diffusion PTQ papers keep at higher precision:
+#: - time_embed: TFMQ-DM (Huang et al., CVPR 2024) finds the time-embedding layers the main source of
+#:   "temporal feature disturbance" and reconstructs them on their own (its Temporal Information Block);
+#: - adaln: the adaLN modulation maps the timestep vector onto every block's scale and shift; SVDQuant's
+#:   FLUX.1 models keep them at W4A16 rather than W4A4 (mit-han-lab/nunchaku, the AWQ-quantized norm1.linear);
+#: - embed_in / proj_out: Q-Diffusion (Li et al., ICCV 2023) keeps the first and last layers in full
+#:   precision, and SVDQuant keeps the embedders and the final projection in 16 bits;
+#: - shortcut: Q-Diffusion's shortcut splitting: the UNet/VAE skip concatenations have bimodal activations.
+#: The factors themselves (4, 2, 4, 4, 2) are our estimate; measured sensitivity replaces them.
+PRIOR_WEIGHT = {"time_embed": 4.0, "adaln": 2.0, "embed_in": 4.0, "proj_out": 4.0, "shortcut": 2.0}
+
+
+class _Stage:
+    """Collects one component's layers under its folder prefix."""
+
+    def __init__(self, stage: str, runs: str, where: str):
+        self.stage, self.runs, self.where = stage, runs, where
+        self.layers: list[Layer] = []
+        self.extra = 0
+
+    def linear(self, name: str, out: int, inp: int, role: str, tokens: str, block: int | None = None, *,
+               bias: bool = True, **attrs) -> None:
+        attrs = {"stage": self.stage, "runs": self.runs, "tokens": tokens,
+                 "prior_weight": PRIOR_WEIGHT.get(role, 1.0), **attrs}
+        self.layers.append(Layer(f"{self.stage}.{name}", "linear", (int(out), int(inp)), role, block, None,
+                                 MappingProxyType(attrs)))
+        self.extra += int(out) if bias else 0
+
+    def conv(self, name: str, cin: int, cout: int, kernel: int, hw_scale: int, role: str = "conv",
+             block: int | None = None) -> None:
+        attrs = {"stage": self.stage, "runs": self.runs, "hw_scale": int(hw_scale), "stride": 1,
+                 "padding": kernel // 2, "groups": 1, "prior_weight": PRIOR_WEIGHT.get(role, 1.0)}
+        self.layers.append(Layer(f"{self.stage}.{name}", "conv", (int(cout), int(cin), kernel, kernel), role, block,
+                                 None, MappingProxyType(attrs)))
+        self.extra += int(cout)
+
+    def embedding(self, name: str, rows: int, dim: int, role: str = "embed", **attrs) -> None:
+        self.layers.append(Layer(f"{self.stage}.{name}", "embedding", (int(rows), int(dim)), role, None, None,
+                                 MappingProxyType({"stage": self.stage, "runs": self.runs, **attrs})))
+
+    def attention(self, name: str, block: int, heads: int, head_dim: int, tokens: str, **attrs) -> None:
+        self.layers.append(Layer(f"{self.stage}.{name}", "attention", (), "attention", block, None,
+                                 MappingProxyType({"stage": self.stage, "runs": self.runs, "tokens": tokens,
+                                                   "heads": heads, "kv_heads": heads, "head_dim": head_dim, **attrs})))
+
+    def norm(self, dim: int, bias: bool = False) -> None:
+        self.extra += int(dim) * (2 if bias else 1)
+
+
+def _ints(cfg: dict, where: str, keys: tuple, high: int = 1 << 20) -> dict:
+    """The integer keys of a component config, every problem reported at once."""
+    problems, out = [], {}
+    for key in keys:
+        value = cfg.get(key)
+        problem = "is missing" if value is None else int_problem(value, 1, high)
+        if problem:
+            problems.append(f"{key} {problem}")
+        else:
+            out[key] = int(value)
+    if problems:
+        raise QuantDSEError(f"{where}: {'; '.join(problems)}: use the component's complete config.json")
+    return out
+
+
+def _flux(cfg: dict, where: str) -> _Stage:
+    """FluxTransformer2DModel (diffusers transformer_flux.py): 19 double-stream and 38 single-stream blocks."""
+    c = _ints(cfg, where, ("attention_head_dim", "num_attention_heads", "num_layers", "num_single_layers",
+                           "in_channels", "joint_attention_dim", "pooled_projection_dim"))
+    c["num_layers"] = c["num_layers"]
+    s = _Stage("transformer", "step", where)
+    heads, hd = c["num_attention_heads"], c["attention_head_dim"]
+    d = heads * hd
+    patch = int(cfg.get("patch_size") or 1)
+    out_ch = int(cfg.get("out_channels") or c["in_channels"])
+    s.linear("x_embedder", d, c["in_channels"], "embed_in", "image")
+    t = "time_text_embed"
+    s.linear(f"{t}.timestep_embedder.linear_1", d, 256, "time_embed", "vector")
+    s.linear(f"{t}.timestep_embedder.linear_2", d, d, "time_embed", "vector")
+    if cfg.get("guidance_embeds"):
+        s.linear(f"{t}.guidance_embedder.linear_1", d, 256, "time_embed", "vector")
+        s.linear(f"{t}.guidance_embedder.linear_2", d, d, "time_embed", "vector")
+    s.linear(f"{t}.text_embedder.linear_1", d, c["pooled_projection_dim"], "time_embed", "vector")
+    s.linear(f"{t}.text_embedder.linear_2", d, d, "time_embed", "vector")
+    s.linear("context_embedder", d, c["joint_attention_dim"], "embed_in", "text")
+    for i in range(c["num_layers"]):
+        p = f"transformer_blocks.{i}"
+        s.linear(f"{p}.norm1.linear", 6 * d, d, "adaln", "vector", i)
+        s.linear(f"{p}.norm1_context.linear", 6 * d, d, "adaln", "vector", i)
+        for proj, role in (("to_q", "q"), ("to_k", "k"), ("to_v", "v")):
+            s.linear(f"{p}.attn.{proj}", d, d, role, "image", i)
+        for proj, role in (("add_q_proj", "q"), ("add_k_proj", "k"), ("add_v_proj", "v")):
+            s.linear(f"{p}.attn.{proj}", d, d, role, "text", i)
+        s.norm(hd * 4)  # norm_q, norm_k, norm_added_q, norm_added_k (RMSNorm over a head)
+        s.attention(f"{p}.attn.attn", i, heads, hd, "joint")
+        s.linear(f"{p}.attn.to_out.0", d, d, "o", "image", i)
+        s.linear(f"{p}.attn.to_add_out", d, d, "o", "text", i)
+        s.linear(f"{p}.ff.net.0.proj", 4 * d, d, "up", "image", i)
+        s.linear(f"{p}.ff.net.2", d, 4 * d, "down", "image", i)
+        s.linear(f"{p}.ff_context.net.0.proj", 4 * d, d, "up", "text", i)
+        s.linear(f"{p}.ff_context.net.2", d, 4 * d, "down", "text", i)
+    for i in range(c["num_single_layers"]):
+        p = f"single_transformer_blocks.{i}"
+        b = c["num_layers"] + i
+        s.linear(f"{p}.norm.linear", 3 * d, d, "adaln", "vector", b)
+        s.linear(f"{p}.proj_mlp", 4 * d, d, "up", "joint", b)
+        for proj, role in (("to_q", "q"), ("to_k", "k"), ("to_v", "v")):
+            s.linear(f"{p}.attn.{proj}", d, d, role, "joint", b)
+        s.norm(hd * 2)  # norm_q, norm_k
+        s.attention(f"{p}.attn.attn", b, heads, hd, "joint")
+        s.linear(f"{p}.proj_out", d, 5 * d, "down", "joint", b)
+    s.linear("norm_out.linear", 2 * d, d, "adaln", "vector")
+    s.linear("proj_out", patch * patch * out_ch, d, "proj_out", "image")
+    return s
+
+
+def _clip_text(cfg: dict, where: str, stage: str) -> _Stage:
+    """CLIPTextModel (transformers modeling_clip.py): `text_model.encoder.layers.N`, fc1/fc2 MLP."""
+    c = _ints(cfg, where, ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                           "max_position_embeddings", "vocab_size"))
+    s = _Stage(stage, "prompt", where)
+    h, seq = c["hidden_size"], c["max_position_embeddings"]
+    s.embedding("text_model.embeddings.token_embedding", c["vocab_size"], h)
+    s.embedding("text_model.embeddings.position_embedding", seq, h, role="position")
+    for i in range(c["num_hidden_layers"]):
+        p = f"text_model.encoder.layers.{i}"
+        s.norm(h, bias=True)
+        for proj, role in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v")):
+            s.linear(f"{p}.self_attn.{proj}", h, h, role, "prompt", i, seq=seq)
+        s.attention(f"{p}.self_attn.attn", i, c["num_attention_heads"], h // c["num_attention_heads"], "prompt",
+                    seq=seq)
+        s.linear(f"{p}.self_attn.out_proj", h, h, "o", "prompt", i, seq=seq)
+        s.norm(h, bias=True)
+        s.linear(f"{p}.mlp.fc1", c["intermediate_size"], h, "fc1", "prompt", i, seq=seq)
+        s.linear(f"{p}.mlp.fc2", h, c["intermediate_size"], "fc2", "prompt", i, seq=seq)
+    s.norm(h, bias=True)  # final_layer_norm
+    if cfg.get("_class_name") == "CLIPTextModelWithProjection":
+        s.linear("text_projection", int(cfg.get("projection_dim") or h), h, "proj_out", "vector", bias=False)
+    return s
+
+
+def _t5_encoder(cfg: dict, where: str, stage: str, seq: int) -> _Stage:
+    """T5EncoderModel (transformers modeling_t5.py): `encoder.block.N.layer.{0,1}`, gated-GELU FFN, no biases."""
+    c = _ints(cfg, where, ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "vocab_size"))
+    s = _Stage(stage, "prompt", where)
+    d, inner = c["d_model"], c["num_heads"] * c["d_kv"]
+    gated = str(cfg.get("feed_forward_proj", "relu")).startswith("gated")
+    s.embedding("shared", c["vocab_size"], d)
+    for i in range(c["num_layers"]):
+        p = f"encoder.block.{i}.layer"
+        s.norm(d)
+        for proj, role, shape in (("q", "q", (inner, d)), ("k", "k", (inner, d)), ("v", "v", (inner, d))):
+            s.linear(f"{p}.0.SelfAttention.{proj}", *shape, role, "prompt", i, bias=False, seq=seq)
+        if i == 0:  # relative_attention_bias: buckets x heads, in block 0 only
+            s.extra += int(cfg.get("relative_attention_num_buckets") or 32) * c["num_heads"]
+        s.attention(f"{p}.0.SelfAttention.attn", i, c["num_heads"], c["d_kv"], "prompt", seq=seq)
+        s.linear(f"{p}.0.SelfAttention.o", d, inner, "o", "prompt", i, bias=False, seq=seq)
+        s.norm(d)
+        if gated:
+            s.linear(f"{p}.1.DenseReluDense.wi_0", c["d_ff"], d, "gate", "prompt", i, bias=False, seq=seq)
+            s.linear(f"{p}.1.DenseReluDense.wi_1", c["d_ff"], d, "up", "prompt", i, bias=False, seq=seq)
+        else:
+            s.linear(f"{p}.1.DenseReluDense.wi", c["d_ff"], d, "up", "prompt", i, bias=False, seq=seq)
+        s.linear(f"{p}.1.DenseReluDense.wo", d, c["d_ff"], "down", "prompt", i, bias=False, seq=seq)
+    s.norm(d)  # encoder.final_layer_norm
+    return s
+
+
+def _vae_decoder(cfg: dict, where: str) -> _Stage:
+    """AutoencoderKL's decoder (diffusers autoencoders/vae.py Decoder): what text-to-image runs.
+
+    conv_in, a mid block (resnet, one single-head attention over the latent, resnet), then
+    up blocks over the reversed channels, each `layers_per_block + 1` resnets (a 1x1
+    conv_shortcut where the channels change) and a 2x upsampling conv but the last; conv_out.
+    """
+    c = _ints(cfg, where, ("latent_channels", "layers_per_block", "out_channels"))
+    chans = cfg.get("block_out_channels")
+    if not isinstance(chans, list) or not chans or any(int_problem(x, 1, 1 << 16) for x in chans):
+        raise QuantDSEError(f"{where}: block_out_channels must be a list of positive integers: use the VAE's config.json")
+    s = _Stage("vae", "image", where)
+    rev = [int(x) for x in reversed(chans)]
+    if cfg.get("use_post_quant_conv", True):
+        s.conv("post_quant_conv", c["latent_channels"], c["latent_channels"], 1, 1, "embed_in")
+    s.conv("decoder.conv_in", c["latent_channels"], rev[0], 3, 1, "embed_in")
+
+    def resnet(prefix: str, cin: int, cout: int, scale: int, block: int) -> None:
+        s.norm(cin, bias=True)
+        s.conv(f"{prefix}.conv1", cin, cout, 3, scale, block=block)
+        s.norm(cout, bias=True)
+        s.conv(f"{prefix}.conv2", cout, cout, 3, scale, block=block)
+        if cin != cout:
+            s.conv(f"{prefix}.conv_shortcut", cin, cout, 1, scale, "shortcut", block=block)
+
+    resnet("decoder.mid_block.resnets.0", rev[0], rev[0], 1, 0)
+    s.norm(rev[0], bias=True)
+    for proj, role in (("to_q", "q"), ("to_k", "k"), ("to_v", "v")):
+        s.linear(f"decoder.mid_block.attentions.0.{proj}", rev[0], rev[0], role, "latent", 0)
+    s.attention("decoder.mid_block.attentions.0.attn", 0, 1, rev[0], "latent")
+    s.linear("decoder.mid_block.attentions.0.to_out.0", rev[0], rev[0], "o", "latent", 0)
+    resnet("decoder.mid_block.resnets.1", rev[0], rev[0], 1, 0)
+    cout, scale = rev[0], 1
+    for i, ch in enumerate(rev):
+        cin, cout = cout, ch
+        for j in range(c["layers_per_block"] + 1):
+            resnet(f"decoder.up_blocks.{i}.resnets.{j}", cin if j == 0 else cout, cout, scale, i + 1)
+        if i < len(rev) - 1:
+            scale *= 2
+            s.conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", cout, cout, 3, scale, block=i + 1)
+    s.norm(cout, bias=True)  # conv_norm_out
+    s.conv("decoder.conv_out", cout, c["out_channels"], 3, scale, "proj_out")
+    return s
+
+
+_DENOISERS = {"FluxTransformer2DModel": _flux}
+_TEXT = {"CLIPTextModel": "clip", "CLIPTextModelWithProjection": "clip", "T5EncoderModel": "t5"}
+
+
+def _component(stage: str, cfg, where: str, pipeline: dict) -> _Stage:
+    if not isinstance(cfg, dict):
+        raise QuantDSEError(f"{where} must hold a JSON object: use the component's config.json")
+    cls = cfg.get("_class_name") or (cfg.get("architectures") or [None])[0]
+    if stage == "transformer":
+        if cls not in _DENOISERS:
+            raise QuantDSEError(f"{where}: denoiser class {cls!r} is not supported: supported: "
+                                f"{', '.join(_DENOISERS)}")
+        return _DENOISERS[cls](cfg, where)
+    if stage == "vae":
+        if cls != "AutoencoderKL":
+            raise QuantDSEError(f"{where}: VAE class {cls!r} is not supported: use an AutoencoderKL config")
+        return _vae_decoder(cfg, where)
+    kind = _TEXT.get(cls)
+    if kind is None:
+        raise QuantDSEError(f"{where}: text encoder class {cls!r} is not supported: supported: {', '.join(_TEXT)}")
+    if kind == "clip":
+        return _clip_text(cfg, where, stage)
+    return _t5_encoder(cfg, where, stage, int(pipeline.get("max_sequence_length") or 512))
+
+
+def pipeline_defaults(pipeline: dict, vae: dict | None) -> dict:
+    """The pipeline facts the workload needs: steps, CFG, resolution, text length, latent geometry."""
+    res = pipeline.get("resolution") or [int((vae or {}).get("sample_size") or 1024)] * 2
+    guidance = pipeline.get("guidance", "cfg")
+    if guidance not in ("cfg", "distilled", "none"):
+        raise QuantDSEError(f"pipeline guidance {guidance!r} is not known: use cfg, distilled or none")
+    return {"steps": int(pipeline.get("num_inference_steps") or 50), "cfg": guidance == "cfg",
+            "guidance": guidance, "resolution": [int(res[0]), int(res[1])],
+            "text_tokens": int(pipeline.get("max_sequence_length") or 512),
+            "vae_scale_factor": int(pipeline.get("vae_scale_factor") or 8), "patch": 2,
+            "pipeline_class": pipeline.get("_class_name", "")}
+
+
+def graph_from_diffusers(doc: dict, name: str, source: str, where: str) -> LayerGraph:
+    """The pipeline graph of a `quantdse.diffusers/1` document (catalog) or of a folder read into one."""
+    comps = doc.get("components")
+    if not isinstance(comps, dict) or "transformer" not in comps:
+        raise QuantDSEError(f"{where}: a diffusers pipeline needs components with a transformer config")
+    pipeline = doc.get("pipeline") or {}
+    layers, extra, present = [], 0, []
+    for stage in STAGES:
+        if stage in comps:
+            built = _component(stage, comps[stage], f"{where} {stage}", pipeline)
+            layers += built.layers
+            extra += built.extra
+            present.append(stage)
+    tf = comps["transformer"]
+    config = {"arch": "diffusion", "stages": present, "num_layers": int(tf.get("num_layers", 0)) +
+              int(tf.get("num_single_layers", 0)), "num_experts": 0, "experts_per_token": 0,
+              "latent_channels": int((comps.get("vae") or {}).get("latent_channels") or 16),
+              **pipeline_defaults(pipeline, comps.get("vae"))}
+    return LayerGraph(name, layers, config, source=source, extra_params=extra)
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "model_index.json").is_file() or (path / "transformer" / "config.json").is_file())
+
+
+def read_diffusers_folder(path: Path) -> dict:
+    """A diffusers folder as a `quantdse.diffusers/1` document: each component's config.json.
+
+    model_index.json names the components (and the pipeline class); without it, the folders
+    present are used. The pipeline's defaults are diffusers' for FluxPipeline unless the
+    folder says otherwise.
+    """
+    index = load_json(path / "model_index.json", "model_index.json") if (path / "model_index.json").is_file() else {}
+    comps = {}
+    for stage in STAGES:
+        cfg = path / stage / "config.json"
+        if cfg.is_file():
+            comps[stage] = load_json(cfg, f"{stage}/config.json")
+    pipeline = {"_class_name": index.get("_class_name", "FluxPipeline"), "num_inference_steps": 28,
+                "guidance": "distilled" if comps.get("transformer", {}).get("guidance_embeds") else "cfg",
+                "max_sequence_length": 512, "vae_scale_factor": 8}
+    return {"format": SPEC_FORMAT, "components": comps, "pipeline": pipeline}
+
+
+def graph_from_diffusers_folder(path: Path, name: str) -> LayerGraph:
+    """A diffusers folder: configs give the layers; each component's safetensors (when present) must
+    agree with them, shape by shape, and become the graph's weights."""
+    graph = graph_from_diffusers(read_diffusers_folder(path), name, f"diffusers:{path}", str(path))
+    weights = _folder_weights(path, graph)
+    if weights is not None:
+        graph.weights = weights
+        graph.source = f"diffusers+safetensors:{path}"
+    return graph
+
+
+def _folder_weights(path: Path, graph: LayerGraph):
+    """A WeightSource over the components' safetensors, or None when the folder has none."""
+    from quantcore.models.safetensors_io import SafetensorsWeights, read_tensors
+
+    found, tensors = {}, {}
+    for stage in STAGES:
+        folder = path / stage
+        if not folder.is_dir() or not any(folder.glob("*.safetensors")):
+            continue
+        for tname, info in read_tensors(folder).items():
+            tensors[f"{stage}.{tname}"] = info
+            found[f"{stage}.{tname}"] = info
+    if not tensors:
+        return None
+    layer_tensors = {}
+    for layer in graph.quantizable():
+        tname = layer.name + ".weight"
+        if layer.attrs.get("stage") and any(k.startswith(layer.attrs["stage"] + ".") for k in found):
+            info = found.get(tname)
+            if info is None:
+                raise QuantDSEError(f"{path}: {layer.attrs['stage']} has no tensor "
+                                    f"{tname.split('.', 1)[1]!r} its config implies: the config and weights disagree")
+            if tuple(info.shape) != tuple(layer.shape):
+                raise QuantDSEError(f"{path}: {tname.split('.', 1)[1]} has shape {list(info.shape)}, its config implies "
+                                    f"{list(layer.shape)}: the config and weights disagree")
+            layer_tensors[layer.name] = tname
+    return SafetensorsWeights(tensors, layer_tensors, set()) if layer_tensors else None
