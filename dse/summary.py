@@ -243,6 +243,8 @@ def format_summary(plan: dict, steps: list[str] | None = None) -> str:
 
         lines.append(image_line(plan))
     steps = next_steps(None) if steps is None else steps
+    if plan.get("pipeline"):  # a diffusion plan's quantizer is SVDQuant's (dse/export/nunchaku.py)
+        steps = [s.replace("--to llamacpp", "--to nunchaku") for s in steps]
     if steps:
         lines += ["", *steps]
     return "\n".join(lines)

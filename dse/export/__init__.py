@@ -13,7 +13,8 @@ from quantcore.errors import QuantDSEError
 
 #: target name -> module
 TARGETS = {"llamacpp": "llamacpp", "gptqmodel": "gptqmodel", "llmcompressor": "llmcompressor",
-           "compressed-tensors": "ctensors", "autoround": "autoround", "modelopt": "modelopt"}
+           "compressed-tensors": "ctensors", "autoround": "autoround", "modelopt": "modelopt",
+           "nunchaku": "nunchaku"}
 
 
 def target_module(name: str):
