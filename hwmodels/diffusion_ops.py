@@ -9,7 +9,8 @@ where the pipeline runs it):
 - text encoders (runs "prompt"): once, M = b x cfg x their sequence (the negative prompt too);
 - VAE decoder (runs "image"): once, M = b x its feature map (latent x hw_scale, squared).
 
-Attention runs over the same tokens, every head attending to all of them (no causal mask).
+Self-attention runs over the same tokens, every head attending to all of them (no causal mask);
+cross-attention (PixArt) from the image tokens to the text tokens.
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def layer_row(layer, graph, workload, tokens: dict | None = None) -> tuple:
     """The Ops row (name, kind, m, k, n, count, weight_elems, role) of one pipeline layer."""
     tokens = tokens or token_counts(graph, workload)
     samples, runs = _mult(layer, workload)
+    if layer.kind in ("conv", "deform-conv") and "tokens" in layer.attrs:  # a patch-embedding conv: one row per patch
+        m = samples * _rows_of(layer, graph, workload, tokens)
+        return (layer.name, layer.kind, m, layer.k, layer.n, runs, float(layer.params), layer.role)
     if layer.kind in ("conv", "deform-conv"):
         h, w = (int(x) // graph.config["vae_scale_factor"] for x in workload.image_hw)
         s = int(layer.attrs.get("hw_scale", 1))
@@ -85,11 +89,12 @@ def attention_rows(layer, graph, workload, tokens: dict | None = None) -> list[t
     """QK^T and PV of one attention layer: every token attends to every token of its sequence."""
     tokens = tokens or token_counts(graph, workload)
     samples, runs = _mult(layer, workload)
-    seq = _rows_of(layer, graph, workload, tokens)
+    q = _rows_of(layer, graph, workload, tokens)
+    kv = tokens[layer.attrs["kv_tokens"]] if "kv_tokens" in layer.attrs else q  # cross-attention: the text
     heads, head_dim = int(layer.attrs.get("heads", 1)), int(layer.attrs.get("head_dim", 64))
     count = runs * samples * heads
-    return [(f"{layer.name}.qk", "attention", seq, head_dim, seq, count, float(head_dim) * seq, "qk"),
-            (f"{layer.name}.pv", "attention", seq, seq, head_dim, count, float(head_dim) * seq, "pv")]
+    return [(f"{layer.name}.qk", "attention", q, head_dim, kv, count, float(head_dim) * kv, "qk"),
+            (f"{layer.name}.pv", "attention", q, kv, head_dim, count, float(head_dim) * kv, "pv")]
 
 
 def activation_bytes(graph, workload, act_bytes: int = 2) -> float:

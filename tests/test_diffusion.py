@@ -42,6 +42,54 @@ def test_flux_layers_match_diffusers_and_transformers():
     assert total == 11_901_408_320 and 0 < total - stage_params < 5e6  # the rest: biases and norms
 
 
+@pytest.mark.slow
+def test_pixart_sigma_layers_match_diffusers():
+    """PixArt-Sigma's transformer (self- and cross-attention, shared adaLN-single) and the SDXL VAE decoder."""
+    torch = require("torch")
+    diffusers = require("diffusers")
+    c = json.loads((ROOT / "quantcore/models/catalog/pixart-sigma.json").read_text())["components"]
+    with torch.device("meta"):
+        models = {"transformer": diffusers.PixArtTransformer2DModel(**_strip(c["transformer"])),
+                  "vae": diffusers.AutoencoderKL(**_strip(c["vae"]))}
+    graph = load_graph("pixart-sigma")
+    ours = {l.name: tuple(l.shape) for l in graph.layers if l.kind not in ("attention", "embedding")}
+    for stage, model in models.items():
+        real = {f"{stage}.{n[:-7]}": tuple(p.shape) for n, p in model.named_parameters()
+                if n.endswith(".weight") and p.ndim in (2, 4)
+                and (stage != "vae" or n.startswith(("decoder.", "post_quant_conv.")))}
+        assert {k: v for k, v in ours.items() if k.startswith(stage + ".")} == real, stage
+
+
+def test_pixart_cfg_and_cross_attention():
+    """PixArt-Sigma runs CFG (guidance 4.5): the transformer sees 2 samples; cross-attention keys are the 300
+    T5 tokens, queries the 64 x 64 patches."""
+    from hwmodels.ops import fixed_ops_for_graph, ops_for_graph
+    from hwmodels.workload import Workload
+
+    g = load_graph("pixart-sigma")
+    w = Workload.unset().for_model(g)
+    assert (w.steps, w.cfg) == (20, True)
+    ops = ops_for_graph(g, w)
+    row = {n: (m, c) for n, m, c in zip(ops.names, ops.m, ops.count)}
+    assert row["transformer.transformer_blocks.0.attn2.to_k"] == (2 * 300, 20)
+    assert row["transformer.pos_embed.proj"] == (2 * 4096, 20)
+    _, att = fixed_ops_for_graph(g, w)
+    qk = list(att.names).index("transformer.transformer_blocks.0.attn2.attn.qk")
+    assert (att.m[qk], att.k[qk], att.n[qk], att.count[qk]) == (4096, 72, 300, 20 * 2 * 16)
+
+
+def test_search_flags_steps_resolution(cli):
+    out = cli("dse.search", "--hw", "rtx4090-laptop", "--model", "flux.1-dev", "--budget", "4.5bits", "--steps", "4",
+              "--resolution", "512x768", "--json", timeout=300)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["workload"]["steps"] == 4 and plan["workload"]["resolution"] == [512, 768]
+    for args, match in ((("--resolution", "abc"), "is not a size"), (("--steps", "0"), "--steps"),
+                        (("--resolution", "1000"), "multiple of 16")):
+        bad = cli("dse.search", "--hw", "rtx4090-laptop", "--model", "flux.1-dev", "--budget", "4.5bits", *args)
+        assert bad.returncode == 2 and match in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_flux_pipeline_params_by_stage():
     """Hand count of FLUX.1-dev's blocks (d = 24 x 128 = 3072): a double block has two 6d adaLN maps,
     eight d x d projections and two 4d MLPs; a single block a 3d adaLN map, the 4d MLP in, three

@@ -64,9 +64,9 @@ class _Stage:
         self.extra += int(out) if bias else 0
 
     def conv(self, name: str, cin: int, cout: int, kernel: int, hw_scale: int, role: str = "conv",
-             block: int | None = None) -> None:
+             block: int | None = None, **attrs) -> None:
         attrs = {"stage": self.stage, "runs": self.runs, "hw_scale": int(hw_scale), "stride": 1,
-                 "padding": kernel // 2, "groups": 1, "prior_weight": PRIOR_WEIGHT.get(role, 1.0)}
+                 "padding": kernel // 2, "groups": 1, "prior_weight": PRIOR_WEIGHT.get(role, 1.0), **attrs}
         self.layers.append(Layer(f"{self.stage}.{name}", "conv", (int(cout), int(cin), kernel, kernel), role, block,
                                  None, MappingProxyType(attrs)))
         self.extra += int(cout)
@@ -147,6 +147,38 @@ def _flux(cfg: dict, where: str) -> _Stage:
         s.linear(f"{p}.proj_out", d, 5 * d, "down", "joint", b)
     s.linear("norm_out.linear", 2 * d, d, "adaln", "vector")
     s.linear("proj_out", patch * patch * out_ch, d, "proj_out", "image")
+    return s
+
+
+def _pixart(cfg: dict, where: str) -> _Stage:
+    """PixArtTransformer2DModel (diffusers transformers/pixart_transformer_2d.py, norm_type ada_norm_single):
+    a 2x2 patch conv, one shared adaLN-single map, 28 blocks of self-attention, cross-attention
+    to the projected T5 caption and a GELU MLP (diffusers attention.py BasicTransformerBlock)."""
+    c = _ints(cfg, where, ("attention_head_dim", "num_attention_heads", "num_layers", "in_channels",
+                           "caption_channels", "patch_size"))
+    s = _Stage("transformer", "step", where)
+    d, p = c["num_attention_heads"] * c["attention_head_dim"], c["patch_size"]
+    out_ch = int(cfg.get("out_channels") or c["in_channels"])
+    s.conv("pos_embed.proj", c["in_channels"], d, p, 1, "embed_in", tokens="image", stride=p, padding=0)
+    s.linear("adaln_single.emb.timestep_embedder.linear_1", d, 256, "time_embed", "vector")
+    s.linear("adaln_single.emb.timestep_embedder.linear_2", d, d, "time_embed", "vector")
+    s.linear("adaln_single.linear", 6 * d, d, "adaln", "vector")
+    s.linear("caption_projection.linear_1", d, c["caption_channels"], "embed_in", "text")
+    s.linear("caption_projection.linear_2", d, d, "embed_in", "text")
+    for i in range(c["num_layers"]):
+        b = f"transformer_blocks.{i}"
+        s.extra += 6 * d  # scale_shift_table
+        for attn, kv in (("attn1", "image"), ("attn2", "text")):
+            s.linear(f"{b}.{attn}.to_q", d, d, "q", "image", i)
+            s.linear(f"{b}.{attn}.to_k", d, d, "k", kv, i)
+            s.linear(f"{b}.{attn}.to_v", d, d, "v", kv, i)
+            s.attention(f"{b}.{attn}.attn", i, c["num_attention_heads"], c["attention_head_dim"], "image",
+                        kv_tokens=kv)
+            s.linear(f"{b}.{attn}.to_out.0", d, d, "o", "image", i)
+        s.linear(f"{b}.ff.net.0.proj", 4 * d, d, "up", "image", i)
+        s.linear(f"{b}.ff.net.2", d, 4 * d, "down", "image", i)
+    s.extra += 2 * d  # scale_shift_table
+    s.linear("proj_out", p * p * out_ch, d, "proj_out", "image")
     return s
 
 
@@ -247,7 +279,7 @@ def _vae_decoder(cfg: dict, where: str) -> _Stage:
     return s
 
 
-_DENOISERS = {"FluxTransformer2DModel": _flux}
+_DENOISERS = {"FluxTransformer2DModel": _flux, "PixArtTransformer2DModel": _pixart}
 _TEXT = {"CLIPTextModel": "clip", "CLIPTextModelWithProjection": "clip", "T5EncoderModel": "t5"}
 
 
