@@ -300,3 +300,24 @@ def test_rtx4090_laptop_spec():
     p = m.spec.params
     assert p["sm_count"] * 128 == 9728 and p["memory_capacity_bytes"] == 16e9 and p["tdp_w"] == 150
     assert m.datasheet_peak("int4") == pytest.approx(76 * 4096 * 2.04e9)
+
+
+@pytest.mark.slow
+def test_docs_diffusion_commands_run(tmp_path, cli):
+    """Every command docs/diffusion.md shows runs; the search prints what the page shows (but its seconds)."""
+    import re
+    import shlex
+
+    text = (ROOT / "docs" / "diffusion.md").read_text()
+    blocks = re.findall(r"```console\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        lines = block.splitlines()
+        command = shlex.split(lines[0].removeprefix("$ "))
+        assert command[:2] == ["python", "-m"]
+        out = cli(*command[2:], cwd=tmp_path, timeout=600)
+        assert out.returncode == 0, out.stderr
+        shown = [l for l in lines[1:] if l.strip()]
+        if shown and command[2] == "dse.search":
+            strip = lambda ls: [re.sub(r", \d+\.\d+ s$", "", l) for l in ls]  # noqa: E731  solver seconds vary
+            assert strip([l for l in out.stdout.splitlines() if l.strip()]) == strip(shown)
