@@ -13,7 +13,8 @@ import numpy as np
 #: baselines), W8A8, fp8 and 16-bit
 DIFFUSION_SEARCH_FORMATS = ("int4-g64-r32-a4", "int4-g64-a4", "int4-g64", "int4-g128", "nf4", "int8-a8", "int8",
                             "fp8-e4m3-a8", "fp16")
-STAGE_LABELS = {"transformer": "transformer", "text_encoder": "text encoder", "text_encoder_2": "text encoder 2",
+STAGE_LABELS = {"transformer": "transformer", "unet": "UNet", "text_encoder": "text encoder",
+                "text_encoder_2": "text encoder 2",
                 "vae": "VAE decoder"}
 
 
@@ -60,7 +61,7 @@ def pipeline_doc(prepared, layers: list[dict]) -> dict:
             "memory_bytes": float(sum(l["memory_bytes"] for l in mine) + 2.0 * fixed_params.get(stage, 0)),
             "latency_s": float(sum(l["latency_s"] for l in mine) + fx["latency_s"]),
             "energy_j": float(sum(l["energy_j"] for l in mine) + fx["energy_j"]),
-            "runs": "per step" if stage == "transformer" else "once"})
+            "runs": "per step" if stage == graph.config.get("denoiser", "transformer") else "once"})
     return {"steps": w.steps, "cfg": w.cfg, "resolution": list(w.image_hw), "batch": w.batch, "stages": stages}
 
 

@@ -38,7 +38,8 @@ def diffusion_workload(workload, graph, notes: list | None):
         check_int(side, "--resolution", *RANGES["resolution"])
         if side % step:
             raise QuantDSEError(f"--resolution {'x'.join(map(str, hw))}: each side must be a multiple of {step} "
-                                f"(the VAE's {cfg['vae_scale_factor']}x down-sampling times the 2x2 patch)")
+                                f"(the VAE's {cfg['vae_scale_factor']}x down-sampling times the denoiser's {cfg['patch']}x: its "
+                                  "patch or UNet levels)")
     return dataclasses.replace(workload, phase="denoise", batch=workload.batch or 1, seq=1, kv_bits=16,
                                image_hw=hw, steps=workload.steps or cfg["steps"],
                                cfg=cfg["cfg"] if workload.cfg is None else workload.cfg)
@@ -63,6 +64,10 @@ def _mult(layer, workload) -> tuple[int, float]:
 def _rows_of(layer, graph, workload, tokens: dict) -> int:
     if layer.attrs.get("tokens") == "prompt":
         return int(layer.attrs["seq"])
+    if layer.attrs.get("tokens") == "map":  # a UNet level: one row per pixel of its feature map
+        h, w = (int(x) // graph.config["vae_scale_factor"] for x in workload.image_hw)
+        s = float(layer.attrs.get("hw_scale", 1))
+        return max(1, int(h * s)) * max(1, int(w * s))
     return tokens[layer.attrs.get("tokens", "image")]
 
 
@@ -75,9 +80,9 @@ def layer_row(layer, graph, workload, tokens: dict | None = None) -> tuple:
         return (layer.name, layer.kind, m, layer.k, layer.n, runs, float(layer.params), layer.role)
     if layer.kind in ("conv", "deform-conv"):
         h, w = (int(x) // graph.config["vae_scale_factor"] for x in workload.image_hw)
-        s = int(layer.attrs.get("hw_scale", 1))
-        return (layer.name, layer.kind, samples * h * s * w * s, layer.k, layer.n, runs, float(layer.params),
-                layer.role)
+        s = float(layer.attrs.get("hw_scale", 1))
+        m = samples * max(1, int(h * s)) * max(1, int(w * s))
+        return (layer.name, layer.kind, m, layer.k, layer.n, runs, float(layer.params), layer.role)
     if layer.kind == "embedding":
         m = samples * _rows_of(layer, graph, workload, tokens)
         return (layer.name, layer.kind, m, 1, layer.n, runs, float(m) * layer.n, layer.role)

@@ -60,6 +60,40 @@ def test_pixart_sigma_layers_match_diffusers():
         assert {k: v for k, v in ours.items() if k.startswith(stage + ".")} == real, stage
 
 
+@pytest.mark.slow
+def test_sdxl_unet_matches_diffusers():
+    """SDXL's UNet2DConditionModel (2,567,463,684 parameters): every conv and linear by name and shape."""
+    torch = require("torch")
+    diffusers = require("diffusers")
+    c = json.loads((ROOT / "quantcore/models/catalog/sdxl.json").read_text())["components"]
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(**_strip(c["unet"]))
+    graph = load_graph("sdxl")
+    real = {f"unet.{n[:-7]}": tuple(p.shape) for n, p in unet.named_parameters()
+            if n.endswith(".weight") and p.ndim in (2, 4)}
+    assert {l.name: tuple(l.shape) for l in graph.layers if l.name.startswith("unet.") and l.kind != "attention"} == real
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
+
+
+def test_sdxl_unet_levels_and_cfg():
+    """The UNet's three levels at 128, 64 and 32 (1024 px): self-attention over the map, cross-attention to the
+    77 CLIP tokens; CFG doubles every UNet GEMM; 50 steps."""
+    from hwmodels.ops import fixed_ops_for_graph, ops_for_graph
+    from hwmodels.workload import Workload
+
+    g = load_graph("sdxl")
+    w = Workload.unset().for_model(g)
+    ops = ops_for_graph(g, w)
+    row = {n: (m, c) for n, m, c in zip(ops.names, ops.m, ops.count)}
+    assert row["unet.down_blocks.0.resnets.0.conv1"] == (2 * 128 * 128, 50)
+    assert row["unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"] == (2 * 64 * 64, 50)
+    assert row["unet.down_blocks.2.attentions.0.transformer_blocks.9.attn2.to_k"] == (2 * 77, 50)
+    assert row["unet.up_blocks.0.upsamplers.0.conv"] == (2 * 64 * 64, 50)
+    _, att = fixed_ops_for_graph(g, w)
+    i = list(att.names).index("unet.mid_block.attentions.0.transformer_blocks.0.attn2.attn.qk")
+    assert (att.m[i], att.k[i], att.n[i]) == (32 * 32, 64, 77)
+
+
 def test_pixart_cfg_and_cross_attention():
     """PixArt-Sigma runs CFG (guidance 4.5): the transformer sees 2 samples; cross-attention keys are the 300
     T5 tokens, queries the 64 x 64 patches."""

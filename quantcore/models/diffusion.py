@@ -13,7 +13,8 @@ so a plan maps 1:1 onto the diffusers folder. Every layer carries in `attrs`:
 - tokens: what its GEMM's M counts, resolved by the workload (`hwmodels.diffusion_ops`):
   "image" (latent patches), "text" (the T5 sequence in the context stream), "joint" (both),
   "vector" (one row per sample: timestep, guidance and adaLN modulation), "prompt" with
-  `seq` (a text encoder's sequence); convs carry `hw_scale`, their feature map over the latent's;
+  `seq` (a text encoder's sequence), "map" (a UNet's feature map, one row per pixel); convs and
+  "map" layers carry `hw_scale`, their feature map's side over the latent's (0.25 .. 8);
 - prior_weight: how much more a quantization error of this role costs than an average layer's
   (the data-free prior multiplies its expected error by it; measured sensitivity ignores it).
 
@@ -33,7 +34,9 @@ from quantcore.models.graph import Layer, LayerGraph
 
 SPEC_FORMAT = "quantdse.diffusers/1"
 #: component folders a pipeline graph takes, in the order they run
-STAGES = ("text_encoder", "text_encoder_2", "transformer", "vae")
+STAGES = ("text_encoder", "text_encoder_2", "transformer", "unet", "vae")
+#: the denoiser's component folder, by pipeline family
+DENOISERS = ("transformer", "unet")
 
 #: prior_weight by role, an estimate from what the diffusion PTQ papers keep at higher precision:
 #: - time_embed: TFMQ-DM (Huang et al., CVPR 2024) finds the time-embedding layers the main source of
@@ -65,7 +68,7 @@ class _Stage:
 
     def conv(self, name: str, cin: int, cout: int, kernel: int, hw_scale: int, role: str = "conv",
              block: int | None = None, **attrs) -> None:
-        attrs = {"stage": self.stage, "runs": self.runs, "hw_scale": int(hw_scale), "stride": 1,
+        attrs = {"stage": self.stage, "runs": self.runs, "hw_scale": hw_scale, "stride": 1,
                  "padding": kernel // 2, "groups": 1, "prior_weight": PRIOR_WEIGHT.get(role, 1.0), **attrs}
         self.layers.append(Layer(f"{self.stage}.{name}", "conv", (int(cout), int(cin), kernel, kernel), role, block,
                                  None, MappingProxyType(attrs)))
@@ -182,6 +185,90 @@ def _pixart(cfg: dict, where: str) -> _Stage:
     return s
 
 
+def _sdxl_unet(cfg: dict, where: str) -> _Stage:
+    """UNet2DConditionModel as SDXL configures it (diffusers unets/unet_2d_condition.py, unet_2d_blocks.py):
+    ResnetBlock2D (conv1, time_emb_proj, conv2, a 1x1 conv_shortcut where channels change) and
+    Transformer2DModel (linear proj_in/proj_out, BasicTransformerBlock: self-attention, cross-attention to
+    the text, GEGLU MLP) at each level; text_time additional embedding; 2x down- and upsampling convs."""
+    c = _ints(cfg, where, ("in_channels", "out_channels", "layers_per_block", "cross_attention_dim"))
+    chans = [int(x) for x in cfg.get("block_out_channels") or ()]
+    heads = cfg.get("attention_head_dim")
+    depth = cfg.get("transformer_layers_per_block") or 1
+    n = len(chans)
+    heads = list(heads) if isinstance(heads, list) else [int(heads or 8)] * n
+    depth = list(depth) if isinstance(depth, list) else [int(depth)] * n
+    down_types = cfg.get("down_block_types") or []
+    if not chans or len(down_types) != n or len(heads) != n or len(depth) != n:
+        raise QuantDSEError(f"{where}: block_out_channels, down_block_types, attention_head_dim and "
+                            "transformer_layers_per_block must have one entry per level: use the UNet's config.json")
+    s = _Stage("unet", "step", where)
+    temb, ctx = 4 * chans[0], c["cross_attention_dim"]
+    s.conv("conv_in", c["in_channels"], chans[0], 3, 1.0, "embed_in")
+    s.linear("time_embedding.linear_1", temb, chans[0], "time_embed", "vector")
+    s.linear("time_embedding.linear_2", temb, temb, "time_embed", "vector")
+    if cfg.get("addition_embed_type") == "text_time":
+        s.linear("add_embedding.linear_1", temb, int(cfg["projection_class_embeddings_input_dim"]), "time_embed",
+                 "vector")
+        s.linear("add_embedding.linear_2", temb, temb, "time_embed", "vector")
+
+    def resnet(p: str, cin: int, cout: int, scale: float, block: int) -> None:
+        s.norm(cin, bias=True)
+        s.conv(f"{p}.conv1", cin, cout, 3, scale, block=block)
+        s.linear(f"{p}.time_emb_proj", cout, temb, "time_embed", "vector", block)
+        s.norm(cout, bias=True)
+        s.conv(f"{p}.conv2", cout, cout, 3, scale, block=block)
+        if cin != cout:
+            s.conv(f"{p}.conv_shortcut", cin, cout, 1, scale, "shortcut", block=block)
+
+    def transformer(p: str, ch: int, layers: int, n_heads: int, scale: float, block: int) -> None:
+        s.norm(ch, bias=True)
+        s.linear(f"{p}.proj_in", ch, ch, "embed_in", "map", block, hw_scale=scale)
+        for t in range(layers):
+            b = f"{p}.transformer_blocks.{t}"
+            s.norm(3 * ch, bias=True)  # norm1, norm2, norm3
+            for attn, kv, kdim in (("attn1", "map", ch), ("attn2", "text", ctx)):
+                s.linear(f"{b}.{attn}.to_q", ch, ch, "q", "map", block, bias=False, hw_scale=scale)
+                s.linear(f"{b}.{attn}.to_k", ch, kdim, "k", kv, block, bias=False, hw_scale=scale)
+                s.linear(f"{b}.{attn}.to_v", ch, kdim, "v", kv, block, bias=False, hw_scale=scale)
+                s.attention(f"{b}.{attn}.attn", block, n_heads, ch // n_heads, "map", hw_scale=scale,
+                            **({"kv_tokens": "text"} if kv == "text" else {}))
+                s.linear(f"{b}.{attn}.to_out.0", ch, ch, "o", "map", block, hw_scale=scale)
+            s.linear(f"{b}.ff.net.0.proj", 8 * ch, ch, "up", "map", block, hw_scale=scale)  # GEGLU: 2 x 4 ch
+            s.linear(f"{b}.ff.net.2", ch, 4 * ch, "down", "map", block, hw_scale=scale)
+        s.linear(f"{p}.proj_out", ch, ch, "proj_out", "map", block, hw_scale=scale)
+
+    skips, ch, scale = [chans[0]], chans[0], 1.0
+    for i, out in enumerate(chans):
+        cross = "CrossAttn" in str(down_types[i])
+        for j in range(c["layers_per_block"]):
+            resnet(f"down_blocks.{i}.resnets.{j}", ch, out, scale, i)
+            ch = out
+            if cross:
+                transformer(f"down_blocks.{i}.attentions.{j}", ch, int(depth[i]), int(heads[i]), scale, i)
+            skips.append(ch)
+        if i < n - 1:
+            scale /= 2
+            s.conv(f"down_blocks.{i}.downsamplers.0.conv", ch, ch, 3, scale, block=i)
+            skips.append(ch)
+    resnet("mid_block.resnets.0", ch, ch, scale, n)
+    transformer("mid_block.attentions.0", ch, int(depth[-1]), int(heads[-1]), scale, n)
+    resnet("mid_block.resnets.1", ch, ch, scale, n)
+    up_types = cfg.get("up_block_types") or []
+    for i, (out, d, h) in enumerate(zip(chans[::-1], depth[::-1], heads[::-1])):
+        cross = i < len(up_types) and "CrossAttn" in str(up_types[i])
+        for j in range(c["layers_per_block"] + 1):
+            resnet(f"up_blocks.{i}.resnets.{j}", ch + skips.pop(), out, scale, n + 1 + i)
+            ch = out
+            if cross:
+                transformer(f"up_blocks.{i}.attentions.{j}", ch, int(d), int(h), scale, n + 1 + i)
+        if i < n - 1:
+            scale *= 2
+            s.conv(f"up_blocks.{i}.upsamplers.0.conv", ch, ch, 3, scale, block=n + 1 + i)
+    s.norm(ch, bias=True)  # conv_norm_out
+    s.conv("conv_out", ch, c["out_channels"], 3, 1.0, "proj_out")
+    return s
+
+
 def _clip_text(cfg: dict, where: str, stage: str) -> _Stage:
     """CLIPTextModel (transformers modeling_clip.py): `text_model.encoder.layers.N`, fc1/fc2 MLP."""
     c = _ints(cfg, where, ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
@@ -279,7 +366,8 @@ def _vae_decoder(cfg: dict, where: str) -> _Stage:
     return s
 
 
-_DENOISERS = {"FluxTransformer2DModel": _flux, "PixArtTransformer2DModel": _pixart}
+_DENOISERS = {"FluxTransformer2DModel": _flux, "PixArtTransformer2DModel": _pixart,
+              "UNet2DConditionModel": _sdxl_unet}
 _TEXT = {"CLIPTextModel": "clip", "CLIPTextModelWithProjection": "clip", "T5EncoderModel": "t5"}
 
 
@@ -287,7 +375,7 @@ def _component(stage: str, cfg, where: str, pipeline: dict) -> _Stage:
     if not isinstance(cfg, dict):
         raise QuantDSEError(f"{where} must hold a JSON object: use the component's config.json")
     cls = cfg.get("_class_name") or (cfg.get("architectures") or [None])[0]
-    if stage == "transformer":
+    if stage in DENOISERS:
         if cls not in _DENOISERS:
             raise QuantDSEError(f"{where}: denoiser class {cls!r} is not supported: supported: "
                                 f"{', '.join(_DENOISERS)}")
@@ -313,15 +401,17 @@ def pipeline_defaults(pipeline: dict, vae: dict | None) -> dict:
     return {"steps": int(pipeline.get("num_inference_steps") or 50), "cfg": guidance == "cfg",
             "guidance": guidance, "resolution": [int(res[0]), int(res[1])],
             "text_tokens": int(pipeline.get("max_sequence_length") or 512),
-            "vae_scale_factor": int(pipeline.get("vae_scale_factor") or 8), "patch": 2,
+            "vae_scale_factor": int(pipeline.get("vae_scale_factor") or 8),
+            "patch": int(pipeline.get("latent_multiple") or 2),
             "pipeline_class": pipeline.get("_class_name", "")}
 
 
 def graph_from_diffusers(doc: dict, name: str, source: str, where: str) -> LayerGraph:
     """The pipeline graph of a `quantdse.diffusers/1` document (catalog) or of a folder read into one."""
     comps = doc.get("components")
-    if not isinstance(comps, dict) or "transformer" not in comps:
-        raise QuantDSEError(f"{where}: a diffusers pipeline needs components with a transformer config")
+    denoiser = next((d for d in DENOISERS if isinstance(comps, dict) and d in comps), None)
+    if denoiser is None:
+        raise QuantDSEError(f"{where}: a diffusers pipeline needs components with a transformer or unet config")
     pipeline = doc.get("pipeline") or {}
     layers, extra, present = [], 0, []
     for stage in STAGES:
@@ -330,16 +420,18 @@ def graph_from_diffusers(doc: dict, name: str, source: str, where: str) -> Layer
             layers += built.layers
             extra += built.extra
             present.append(stage)
-    tf = comps["transformer"]
-    config = {"arch": "diffusion", "stages": present, "num_layers": int(tf.get("num_layers", 0)) +
-              int(tf.get("num_single_layers", 0)), "num_experts": 0, "experts_per_token": 0,
+    tf = comps[denoiser]
+    config = {"arch": "diffusion", "stages": present, "denoiser": denoiser,
+              "num_layers": int(tf.get("num_layers", 0) or 0) + int(tf.get("num_single_layers", 0) or 0),
+              "num_experts": 0, "experts_per_token": 0,
               "latent_channels": int((comps.get("vae") or {}).get("latent_channels") or 16),
               **pipeline_defaults(pipeline, comps.get("vae"))}
     return LayerGraph(name, layers, config, source=source, extra_params=extra)
 
 
 def is_diffusers_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / "model_index.json").is_file() or (path / "transformer" / "config.json").is_file())
+    return path.is_dir() and ((path / "model_index.json").is_file()
+                              or any((path / d / "config.json").is_file() for d in DENOISERS))
 
 
 def read_diffusers_folder(path: Path) -> dict:
@@ -356,7 +448,7 @@ def read_diffusers_folder(path: Path) -> dict:
         if cfg.is_file():
             comps[stage] = load_json(cfg, f"{stage}/config.json")
     pipeline = {"_class_name": index.get("_class_name", "FluxPipeline"), "num_inference_steps": 28,
-                "guidance": "distilled" if comps.get("transformer", {}).get("guidance_embeds") else "cfg",
+                "guidance": "distilled" if (comps.get("transformer") or {}).get("guidance_embeds") else "cfg",
                 "max_sequence_length": 512, "vae_scale_factor": 8}
     return {"format": SPEC_FORMAT, "components": comps, "pipeline": pipeline}
 
