@@ -355,3 +355,30 @@ def test_docs_diffusion_commands_run(tmp_path, cli):
         if shown and command[2] == "dse.search":
             strip = lambda ls: [re.sub(r", \d+\.\d+ s$", "", l) for l in ls]  # noqa: E731  solver seconds vary
             assert strip([l for l in out.stdout.splitlines() if l.strip()]) == strip(shown)
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"components": {"transformer": {"_class_name": "FluxTransformer2DModel", "num_layers": "x"}}}, "num_layers"),
+    ({"components": {"transformer": {"_class_name": "Nope"}}}, "not supported"),
+    ({"components": {"vae": {}}}, "transformer or unet"),
+    ({"pipeline": {"num_inference_steps": -1}}, "num_inference_steps"),
+    ({"pipeline": {"resolution": [1024, "big"]}}, "resolution"),
+    ({"components_transformer": {"num_layers": 10 ** 9}}, "num_layers"),
+    ({"components_vae": {"block_out_channels": [4] * 100}}, "block_out_channels"),
+])
+def test_hostile_pipeline_documents(tmp_path, patch, match, cli):
+    """A bad pipeline document is one line naming the key, exit code 2, never a traceback."""
+    doc = json.loads((ROOT / "quantcore/models/catalog/flux.1-dev.json").read_text())
+    for key, value in patch.items():
+        if key.startswith("components_"):
+            doc["components"][key.split("_", 1)[1]].update(value)
+        elif key == "pipeline":
+            doc["pipeline"].update(value)
+        else:
+            doc[key] = value
+    path = tmp_path / "pipe.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(QuantDSEError, match=match):
+        load_graph(str(path))
+    out = cli("dse.search", "--hw", "rtx4090-laptop", "--model", str(path), "--budget", "4.5bits")
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr

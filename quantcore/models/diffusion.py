@@ -87,12 +87,19 @@ class _Stage:
         self.extra += int(dim) * (2 if bias else 1)
 
 
+#: integer keys that count repeated parts (blocks, layers): bounded so that no config can ask for
+#: more layers than quantcore.limits allows before any is built
+_COUNT_KEYS = ("num_layers", "num_single_layers", "num_hidden_layers", "layers_per_block")
+_MAX_COUNT = 1024
+
+
 def _ints(cfg: dict, where: str, keys: tuple, high: int = 1 << 20) -> dict:
     """The integer keys of a component config, every problem reported at once."""
     problems, out = [], {}
     for key in keys:
         value = cfg.get(key)
-        problem = "is missing" if value is None else int_problem(value, 1, high)
+        top = _MAX_COUNT if key in _COUNT_KEYS else high
+        problem = "is missing" if value is None else int_problem(value, 1, top)
         if problem:
             problems.append(f"{key} {problem}")
         else:
@@ -191,16 +198,23 @@ def _sdxl_unet(cfg: dict, where: str) -> _Stage:
     Transformer2DModel (linear proj_in/proj_out, BasicTransformerBlock: self-attention, cross-attention to
     the text, GEGLU MLP) at each level; text_time additional embedding; 2x down- and upsampling convs."""
     c = _ints(cfg, where, ("in_channels", "out_channels", "layers_per_block", "cross_attention_dim"))
-    chans = [int(x) for x in cfg.get("block_out_channels") or ()]
+    chans = cfg.get("block_out_channels")
+    if not isinstance(chans, list) or not 0 < len(chans) <= 16 or any(int_problem(x, 1, 1 << 16) for x in chans):
+        raise QuantDSEError(f"{where}: block_out_channels must be a list of 1 to 16 positive integers: use the UNet's "
+                            "config.json")
+    chans = [int(x) for x in chans]
     heads = cfg.get("attention_head_dim")
     depth = cfg.get("transformer_layers_per_block") or 1
     n = len(chans)
     heads = list(heads) if isinstance(heads, list) else [int(heads or 8)] * n
     depth = list(depth) if isinstance(depth, list) else [int(depth)] * n
     down_types = cfg.get("down_block_types") or []
-    if not chans or len(down_types) != n or len(heads) != n or len(depth) != n:
+    bad = [v for v in heads + depth if int_problem(v, 1, _MAX_COUNT)]
+    if bad or len(down_types) != n or len(heads) != n or len(depth) != n or int_problem(
+            cfg.get("projection_class_embeddings_input_dim", 1), 1, 1 << 20):
         raise QuantDSEError(f"{where}: block_out_channels, down_block_types, attention_head_dim and "
-                            "transformer_layers_per_block must have one entry per level: use the UNet's config.json")
+                            "transformer_layers_per_block must have one entry per level (positive integers): use "
+                            "the UNet's config.json")
     s = _Stage("unet", "step", where)
     temb, ctx = 4 * chans[0], c["cross_attention_dim"]
     s.conv("conv_in", c["in_channels"], chans[0], 3, 1.0, "embed_in")
@@ -330,8 +344,9 @@ def _vae_decoder(cfg: dict, where: str) -> _Stage:
     """
     c = _ints(cfg, where, ("latent_channels", "layers_per_block", "out_channels"))
     chans = cfg.get("block_out_channels")
-    if not isinstance(chans, list) or not chans or any(int_problem(x, 1, 1 << 16) for x in chans):
-        raise QuantDSEError(f"{where}: block_out_channels must be a list of positive integers: use the VAE's config.json")
+    if not isinstance(chans, list) or not 0 < len(chans) <= 16 or any(int_problem(x, 1, 1 << 16) for x in chans):
+        raise QuantDSEError(f"{where}: block_out_channels must be a list of 1 to 16 positive integers: use the VAE's "
+                            "config.json")
     s = _Stage("vae", "image", where)
     rev = [int(x) for x in reversed(chans)]
     if cfg.get("use_post_quant_conv", True):
@@ -394,7 +409,21 @@ def _component(stage: str, cfg, where: str, pipeline: dict) -> _Stage:
 
 def pipeline_defaults(pipeline: dict, vae: dict | None) -> dict:
     """The pipeline facts the workload needs: steps, CFG, resolution, text length, latent geometry."""
-    res = pipeline.get("resolution") or [int((vae or {}).get("sample_size") or 1024)] * 2
+    from quantcore.limits import RANGES
+
+    if not isinstance(pipeline, dict):
+        raise QuantDSEError("the pipeline section must be a JSON object: fix the catalog entry")
+    res = pipeline.get("resolution") or [(vae or {}).get("sample_size") or 1024] * 2
+    checks = {"num_inference_steps": (pipeline.get("num_inference_steps", 50), RANGES["steps"]),
+              "max_sequence_length": (pipeline.get("max_sequence_length", 512), (1, 1 << 16)),
+              "vae_scale_factor": (pipeline.get("vae_scale_factor", 8), (1, 64)),
+              "latent_multiple": (pipeline.get("latent_multiple", 2), (1, 64))}
+    if not isinstance(res, list) or len(res) != 2:
+        res = [None, None]
+    checks.update({f"resolution[{i}]": (v, RANGES["resolution"]) for i, v in enumerate(res)})
+    problems = [f"{key} {p}" for key, (v, (lo, hi)) in checks.items() if (p := int_problem(v, lo, hi))]
+    if problems:
+        raise QuantDSEError(f"pipeline: {'; '.join(problems)}: fix the pipeline's defaults")
     guidance = pipeline.get("guidance", "cfg")
     if guidance not in ("cfg", "distilled", "none"):
         raise QuantDSEError(f"pipeline guidance {guidance!r} is not known: use cfg, distilled or none")
@@ -413,6 +442,8 @@ def graph_from_diffusers(doc: dict, name: str, source: str, where: str) -> Layer
     if denoiser is None:
         raise QuantDSEError(f"{where}: a diffusers pipeline needs components with a transformer or unet config")
     pipeline = doc.get("pipeline") or {}
+    from quantcore.limits import check_cap
+
     layers, extra, present = [], 0, []
     for stage in STAGES:
         if stage in comps:
@@ -420,6 +451,7 @@ def graph_from_diffusers(doc: dict, name: str, source: str, where: str) -> Layer
             layers += built.layers
             extra += built.extra
             present.append(stage)
+            check_cap("layers", len(layers), f"{where} layers")
     tf = comps[denoiser]
     config = {"arch": "diffusion", "stages": present, "denoiser": denoiser,
               "num_layers": int(tf.get("num_layers", 0) or 0) + int(tf.get("num_single_layers", 0) or 0),
