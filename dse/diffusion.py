@@ -6,8 +6,6 @@ the totals by stage and states seconds and joules per image and images per secon
 """
 from __future__ import annotations
 
-import numpy as np
-
 #: candidates when --formats is not given: SVDQuant's W4A4 with its rank-32 16-bit branch (its
 #: default rank, Li et al. 2024 Sec. 5.1) and without, weight-only 4/8-bit (W4A16 as AWQ/NF4
 #: baselines), W8A8, fp8 and 16-bit
@@ -22,12 +20,9 @@ def is_pipeline(graph) -> bool:
     return graph.config.get("arch") == "diffusion"
 
 
-def _stage(name: str) -> str:
-    return name.split(".", 1)[0]
-
-
 def pipeline_doc(prepared, layers: list[dict]) -> dict:
     """The plan's `pipeline` section: per stage searched + fixed costs, and the per-image totals."""
+    from hwmodels.diffusion_ops import stage_of as _stage
     from hwmodels.ops import fixed_ops_for_graph
     from hwmodels.wholemodel import fixed_costs
 
@@ -89,9 +84,3 @@ def image_line(plan: dict) -> str:
     f = per_image(plan)
     return (f"  per image    {f['seconds_per_image']:.2f} s   {f['joules_per_image']:.0f} J   "
             f"{f['images_per_s']:.3f} images/s (attention and 16-bit parts included)")
-
-
-def stage_memory_peak(plan: dict) -> float:
-    """Weights resident when each stage loads only while it runs (diffusers' model CPU offload):
-    the largest stage; the plan's memory total keeps them all resident."""
-    return float(np.max([s["memory_bytes"] for s in plan["pipeline"]["stages"]]))

@@ -113,7 +113,6 @@ def _flux(cfg: dict, where: str) -> _Stage:
     """FluxTransformer2DModel (diffusers transformer_flux.py): 19 double-stream and 38 single-stream blocks."""
     c = _ints(cfg, where, ("attention_head_dim", "num_attention_heads", "num_layers", "num_single_layers",
                            "in_channels", "joint_attention_dim", "pooled_projection_dim"))
-    c["num_layers"] = c["num_layers"]
     s = _Stage("transformer", "step", where)
     heads, hd = c["num_attention_heads"], c["attention_head_dim"]
     d = heads * hd
