@@ -305,26 +305,35 @@ def test_diffusers_folder_with_weights(tmp_path):
         load_graph(str(tmp_path))
 
 
-def test_reproductions_diffusion_rows():
-    from experiments.reproduce import run
+def test_binarydm_savings_from_the_format_catalog(cli):
+    """BinaryDM's counts on its model: the v1 table's storage (1045.4 / 37.3 and / 42.1 MB) within 0.5 %, the
+    per-op W1A4 saving 16.0 exactly; the v2 abstract's 27.1x is reported as not reproduced (0.917)."""
+    from experiments import binarydm
 
-    rows = {r["name"]: r for r in run(["binarydm_ldm4_storage_w1a4_baseline", "binarydm_ldm4_storage_w1a4",
-                                       "binarydm_abstract_flops_16x", "binarydm_abstract_storage_27x"])}
+    rows = {r["name"]: r for r in binarydm.run()}
     assert rows["binarydm_abstract_flops_16x"]["ours"] == 16.0
-    for r in rows.values():
-        assert abs(r["ratio"] - 1) <= r["tolerance"], r["name"]
+    for name in ("binarydm_ldm4_storage_w1a4_baseline", "binarydm_ldm4_storage_w1a4"):
+        assert rows[name]["ratio"] == pytest.approx(1.0, abs=0.005)
+    assert rows["binarydm_ldm4_ops_w1a4"]["ratio"] == pytest.approx(1.029, abs=0.005)
+    assert rows["binarydm_abstract_storage_27x"]["ratio"] == pytest.approx(0.917, abs=0.005)
     g = load_graph("ldm-4-bedrooms")
     assert g.params == 274_056_163 and round(g.params * 4 / 2 ** 20, 1) == 1045.4  # the paper's FP 1045.4 MB
+    out = cli("experiments.binarydm")
+    assert out.returncode == 0 and "binarydm_abstract_flops_16x" in out.stdout
 
 
 @pytest.mark.slow
 def test_reproductions_svdquant_rows():
+    """The two rows are independent (no spec constant cites [svdquant]); memory within 15 %, the speed-up a
+    known miss bounded in tests/test_fidelity.py."""
     from experiments.reproduce import run
 
-    rows = run(["svdquant_flux_memory_vs_bf16_laptop4090", "svdquant_flux_speedup_vs_w4a16_laptop4090"])
-    for r in rows:
-        assert abs(r["ratio"] - 1) <= r["tolerance"], r["name"]
-        assert math.isfinite(r["ours"])
+    rows = {r["name"]: r for r in run(["svdquant_flux_memory_vs_bf16_laptop4090",
+                                       "svdquant_flux_speedup_vs_w4a16_laptop4090"])}
+    assert all(r["check"] == "independent" and any(u.startswith("rtx4090-laptop") for u in r["uses"])
+               for r in rows.values())
+    assert abs(rows["svdquant_flux_memory_vs_bf16_laptop4090"]["ratio"] - 1) <= 0.15
+    assert 0.75 <= rows["svdquant_flux_speedup_vs_w4a16_laptop4090"]["ratio"] <= 1.15
 
 
 def test_rtx4090_laptop_spec():
