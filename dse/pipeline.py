@@ -202,6 +202,10 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
             SENSITIVITY_SOURCES.check(sens)  # neither a source nor a file: the names, with close matches
         file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
         return [get_format(name) for name in file_formats(file[0])], file
+    if graph.config.get("arch") == "diffusion":
+        from dse.diffusion import DIFFUSION_SEARCH_FORMATS
+
+        return [get_format(name) for name in DIFFUSION_SEARCH_FORMATS], None
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None
 
 
@@ -355,7 +359,8 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     sensitivity = cache.sensitivity(request, work, formats)
     bits = cache.table(("bits", model_key, tuple(f.name for f in formats)),
-                       lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats))
+                       lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats,
+                                          np.array([l.n for l in layers])))
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)

@@ -59,6 +59,9 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
     limits = {k: _r(v) for k, v in problem.limits.items()}
     added = problem.sources.get("memory") == "device"
+    from dse.diffusion import is_pipeline, pipeline_doc
+
+    pipeline = {"pipeline": pipeline_doc(prepared, layers)} if is_pipeline(prepared.graph) else {}
     return {
         "schema": PLAN_SCHEMA,
         "model": prepared.graph.name,
@@ -75,6 +78,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
                                                       prepared.free_memory)] if added else []),
         "solver": solver,
+        **pipeline,
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
                        "sensitivity": prepared.sensitivity.source,
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
@@ -107,7 +111,8 @@ def fixed_note(prepared) -> str:
     if attention:
         w = prepared.workload
         cache = "the KV cache" if w.phase != "forward" else "the keys and values"
-        parts.append(f"attention of {attention} layers over {cache} ({w.kv_bits}-bit)")
+        parts.append(f"attention of {attention} layers over the image and text tokens (16-bit)" if w.phase == "denoise"
+                     else f"attention of {attention} layers over {cache} ({w.kv_bits}-bit)")
     elif graph.config.get("arch") != "cnn":
         parts.append("no attention (the model source defines none)")
     return ", ".join(parts) + ": not searched" if parts else "nothing: every weight is searched"

@@ -67,10 +67,26 @@ def add_workload_args(p: ArgumentParser) -> None:
                                            "sequence (encoders); default: 2048 for decoder LLMs (at most their "
                                            "max positions), an encoder's max positions")
     p.add_argument("--kv-bits", type=int, help="KV cache precision: 16, 8, 4, 2 (default: 16)")
+    p.add_argument("--steps", type=int_flag(*RANGES["steps"]), help="text-to-image models: denoising steps per image (default: the "
+                                             "pipeline's, e.g. 28 for flux.1-dev)")
+    p.add_argument("--resolution", type=_resolution, help="text-to-image models: image size, 1024 or 1024x768 "
+                                                          "(height x width; default: the pipeline's)")
+
+
+def _resolution(text: str) -> tuple:
+    """`1024` or `1024x768` as (height, width)."""
+    import argparse
+
+    parts = str(text).lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{str(text)[:30]!r} is not a size: use e.g. 1024 or 1024x768")
+    sides = tuple(int(p) for p in parts)
+    return sides * 2 if len(sides) == 1 else sides
 
 
 def workload_from_args(args) -> Workload:
-    return Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
+    return Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits,
+                          steps=getattr(args, "steps", None), image_hw=getattr(args, "resolution", None))
 
 
 def build_parser() -> ArgumentParser:

@@ -68,7 +68,8 @@ def _prior_sample(k: int, role: str) -> np.ndarray:
 
 
 def prior_errors(layers, formats) -> np.ndarray:
-    """Data-free expected errors: params x relative MSE on a fitted synthetic sample."""
+    """Data-free expected errors: params x relative MSE on a fitted synthetic sample, times the layer's
+    `prior_weight` where its model sets one (diffusion pipelines: quantcore.models.diffusion.PRIOR_WEIGHT)."""
     cache: dict = {}
     out = np.empty((len(layers), len(formats)))
     for i, layer in enumerate(layers):
@@ -76,7 +77,7 @@ def prior_errors(layers, formats) -> np.ndarray:
         if key not in cache:
             sample = _prior_sample(layer.row, layer.role)
             cache[key] = np.array([_relative_sse(sample, f) / sample.size for f in formats])
-        out[i] = cache[key] * layer.params
+        out[i] = cache[key] * layer.params * float(layer.attrs.get("prior_weight", 1.0))  # role weight (diffusion)
     return out
 
 

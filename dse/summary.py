@@ -217,12 +217,17 @@ def format_summary(plan: dict, steps: list[str] | None = None) -> str:
              *[line for note in plan.get("notes") or [] for line in
                textwrap.wrap(f"note: {note}", width=96, subsequent_indent="  ")],
              "", f"{len(layers)} searched layers by role (majority format by weights; exceptions below)"]
-    folded = fold(layers)
+    if plan.get("pipeline"):  # a text-to-image pipeline: its stages instead of roles across blocks
+        from dse.diffusion import stage_lines
+
+        lines[-1] = f"{len(layers)} searched layers by stage (time and energy per image, attention included)"
+        lines += stage_lines(plan)
+    folded = fold(layers) if not plan.get("pipeline") else {"rules": [], "exceptions": []}
     exc = folded["exceptions"]
     shown = exc[:MAX_EXCEPTION_LINES]
     rows = [[r["where"] or "once", ", ".join(r["roles"]), r["format"], f"{r['bits']:.3f} bits"]
             for r in folded["rules"] + shown]
-    table = _table(rows)
+    table = _table(rows) if rows else []
     lines += table[:len(folded["rules"])]
     if exc:
         lines.append(f"exceptions ({sum(e['layers'] for e in exc)} layers)")
@@ -233,7 +238,13 @@ def format_summary(plan: dict, steps: list[str] | None = None) -> str:
     lines += _table([[s["format"], f"{s['bits']:.3f} bits", f"{100 * s['share']:5.1f} %",
                       "#" * max(1, round(40 * s["share"]))] for s in format_shares(layers)])
     lines += ["", "totals (searched layers + fixed part)"] + _totals(plan)
+    if plan.get("pipeline"):
+        from dse.diffusion import image_line
+
+        lines.append(image_line(plan))
     steps = next_steps(None) if steps is None else steps
+    if plan.get("pipeline"):  # a diffusion plan's quantizer is SVDQuant's (dse/export/nunchaku.py)
+        steps = [s.replace("--to llamacpp", "--to nunchaku") for s in steps]
     if steps:
         lines += ["", *steps]
     return "\n".join(lines)

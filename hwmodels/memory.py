@@ -33,7 +33,7 @@ def _kv_elems_per_token(layer) -> int:
 def kv_cache_bytes(graph, workload: Workload) -> float:
     """Bytes of the KV cache the workload holds (one layer's K and V for an encoder)."""
     attention = [l for l in graph.layers if l.kind == "attention"]
-    if not attention:
+    if not attention or workload.phase == "denoise":  # a diffusion pipeline keeps no KV cache
         return 0.0
     per_token = [_kv_elems_per_token(l) for l in attention]
     elems = max(per_token) if workload.phase == "forward" else sum(per_token)
@@ -42,6 +42,10 @@ def kv_cache_bytes(graph, workload: Workload) -> float:
 
 def activation_bytes(graph, workload: Workload) -> float:
     """Bytes of the largest layer's input + output activations, and a decoder's logits."""
+    if workload.phase == "denoise":
+        from hwmodels.diffusion_ops import activation_bytes as pipeline_activations
+
+        return pipeline_activations(graph, workload, ACT_BYTES)
     peak = 0.0
     for layer in graph.layers:
         if layer.kind in ("conv", "deform-conv"):

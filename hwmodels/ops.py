@@ -97,24 +97,41 @@ def attention_rows(layer, workload: Workload) -> list[tuple]:
 def ops_for_graph(graph, workload: Workload, layers: list | None = None) -> Ops:
     """Ops of the given layers (default: the graph's quantizable layers)."""
     chosen = graph.quantizable() if layers is None else layers
+    if graph.config.get("arch") == "diffusion":
+        from hwmodels.diffusion_ops import layer_row
+
+        return Ops.from_rows([layer_row(l, graph, workload) for l in chosen])
     return Ops.from_rows([_layer_row(l, graph, workload) for l in chosen])
 
 
 def fixed_ops_for_graph(graph, workload: Workload) -> tuple[Ops, Ops]:
     """(16-bit ops: embedding gathers and MoE routers, attention matmuls): what a plan does not choose."""
+    if graph.config.get("arch") == "diffusion":
+        from hwmodels import diffusion_ops as d
+
+        emb = [d.layer_row(l, graph, workload) for l in graph.layers
+               if l.kind != "attention" and l.params > 0 and not l.quantizable]
+        att = [row for l in graph.layers if l.kind == "attention" for row in d.attention_rows(l, graph, workload)]
+        return Ops.from_rows(emb), Ops.from_rows(att)
     emb = [_layer_row(l, graph, workload) for l in graph.layers
            if l.kind != "attention" and l.params > 0 and not l.quantizable]
     att = [row for l in graph.layers if l.kind == "attention" for row in attention_rows(l, workload)]
     return Ops.from_rows(emb), Ops.from_rows(att)
 
 
-def bits_table(k: np.ndarray, formats: list) -> np.ndarray:
+def bits_table(k: np.ndarray, formats: list, n: np.ndarray | None = None) -> np.ndarray:
     """[L, F] effective stored bits per weight of rows of length k[l] in each format.
 
     Scales, zero points and block metadata depend on the row length through the
     number of groups, so each format is asked once per distinct k (real models
-    have few) and the answers are broadcast back to the L rows.
+    have few) and the answers are broadcast back to the L rows. n: the output
+    features, which a low-rank branch's bits depend on (left out: square layers).
     """
-    ks, inverse = np.unique(np.asarray(k, dtype=np.int64), return_inverse=True)
-    per_k = np.array([[f.bits_per_weight(int(kk)) for f in formats] for kk in ks], dtype=np.float64)
-    return per_k.reshape(len(ks), len(formats))[inverse.reshape(-1)]
+    k = np.asarray(k, dtype=np.int64)
+    if n is None or not any(f.lowrank for f in formats):
+        ks, inverse = np.unique(k, return_inverse=True)
+        per_k = np.array([[f.bits_per_weight(int(kk)) for f in formats] for kk in ks], dtype=np.float64)
+        return per_k.reshape(len(ks), len(formats))[inverse.reshape(-1)]
+    pairs, inverse = np.unique(np.stack([k, np.asarray(n, dtype=np.int64)], axis=1), axis=0, return_inverse=True)
+    per = np.array([[f.bits_per_weight(int(a), int(b)) for f in formats] for a, b in pairs], dtype=np.float64)
+    return per.reshape(len(pairs), len(formats))[inverse.reshape(-1)]

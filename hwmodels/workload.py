@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from quantcore.errors import QuantDSEError
 from quantcore.limits import RANGES, check_int
 
-PHASES = ("decode", "prefill", "forward")
+PHASES = ("decode", "prefill", "forward", "denoise")
 #: a decoder's defaults: one decode step with a 2048-token context, 16-bit KV cache
 DECODER_DEFAULTS = {"phase": "decode", "batch": 1, "seq": 2048, "kv_bits": 16}
 #: an encoder without max_position_embeddings in its config runs BERT's 512 positions
@@ -40,11 +40,13 @@ class Workload:
     seq: int | None = 2048
     kv_bits: int | None = 16
     image_hw: tuple | None = None
+    steps: int | None = None  # diffusion: denoising steps per image
+    cfg: bool | None = None  # diffusion: classifier-free guidance doubles the denoiser's batch
 
     def __post_init__(self):
         if self.phase is not None and self.phase not in PHASES:
             raise QuantDSEError(f"unknown phase {self.phase!r}: use one of {', '.join(PHASES)}")
-        for field in ("batch", "seq", "kv_bits"):
+        for field in ("batch", "seq", "kv_bits", "steps"):
             value = getattr(self, field)
             if value is None:
                 continue
@@ -53,9 +55,9 @@ class Workload:
             check_int(value, f"--{field.replace('_', '-')}", *RANGES[field])
 
     @classmethod
-    def unset(cls, phase=None, batch=None, seq=None, kv_bits=None) -> "Workload":
+    def unset(cls, phase=None, batch=None, seq=None, kv_bits=None, steps=None, image_hw=None) -> "Workload":
         """The workload as the user gave it: None where the model kind decides."""
-        return cls(phase=phase, batch=batch, seq=seq, kv_bits=kv_bits)
+        return cls(phase=phase, batch=batch, seq=seq, kv_bits=kv_bits, steps=steps, image_hw=image_hw)
 
     @property
     def tokens(self) -> int:
@@ -74,6 +76,13 @@ class Workload:
         """
         arch = graph.config.get("arch", "decoder")
         name = graph.name
+        if arch == "diffusion":
+            from hwmodels.diffusion_ops import diffusion_workload
+
+            return diffusion_workload(self, graph, notes)
+        if self.steps is not None or (self.image_hw is not None and arch != "cnn"):
+            raise QuantDSEError(f"{name} is not a diffusion pipeline: --steps and --resolution apply to "
+                                "text-to-image models (e.g. --model flux.1-dev)")
         if arch == "cnn":
             if self.phase == "decode":
                 raise QuantDSEError(f"{name} is a CNN: it runs one forward pass over a batch of images at its input "
@@ -106,7 +115,10 @@ class Workload:
 
     def as_dict(self) -> dict:
         """The plan's `workload`: the keys that apply to this kind of pass, and a sentence."""
-        if self.image_hw is not None:
+        if self.phase == "denoise":
+            out = {"phase": self.phase, "batch": self.batch, "steps": self.steps, "resolution": list(self.image_hw),
+                   "cfg": self.cfg}
+        elif self.image_hw is not None:
             out = {"phase": self.phase, "batch": self.batch, "input_hw": list(self.image_hw)}
         else:
             out = {"phase": self.phase, "batch": self.batch, "seq": self.seq, "kv_bits": self.kv_bits}
@@ -115,6 +127,11 @@ class Workload:
     def describe(self) -> str:
         """The workload in words, as a plan header states it."""
         b = self.batch
+        if self.phase == "denoise":
+            size = "x".join(str(x) for x in self.image_hw)
+            guide = "CFG doubles the denoiser's batch" if self.cfg else "no CFG batch"
+            return (f"{b} image{'s' if b != 1 else ''} of {size}: {self.steps} denoising steps ({guide}), "
+                    "text encoders and VAE decoder once")
         if self.image_hw is not None:
             size = "x".join(str(x) for x in self.image_hw)
             return f"one forward pass over {b} image{'s' if b != 1 else ''} of {size}"

@@ -65,6 +65,7 @@ import numpy as np
 
 from quantcore.errors import QuantDSEError
 from quantcore.quantizers.bitmod import BITMOD_DATATYPES
+from quantcore.quantizers.common import fp16
 from quantcore.quantizers.minifloat import round_minifloat  # noqa: F401  (re-exported)
 from quantcore.quantizers.nf import NF4_CODE  # noqa: F401  (re-exported)
 
@@ -102,6 +103,7 @@ class Format:
     block_bits: int = 0
     element: str = "int"
     description: str = ""
+    lowrank: int = 0  # rank of a 16-bit low-rank branch beside the quantized weight (SVDQuant); 0 = none
 
     @property
     def weight_name(self) -> str:
@@ -117,8 +119,12 @@ class Format:
         """Nominal effective bits per weight: `bits_per_weight` at k = 4096."""
         return self.bits_per_weight(NOMINAL_K)
 
-    def bits_per_weight(self, k: int) -> float:
-        """Exact storage bits per weight of a row of k weights (scales, zeros, metadata included)."""
+    def bits_per_weight(self, k: int, n: int | None = None) -> float:
+        """Exact storage bits per weight of a row of k weights (scales, zeros, metadata included).
+
+        n: the layer's output features; only a low-rank branch depends on it (its two 16-bit
+        factors hold r*(k + n) values for k*n weights); left out, the layer is taken as square.
+        """
         k = check_k(k)
         fallback = self.fallback_for(k)
         if fallback is not self:
@@ -127,7 +133,7 @@ class Format:
         total = self.weight_bits * k + groups * (self.scale_bits + self.zero_bits)
         if self.block_size:
             total += (k // self.block_size) * self.block_bits
-        return total / k
+        return total / k + lowrank_bits(self.lowrank, k, k if n is None else check_k(n))
 
     def fallback_for(self, k: int) -> "Format":
         """The format llama-quantize really uses for rows of length k (self when k fits).
@@ -154,6 +160,8 @@ class Format:
         fmt = self.fallback_for(x.shape[1])
         if fmt is not self:
             return fmt.quantize(x)
+        if self.lowrank:
+            return _q_lowrank(self, x)
         fn = QUANTIZERS[self.family]
         if self.family == "nvfp":  # one fp32 tensor scale for the whole tensor, not per chunk
             fn = functools.partial(quantize_nvfp, tensor=nvfp_tensor_scale(x))
@@ -170,7 +178,7 @@ class Format:
             "symmetric": self.symmetric, "scale_bits": self.scale_bits,
             "zero_bits": self.zero_bits, "act_bits": self.act_bits,
             "block_size": self.block_size, "block_bits": self.block_bits,
-            "element": self.element, "description": self.description,
+            "element": self.element, "description": self.description, "lowrank": self.lowrank,
         }
 
 
@@ -209,6 +217,8 @@ _FIXED = {
     "nvfp4": _F("nvfp4", "nvfp", 4, 16, True, 8, 0, "e2m1", "NVFP4: e2m1 x 16 + e4m3 scale (per-tensor fp32 scale not counted)"),
     "ternary": _F("ternary", "ternary", 1.6, None, True, 16, 0, "ternary", "BitNet b1.58 absmean {-1,0,1}, 5 trits/byte, fp16 scale per row"),
     "binary": _F("binary", "binary", 1, None, True, 16, 0, "binary", "sign x mean|w|, fp16 scale per row"),
+    "binary2": _F("binary2", "binary", 2, None, True, 32, 0, "binary2", "BinaryDM two-basis binarizer: "
+                  "s1 sign(w) + s2 sign(w - s1 sign(w)), two fp16 scales per row"),
     # llama.cpp: payload bits, sub-block (group) size, scale/min bits, super-block fp16 d (and dmin).
     "q4_0": _F("q4_0", "ggml", 4, 32, True, 16, 0, "q4_0", "llama.cpp Q4_0", 32),
     "q4_1": _F("q4_1", "ggml", 4, 32, False, 16, 16, "q4_1", "llama.cpp Q4_1", 32),
@@ -228,6 +238,9 @@ _QZ_CATALOG_BITS = (2, 3, 4, 8)
 _FP4_RE = re.compile(r"fp4-e2m1(?:-g(\d+))?")
 _BITMOD_RE = re.compile(r"bitmod(\d+)-g(\d+)")
 _ACT_RE = re.compile(r"(.+)-a(\d+)")
+_RANK_RE = re.compile(r"(.+)-r(\d+)")
+#: ranks a low-rank branch may take (SVDQuant uses 32; its ablation runs 16-256)
+LOWRANK_RANGE = (1, 1024)
 
 
 def _check_group(group: str | None, name: str) -> int | None:
@@ -294,6 +307,13 @@ def _get(name: str) -> Format:
         base, act = m.group(1), int(m.group(2))
         if act not in ACT_BITS:
             raise QuantDSEError(f"activation bits {act} in {name!r} are not supported: use -a4, -a8 or -a16")
+    rank = 0
+    m = _RANK_RE.fullmatch(base)
+    if m:
+        base, rank = m.group(1), int(m.group(2))
+        if not LOWRANK_RANGE[0] <= rank <= LOWRANK_RANGE[1] or base in ("fp16", "bf16", "fp32"):
+            raise QuantDSEError(f"low-rank branch -r{rank} in {name!r} is not supported: use a rank from "
+                                f"{LOWRANK_RANGE[0]} to {LOWRANK_RANGE[1]} on a quantized format, e.g. int4-g64-r32-a4")
     try:
         fmt = _build(base)
     except KeyError:
@@ -301,6 +321,9 @@ def _get(name: str) -> Format:
         close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise QuantDSEError(f"unknown format {name!r}: {hint}run `python -m dse.formats` for the list") from None
+    if rank:
+        fmt = dataclasses.replace(fmt, name=f"{fmt.name}-r{rank}", lowrank=rank,
+                                  description=f"{fmt.description} + rank-{rank} 16-bit low-rank branch (SVDQuant)")
     if act != 16:
         fmt = dataclasses.replace(fmt, name=f"{fmt.name}-a{act}", act_bits=act)
     return _intern(fmt)
@@ -327,7 +350,7 @@ def _catalog() -> tuple[Format, ...]:
             names.append(f"int{n}{suffix}")
             names += [f"int{n}-g{g}{suffix}" for g in _CATALOG_GROUPS]
     names += ["fp8-e4m3", "fp8-e5m2", "fp6-e3m2", "fp4-e2m1", "fp4-e2m1-g32", "fp4-e2m1-g64",
-              "nf4", "mxfp4", "mxint8", "nvfp4", "bitmod3-g128", "bitmod4-g128", "ternary", "binary",
+              "nf4", "mxfp4", "mxint8", "nvfp4", "bitmod3-g128", "bitmod4-g128", "ternary", "binary", "binary2",
               *_GGML_BLOCKS]
     for n in _QZ_CATALOG_BITS:
         for suffix in ("-qz", "-asym-qz"):
@@ -374,6 +397,24 @@ def check_k(k) -> int:
 
         raise QuantDSEError(f"row length k must be at most {MAX_K:,}, got {show_number(int(k))}")
     return int(k)
+
+
+# ---- SVDQuant's low-rank branch (Li et al. 2024, "SVDQuant: Absorbing Outliers by Low-Rank
+# Components for 4-Bit Diffusion Models", Sec. 4): W = L1 L2 + R, L1 L2 the rank-r truncated SVD
+# of W kept in 16 bits, R quantized by the base format. (The smoothing that first migrates
+# activation outliers into W needs calibration activations; this data-free reference leaves it out.)
+
+def lowrank_bits(rank: int, k: int, n: int) -> float:
+    """Bits per weight of a rank-r 16-bit branch beside a k x n weight: 16 r (k + n) / (k n)."""
+    return 16.0 * rank * (k + n) / (float(k) * n) if rank else 0.0
+
+
+def _q_lowrank(f: Format, x):
+    base = _intern(dataclasses.replace(f, lowrank=0, name=f.name.replace(f"-r{f.lowrank}", "")))
+    r = min(f.lowrank, *x.shape)
+    u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    low = fp16(((u[:, :r] * s[:r]) @ vt[:r]).astype(np.float32))
+    return low + base.quantize(x - low)
 
 
 # ---------------------------------------------------------------- CLI

@@ -13,7 +13,8 @@ from quantcore.registry import Registry
 #: built-in target name -> exporter module
 BUILTIN = {"llamacpp": "dse.export.llamacpp", "gptqmodel": "dse.export.gptqmodel",
            "llmcompressor": "dse.export.llmcompressor", "compressed-tensors": "dse.export.ctensors",
-           "autoround": "dse.export.autoround", "modelopt": "dse.export.modelopt"}
+           "autoround": "dse.export.autoround", "modelopt": "dse.export.modelopt",
+           "nunchaku": "dse.export.nunchaku"}
 EXPORTERS = Registry("export target", BUILTIN, group="quantdse.exporters")
 #: the built-in target names (`EXPORTERS.names()` adds plugins)
 TARGETS = tuple(BUILTIN)

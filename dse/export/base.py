@@ -89,7 +89,8 @@ def plan_graph(plan: dict, path: str):
     kind, _, where = source.partition(":")
     where = where.removesuffix(" (installed package)")
     in_catalog = isinstance(plan["model"], str) and plan["model"] in list_catalog()
-    target = where if kind in ("config", "safetensors") and where and not in_catalog else plan["model"]
+    target = (where if kind in ("config", "safetensors", "diffusers", "diffusers+safetensors") and where
+              and not in_catalog else plan["model"])
     try:
         return load_graph(target)
     except QuantDSEError as exc:

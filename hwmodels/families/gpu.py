@@ -161,6 +161,9 @@ SCHEMA = {
                                   "with half2_to_float2, then fmas in fp32; the convert counted at the FP32 rate, an "
                                   "estimate: sm_80+ compile __half2float to HADD2.F32 on the FMA pipe)",
                                   min=0.0, default=4.0),
+    "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
+                            "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
+                            choices=("fused", "separate"), default="fused"),
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
@@ -363,6 +366,12 @@ class Model(HardwareModel):
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
+        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank)."""
+        from hwmodels.families.gpu_lowrank import add_lowrank
+
+        return add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+
+    def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
         reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
         weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does."""
@@ -403,7 +412,7 @@ class Model(HardwareModel):
         batch = np.where(attn, np.maximum(np.ceil(ops.count), 1), 1).astype(np.int64)
         t = self.tiling(ops.m, ops.k, ops.n, batch)
         slots = t["slots"]
-        wbytes = bits_table(ops.k, formats) / 8.0                         # [L, F] bytes per weight
+        wbytes = bits_table(ops.k, formats, ops.n) / 8.0                  # [L, F] bytes per weight
         col = lambda a: np.asarray(a, dtype=np.float64)[:, None]           # noqa: E731  [L] -> [L, 1]
         tm, tn, tk = col(t["tm"]), col(t["tn"]), float(p["tile_k"])
         tiles_m, tiles_n, split = col(t["tiles_m"]), col(t["tiles_n"]), col(t["split"])

@@ -8,6 +8,7 @@ from quantcore.io import load_json
 from quantcore.models.registry import catalog_path, load_entry, looks_like_path, model_name, packaged_weights
 from quantcore.models.checkpoint import graph_from_safetensors
 from quantcore.models.cnn import SPEC_FORMAT, graph_from_cnn_spec
+from quantcore.models import diffusion
 from quantcore.models.graph import LayerGraph
 from quantcore.models.hf_config import graph_from_config
 from quantcore.models.torch_module import graph_from_module
@@ -33,6 +34,8 @@ def load_graph(source, *, example_input=None) -> LayerGraph:
     if looks_like_path(str(source)) and not path.exists():
         raise QuantDSEError(f"no such file or folder: {source}: check the path (models are read from local files "
                             "only; catalog names: python -m dse.models --list)")
+    if diffusion.is_diffusers_folder(path):
+        return diffusion.graph_from_diffusers_folder(path, model_name(path))
     if path.is_dir() or path.suffix == ".safetensors":
         return graph_from_safetensors(path)
     if path.suffix == ".json":
@@ -51,4 +54,6 @@ def load_graph(source, *, example_input=None) -> LayerGraph:
 def _from_json(doc, name: str, source: str, where: str) -> LayerGraph:
     if isinstance(doc, dict) and doc.get("format") == SPEC_FORMAT:
         return graph_from_cnn_spec(doc, name, source, where)
+    if isinstance(doc, dict) and doc.get("format") == diffusion.SPEC_FORMAT:
+        return diffusion.graph_from_diffusers(doc, name, source, where)
     return graph_from_config(doc, name, source, where)

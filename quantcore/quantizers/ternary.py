@@ -12,5 +12,12 @@ def quantize_ternary(f, x):
 
 
 def quantize_binary(f, x):
-    alpha = fp16(np.abs(x).mean(axis=1, keepdims=True))
-    return np.where(x >= 0, alpha, -alpha)
+    """binary: sign(w) mean|w| per row. binary2 (BinaryDM's two-basis binarizer, at its initial
+    scales: Xingyu-Zheng/BinaryDM ours_util.py, BNNLinear/BNNConv2d with order=2): the same on w,
+    then once more on the residual w - s1 sign(w), each basis with its own per-row scale."""
+    out = np.zeros_like(x)
+    for _ in range(int(f.weight_bits)):
+        r = x - out
+        alpha = fp16(np.abs(r).mean(axis=1, keepdims=True))
+        out = out + np.where(r >= 0, alpha, -alpha)
+    return out
