@@ -40,7 +40,7 @@ $(DOCS): $(CORE)
 
 # the docs site, warnings as errors (site/ is the output)
 docs: $(DOCS)
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(DEV)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
