@@ -390,7 +390,9 @@ SOLVER_COLUMNS = {"bits": "bits", "memory": "memory", "latency": "latency", "ene
 @pytest.mark.slow
 def test_solvers_table_matches_what_each_method_does(tmp_path):
     """Every cell: resnet-50 on a100-80gb (its weights fit the device, so no memory limit is added), at
-    budgets just above the 4.5-bit ILP plan's totals (so each is feasible); yes = exit 0, no = exit 2."""
+    budgets just above the 4.5-bit ILP plan's totals (so each is feasible) and, for two limits at once,
+    4.5 bits with 1.25x its latency (the heuristics may miss a plan at limits tight together, as the page
+    says); yes = exit 0, no = exit 2."""
     from dse import search
     from quantcore.cli import run_cli
 
@@ -401,7 +403,7 @@ def test_solvers_table_matches_what_each_method_does(tmp_path):
     budgets = {"bits": ["--budget", "4.5bits"], "memory": ["--budget", f"{totals['memory_bytes'] * 1.01 / 1e9:.6f}GB"],
                "latency": ["--budget", f"{totals['latency_s'] * 1.01e3:.6f}ms"],
                "energy": ["--budget", f"{totals['energy_j'] * 1.01e3:.6f}mJ"],
-               "bits+latency": ["--budget", "4.5bits", "--max-latency-ms", f"{totals['latency_s'] * 1.01e3:.6f}"]}
+               "bits+latency": ["--budget", "4.5bits", "--max-latency-ms", f"{totals['latency_s'] * 1.25e3:.6f}"]}
     wrong = []
     for row in can_i_use("solvers.md", "solvers"):
         method = row["method"].strip("`")
