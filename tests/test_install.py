@@ -75,8 +75,9 @@ NO_EXTRAS = ("torch", "matplotlib", "gymnasium", "stable_baselines3", "transform
 
 @pytest.mark.slow
 def test_core_install_runs_the_main_job_without_torch(tmp_path):
-    """`pip install .` (no extras) into a fresh venv: the main job, a plan file, `dse.show` and a llama.cpp
-    export run with none of the extras' packages installed; `--plot` names the extra it needs."""
+    """`pip install .` (no extras) into a fresh venv: the main job, a plan file, `dse.show`, a llama.cpp
+    export, the target list, the reproduced figures, a Pareto sweep and a co-design sweep run with none
+    of the extras' packages installed; `--plot` names the extra it needs."""
     src = tmp_path / "src"
     for name in SOURCES:
         if (ROOT / name).is_dir():
@@ -108,6 +109,12 @@ def test_core_install_runs_the_main_job_without_torch(tmp_path):
     exported = run("-m", "dse.export", "--plan", "plan.json", "--to", "llamacpp", "--nearest", "--out", "types.txt")
     assert exported.returncode == 0, exported.stderr
     assert r"^token_embd\.weight$=f16" in (work / "types.txt").read_text().splitlines()
+    for argv in (["hwmodels.list"], ["experiments.reproduce"],
+                 ["dse.pareto", "--hw", "a100-80gb", "--sweep", "bits=3:4:0.5", "--out", "pareto.csv"],
+                 ["experiments.sweep", "--hw", "systolic", "--grid", "rows=16,32", "--model", "resnet-50",
+                  "--budgets", "4bits", "--phase", "prefill", "--seq", "1", "--workers", "1", "--out", "sweep.csv"]):
+        r = run("-m", *argv)
+        assert r.returncode == 0, f"{argv[0]}: {r.stderr[-2000:]}"
     plot = run("-m", "dse.show", "plan.json", "--plot", "plan.png")
     assert (plot.returncode, plot.stderr) == (2, "error: matplotlib is not installed: pip install 'quantdse[plot]'\n")
     assert not (work / "plan.png").exists()

@@ -412,3 +412,19 @@ def test_solvers_table_matches_what_each_method_does(tmp_path):
             if code != {"yes": 0, "no": 2}[row[column]]:
                 wrong.append(f"{method} {column}: table says {row[column]}, dse.search exited {code}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_readme_lists_every_command_with_a_link():
+    """One line per `python -m` command in the README's table, each with a link to its docs page; the
+    commands are found as the CLI reference finds them (docs/hooks/reference.py)."""
+    spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "docs" / "hooks" / "reference.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `python -m ([\w.]+)` \|(.*)\|$",
+                                                        README.read_text(encoding="utf-8"), re.M)}
+    commands = hooks.cli_modules()
+    assert len(commands) >= 15
+    assert sorted(rows) == sorted(commands), "the README's command table and the project's commands differ"
+    for name, text in rows.items():
+        link = re.search(r"\]\((docs/[\w-]+\.md)(#[\w-]+)?\)", text)
+        assert link and (ROOT / link.group(1)).is_file(), f"{name}: no link to a docs page"
