@@ -70,6 +70,7 @@ def gemm_kernel(fmt) -> str | None:
 class Model(HardwareModel):
     """This machine's CPU, from fits to its measured torch kernels."""
 
+    ENERGY_PARAMS = ("core_power_w",)
     SCHEMA = SCHEMA
     DESCRIPTION = "measured torch CPU kernels, parametric fit (python -m hwmodels.calibrate --hw local)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
