@@ -78,7 +78,7 @@ def test_compare_cli_prints_the_table(capsys):
     ({"schema": "x"}, "is not a quantdse.gpu-energy/1 document"),
     ({"schema": "quantdse.gpu-energy/1", "workloads": {"train": {}}}, "unknown workloads train"),
     ({"schema": "quantdse.gpu-energy/1", "workloads": {"decode": {"seconds_per_pass": -1, "joules_per_pass": 1}}},
-     "seconds_per_pass must be a positive number"),
+     "seconds_per_pass must be a number in [1e-06, 100000], got -1"),
 ])
 def test_bad_measurement_is_one_line(tmp_path, doc, message, capsys):
     from quantcore.cli import run_cli
