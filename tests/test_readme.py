@@ -2,12 +2,14 @@
 every output they show is what the command prints.
 
 A page's code blocks (fenced or indented, `\\` continuations joined, `# comments` dropped) are read in
-page order. In blocks tagged bash/console/sh every line is a command; in untagged and indented blocks
-the lines that start with `python`, `make` or `pip` are (the rest is output shown as text). Commands
-run in page order in one temporary folder per page, so a command that reads a file finds it where an
+page order. In blocks tagged bash/sh every line is a command; in console blocks the `$ ` lines are,
+each followed by what it prints (compared: stdout, or an `error:` line on stderr with exit code 2);
+in untagged and indented blocks the lines that start with `python`, `make` or `pip` are (the rest is
+output shown as text). Commands run in page order in one temporary folder per page, so a command that reads a file finds it where an
 earlier command of the same page wrote it (or, for a path into the repository, a copy of the shipped
-file; its folder for an output). The one input no page can make here is `measurements.json`, the
-user's own GPU timings for `hwmodels.calibrate --from`: USER_INPUTS writes a stand-in for it.
+file; its folder for an output). USER_INPUTS writes what a page takes as given: `measurements.json`,
+the user's own GPU timings for `hwmodels.calibrate --from` (a stand-in), and the quick start's
+`plan.json`.
 Each `python -m` command must exit 0 within COMMAND_TIMEOUT_S and print no traceback; any other
 command must be in NOT_RUN_HERE with the place it is tested or the reason it cannot be.
 
@@ -74,7 +76,8 @@ class Step:
     argv: list[str]
     env: dict = field(default_factory=dict)
     stdout_to: str | None = None
-    expected: str | None = None
+    expected: str | None = None  # stdout, or with expect_error the one `error:` line on stderr (exit 2)
+    expect_error: bool = False
     files: dict = field(default_factory=dict)  # path -> content the page shows for it after this step
 
 
@@ -117,9 +120,10 @@ def code_blocks(text: str) -> list[Block]:
     return blocks
 
 
-def command_lines(block: Block) -> list[tuple[int, str]]:
-    """(line number, command) for each command of a block: every line of a shell block, the lines that
-    start with STARTS elsewhere; continuations joined, `$ ` prompts and comment lines dropped."""
+def command_lines(block: Block) -> list[tuple[int, str, str | None]]:
+    """(line number, command, output shown or None) for each command of a block: every line of a bash
+    or sh block; in a console block the `$ ` lines, each followed by what it prints; in other blocks
+    the lines that start with STARTS. Continuations joined, comment lines dropped."""
     if block.lang not in COMMAND_LANGS | {""} or (block.marker and block.marker[0] in ("output", "file")):
         return []
     out, pending, start = [], "", 0
@@ -128,27 +132,32 @@ def command_lines(block: Block) -> list[tuple[int, str]]:
         if pending:
             pending += " " + line.rstrip("\\").strip()
             if not line.endswith("\\"):
-                out.append((start, pending))
+                out.append([start, pending, None])
                 pending = ""
             continue
-        line = line[2:] if line.startswith("$ ") else line
+        if block.lang == "console":
+            if not line.startswith("$ "):
+                if out:  # what the command above prints
+                    out[-1][2] = raw if out[-1][2] is None else out[-1][2] + "\n" + raw
+                continue
+            line = line[2:]
         if not line or line.startswith("#"):
             continue
-        is_command = block.lang in COMMAND_LANGS or re.match(r"^([A-Z_]+=\S+\s+)*(%s)\b" % "|".join(STARTS), line)
+        is_command = block.lang in COMMAND_LANGS or re.match(r"^([A-Z_]+=\S*\s+)*(%s)\b" % "|".join(STARTS), line)
         if not is_command:
             continue
         if line.endswith("\\"):
             pending, start = line.rstrip("\\").strip(), block.line + offset
         else:
-            out.append((block.line + offset, line))
-    return out
+            out.append([block.line + offset, line, None])
+    return [(number, command, shown.rstrip() if shown else None) for number, command, shown in out]
 
 
 def to_step(page: str, line: int, command: str) -> Step:
     """A command line as a Step: leading VAR=VALUE pairs go to its environment, `> FILE` to its stdout."""
     argv = shlex.split(command, comments=True)
     env = {}
-    while argv and re.match(r"^[A-Z_][A-Z0-9_]*=", argv[0]):
+    while argv and re.match(r"^[A-Z_][A-Z0-9_]*=", argv[0]):  # VAR=value, or VAR= for an empty value
         key, value = argv.pop(0).split("=", 1)
         env[key] = value
     stdout_to = None
@@ -187,7 +196,10 @@ def page_steps(path: Path) -> tuple[list[Step], list[tuple[Block, str | None]]]:
         elif block.lang == "python":
             snippets.append((block, arg if kind == "pending" else None))
         else:
-            steps.extend(to_step(name, line, command) for line, command in command_lines(block))
+            for line, command, shown in command_lines(block):
+                steps.append(to_step(name, line, command))
+                steps[-1].expected = shown
+                steps[-1].expect_error = bool(shown and shown.startswith("error: "))
     return steps, snippets
 
 
@@ -215,8 +227,16 @@ def _measurements(folder: Path) -> None:
     (folder / "measurements.json").write_text(json.dumps(rows))
 
 
-#: files the pages tell the user to bring, and how the test makes them
-USER_INPUTS = {"measurements.json": _measurements}
+def _plan(folder: Path) -> None:
+    """The plan a user has after the quick start with `--out plan.json` (pages that make their own replace it)."""
+    from dse import search
+    from quantcore.cli import run_cli
+
+    assert run_cli(search.main, ["--hw", "u280", "--budget", "3.7bits", "--out", str(folder / "plan.json")]) == 0
+
+
+#: files the pages tell the user to bring or take as made, and how the test makes them
+USER_INPUTS = {"measurements.json": _measurements, "plan.json": _plan}
 PARSED = {str(p.relative_to(ROOT)): page_steps(p) for p in PAGES}
 STEPS = [s for steps, _ in PARSED.values() for s in steps]
 RUNNABLE = [s for s in STEPS if is_runnable(s)]
@@ -249,7 +269,7 @@ def test_reader_finds_commands_markers_and_outputs():
     assert [b.marker for b in blocks] == [None, None, ("output", "python -m e.f --z '3 4'"),
                                           ("output", "X=1 python -m g.h > out.txt"), ("file", "out.txt"),
                                           ("pending", "later")]
-    steps = [to_step("p", line, c) for b in blocks for line, c in command_lines(b)]
+    steps = [to_step("p", line, c) for b in blocks for line, c, _ in command_lines(b)]
     assert [s.argv for s in steps] == [["python", "-m", "a.b", "--x", "1"], ["python", "-m", "c.d", "--y", "2"],
                                        ["make", "run"], ["python", "-m", "e.f", "--z", "3 4"]]
     try:
@@ -262,6 +282,9 @@ def test_reader_finds_commands_markers_and_outputs():
     assert parsed[4].expected == "result" and parsed[4].files == {"out.txt": "content"}
     assert [(b.lines, why) for b, why in snippets] == [(["import nothing"], "later")]
     assert normalise("a 12.5 s  \nb 3 ms\n\n") == "a N s\nb 3 ms"
+    console = code_blocks("```console\n$ python -m a.b\nok\n  two\n$ X= python -m c.d --bad\nerror: no: fix\n```\n")
+    assert command_lines(console[0]) == [(2, "python -m a.b", "ok\n  two"), (5, "X= python -m c.d --bad", "error: no: fix")]
+    assert to_step("p", 5, "X= python -m c.d --bad").env == {"X": ""}
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +335,11 @@ def test_page_command_runs_and_prints_what_the_page_shows(step, folders):
     r = subprocess.run([sys.executable, *step.argv[1:]], cwd=folder, env=env, capture_output=True, text=True,
                        timeout=COMMAND_TIMEOUT_S)
     shown = " ".join(step.argv)
-    assert r.returncode == 0, f"{step.page}:{step.line} `{shown}` exited {r.returncode}: {r.stderr[-2000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    if step.expect_error:  # bad input shown on purpose: exit 2 and the one line the page shows
+        assert (r.returncode, r.stderr.rstrip("\n")) == (2, step.expected), f"{step.page}:{step.line} `{shown}`"
+        return
+    assert r.returncode == 0, f"{step.page}:{step.line} `{shown}` exited {r.returncode}: {r.stderr[-2000:]}"
     if step.stdout_to:
         (folder / step.stdout_to).write_text(r.stdout)
     if step.expected is not None:
