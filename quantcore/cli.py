@@ -68,6 +68,12 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         return _fail(str(exc))
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as exc:  # an optional package (torch, matplotlib, ...): name its extra
+        from quantcore.extras import missing_line
+
+        if (line := missing_line(exc)) is None:
+            raise
+        return _fail(line)
     except OSError as exc:
         return _fail(os_error_line(exc))
     except RecursionError:

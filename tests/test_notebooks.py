@@ -8,12 +8,12 @@ from experiments.run_notebooks import FIGURES, NOTEBOOKS, ROOT, execute, noteboo
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_every_notebook_has_its_figure_committed_and_shown_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
+def test_every_notebook_has_its_figure_committed_and_shown_in_the_docs():
+    page = (ROOT / "docs" / "codesign.md").read_text()
     assert notebook_names() == sorted(FIGURES)
     for name, figure in FIGURES.items():
         assert (ROOT / "docs" / figure).read_bytes()[:8] == PNG, figure
-        assert f"docs/{figure}" in readme and f"experiments/notebooks/{name}.ipynb" in readme
+        assert f"]({figure})" in page and f"experiments/notebooks/{name}.ipynb" in page
         cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["cells"]
         code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert "from experiments.sweep import sweep" in code and "sweep(" in code  # the studies use the sweep tool
