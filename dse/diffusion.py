@@ -69,7 +69,7 @@ def per_image(plan: dict) -> dict:
 
 def stage_lines(plan: dict) -> list[str]:
     """One line per stage (its majority format, bits, memory, time and energy per image)."""
-    from dse.summary import _table
+    from dse.texttable import table as _table
 
     rows = [["stage", "layers", "params", "format (majority)", "bits", "memory", "s/image", "J/image", "runs"]]
     batch = plan["pipeline"]["batch"]

@@ -13,6 +13,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from dse.budget import SHOWN_UNITS, Shown
+from dse.texttable import table as _table
 
 MAX_EXCEPTION_LINES = 12
 _INT = re.compile(r"^\d+$")
@@ -191,11 +192,6 @@ def _bound_share(layers: list[dict]) -> str:
         return ""
     bound = max(time, key=time.get)
     return f"{bound}-bound: {100 * time[bound] / total:.0f} % of searched-layer time"
-
-
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths))).rstrip() for r in rows]
 
 
 def format_summary(plan: dict, steps: list[str] | None = None) -> str:

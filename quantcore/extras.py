@@ -21,8 +21,10 @@ EXTRAS = {
     "mkdocs": ("mkdocs", "docs"),
 }
 
-#: torch is in several extras: the one named is the extra of the code that needed it
-TORCH_BY_CALLER = {"policies": "rl", "dse.solvers.nas": "nas"}
+#: torch is in several extras: the one named is the extra of the code that needed it. A module (or a
+#: package, for all its modules) that needs torch for an extra of its own says so with a module-level
+#: `TORCH_EXTRA = "name"`; quantcore names no module above it.
+TORCH_EXTRA_ATTRIBUTE = "TORCH_EXTRA"
 
 
 def fix_line(package: str, extra: str) -> str:
@@ -43,11 +45,17 @@ def missing_line(exc: ModuleNotFoundError) -> str | None:
 
 def _torch_extra(exc: BaseException) -> str | None:
     """The extra of the innermost project module on the traceback that has a torch extra of its own."""
+    import sys
+
     found, tb = None, exc.__traceback__
     while tb is not None:
-        name = tb.tb_frame.f_globals.get("__name__", "")
-        for prefix, extra in TORCH_BY_CALLER.items():
-            if name == prefix or name.startswith(prefix + "."):
+        module = tb.tb_frame.f_globals  # the module itself (gone from sys.modules if its import failed)
+        parts = module.get("__name__", "").split(".")
+        packages = (vars(sys.modules.get(".".join(parts[:depth]), sys)) for depth in range(len(parts) - 1, 0, -1))
+        for where in (module, *packages):
+            extra = where.get(TORCH_EXTRA_ATTRIBUTE)
+            if isinstance(extra, str):
                 found = extra
+                break
         tb = tb.tb_next
     return found

@@ -25,3 +25,7 @@ def test_every_command_on_the_page_runs(tmp_path):
         assert r.returncode == 0 and "Traceback" not in r.stderr, (argv, r.stderr[-2000:])
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert len((tmp_path / "llm.csv").read_text().splitlines()) == 5
+    # the page's `head -2 sweep.csv`: its header is the CSV's header
+    page = (ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").splitlines()
+    shown = page[page.index("$ head -2 sweep.csv") + 1]
+    assert (tmp_path / "sweep.csv").read_text().splitlines()[0] == shown

@@ -55,6 +55,7 @@ NOT_RUN_HERE = {
     "pip install": "tests/test_install.py (a core install into a fresh venv)",
     "python bench/": "benchmarks print figures and assert nothing; `make bench` runs them",
     "ray start": "needs a Ray cluster of several machines",
+    "head -2 sweep.csv": "shows the CSV the sweep above wrote; tests/test_docs_sweeps.py checks its columns",
 }
 MARKER = re.compile(r"^\s*<!--\s*(output|file|pending|can-i-use):\s*(.*?)\s*-->\s*$")
 SECONDS = re.compile(r"\b\d+(?:\.\d+)? s\b")

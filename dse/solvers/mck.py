@@ -148,7 +148,7 @@ def solve(problem, time_limit: float | None = 60.0, max_core: int = 5000, max_st
     :param max_states: largest Pareto list the DP may keep before HiGHS takes over.
     :param seed: accepted for the common solver signature; nothing here is random.
     """
-    from dse.solvers.ilp import layer_classes, solve_highs, undominated_mask
+    from dse.solvers.mip import layer_classes, solve_highs, undominated_mask
     from dse.solvers.lagrangian import infeasible, one_constraint
 
     started = time.perf_counter()

@@ -10,7 +10,10 @@ limit. The argmax is then repaired (greedy downgrades while over) and filled
 (greedy upgrades while room is left), so the result always fits. Seeded: the logits
 start from small noise drawn from a local torch.Generator (no global state).
 """
+
 from __future__ import annotations
+
+TORCH_EXTRA = "nas"  # a missing torch here names the nas extra (quantcore.extras); set before torch is imported
 
 import time
 
