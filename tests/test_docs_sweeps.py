@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from test_readme import readme_commands
+from test_readme import is_runnable, page_steps
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = readme_commands((ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").replace("$ ", ""))
+COMMANDS = [step.argv for step in page_steps(ROOT / "docs" / "sweeps.md")[0] if is_runnable(step)]
 
 
 def test_the_page_shows_its_commands():
