@@ -176,7 +176,11 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
     calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
     the JSON path `source`, where the caller has read it already."""
     if source == "weights":
-        return Sensitivity(weight_errors(graph, layers, formats), "weights",
+        from dse.senscache import cached_weight_errors
+
+        errors, _ = cached_weight_errors(graph, layers, formats, seed,
+                                         lambda ls, fs: weight_errors(graph, ls, fs))
+        return Sensitivity(errors, "weights",
                            "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
     if source == "prior":
         return Sensitivity(prior_errors(layers, formats), "prior",
