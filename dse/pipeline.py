@@ -44,6 +44,7 @@ class SearchRequest:
     solver_options: tuple = ()  # KEY=VALUE strings for the solver (--set keys the hardware does not define)
     reward: str = "error"  # --method rl: "measured" fine-tunes the policy on the real model's end metric
     include: tuple = ()  # "embeddings": search the token embedding too
+    target: str | None = None  # --for: a deployment target (dse.export.targets): formats, runtime, tied layers
 
     def limits(self) -> tuple[dict, dict]:
         """(limits in SI by kind, the budget as written {"kind", "value", "text"}).
@@ -94,6 +95,7 @@ class Prepared:
     free_memory: object = None  # hwmodels.memory.FreeMemory, or None where the spec models no memory
     largest_memory: float = 0.0  # bytes of the weights with every layer at its largest candidate
     notes: list = field(default_factory=list)  # what the user is told on stderr and in the plan
+    ties: list = field(default_factory=list)  # [[row indices]] that take one format (--for: fused layers)
 
     def device_limit(self, limits: dict) -> float | None:
         """The device's free memory as a limit in bytes, where the weights under `limits` could exceed it."""
@@ -137,6 +139,7 @@ def prepare(request: SearchRequest) -> Prepared:
     from quantcore.models import DEFAULT_MODEL, load_graph
     from quantcore.models.graph import include_layers
 
+    request = for_target(request)
     hardware = load_hardware(request.hw, list(request.overrides))
     graph = include_layers(load_graph(request.model if request.model is not None else DEFAULT_MODEL), request.include)
     layers = graph.quantizable()
@@ -155,8 +158,44 @@ def prepare(request: SearchRequest) -> Prepared:
     source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
     sensitivity = compute_sensitivity(graph, layers, formats, source, model=request.model, calib=request.calib,
                                       seed=request.seed, file=file)
-    return _costed(request, hardware, graph, layers, formats, sensitivity, workload=workload, costs=costs,
-                   dropped=dropped, notes=notes + workload_notes)
+    prepared = _costed(request, hardware, graph, layers, formats, sensitivity, workload=workload, costs=costs,
+                       dropped=dropped, notes=notes + workload_notes)
+    if request.target:
+        from dse.export.targets import get_target, tied_groups
+
+        prepared.ties = tied_groups([l.name for l in layers], get_target(request.target).fuse)
+    return prepared
+
+
+def for_target(request: SearchRequest) -> SearchRequest:
+    """The request with its deployment target's formats and runtime filled in (`--for`)."""
+    if not request.target:
+        return request
+    import dataclasses
+
+    from dse.export.targets import get_target, target_formats
+    from hwmodels.registry import load_model
+
+    target = get_target(request.target)
+    supported = target_formats(target)
+    formats = supported
+    if request.formats:
+        from quantcore.formats import get_format
+
+        names = [get_format(f).name for f in request.formats]
+        bad = [n for n in names if n not in supported]
+        if bad:
+            raise QuantDSEError(f"--for {target.name} cannot deploy {', '.join(bad)}: drop them from --formats "
+                                f"(it deploys {', '.join(supported)})")
+        formats = tuple(names)
+    overrides = tuple(request.overrides)
+    set_runtime = [o for o in overrides if o.split("=", 1)[0].strip() == "runtime"]
+    if set_runtime and set_runtime[-1].split("=", 1)[1].strip() != target.runtime:
+        raise QuantDSEError(f"--for {target.name} runs on the {target.runtime} runtime, not "
+                            f"{set_runtime[-1].split('=', 1)[1].strip()}: drop --set runtime=... or pick another --for")
+    if not set_runtime and hasattr(load_model(request.hw, list(overrides)), "runtime"):  # GPU families
+        overrides += (f"runtime={target.runtime}",)
+    return dataclasses.replace(request, formats=formats, overrides=overrides)
 
 
 def with_hardware(prepared: Prepared, request: SearchRequest) -> Prepared:
@@ -224,15 +263,19 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     """
     from dse.solvers import solve
 
+    from dse.problem import tie
+
     problem = prepared.problem(limits)
-    message = problem.infeasible_message(lambda kinds: infeasible_hint(prepared, problem, kinds))
+    solved, rows = tie(problem, prepared.ties)  # fused layers: one decision each
+    message = solved.infeasible_message(lambda kinds: infeasible_hint(prepared, solved, kinds))
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
-    result = solve(problem, method=method, seed=prepared.request.seed if seed is None else seed,
+    result = solve(solved, method=method, seed=prepared.request.seed if seed is None else seed,
                    **solver_options(prepared, method), **options)
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
+    result.assignment = np.asarray(result.assignment)[rows]
     broken = problem.violations(result.assignment)
     if broken:  # a solver bug, not bad input: keep the traceback
         raise AssertionError(f"{method} returned an over-budget plan: {broken}")

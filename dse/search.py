@@ -38,6 +38,9 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--formats-for", metavar="TARGET",
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
+    p.add_argument("--for", dest="target", metavar="TARGET",
+                   help="deployment target (llamacpp, vllm-gptq, vllm-compressed-tensors, llmcompressor, autoround, "
+                        "modelopt, tensorrt-llm): the formats it deploys, its runtime, its fused layers tied")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable; with --method rl also "
                         "polish=false (raw rollout) and polish_seconds=S")
@@ -92,7 +95,8 @@ def request_from_args(args) -> SearchRequest:
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() not in SOLVER_SET_KEYS),
         solver_options=tuple(o for o in args.overrides if o.split("=", 1)[0].strip() in SOLVER_SET_KEYS),
-        policy=args.policy, reward=getattr(args, "reward", "error"), seed=args.seed, include=tuple(args.include))
+        policy=args.policy, reward=getattr(args, "reward", "error"), seed=args.seed, include=tuple(args.include),
+        target=getattr(args, "target", None))
 
 
 def _formats(args) -> tuple | None:
