@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     if args.json:
         sys.stdout.write(plan_json(plan))
     else:
-        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out)))
+        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out, plan=plan)))
         if plan["method"] == "rl":
             print(rl_summary(plan["solver"]))
     return 0

@@ -19,10 +19,11 @@ _SHOWN = 8
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="dse.export", description=__doc__.split("\n")[0].strip("`"))
     p.add_argument("--plan", help="plan.json from python -m dse.search --out")
-    p.add_argument("--to", help=f"target: {', '.join(TARGETS)}")
+    p.add_argument("--to", help=f"exporter ({', '.join(TARGETS)}) or deployment target (as dse.search --for)")
     p.add_argument("--out", help="write the file here (default: stdout)")
     p.add_argument("--nearest", action="store_true",
-                   help="map formats the target cannot write to the nearest one it can, and report the change")
+                   help="re-search the plan under its own limits with the formats the target deploys, and report "
+                        "before/after (a limit it cannot meet is an error)")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.add_argument("--list-formats", metavar="TARGET", help="print the formats TARGET writes exactly, and exit")
     return p
@@ -68,12 +69,30 @@ def main(argv=None) -> int:
         from quantcore.errors import QuantDSEError
 
         raise QuantDSEError("--plan and --to are required, e.g. --plan plan.json --to llamacpp")
-    module = target_module(args.to)
-    plan = load_plan(args.plan)
+    from dse.export.base import check_fused
+    from dse.export.deploy import deployment_for, recost, resolve_nearest
+    from dse.export.targets import TARGETS as DEPLOYMENTS, get_target, target_formats
     from quantcore.formats import get_format
 
-    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in module.FORMATS], args.nearest,
-                     embeddings=getattr(module, "EMBEDDINGS", False))
+    plan = load_plan(args.plan)
+    module = target_module(DEPLOYMENTS[args.to].export if args.to in DEPLOYMENTS and args.to not in TARGETS
+                           else args.to)
+    deploy = deployment_for(args.to, plan)
+    formats = target_formats(get_target(deploy)) + ("bf16",) if deploy else module.FORMATS
+    resolved = None
+    if args.nearest and deploy:  # a constrained re-search under the plan's own limits, not a per-layer swap
+        plan, resolved = resolve_nearest(plan, deploy, [f for f in formats if f not in ("bf16", "fp32")])
+    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in formats], args.nearest and not deploy,
+                     embeddings=getattr(module, "EMBEDDINGS", False), deploy=deploy)
+    if deploy:
+        if module.NAME != "llamacpp":  # llama.cpp folds a layer's experts to their widest type, and says so
+            check_fused(export, deploy)
+        export.notes += recost(plan, deploy)
+    if resolved:
+        b, a = resolved["before"], resolved["after"]
+        export.notes.insert(0, f"--nearest re-searched the plan for {deploy or module.NAME} under its limits: "
+                               + ", ".join(f"{k} {b[k]:.6g} -> {a[k]:.6g}" for k in
+                                           ("effective_bits", "latency_s", "energy_j", "memory_bytes", "error")))
     content, extras = module.write(export)
     text = _text(content)
     if args.out:
