@@ -69,6 +69,14 @@ def gguf_names(graph) -> dict:
     return out
 
 
+def quantizable(tensor: str) -> bool:
+    """Whether llama-quantize may change this tensor's type: ``tensor_allows_quantization`` in
+    src/llama-quant.cpp (ggml-org/llama.cpp 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714) keeps norms,
+    expert routers (ffn_gate_inp), position embeddings and BERT's token types as converted."""
+    return (tensor.endswith("weight") and "_norm.weight" not in tensor and "ffn_gate_inp.weight" not in tensor
+            and tensor not in ("position_embd.weight", "token_types.weight"))
+
+
 def fold_experts(export: Export, tensors: dict) -> None:
     """One type per merged expert tensor: the widest format among the layer's experts."""
     estimate = export.estimate
@@ -110,11 +118,13 @@ def write(export: Export) -> tuple[str, dict]:
     for l in export.layers:
         for t in tensors.get(l.name, ()):
             per_type.setdefault(t, set()).add(GGML_TYPES[l.format.name])
-    # fixed 16-bit weights the plan costed (embeddings, routers) keep f16, as the plan counts them
+    # fixed 16-bit weights the plan costed (embeddings, routers) keep f16, as the plan counts them;
+    # no rule for tensors llama-quantize never quantizes (it would have no effect)
     for name, ts in tensors.items():
         if name not in planned:
             for t in ts:
-                per_type.setdefault(t, {"f16"})
+                if quantizable(t):
+                    per_type.setdefault(t, {"f16"})
     universe = sorted(per_type)
     by_type: dict = {}
     for t in universe:
