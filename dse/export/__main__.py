@@ -60,6 +60,18 @@ def _human(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _before(export, original: dict, moved: list) -> None:
+    """After a re-search: each layer's planned format and error are the original plan's, and every
+    layer whose format moved is a change (the exporter's own storage changes follow)."""
+    from quantcore.formats import get_format
+
+    first = {l["name"]: l for l in original["layers"]}
+    for l in export.layers:
+        if l.name in first:
+            l.planned, l.planned_error = get_format(first[l.name]["format"]), float(first[l.name]["error"])
+    export.changes[:0] = moved
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_formats:
@@ -79,17 +91,20 @@ def main(argv=None) -> int:
                            else args.to)
     deploy = deployment_for(args.to, plan)
     formats = target_formats(get_target(deploy)) + ("bf16",) if deploy else module.FORMATS
-    resolved = None
-    if args.nearest and deploy:  # a constrained re-search under the plan's own limits, not a per-layer swap
-        plan, resolved = resolve_nearest(plan, deploy, [f for f in formats if f not in ("bf16", "fp32")])
-    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in formats], args.nearest and not deploy,
+    original, moved = plan, []
+    if args.nearest:  # a constrained re-search under the plan's own limits, not a per-layer swap
+        plan, moved = resolve_nearest(plan, deploy, [f for f in formats if f not in ("bf16", "fp32")],
+                                      embeddings=getattr(module, "EMBEDDINGS", False))
+    export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in formats], False,
                      embeddings=getattr(module, "EMBEDDINGS", False), deploy=deploy)
+    if args.nearest:
+        _before(export, original, moved)
     if deploy:
         if module.NAME != "llamacpp":  # llama.cpp folds a layer's experts to their widest type, and says so
             check_fused(export, deploy)
         export.notes += recost(plan, deploy)
-    if resolved:
-        b, a = resolved["before"], resolved["after"]
+    if args.nearest:
+        b, a = original["totals"], plan["totals"]
         export.notes.insert(0, f"--nearest re-searched the plan for {deploy or module.NAME} under its limits: "
                                + ", ".join(f"{k} {b[k]:.6g} -> {a[k]:.6g}" for k in
                                            ("effective_bits", "latency_s", "energy_j", "memory_bytes", "error")))

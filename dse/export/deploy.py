@@ -61,13 +61,30 @@ def request_from_plan(plan: dict, deploy: str | None, formats=None):
         overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy)
 
 
-def resolve_nearest(plan: dict, deploy: str | None, export_formats) -> tuple[dict, dict]:
-    """(the plan re-searched for `deploy`, {"before": totals, "after": totals})."""
+def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:
+    """(the plan re-searched for `deploy` (or with the exporter's formats), [Change] per layer whose format moved).
+
+    embeddings: whether the tool quantizes embedding tables; if not, a searched embedding leaves the
+    search and stays 16-bit (a change to fp16)."""
+    import dataclasses
+
+    from dse.export.base import Change
     from dse.search import search
 
     request = request_from_plan(plan, deploy, None if deploy else tuple(export_formats))
+    if not embeddings:
+        request = dataclasses.replace(request, include=tuple(i for i in request.include if i != "embeddings"))
     new = search(request)
-    return new, {"before": plan["totals"], "after": new["totals"], "target": deploy}
+    after = {l["name"]: l for l in new["layers"]}
+    changes = []
+    for l in plan["layers"]:
+        n = after.get(l["name"])
+        if n is None:  # left the search: kept at 16 bits as a fixed weight
+            changes.append(Change(l["name"], l["format"], "fp16", "re-searched", l["bits"], 16.0, l["error"], 0.0))
+        elif n["format"] != l["format"]:
+            changes.append(Change(l["name"], l["format"], n["format"], "re-searched", l["bits"], n["bits"],
+                                  l["error"], n["error"]))
+    return new, changes
 
 
 def recost(plan: dict, deploy: str) -> list[str]:
