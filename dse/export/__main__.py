@@ -102,13 +102,14 @@ def main(argv=None) -> int:
     if deploy:
         if module.NAME != "llamacpp":  # llama.cpp folds a layer's experts to their widest type, and says so
             check_fused(export, deploy)
-        export.notes += recost(plan, deploy)
     if args.nearest:
         b, a = original["totals"], plan["totals"]
         export.notes.insert(0, f"--nearest re-searched the plan for {deploy or module.NAME} under its limits: "
                                + ", ".join(f"{k} {b[k]:.6g} -> {a[k]:.6g}" for k in
                                            ("effective_bits", "latency_s", "energy_j", "memory_bytes", "error")))
     content, extras = module.write(export)
+    if deploy:
+        export.notes += recost(plan, deploy)
     text = _text(content)
     if args.out:
         atomic_write_text(args.out, text)

@@ -326,8 +326,10 @@ def export_for(plan: dict) -> str | None:
     return None
 
 
-def check_fused(export: Export, deploy: str) -> None:
-    """Layers the runtime loads as one module must have one format: else a one-line error naming them."""
+def check_fused(export: Export, deploy: str, only=None) -> None:
+    """Layers the runtime loads as one module must have one format: else a one-line error naming them.
+
+    only: format names; when given, only groups with a member in one of them are checked."""
     from dse.export.targets import fused_key, get_target
 
     fuse = get_target(deploy).fuse
@@ -338,7 +340,7 @@ def check_fused(export: Export, deploy: str) -> None:
             groups.setdefault(key, []).append(l)
     for (head, kind), members in groups.items():
         formats = sorted({l.format.name for l in members})
-        if len(formats) > 1:
+        if len(formats) > 1 and (only is None or set(formats) & set(only)):
             raise QuantDSEError(
                 f"layer {members[0].name}: {deploy} loads {', '.join(l.name[len(head) + 1:] for l in members[:4])}"
                 f"{' ...' if len(members) > 4 else ''} of {head} as one fused module ({kind}) but the plan gives "

@@ -23,7 +23,7 @@ def deployment_for(to: str, plan: dict) -> str | None:
     planned = _provenance(plan).get("target")
     if planned in TARGETS and TARGETS[planned].export == (TARGETS[to].export if to in TARGETS else to):
         return planned
-    if to in TARGETS and to not in EXPORTERS:
+    if to in TARGETS and (to not in EXPORTERS or not TARGETS[to].formats):  # llamacpp: its rules are the file's
         return to
     return None
 

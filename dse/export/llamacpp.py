@@ -77,6 +77,24 @@ def quantizable(tensor: str) -> bool:
             and tensor not in ("position_embd.weight", "token_types.weight"))
 
 
+def apply_fallbacks(export: Export) -> None:
+    """Write the type llama-quantize applies: a k-quant on rows that are not a multiple of 256 falls
+    back (``tensor_type_fallback``: q2_K/q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; f16
+    where rows are not a multiple of 32 either). The plan's bits and error already count the fallback
+    (quantcore.formats), so the change is in name only; the export lists it."""
+    for l in export.layers:
+        applied = l.format.fallback_for(l.layer.row)
+        if applied is l.format:
+            continue
+        bits = l.format.bits_per_weight(l.layer.row)
+        export.changes.append(Change(l.name, l.format.name, applied.name, "llama.cpp fallback", bits, bits,
+                                     l.error, l.error))
+        l.format = applied
+    if any(c.reason == "llama.cpp fallback" for c in export.changes):
+        export.notes.append("rows not a multiple of 256 take llama-quantize's fallback type (its bits and error "
+                            "were already costed so): the file names the type applied")
+
+
 def fold_experts(export: Export, tensors: dict) -> None:
     """One type per merged expert tensor: the widest format among the layer's experts."""
     estimate = export.estimate
@@ -113,6 +131,7 @@ def write(export: Export) -> tuple[str, dict]:
     if dropped:
         export.notes.append(f"not in the GGUF file (convert_hf_to_gguf.py drops them): {', '.join(dropped)}")
     fold_experts(export, tensors)
+    apply_fallbacks(export)
     planned = {l.name for l in export.layers}
     per_type: dict = {}
     for l in export.layers:
