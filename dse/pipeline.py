@@ -124,7 +124,7 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     if request.formats:
         return parse_format_list(",".join(request.formats)), None
     sens = request.sensitivity
-    if sens is not None and sens not in SOURCES:
+    if sens is not None and sens not in SOURCES and not sens.startswith("imatrix:"):
         file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
         return [get_format(name) for name in file_formats(file[0])], file
     return [get_format(name) for name in DEFAULT_SEARCH_FORMATS], None

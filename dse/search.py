@@ -31,7 +31,7 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp, lagrangian, baq, nas, greedy, uniform, rl (default: ilp)")
-    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output or FILE.json (default: weights "
+    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output, imatrix:FILE (llama.cpp importance matrix, .gguf or .dat) or FILE.json (default: weights "
                                          "if the model has them, else prior)")
     p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
     add_workload_args(p)

@@ -192,6 +192,11 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
         calib_name = Path(calib).name if calib else "shipped calibration.txt"
         return Sensitivity(file_errors(table, layers, formats), source,
                            f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
+    if source.startswith("imatrix:"):
+        from dse.imatrix import imatrix_errors
+
+        errors, description = imatrix_errors(graph, layers, formats, source.removeprefix("imatrix:"))
+        return Sensitivity(errors, "imatrix", description)
     if source.endswith(".json") or Path(source).is_file():
         table, note = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers])
         if note:
