@@ -75,7 +75,12 @@ def _before(export, original: dict, moved: list) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_formats:
-        print("\n".join(target_module(args.list_formats).FORMATS))
+        from dse.export.targets import TARGETS as DEPLOYMENTS, target_formats
+
+        name = args.list_formats
+        formats = target_formats(DEPLOYMENTS[name]) if name in DEPLOYMENTS and name not in TARGETS \
+            else target_module(name).FORMATS
+        print("\n".join(formats))
         return 0
     if not args.plan or not args.to:
         from quantcore.errors import QuantDSEError
