@@ -12,8 +12,12 @@ from pathlib import Path
 
 from quantcore.errors import QuantDSEError
 from quantcore.io import read_input
+from quantcore.limits import check_cap
 
 DEFAULT_CALIB = Path(__file__).resolve().parent / "data" / "calibration.txt"
+#: characters kept per text: far more than the 256 tokens a model reads of it (dse.hfmodel.MAX_TOKENS),
+#: so tokenizing a hostile one-line file stays bounded
+MAX_TEXT_CHARS = 20_000
 
 
 def read_texts(path=None, max_texts: int | None = None, seed: int = 0) -> list[str]:
@@ -28,7 +32,8 @@ def read_texts(path=None, max_texts: int | None = None, seed: int = 0) -> list[s
     except UnicodeDecodeError:
         raise QuantDSEError(f"calibration file {p} is not UTF-8 text: pass a text file with one text per line") \
             from None
-    texts = [line.strip() for line in lines if line.strip()]
+    texts = [line.strip()[:MAX_TEXT_CHARS] for line in lines if line.strip()]
+    check_cap("calib_texts", len(texts), f"calibration file {p}: non-empty lines")
     if len(texts) < 2:
         raise QuantDSEError(f"calibration file {p} has {len(texts)} non-empty lines: give at least 2 texts, "
                             "one per line")

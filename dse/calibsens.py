@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 
 import numpy as np
@@ -224,6 +225,26 @@ def layer_statistics(source: str, modules: dict, forward, batches, n_texts: int,
 
 # ------------------------------------------------------------------ the real model, cached
 
+def cache_problem(doc, names: list[str], formats: list[str]) -> str | None:
+    """Why a cached table cannot stand for this run (None when it can): the layers and formats
+    this run searches, each error a finite number >= 0, the token count a count."""
+    if not isinstance(doc, dict) or doc.get("schema") != "dse.sensitivity/1":
+        return 'not a "dse.sensitivity/1" document'
+    tokens = doc.get("tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        return '"tokens" is not a count'
+    layers = doc.get("layers")
+    if not isinstance(layers, dict) or sorted(layers) != sorted(names):
+        return "its layers are not this model's searched layers"
+    for name, row in layers.items():
+        if not isinstance(row, dict) or sorted(row) != sorted(formats):
+            return f"layer {name} does not have exactly this run's formats"
+        for fmt, value in row.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                return f"layer {name} format {fmt} has error {str(value)[:20]}, not a finite number >= 0"
+    return None
+
+
 def _cache_path(source, encoder, texts, formats, seed):
     from dse.calibration import texts_digest
     from hwmodels.calibrate import cache_dir
@@ -248,15 +269,20 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
     texts = read_texts(calib)
     encoder = load_encoder(str(model))
     path = _cache_path(source, encoder, texts, formats, seed)
-    info = {"texts": len(texts), "cache": str(path), "cached": path.is_file()}
-    if path.is_file():
+    _, names, modules = encoder.searched_modules()
+    info = {"texts": len(texts), "cache": str(path), "cached": False}
+    if path.exists():
         try:
             doc = load_json(path, "sensitivity cache", note=False)
-            info["tokens"] = doc["tokens"]
+            problem = cache_problem(doc, names, [f.name for f in formats])
+        except (OSError, QuantDSEError) as exc:
+            problem = str(exc) if isinstance(exc, QuantDSEError) else f"{exc.strerror or exc}"
+        if problem is None:
+            info.update(cached=True, tokens=doc["tokens"])
             return doc["layers"], info
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged or unreadable cache entry is recomputed
-    _, names, modules = encoder.searched_modules()
+        # the cache is data from outside like any input: a bad entry is measured again, and said so
+        print(f"notice: sensitivity cache {path} is not usable ({' '.join(problem.split())[:160]}): measuring again",
+              file=sys.stderr)
     batches = encoder.batches(texts, CALIB_BATCH)
     info["tokens"] = encoder.tokens(batches)
     forward = encoder.embed_batch
@@ -276,6 +302,10 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
              for n in names}
     doc = {"schema": "dse.sensitivity/1", "source": source, "description": DESCRIPTIONS[source],
            "model": encoder.name, "texts": len(texts), "tokens": info["tokens"], "seed": seed, "layers": table}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, dumps(doc))
+    try:  # a cache that cannot be written costs the next run time, not this run its result
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, dumps(doc))
+    except (OSError, QuantDSEError) as exc:
+        why = str(exc) if isinstance(exc, QuantDSEError) else exc.strerror or str(exc)
+        print(f"notice: sensitivity cache {path} not written ({' '.join(why.split())[:160]})", file=sys.stderr)
     return table, info

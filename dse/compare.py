@@ -18,7 +18,8 @@ from pathlib import Path
 
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
-from quantcore.io import atomic_write_files, check_outputs, dumps
+from quantcore.io import atomic_write_files, check_outputs, dumps, safe_name
+from quantcore.limits import check_cap
 from dse.budget import SHOWN_UNITS
 from dse.summary import roles, workload_text
 
@@ -123,9 +124,12 @@ def format_comparison(doc: dict) -> str:
 
 
 def target_path(out: str, hardware: str) -> str:
-    """plan.json + u280 -> plan-u280.json (one file per target of a multi-target search)."""
+    """plan.json + u280 -> plan-u280.json (one file per target of a multi-target search).
+
+    The target's name comes from its spec file, which anyone may write: it is made a plain file
+    name first (`safe_name`), so `../x` or a NUL byte cannot move the file out of --out's folder."""
     path = Path(out)
-    return str(path.with_name(f"{path.stem}-{hardware}{path.suffix or '.json'}"))
+    return str(path.with_name(f"{path.stem}-{safe_name(hardware)}{path.suffix or '.json'}"))
 
 
 def search_targets(args: argparse.Namespace) -> int:
@@ -139,6 +143,7 @@ def search_targets(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.hw.split(",")]
     if any(not t for t in targets) or len(set(targets)) != len(targets):
         raise QuantDSEError(f"--hw {args.hw!r}: give distinct target names separated by commas, e.g. a100-80gb,u280")
+    check_cap("plans", len(targets), "targets in --hw")
     requests = []
     for hw in targets:
         flags = argparse.Namespace(**vars(args))
@@ -188,6 +193,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if len(args.plans) < 2:
         raise QuantDSEError("give two or more plan files to compare: python -m dse.show shows one")
+    check_cap("plans", len(args.plans), "plan files")
     plans = [load_plan(path) for path in args.plans]
     names = [os.path.splitext(os.path.basename(path))[0] for path in args.plans]
     doc = compare(plans, labels_for(plans, names))

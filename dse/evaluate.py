@@ -123,12 +123,29 @@ class Evaluator:
 
 # ---------------------------------------------------------------------------- CLI
 
+def plan_model(plan: dict, plan_path: str) -> str:
+    """The model a plan names, where evaluation may read it: a catalog name, or a checkpoint folder
+    inside the plan's own folder (a plan is untrusted input: it may not point the tool elsewhere)."""
+    from pathlib import Path
+
+    from quantcore.io import path_inside
+    from quantcore.models.registry import list_catalog
+
+    name = plan.get("model")
+    if not isinstance(name, str) or not name.strip():
+        raise QuantDSEError(f"plan {plan_path} names no model: give --model")
+    if name.strip().lower() in list_catalog():
+        return name.strip().lower()
+    return str(path_inside(name, Path(plan_path).parent, f"plan {plan_path}: model"))
+
+
 def evaluate_plan(plan: dict, plan_path: str, model=None, calib=None) -> dict:
     """The evaluation document of a plan."""
     from dse.calibration import read_texts
     from dse.hfmodel import model_folder
 
-    model = model or plan.get("model")
+    if model is None:  # the plan names the model: a catalog name, or a folder beside the plan (never elsewhere)
+        model = plan_model(plan, plan_path)
     texts = read_texts(calib)
     name = model_folder(model)[0]
     if plan.get("model") != name:

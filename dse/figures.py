@@ -34,8 +34,16 @@ def new_figure(**kwargs):
 
 
 def figure_bytes(fig, kind: str = "png") -> bytes:
+    """The figure as a `kind` file. Every text is drawn as plain text: the names in it come from
+    plans, specs and model files, and a `$...$` in one must not be parsed as math (or crash it)."""
+    import matplotlib
+    from matplotlib.text import Text
+
     buf = io.BytesIO()
-    fig.savefig(buf, format=kind, dpi=120, bbox_inches="tight")
+    with matplotlib.rc_context({"text.parse_math": False}):  # tick labels made while drawing, too
+        for text in fig.findobj(Text):
+            text.set_parse_math(False)
+        fig.savefig(buf, format=kind, dpi=120, bbox_inches="tight")
     return buf.getvalue()
 
 

@@ -6,17 +6,23 @@ tokenizer.json, and returns an `Encoder`: the transformers base model (BertModel
 plus its tokenizer, producing sentence embeddings as sentence-transformers does for MiniLM
 (mean of the last hidden states over real tokens, then L2-normalised). Nothing is downloaded:
 transformers runs with HF_HUB_OFFLINE and local_files_only.
+
+The folder is untrusted input: weights come from safetensors only (`use_safetensors=True`, the
+file chosen here, never a pickle such as pytorch_model.bin), and any error the libraries raise on
+its files, loading or running, is one line naming the folder and the file (`library_errors`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from quantcore.errors import QuantDSEError
+from quantcore.models.safetensors_io import refuse_pickles
 
-#: tokens per text, as sentence-transformers' max_seq_length for MiniLM
+#: tokens per text, as sentence-transformers' max_seq_length for MiniLM (fewer where the model's positions end)
 MAX_TOKENS = 256
 #: texts per forward pass (sorted by length, so padding stays small)
 BATCH = 64
@@ -47,10 +53,71 @@ def model_folder(model) -> tuple[str, Path, str]:
         if not (folder / need).is_file():
             raise QuantDSEError(f"model folder {folder} has no {what}: evaluation needs config.json, "
                                 "safetensors weights and tokenizer.json")
-    if not any(folder.glob("*.safetensors")):
-        raise QuantDSEError(f"model folder {folder} has no weights (no .safetensors file): add them, or use "
-                            "--sensitivity prior")
+    weights_file(folder)
     return name, folder, source
+
+
+def weights_file(folder: Path) -> str:
+    """The safetensors weights transformers is to read, by name inside `folder`; pickles never.
+
+    model.safetensors, else its sharded index, else the folder's one other *.safetensors file.
+    A folder with only pickled weights is refused with how to convert it.
+    """
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (folder / name).is_file():
+            return name
+    found = sorted(p.name for p in folder.glob("*.safetensors") if p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise QuantDSEError(f"model folder {folder} has {len(found)} safetensors files ({', '.join(found[:3])}) and "
+                            "no model.safetensors.index.json saying which is which: add the index, or keep one file")
+    refuse_pickles(folder)
+    raise QuantDSEError(f"model folder {folder} has no weights (no .safetensors file): add them, or use "
+                        "--sensitivity prior")
+
+
+@contextmanager
+def library_errors(folder: Path, files: str, doing: str):
+    """Any error transformers, tokenizers or torch raise on a user's files becomes one line naming them.
+
+    QuantDSEError passes through; MemoryError and RecursionError keep run_cli's own messages.
+    """
+    try:
+        yield
+    except (QuantDSEError, MemoryError, RecursionError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the libraries' errors on hostile files have no common base; a Rust
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":  # panic is a BaseException
+            raise
+        what = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        if "ignore_mismatched_sizes" in what:  # transformers' own text points at a report it logged
+            what = "tensor shapes differ from the ones config.json gives"
+        raise QuantDSEError(f"model folder {folder}: {doing} failed ({files}: {exc.__class__.__name__}: {what}): "
+                            "check that the files come from one Hugging Face checkpoint") from None
+
+
+def max_tokens(config, folder: Path) -> int:
+    """Tokens per text: MAX_TOKENS, or fewer when the model's own position table is shorter.
+
+    RoBERTa-style models number positions from padding_idx + 1, so two of their positions are not usable.
+    """
+    limit = MAX_TOKENS
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            offset = (getattr(config, "pad_token_id", 0) or 0) + 1 \
+                if getattr(config, "model_type", "") in POSITION_OFFSET_TYPES else 0
+            limit = min(limit, value - offset)
+            break
+    if limit < 2:
+        raise QuantDSEError(f"model folder {folder}: config.json's max positions leave {limit} tokens per text: "
+                            "a model needs at least 2")
+    return limit
+
+
+#: model types whose position ids start after the padding index (transformers' create_position_ids_from_input_ids)
+POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet")
 
 
 def folder_digest(folder: Path) -> str:
@@ -78,22 +145,41 @@ class Encoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from tokenizers import Tokenizer
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
+
+        from quantcore.io import read_input
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.name, self.folder, self.graph_source = name, folder, graph_source
-        try:
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
-                                                   attn_implementation="sdpa")
-        except (OSError, ValueError, KeyError) as exc:
-            raise QuantDSEError(f"cannot load {folder} with transformers ({str(exc).splitlines()[0]}): "
-                                "pass a Hugging Face checkpoint folder") from None
+        self.weights = weights_file(folder)
+        read_input(folder / "config.json", "model config")  # a regular file under the size cap, before transformers
+        with library_errors(folder, "config.json", "reading the config"):
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        config.transformers_weights = self.weights  # the file we chose, never a name the config gives
+        with library_errors(folder, f"config.json and {self.weights}", "loading the weights"):
+            self.model, info = AutoModel.from_pretrained(str(folder), config=config, local_files_only=True,
+                                                         use_safetensors=True, dtype=torch.float32,
+                                                         attn_implementation="sdpa", output_loading_info=True)
+        # transformers fills weights the file lacks with random values; only the pooler is unused here
+        missing = sorted(k for k in info.get("missing_keys", ()) if "pooler" not in k)
+        if missing:
+            raise QuantDSEError(f"model folder {folder}: {self.weights} has no tensor {missing[0]} (and "
+                                f"{len(missing) - 1} more) that config.json asks for: the files come from "
+                                "different checkpoints")
         self.model.eval()
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.no_padding()
+        data = read_input(folder / "tokenizer.json", "tokenizer")
+        with library_errors(folder, "tokenizer.json", "reading the tokenizer"):
+            self.tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+            self.max_tokens = max_tokens(config, folder)
+            self.tokenizer.enable_truncation(self.max_tokens)
+            self.tokenizer.no_padding()
+        self.vocab = int(self.model.get_input_embeddings().num_embeddings)
+        if self.tokenizer.get_vocab_size(with_added_tokens=True) > self.vocab:
+            raise QuantDSEError(f"model folder {folder}: tokenizer.json has {self.tokenizer.get_vocab_size()} tokens "
+                                f"but the model's embedding table {self.vocab} rows: the tokenizer belongs to "
+                                "another model")
         self.digest = folder_digest(folder)
 
     def linear_modules(self) -> dict:
@@ -131,8 +217,13 @@ class Encoder:
         """Tokenized texts in length-sorted batches, padded to the longest in each."""
         import torch
 
-        enc = self.tokenizer.encode_batch(list(texts))
+        with library_errors(self.folder, "tokenizer.json", "tokenizing"):
+            enc = self.tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in enc]
+        top = max((max(e.ids) for e in enc if e.ids), default=0)
+        if top >= self.vocab:
+            raise QuantDSEError(f"model folder {self.folder}: tokenizer.json gives token id {top}, beyond the "
+                                f"model's {self.vocab} embeddings: the tokenizer belongs to another model")
         order = sorted(range(len(enc)), key=lambda i: lengths[i])
         out = []
         for s in range(0, len(order), batch):
@@ -154,7 +245,8 @@ class Encoder:
         """Normalised mean-pooled embeddings [n, hidden] of one batch (graph kept if grads are on)."""
         import torch
 
-        hidden = self.model(input_ids=b.ids, attention_mask=b.mask).last_hidden_state
+        with library_errors(self.folder, f"config.json and {self.weights}", "running the model"):
+            hidden = self.model(input_ids=b.ids, attention_mask=b.mask).last_hidden_state
         m = b.mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1)

@@ -180,7 +180,7 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
 def main(argv=None) -> int:
     from dse.device import memory_note
     from dse.figures import figure_bytes, figure_type
-    from dse.pipeline import prepare
+    from dse.pipeline import prepare, solver_options
     from dse.summary import workload_text
 
     args = build_parser().parse_args(argv)
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         print(f"note: {memory_note(prepared.graph.name, prepared.hardware.name, prepared.free_memory)}",
               file=sys.stderr)
     rows = pareto_sweep(lambda v: prepared.problem({kind: v * factor}), values, method=args.method,
-                        x=x, progress=True, seed=args.seed)
+                        x=x, progress=True, seed=args.seed, **solver_options(prepared, args.method))
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
     if args.plot is not None:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "

@@ -247,7 +247,10 @@ def check_costs(prepared: Prepared) -> None:
 
 def solver_options(prepared: Prepared, method: str) -> dict:
     """Extra options for solvers that take them: the RL agent reads the layers, weights and its policy."""
-    opts = dict(kv.split("=", 1) for kv in prepared.request.solver_options)
+    bare = [kv for kv in prepared.request.solver_options if "=" not in kv]
+    if bare:
+        raise QuantDSEError(f"--set {bare[0].strip()} has no value: write KEY=VALUE, e.g. --set polish=false")
+    opts = {k.strip(): v.strip() for k, v in (kv.split("=", 1) for kv in prepared.request.solver_options)}
     if method != "rl":
         if opts and prepared.request.method != "rl":
             raise QuantDSEError(f"--set {', '.join(opts)} applies to --method rl only: drop it or use --method rl")

@@ -1,6 +1,6 @@
 """`python -m experiments.run_notebooks [--full] [--figures DIR] [NAME ...]`: run the co-design notebooks headless.
 
-    python -m experiments.run_notebooks 04_codenet   # small grid; figure in $TMPDIR/quantdse-figures
+    python -m experiments.run_notebooks 04_codenet   # small grid; figure in a new private temporary folder
     python -m experiments.run_notebooks --full       # the full grids; rewrites the figures in docs/
 
 Each notebook in experiments/notebooks runs top to bottom in a fresh kernel (nbclient),
@@ -10,6 +10,7 @@ the default (what CI runs); `--full` sets QUANTDSE_NOTEBOOK_FULL=1 for the kerne
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +28,9 @@ FIGURES = {"01_systolic_codesign": "codesign-systolic.png", "02_llama_platforms"
 
 
 def default_figures(full: bool) -> Path:
-    """docs/ for the full grids; a temporary folder for the small ones, which must not replace docs/."""
-    return ROOT / "docs" if full else Path(tempfile.gettempdir()) / "quantdse-figures"
+    """docs/ for the full grids; for the small ones, which must not replace docs/, a new private folder
+    (tempfile.mkdtemp: mode 0700, a name no one can plant a link at beforehand)."""
+    return ROOT / "docs" if full else Path(tempfile.mkdtemp(prefix="quantdse-figures-"))
 
 
 def notebook_names() -> list[str]:
@@ -51,23 +53,38 @@ def _environ(**values: str | None):
 def execute(name: str, full: bool = False, figures: str | Path | None = None, timeout: float = 1800) -> float:
     """Run one notebook in a fresh kernel from the repository root; returns its seconds.
 
-    A failing cell raises nbclient's CellExecutionError with the cell's traceback.
+    A failing cell is one QuantDSEError line (the notebook, the exception and its message), not the
+    cell's traceback; the kernel's stderr reaches ours only when that is a terminal.
     """
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    figures = Path(figures) if figures else default_figures(full)
-    figures.mkdir(parents=True, exist_ok=True)
     path = NOTEBOOKS / f"{name}.ipynb"
     if not path.is_file():
         raise QuantDSEError(f"no notebook {name!r}: use one of {', '.join(notebook_names())}")
+    figures = Path(figures) if figures else default_figures(full)
+    if not figures.is_dir():
+        raise QuantDSEError(f"figures folder {figures} does not exist: create it first")
     nb = nbformat.read(path, as_version=4)
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     with _environ(QUANTDSE_NOTEBOOK_FULL="1" if full else None,
                   QUANTDSE_FIGURES_DIR=str(figures.resolve()), PYTHONPATH=pythonpath,
                   MPLBACKEND="Agg"):
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(ROOT)}})
+        # the kernel's own stderr (debugger and library warnings) reaches ours only on a terminal
+        quiet = {} if sys.stderr.isatty() else {"stderr": subprocess.DEVNULL}
+        try:
+            client.execute(**quiet)
+        except CellExecutionError as exc:
+            first = (str(exc.evalue or "").splitlines() or [""])[0][:200]
+            raise QuantDSEError(f"notebook {name} failed: {exc.ename}: {first}: "
+                                f"open experiments/notebooks/{name}.ipynb and run it to see the cell") from None
+        except (CellTimeoutError, DeadKernelError) as exc:
+            raise QuantDSEError(f"notebook {name} did not finish ({exc.__class__.__name__}): rerun it, or "
+                                "open it to see the cell") from None
     return time.perf_counter() - start
 
 
@@ -87,10 +104,10 @@ def main(argv=None) -> int:
     unknown = sorted(set(names) - set(notebook_names()))
     if unknown:
         raise QuantDSEError(f"no notebook {unknown[0]!r}: use one of {', '.join(notebook_names())}")
+    figures = Path(args.figures) if args.figures else default_figures(args.full)
     for name in names:
-        seconds = execute(name, full=args.full, figures=args.figures)
-        where = Path(args.figures) if args.figures else default_figures(args.full)
-        where = where / FIGURES[name]
+        seconds = execute(name, full=args.full, figures=figures)
+        where = figures / FIGURES[name]
         print(f"{name}: {seconds:.1f} s -> {where}", file=sys.stdout)
     return 0
 

@@ -58,6 +58,28 @@ _UPPER = {"overhead_s": 1.0, "peak_flops_per_s": 1e17, "bytes_per_s": 1e14, "m_h
           "row_s": 1e-6, "par_speedup": 256.0}
 
 
+def params_problem(params) -> str | None:
+    """Why `params` cannot be a fitted kernel for `predict_parts` (None when it can): read back from a
+    cache, every number must be finite, within the fit's bounds, and the divisors positive."""
+    if not isinstance(params, dict):
+        return "a kernel fit is not an object"
+    need = MEMORY_ONLY + (("m_half", "k_half", "n_half", "p") if "peak_flops_per_s" in params else ())
+    for key in need:
+        if key not in params:
+            return f"a kernel fit has no {key}"
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            return f"{key} = {str(value)[:20]} is not a finite number >= 0"
+        if value > _UPPER.get(key, np.inf):
+            return f"{key} = {value:g} is above the fit's bound {_UPPER[key]:g}"
+    for key in ("bytes_per_s", "peak_flops_per_s", "p", "par_speedup"):
+        if key in params and params[key] <= 0:
+            return f"{key} must be > 0"
+    if params.get("reread", 0) > 0 and not params.get("llc_bytes", 0) > 0:
+        return "reread needs llc_bytes > 0"
+    return None
+
+
 def _eff(x, half):
     return x / (x + half)
 

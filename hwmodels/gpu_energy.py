@@ -26,6 +26,7 @@ import time
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs, dumps, load_json
+from quantcore.limits import float_flag
 from hwmodels.registry import target_for_gpu
 
 SCHEMA = "quantdse.gpu-energy/1"
@@ -141,11 +142,26 @@ def read_measurement(path: str) -> dict:
     if unknown:
         raise QuantDSEError(f"{path}: unknown workloads {', '.join(unknown)}: expected {', '.join(WORKLOADS)}")
     for name, row in doc["workloads"].items():
-        for key in ("seconds_per_pass", "joules_per_pass"):
-            v = row.get(key) if isinstance(row, dict) else None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1e6):
-                raise QuantDSEError(f"{path}: workloads.{name}.{key} must be a positive number, got {v!r}")
+        for key, (lo, hi) in READING_RANGES.items():
+            _check_number(path, f"workloads.{name}.{key}", row.get(key) if isinstance(row, dict) else None, lo, hi)
+    for key, (lo, hi) in BOARD_RANGES.items():
+        if key in doc:
+            _check_number(path, key, doc[key], lo, hi)
+    if not isinstance(doc.get("gpu", ""), str):
+        raise QuantDSEError(f"{path}: gpu must be the card's name as text, got {str(doc['gpu'])[:40]}")
     return doc
+
+
+#: plausible ranges of a reading (a pass of these workloads takes > 1 us and < a day): a
+#: denormal or zero time would make every ratio and power infinite
+READING_RANGES = {"seconds_per_pass": (1e-6, 1e5), "joules_per_pass": (1e-9, 1e9)}
+BOARD_RANGES = {"idle_power_w": (0.0, 1e5), "power_limit_w": (0.0, 1e5)}
+
+
+def _check_number(path: str, key: str, v, lo: float, hi: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise QuantDSEError(f"{path}: {key} must be a number in [{lo:g}, {hi:g}], got {str(v)[:40]}: "
+                            "measure again with python -m hwmodels.gpu_energy --measure")
 
 
 def compare(doc: dict, hw: str | None = None) -> dict:
@@ -188,11 +204,9 @@ def main(argv=None) -> int:
     mode.add_argument("--compare", metavar="FILE", help="a measurement document to set beside the analytic model")
     p.add_argument("--out", help="with --measure: where to write the measurement document")
     p.add_argument("--hw", help="with --compare: analytic target (default: named like the measured card)")
-    p.add_argument("--seconds", type=float, default=5.0, help="replay time per workload (default 5)")
+    p.add_argument("--seconds", type=float_flag(0.5, 120.0), default=5.0, help="replay time per workload (default 5)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if not 0.5 <= args.seconds <= 120:
-        raise QuantDSEError(f"--seconds must be in 0.5..120, got {args.seconds}")
     check_outputs([args.out], [args.compare])
     if args.measure:
         doc = measure(args.seconds)

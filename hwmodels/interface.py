@@ -70,9 +70,14 @@ class HardwareModel:
     SCHEMA: dict[str, Param] = {}
     #: what kind of model this is, shown in plans' provenance
     DESCRIPTION = "analytic"
+    #: params that enter energy and power only, never latency (hwmodels.provenance reads them)
+    ENERGY_PARAMS: tuple[str, ...] = ()
 
     def __init__(self, spec: HardwareSpec):
+        from hwmodels import provenance
+
         self.spec = spec
+        provenance.note(spec)  # open recordings learn which constants this computation uses
 
     @property
     def name(self) -> str:

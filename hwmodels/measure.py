@@ -310,8 +310,8 @@ def measure(jobs: list, threads: int | None = None, target_s: float = 0.05, min_
     remaining = [list(j) for j in jobs]
     rows: list[dict] = []
     crashed: list[dict] = []
-    bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr, disable=not progress,
-               leave=False)
+    bar = tqdm(total=len(remaining), desc=desc, unit="shape", file=sys.stderr,
+               disable=None if progress else True, leave=False)  # a bar only on a terminal
     cache = cache_bytes(device) if cache is None else cache
     doc = {"threads": threads, "target_s": target_s, "min_repeats": min_repeats, "max_repeats": max_repeats,
            "cold_bytes": 3 * cache // 2, "seed": seed, "device": device}

@@ -147,14 +147,34 @@ def _resolve_path(name_or_path: str, base: Path | None = None) -> Path:
     builtin = SPEC_DIR / f"{name_or_path}.toml"
     if builtin.is_file():
         return builtin
+    raise _unknown(name_or_path)
+
+
+def _unknown(name_or_path: str) -> QuantDSEError:
+    """The error for a name that is no built-in target: close matches and the list."""
     import difflib
 
     names = list_specs()
     close = difflib.get_close_matches(name_or_path, names, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise QuantDSEError(
+    return QuantDSEError(
         f"unknown hardware {name_or_path!r}: {hint}choose one of {', '.join(names)} "
         f"(python -m hwmodels.list) or pass a spec .toml path")
+
+
+def _resolve_extends(parent: str, spec: Path) -> Path:
+    """A spec's `extends`: a built-in name, or a .toml path inside the spec's own folder (a spec is
+    untrusted input: it may not make the tool read files elsewhere)."""
+    from quantcore.io import path_inside
+
+    if "/" not in parent and "\\" not in parent and not parent.endswith(".toml"):
+        if parent in list_specs():
+            return SPEC_DIR / f"{parent}.toml"
+        raise _unknown(parent)
+    target = path_inside(parent, spec.parent, f"hardware spec {spec}: extends")
+    if not target.is_file():
+        raise QuantDSEError(f"hardware spec {spec}: extends {parent}: no such spec file beside it: check the name")
+    return target
 
 
 def _raw_params(path: Path, seen: tuple = ()) -> tuple[dict, dict, dict, tuple]:
@@ -171,7 +191,7 @@ def _raw_params(path: Path, seen: tuple = ()) -> tuple[dict, dict, dict, tuple]:
     if parent is not None:
         if not isinstance(parent, str) or not parent.strip():
             raise QuantDSEError(f"hardware spec {path}: extends must be a spec name or .toml path")
-        parent_path = _resolve_path(parent, path.parent)
+        parent_path = _resolve_extends(parent.strip(), path)
         if os.path.realpath(parent_path) in seen:
             raise QuantDSEError(f"hardware spec {path}: extends cycle through {parent!r}: break the cycle")
         if len(seen) > 32:

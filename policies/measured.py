@@ -43,6 +43,7 @@ texts than 37 free choices.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import gymnasium as gym
@@ -63,15 +64,20 @@ LOG_STD_INIT = -1.5  # the actor's initial spread around the forecast (pre-tanh 
 #                      too far at 3 bits: most early plans lost 12-20 points and 96 episodes did not recover)
 
 
+#: the most episodes, texts or held-out texts one fine-tuning may ask for (each is a forward pass or more)
+OPTION_MAX = 100_000
+
+
 def _int_option(opts: dict, key: str) -> int:
+    import argparse
+
+    from quantcore.limits import int_flag
+
     value = opts.get(key, OPTION_DEFAULTS[key])
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise QuantDSEError(f"--set {key}={value}: use a whole number >= 1")
-    return n
+        return int_flag(1, OPTION_MAX)(value)
+    except argparse.ArgumentTypeError as exc:  # it names the range and what was given
+        raise QuantDSEError(f"--set {key}={str(value)[:30]}: {exc}") from None
 
 
 class MeasuredMetric:
@@ -196,7 +202,8 @@ def finetune(problem, ilp_assignment, model_name, policy=None, layers=None, weig
     infos = layer_infos(layers, weights) if layers is not None else None
     ilp_train = metric.train(ilp_assignment)
     gap = max(abs(1.0 - ilp_train), 1e-3)  # the ILP plan's loss (cosine is 1 at the fp weights)
-    bar = tqdm(total=episodes, desc="measured fine-tuning", unit="episode")
+    bar = tqdm(total=episodes, desc="measured fine-tuning", unit="episode", file=sys.stderr,
+               disable=None)  # a bar only on a terminal
     seen: list = []
     rewards: list = []
 

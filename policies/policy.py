@@ -106,44 +106,72 @@ def _bad(path, what: str) -> QuantDSEError:
     return QuantDSEError(f"policy {path}: {what}: re-train it with python -m policies.train or restore the file")
 
 
+#: the widest hidden layer a policy may declare (the shipped one has 64): bounds the memory a JSON can ask for
+MAX_HIDDEN = 4096
+
+
+def _architecture(jpath, meta: dict) -> tuple[list[int], FeatureScaler, str]:
+    """(hidden sizes, scaler, tensor SHA-256) from a policy.json, every field type-checked."""
+    from quantcore.limits import int_problem
+
+    arch = meta.get("architecture")
+    norm = meta.get("normalisation")
+    if not isinstance(arch, dict) or not isinstance(norm, dict):
+        raise _bad(jpath, '"architecture" and "normalisation" must be objects')
+    features = arch.get("features")
+    if isinstance(features, bool) or not isinstance(features, int) or features != N_FEATURES:
+        raise _bad(jpath, f'"architecture.features" must be the integer {N_FEATURES} (this version\'s features), '
+                          f"got {features!r}")
+    hidden = arch.get("hidden")
+    if not isinstance(hidden, list) or not 1 <= len(hidden) <= 8 or \
+            any(isinstance(h, float) or int_problem(h, 1, MAX_HIDDEN) for h in hidden):
+        raise _bad(jpath, f'"architecture.hidden" must be a list of 1 to 8 integers in [1, {MAX_HIDDEN}], '
+                          f"got {str(hidden)[:60]}")
+    vectors = []
+    for key in ("mean", "std"):
+        v = norm.get(key)
+        if not isinstance(v, list) or len(v) != N_FEATURES or \
+                not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v):
+            raise _bad(jpath, f'"normalisation.{key}" must be {N_FEATURES} finite numbers')
+        vectors.append(v)
+    if not all(x > 0 for x in vectors[1]):
+        raise _bad(jpath, '"normalisation.std" must be positive')
+    digest, name, short = meta.get("safetensors_sha256"), meta.get("name"), meta.get("hash")
+    if not all(isinstance(x, str) for x in (digest, name, short)):
+        raise _bad(jpath, '"safetensors_sha256", "name" and "hash" must be strings')
+    return [int(h) for h in hidden], FeatureScaler(*vectors), digest
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
-    """Load and verify a policy (see the module docstring); never unpickles."""
+    """Load and verify a policy (see the module docstring); never unpickles.
+
+    The SHA-256 in policy.json detects a damaged or mismatched tensor file; it is not a signature:
+    whoever can rewrite both files can ship other weights with a matching hash (docs/security.md).
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load
+
+    from quantcore.io import read_input
 
     jpath = resolve(path)
     meta = load_json(jpath, "policy")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise _bad(jpath, f'"schema" must be "{SCHEMA}"')
-    try:
-        arch = meta["architecture"]
-        hidden = [int(h) for h in arch["hidden"]]
-        scaler = FeatureScaler(meta["normalisation"]["mean"], meta["normalisation"]["std"])
-        digest = str(meta["safetensors_sha256"])
-        str(meta["name"]), str(meta["hash"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(jpath, f"malformed JSON ({exc.__class__.__name__}: {exc})") from None
-    if int(arch.get("features", -1)) != N_FEATURES or scaler.mean.shape != (N_FEATURES,) \
-            or scaler.std.shape != (N_FEATURES,) or not np.all(np.isfinite(scaler.mean)) \
-            or not np.all(scaler.std > 0):
-        raise _bad(jpath, f"architecture or normalisation does not match the {N_FEATURES} features of this version")
+    hidden, scaler, digest = _architecture(jpath, meta)
     tpath = jpath.with_name("policy.safetensors")
-    try:
-        blob = tpath.read_bytes()
-    except OSError as exc:
-        raise _bad(tpath, f"cannot read ({exc.strerror})") from None
+    blob = read_input(tpath, "policy tensors")  # a regular file under the size cap: never a FIFO that blocks
     if hashlib.sha256(blob).hexdigest() != digest:
-        raise _bad(tpath, "SHA-256 does not match policy.json (tampered or truncated)")
+        raise _bad(tpath, "SHA-256 does not match policy.json (damaged, truncated or from another policy)")
     try:
         tensors = load(blob)
-    except (SafetensorError, ValueError) as exc:
-        raise _bad(tpath, f"not a valid safetensors file ({exc})") from None
+    except (SafetensorError, ValueError, KeyError, TypeError) as exc:  # KeyError: a dtype numpy lacks (BF16)
+        raise _bad(tpath, f"not a valid float32 safetensors file ({exc.__class__.__name__}: {exc})") from None
     sizes = [N_FEATURES, *hidden]
     want = {f"hidden.{i}.weight": (sizes[i + 1], sizes[i]) for i in range(len(hidden))}
     want.update({f"hidden.{i}.bias": (sizes[i + 1],) for i in range(len(hidden))})
     want.update({"mu.weight": (1, sizes[-1]), "mu.bias": (1,)})
     for key, shape in want.items():
         t = tensors.get(key)
-        if t is None or t.shape != shape or not np.all(np.isfinite(t)):
-            raise _bad(tpath, f"tensor {key} missing, of the wrong shape or not finite (want {shape})")
+        if t is None or t.dtype != np.float32 or t.shape != shape or not np.all(np.isfinite(t)):
+            raise _bad(tpath, f"tensor {key} missing, not float32, of the wrong shape or not finite (want {shape})")
     return Policy({k: tensors[k].astype(np.float32) for k in want}, scaler, meta)

@@ -28,6 +28,8 @@ from policies.episode import Episode, layer_infos
 from policies.policy import load_policy
 
 
+#: the longest polish one plan may ask for (`--set polish_seconds=S`)
+MAX_POLISH_SECONDS = 3600.0
 POLISH_FLAG = Param(bool, "run the local-search polish")  # parses --set polish=true|false like any --set flag
 ROLLOUT_DEAD_ZONE = 0.4  # the deterministic rollout leaves the forecast only where |action - 0.5| > this
 
@@ -155,10 +157,10 @@ def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, l
         polish_plan = POLISH_FLAG.parse_text("polish", value) if isinstance(value, str) else bool(value)
     try:
         polish_seconds = float(polish_seconds)
-    except ValueError:
+    except (TypeError, ValueError):
         polish_seconds = float("nan")
-    if not polish_seconds >= 0:
-        raise QuantDSEError(f"polish_seconds={polish_seconds}: use a number of seconds >= 0")
+    if not 0 <= polish_seconds <= MAX_POLISH_SECONDS:
+        raise QuantDSEError(f"polish_seconds={polish_seconds}: use a number of seconds in [0, {MAX_POLISH_SECONDS}]")
     pol = policy if hasattr(policy, "act") else load_policy(policy)
     message = problem.infeasible_message()
     ep = Episode(problem, layer_infos(layers, weights) if layers is not None else None, reference=1.0)
@@ -168,11 +170,12 @@ def solve(problem, policy=None, polish_plan=True, polish_seconds: float = 2.0, l
     raw = rollout(pol, ep)
     raw_seconds = time.perf_counter() - started
     final = polish(ep, raw, float(polish_seconds)) if polish_plan else raw
+    training = pol.meta.get("training") if isinstance(pol.meta.get("training"), dict) else {}
     info = {"policy": pol.name, "policy_hash": pol.hash, "raw_objective": problem.objective(raw),
             "polished_objective": problem.objective(final) if polish_plan else None,
             "polish": bool(polish_plan), "rollout_seconds": round(raw_seconds, 6),
-            "training_seed": pol.meta.get("training", {}).get("seed"),
-            "training_timesteps": pol.meta.get("training", {}).get("timesteps"), "raw_assignment": raw}
+            "training_seed": training.get("seed"), "training_timesteps": training.get("timesteps"),
+            "raw_assignment": raw}
     return SolveResult("feasible", final, problem.objective(final), float("nan"), time.perf_counter() - started,
                        "rl", f"SAC policy {pol.name}" + (", polished" if polish_plan else ", raw rollout"),
                        info={k: v for k, v in info.items() if v is not None})

@@ -179,33 +179,57 @@ def train(seed: int = 0, timesteps: int = 40000, models=TRAIN_MODELS, hardware=T
 
 
 def build_parser() -> ArgumentParser:
+    from quantcore.limits import RANGES, float_flag, int_flag
+
     p = ArgumentParser(prog="policies.train", description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_flag(*RANGES["seed"]), default=0)
     p.add_argument("--out", required=True, help="folder to write policy.safetensors and policy.json into")
-    p.add_argument("--timesteps", type=int, default=40000, help="environment steps (one step = one layer)")
+    p.add_argument("--timesteps", type=int_flag(*RANGES["timesteps"]), default=40000,
+                   help="environment steps (one step = one layer)")
     p.add_argument("--name", help="policy name (default: the --out folder's name)")
-    p.add_argument("--gamma", type=float, default=1.0, help="discount (the shaped reward is already an advantage)")
-    p.add_argument("--deviation-cost", type=float, default=DEVIATION_COST,
+    p.add_argument("--gamma", type=float_flag(0.0, 1.0), default=1.0,
+                   help="discount in [0, 1] (the shaped reward is already an advantage)")
+    p.add_argument("--deviation-cost", type=float_flag(0.0, 1e6), default=DEVIATION_COST,
                    help="per-step reward cost of leaving the forecast, times (2a - 1)**2")
-    p.add_argument("--bc-episodes", type=int, default=0,
+    p.add_argument("--bc-episodes", type=int_flag(*RANGES["episodes"]), default=0,
                    help="behaviour-clone the actor toward the ILP on this many training episodes first")
     p.add_argument("--models", help="comma-separated catalog models to train on (default: the training mix)")
     return p
 
 
+def check_out_folder(out: str) -> Path:
+    """The --out folder, checked before any training (an empty --out is refused by the parser):
+    not a file, in a folder that exists, its two files writable there."""
+    from quantcore.io import check_outputs
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise QuantDSEError(f"--out {out} is a file: give a folder for policy.safetensors and policy.json")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not folder.exists() and not parent.is_dir():
+        raise QuantDSEError(f"--out {out}: its parent folder {parent} does not exist: create it first")
+    if folder.is_dir():
+        check_outputs([folder / "policy.safetensors", folder / "policy.json"])
+    return folder
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.timesteps < 100:
-        raise QuantDSEError(f"--timesteps {args.timesteps} is too few: use at least 100")
-    models = tuple(args.models.split(",")) if args.models else TRAIN_MODELS
+    folder = check_out_folder(args.out)
+    name = args.name if args.name is not None else folder.resolve().name
+    if not name.strip():
+        raise QuantDSEError("--name is empty: give the policy a name, or leave --name out")
+    models = tuple(m.strip() for m in args.models.split(",")) if args.models is not None else TRAIN_MODELS
+    if not all(models):
+        raise QuantDSEError(f"--models {args.models!r} has an empty name: give comma-separated catalog names")
     held = sorted(set(models) & set(HELD_OUT))
     if held:
         raise QuantDSEError(f"--models includes held-out {', '.join(held)}: they are kept for zero-shot checks")
     model, scaler, record = train(args.seed, args.timesteps, models=models, gamma=args.gamma,
-                                   deviation_cost=args.deviation_cost, bc_episodes=args.bc_episodes)
+                                   deviation_cost=args.deviation_cost, bc_episodes=args.bc_episodes,
+                                   progress=sys.stderr.isatty())
     tensors, hidden = actor_tensors(model)
-    name = args.name or Path(args.out).name
-    path = save_policy(args.out, tensors, hidden, scaler, name, record)
+    path = save_policy(folder, tensors, hidden, scaler, name, record)
     print(f"policy {name} written to {path.parent} ({record['timesteps']} steps, {record['seconds']:.1f} s)")
     return 0
 

@@ -5,6 +5,7 @@ QuantDSEError, any OSError (`error: <path>: <strerror>: <fix>`), input nested to
 for a parser (RecursionError) and input too large for memory (MemoryError). Ctrl-C exits
 130 and SIGTERM 143, quietly; temporary output files are removed on every path out
 (quantcore.io's writers clean up on any exception, and SIGTERM is raised as one).
+Library warnings reach stderr only when it is a terminal (`quiet_unless_terminal`).
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     io.begin_run()
     try:
-        code = main(argv)
+        with quiet_unless_terminal():
+            code = main(argv)
     except QuantDSEError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
@@ -82,6 +84,20 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     return int(code or 0)
 
 
+def quiet_unless_terminal():
+    """Library warnings (numpy, torch, transformers, ...) off a captured stderr: there the one-line
+    error or the result is all a reader parses; on a terminal they show as usual."""
+    import contextlib
+    import warnings
+
+    if sys.stderr is not None and sys.stderr.isatty():
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
 def _fail(line: str) -> int:
     print(f"error: {' '.join(line.split())}", file=sys.stderr)
     return 2
@@ -92,7 +108,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one QuantDSEError line (exit 2), not usage text.
 
     A value that starts with "-" (`--budget -4bits`) is kept as the flag's value, so the
-    user hears what is wrong with the value rather than "expected one argument".
+    user hears what is wrong with the value rather than "expected one argument". An empty
+    value is an error: `--out ''` must not mean "no --out" (stdout) or "the current folder".
     """
 
     def error(self, message: str):  # type: ignore[override]
@@ -115,4 +132,15 @@ class ArgumentParser(argparse.ArgumentParser):
             else:
                 merged.append(argv[i])
                 i += 1
-        return super().parse_args(merged, namespace)
+        parsed = super().parse_args(merged, namespace)
+        self._refuse_empty(parsed)
+        return parsed
+
+    def _refuse_empty(self, parsed) -> None:
+        """An empty value (`--out ''`, `--hw ' '`) is an error, never taken as "not given"."""
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and not v.strip() for v in values) and value is not action.default:
+                name = "/".join(action.option_strings) or action.metavar or action.dest
+                raise QuantDSEError(f"{name} is empty: give a value, or leave the flag out for its default")

@@ -220,13 +220,58 @@ def read_input(path: str | os.PathLike, what: str, cap_name: str = "json_bytes",
         raise QuantDSEError(f"{what} {p} is {kind}: give the path of a file")
     if st.st_size > cap(cap_name):
         raise over_cap(cap_name, f"{what} {p} ({st.st_size:,} bytes)")
-    with open(p, "rb") as handle:
-        data = handle.read(cap(cap_name) + 1)
+    data = read_bounded(p, cap(cap_name))
     if len(data) > cap(cap_name):  # grew while we read it
         raise over_cap(cap_name, f"{what} {p} (over {cap(cap_name):,} bytes)")
     if note:
         note_input(p)
     return data
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """`text` (a name from an input file) as one plain file-name part: no separators, NUL or
+    control bytes, no leading dot, at most `limit` characters; never empty."""
+    name = _UNSAFE.sub("_", str(text)).lstrip(".")[:limit]
+    return name if name.strip("_") else "unnamed"
+
+
+def path_inside(text: str, folder: str | os.PathLike, what: str) -> Path:
+    """A relative path named inside an untrusted file, resolved against that file's `folder`;
+    refused unless it stays there (no absolute path, no `..` out, no symbolic link out)."""
+    candidate = Path(text)
+    if not str(text).strip() or "\0" in str(text):
+        raise QuantDSEError(f"{what} {str(text)[:60]!r} is not a path: give a file name beside the file that names it")
+    if candidate.is_absolute():
+        raise QuantDSEError(f"{what} {text} is an absolute path: only files in {folder} (the folder of the file "
+                            "that names it) may be named")
+    base = os.path.realpath(folder)
+    target = Path(folder) / candidate
+    if os.path.commonpath([base, os.path.realpath(target)]) != base:
+        raise QuantDSEError(f"{what} {text} leads out of {folder} (the folder of the file that names it): "
+                            "copy the file there and name it relative to it")
+    return target
+
+
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+    """At most limit + 1 bytes of a file, in chunks: a raised cap never sizes one huge buffer.
+
+    Opened with O_NONBLOCK, so a FIFO or device swapped in after a stat check never blocks the read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise QuantDSEError(f"{path} is not a regular file: give the path of a file")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = handle.read(min(1 << 24, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    return b"".join(chunks)
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

@@ -29,27 +29,50 @@ CAPS = {
     "toml_bytes": Cap("QUANTDSE_MAX_TOML_BYTES", 16 << 20, "bytes of one TOML spec file"),
     "depth": Cap("QUANTDSE_MAX_DEPTH", 64, "levels of nesting in a JSON or TOML document"),
     "threads": Cap("QUANTDSE_MAX_THREADS", 4 * (os.cpu_count() or 1), "threads of one calibration"),
+    "plans": Cap("QUANTDSE_MAX_PLANS", 64, "plans compared at once"),
+    "calib_texts": Cap("QUANTDSE_MAX_CALIB_TEXTS", 20_000, "calibration texts (non-empty lines)"),
 }
+
+#: the largest value any cap takes: a raised cap stays an int every buffer size and range accepts
+CAP_CEILING = 2 ** 62
 
 
 #: documented ranges of the integer flags shared by the CLIs (README "Limits on input")
 RANGES = {"batch": (1, 1 << 16), "seq": (1, 1 << 24), "kv_bits": (1, 32), "seed": (0, 2 ** 32 - 1),
-          "gemm": (1, 1 << 24)}
+          "gemm": (1, 1 << 24), "episodes": (0, 1_000_000), "timesteps": (100, 100_000_000)}
 
 
 def cap(name: str) -> int:
-    """The cap `name` (CAPS), from its environment variable when set."""
+    """The cap `name` (CAPS), from its environment variable when set.
+
+    An empty value is an error (not the default); a huge one (`1e20`) is held at CAP_CEILING.
+    """
     c = CAPS[name]
     text = os.environ.get(c.env)
-    if text is None or not text.strip():
+    if text is None:
         return c.default
+    bad = QuantDSEError(f"{c.env}={text[:40]!r} must be a positive integer (e.g. {c.env}={c.default}): "
+                        "fix or unset it")
+    value = _integer_text(text)
+    if value is None or value < 1:
+        raise bad
+    return min(value, CAP_CEILING)
+
+
+def _integer_text(text: str) -> int | None:
+    """An integer written as digits or as an integral number in e-notation (`1e20`), else None."""
+    text = text.strip()
     try:
-        value = int(text)
+        return int(text, 10)
     except ValueError:
-        raise QuantDSEError(f"{c.env}={text!r} must be a positive integer: fix or unset it") from None
-    if value < 1:
-        raise QuantDSEError(f"{c.env}={text!r} must be a positive integer: fix or unset it")
-    return value
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or not value.is_integer():
+        return None
+    return int(value)
 
 
 def over_cap(name: str, got) -> QuantDSEError:
@@ -105,5 +128,20 @@ def int_flag(lo: int, hi: int):
         problem = int_problem(value, lo, hi)
         if problem:
             raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
+
+
+def float_flag(lo: float, hi: float):
+    """An argparse `type=` for a finite number flag in [lo, hi] (argparse names the flag)."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be a finite number in [{lo:g}, {hi:g}], got {str(text)[:30]!r}")
         return value
     return parse

@@ -21,6 +21,15 @@ def cli():
     return run_module
 
 
+@pytest.fixture
+def tiny(tmp_path):
+    """(folder, config.json, sensitivity.json) of the tiny llama (tests/hostile.py)."""
+    from tests.hostile import write_tiny
+
+    config, sens = write_tiny(tmp_path)
+    return tmp_path, config, sens
+
+
 def optional_missing(what: str, fix: str) -> None:
     """An optional test dependency is absent: fail (CI installs every one of them), or skip only
     where the environment says so with QUANTDSE_ALLOW_SKIP=1 (e.g. a partial local install)."""

@@ -70,6 +70,17 @@ def write_tiny(folder: Path, **changes) -> tuple[Path, Path]:
     return config, sens
 
 
+def search_args(config, sens, *extra) -> list:
+    """dse.search on the tiny llama and its sensitivity table, on u280, with `extra` flags."""
+    return ["--hw", "u280", "--model", config, "--sensitivity", sens, *extra]
+
+
+def set_error(doc: dict, i: int, fmt: str, value) -> None:
+    """Set one cell of a dse.sensitivity/1 table: layer number i (modulo, in name order), format fmt."""
+    name = sorted(doc["layers"])[i % len(doc["layers"])]
+    doc["layers"][name][fmt] = value
+
+
 def tiny_layers() -> list[tuple[str, int]]:
     """(name, params) of the tiny llama's quantizable layers."""
     from quantcore.models.hf_config import graph_from_config
@@ -100,3 +111,38 @@ def safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
 def with_header(header: dict, data: bytes) -> bytes:
     raw = json.dumps(header).encode()
     return struct.pack("<Q", len(raw)) + raw + data
+
+
+# ------------------------------------------------------------------ a tiny Hugging Face checkpoint
+
+#: words of the tiny checkpoint's tokenizer (ids 0, 1 are [UNK], [PAD])
+TINY_WORDS = 38
+
+
+def write_tiny_hf(folder: Path, vocab: int = TINY_WORDS + 2, max_positions: int = 64,
+                  tokenizer_words: int = TINY_WORDS) -> Path:
+    """A 2-layer BERT (hidden 32) saved by transformers as model.safetensors, with a word-level
+    tokenizer.json of `tokenizer_words` words `w0 w1 ...`; seeded, so every call writes the same weights."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=max_positions)
+    BertModel(config).save_pretrained(folder)
+    words = ["[UNK]", "[PAD]"] + [f"w{i}" for i in range(tokenizer_words)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def write_calib(path: Path, texts: int = 6, words: int = 5) -> Path:
+    """Calibration texts over the tiny tokenizer's words, one per line."""
+    lines = [" ".join(f"w{(t * 7 + i) % TINY_WORDS}" for i in range(words + t)) for t in range(texts)]
+    path.write_text("\n".join(lines) + "\n")
+    return path

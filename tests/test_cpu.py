@@ -89,11 +89,13 @@ def _reference_tmac(p, m, k, n, bits, asym):
 
 
 def _reference_llamacpp(p, m, k, n, fmt):
-    """Step per (row, quantization group): unpack+offset+sdot per 16-weight vector, group ops."""
+    """Step per (row, quantization group): unpack+offset+MAC per 16-weight vector, group ops. The MAC is
+    one sdot, or without the dot-product extension ggml_vdotq_s32's smull, smull2, 2 saddlp, 2 add."""
     T, simd = p["threads"], p["simd_bytes"]
-    per_vec = {2: 7 / 4 + 1 + (1 if fmt.symmetric else 0),
-               3: 7 / 4 + 3 + 1 + (1 if fmt.symmetric else 0),
-               4: 1 + 1 + (1 if fmt.symmetric else 0)}[math.ceil(fmt.weight_bits)]
+    mac = 1 if p["dotprod"] else 6
+    per_vec = {2: 7 / 4 + mac + (1 if fmt.symmetric else 0),
+               3: 7 / 4 + 3 + mac + (1 if fmt.symmetric else 0),
+               4: 1 + mac + (1 if fmt.symmetric else 0)}[math.ceil(fmt.weight_bits)]
     ops = [0.0] * T
     for tok in range(m):
         for row in range(n):
@@ -119,10 +121,10 @@ def test_tmac_matches_reference_loop(shape, fmt_name):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shapes, st.sampled_from(["int2-g32", "int3-g32", "int4-g32", "int4-g32-asym"]))
-def test_llamacpp_matches_reference_loop(shape, fmt_name):
+@given(shapes, st.sampled_from(["int2-g32", "int3-g32", "int4-g32", "int4-g32-asym"]), st.booleans())
+def test_llamacpp_matches_reference_loop(shape, fmt_name, dotprod):
     m, k, n, threads = shape
-    model, row = _cost("m2-ultra-llamacpp", fmt_name, m, k, n, f"threads={threads}")
+    model, row = _cost("m2-ultra-llamacpp", fmt_name, m, k, n, f"threads={threads}", f"dotprod={dotprod}")
     ref = _reference_llamacpp(model.spec, m, k, n, get_format(fmt_name))
     assert row["breakdown"]["compute_cycles"] == pytest.approx(ref, rel=1e-12)
 

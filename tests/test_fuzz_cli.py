@@ -5,30 +5,45 @@ and output paths. The contract, whatever arrives: exit 0 with a valid result (a 
 within its budget, finite non-negative costs), or exit 2 with exactly one stderr line
 `error: ...`, no output file, no temp file, inputs untouched. Anything else (a traceback,
 another exit code) fails. Runs in-process through run_cli; derandomized, so CI sees the
-same cases every time. Case counts: EXAMPLES below (1,400 in all).
+same cases every time. Case counts: EXAMPLES below (1,400 in all, and 1,280 more for round three:
+plans, model folders, caches, resume CSVs, policies, spec `extends`, environment caps).
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import json
 import math
+import os
+import pickle
+import shutil
 import struct
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from dse import compare, evaluate, show
 from dse import models as dse_models
 from dse import search
 from hwmodels import cost
 from hwmodels.spec import SPEC_DIR
-from tests.hostile import TINY, TINY_FORMATS, assert_one_line_error, check_plan, no_temp_files, run, write_tiny
+from quantcore.limits import CAP_CEILING, CAPS, cap
+from tests.conftest import require
+from tests.hostile import (TINY, TINY_FORMATS, assert_one_line_error, check_plan, no_temp_files, run, set_error,
+                           write_calib, write_tiny, write_tiny_hf)
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = {"search": 300, "config": 300, "safetensors": 400, "sensitivity": 100, "cost": 200, "spec": 100}
+EXAMPLES = {"search": 300, "config": 300, "safetensors": 400, "sensitivity": 100, "cost": 200, "spec": 100,
+            # round three (issue 23): 1,280 more
+            "plan": 250, "model_folder": 100, "sens_cache": 80, "local_cache": 200, "resume_csv": 100,
+            "policy": 200, "extends": 150, "env_caps": 200}
 
 
 def fuzz(name: str):
@@ -245,8 +260,7 @@ def test_fuzz_sensitivity_file(edit, budget):
         doc = json.loads(sens.read_text())
         kind, i, fmt, value = edit
         if kind == "value":
-            name = sorted(doc["layers"])[i % len(doc["layers"])]
-            doc["layers"][name][fmt] = value
+            set_error(doc, i, fmt, value)
             sens.write_text(json.dumps(doc))
         elif kind == "truncate":
             sens.write_text(sens.read_text()[:i])
@@ -317,3 +331,553 @@ def test_fuzz_spec_file(line, edit):
         if r.code == 0:
             doc = json.loads(r.out)
             assert math.isfinite(doc["latency_s"]) and doc["latency_s"] >= 0
+
+
+# ================================================================== round three (issue 23)
+# Plans, model folders, caches, resume CSVs, policies, spec `extends` and environment caps.
+
+@contextlib.contextmanager
+def environ(**values):
+    """Set environment variables for one generated case, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@functools.lru_cache(maxsize=None)
+def _base_folder(name: str) -> Path:
+    """A folder built once per session (tiny plans, checkpoints, sweeps), copied by each case."""
+    folder = Path(tempfile.mkdtemp(prefix=f"quantdse-fuzz-{name}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _good_plan() -> Path:
+    from dse import search as dse_search
+
+    folder = _base_folder("plan")
+    plan = folder / "plan.json"
+    if not plan.exists():
+        config, sens = write_tiny(folder)
+        r = run(dse_search.main, ["--hw", "u280", "--model", config, "--sensitivity", sens, "--budget", "6bits",
+                                  "--out", plan])
+        assert r.code == 0, r.err
+    return plan
+
+
+# ------------------------------------------------------------------ plan files (needs dse.plan's schema reader)
+
+PLAN_FIELDS = {"top": ("model", "hardware", "schema", "totals", "layers", "budget", "workload"),
+               "totals": ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error"),
+               "layer": ("name", "format", "bits", "params", "error", "latency_s", "energy_j")}
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)[:4]
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+plan_edits = st.one_of(
+    st.tuples(st.just("top"), st.sampled_from(PLAN_FIELDS["top"]), json_values),
+    st.tuples(st.just("totals"), st.sampled_from(PLAN_FIELDS["totals"]), json_values),
+    st.tuples(st.just("layer"), st.sampled_from(PLAN_FIELDS["layer"]), json_values),
+    st.tuples(st.just("delete"), st.sampled_from(PLAN_FIELDS["layer"] + PLAN_FIELDS["totals"]), st.none()),
+    st.tuples(st.just("duplicate"), st.integers(0, 14), st.none()),
+    st.tuples(st.just("number"), st.sampled_from(PLAN_FIELDS["layer"][2:] + PLAN_FIELDS["totals"]),
+              st.sampled_from([-1, -1e-300, 1e308, 2 ** 70, 0.5])))
+
+
+@fuzz("plan")
+@given(edits=st.lists(st.tuples(st.integers(0, 14), plan_edits), min_size=1, max_size=3))
+def test_fuzz_plan_file_schema(edits):
+    """show, compare, export and evaluate on a damaged plan: the contract, and a field of the wrong
+    JSON type, a deleted field or a duplicated layer is refused by every one of them."""
+    from dse.export.__main__ import main as export_main
+
+    good = _good_plan()
+    doc = json.loads(good.read_text())
+    must_refuse = False
+    for index, (kind, key, value) in edits:
+        layers = doc.get("layers") if isinstance(doc.get("layers"), list) else []
+        layer = layers[index % len(layers)] if layers and isinstance(layers[index % len(layers)], dict) else None
+        if kind == "top":
+            target = doc
+        elif kind == "totals":
+            target = doc.get("totals") if isinstance(doc.get("totals"), dict) else None
+        elif kind in ("layer", "number"):
+            target = layer
+        elif kind == "delete":
+            target = layer if key in PLAN_FIELDS["layer"] else doc.get("totals")
+            if isinstance(target, dict) and key in target:
+                del target[key]
+                must_refuse = True
+            continue
+        else:  # duplicate
+            if layer is not None:
+                layers.append(dict(layer))
+                must_refuse = True
+            continue
+        if not isinstance(target, dict):
+            continue
+        old = target.get(key)
+        target[key] = value
+        if key in PLAN_FIELDS["layer"] + PLAN_FIELDS["totals"] + ("model", "hardware", "totals", "layers") and \
+                _json_type(value) != _json_type(old) and key != "schema":
+            must_refuse = True
+        if kind == "number" and key == "params" and (value != int(value) or value < 0):
+            must_refuse = True
+    event(f"must refuse: {must_refuse}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        plan = folder / "plan.json"
+        plan.write_text(json.dumps(doc))
+        inputs = {plan: plan.read_bytes()}
+        runs = {"show": (show.main, [plan, "--plot", folder / "out.png"], folder / "out.png"),
+                "compare": (compare.main, [good, plan, "--json"], None),
+                "export": (export_main, ["--plan", plan, "--to", "llamacpp", "--out", folder / "out.txt"],
+                           folder / "out.txt"),
+                "evaluate": (evaluate.main, ["--plan", plan, "--calib", folder / "missing.txt"], None)}
+        for tool, (main, argv, out) in runs.items():
+            r = run(main, argv)
+            check_contract(r, out, inputs)
+            if must_refuse:
+                assert r.code == 2 and str(plan) in r.err, (tool, r.err[-500:])
+
+
+# ------------------------------------------------------------------ model folders (transformers)
+
+def _hf_base() -> Path:
+    folder = _base_folder("hf") / "tiny"
+    if not folder.exists():
+        write_tiny_hf(folder)
+        write_calib(folder.parent / "calib.txt")
+    return folder
+
+
+HF_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+           "max_position_embeddings", "model_type", "type_vocab_size", "layer_norm_eps", "transformers_weights",
+           "architectures", "torch_dtype", "pad_token_id")
+folder_edits = st.one_of(
+    st.tuples(st.just("config"), st.sampled_from(HF_KEYS),
+              st.one_of(st.sampled_from([1, 2, 8, 16, 32, 48, 64, 3, 0, -1, "bert", "llama", "pytorch_model.bin"]),
+                        json_values)),
+    st.tuples(st.sampled_from(["tokenizer.json", "model.safetensors", "config.json"]),
+              st.sampled_from(["truncate", "flip"]), st.integers(0, 100_000)),
+    st.tuples(st.just("pickle"), st.sampled_from(["beside", "instead", "renamed"]), st.none()))
+
+
+@fuzz("model_folder")
+@given(edits=st.lists(folder_edits, min_size=1, max_size=3), source=st.sampled_from(["output", "hessian"]))
+def test_fuzz_model_folder(edits, source):
+    """--sensitivity output|hessian on a damaged checkpoint folder: the contract; a pickle in it is never run."""
+    require("transformers")
+    from dse import hfmodel
+    from dse import search as dse_search
+
+    base = _hf_base()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "tiny"
+        shutil.copytree(base, folder)
+        marker = Path(tmp) / "unpickled"
+        for kind, key, value in edits:
+            if kind == "config":
+                cfg = json.loads((folder / "config.json").read_text() or "{}") if _is_json(folder / "config.json") else {}
+                cfg[key] = value
+                (folder / "config.json").write_text(json.dumps(cfg))
+            elif kind == "pickle":
+                (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(str(marker))))
+                weights = folder / "model.safetensors"
+                if key == "instead" and weights.exists():
+                    weights.unlink()
+                elif key == "renamed" and weights.exists():
+                    weights.rename(folder / "weights.safetensors")
+            elif (folder / kind).exists():
+                data = bytearray((folder / kind).read_bytes())
+                if key == "truncate":
+                    data = data[:value % (len(data) + 1)]
+                elif data:
+                    data[value % len(data)] ^= 0x5A
+                (folder / kind).write_bytes(bytes(data))
+        hfmodel._ENCODERS.clear()
+        calib = base.parent / "calib.txt"
+        out = Path(tmp) / "plan.json"
+        with environ(QUANTDSE_CACHE_DIR=str(Path(tmp) / "cache")):
+            r = run(dse_search.main, ["--hw", "u280", "--model", folder, "--sensitivity", source, "--calib", calib,
+                                      "--budget", "6bits", "--formats", "int4-g32,int8,fp16", "--out", out])
+        check_contract(r, out, {calib: calib.read_bytes()})
+        assert not marker.exists(), "a pickle from the folder was unpickled"
+        if r.code == 0:
+            check_plan(json.loads(out.read_text()))
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+class _Payload:
+    """Unpickling it creates a file: proof that a pickle ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# ------------------------------------------------------------------ caches
+
+SENS_FORMATS = ("int4-g32", "int8", "fp16")
+
+
+@functools.lru_cache(maxsize=None)
+def _sens_reference() -> tuple[dict, str, bytes]:
+    """(table, cache file name, cache file bytes) of the tiny checkpoint, measured once in a clean cache."""
+    from dse import hfmodel
+    from dse.calibsens import calibration_table
+    from quantcore.formats import get_format
+
+    base = _hf_base()
+    with environ(QUANTDSE_CACHE_DIR=str(_base_folder("sens-cache"))):
+        hfmodel._ENCODERS.clear()
+        table, info = calibration_table("output", str(base), [get_format(f) for f in SENS_FORMATS],
+                                        base.parent / "calib.txt")
+    path = Path(info["cache"])
+    return table, path.name, path.read_bytes()
+
+
+@fuzz("sens_cache")
+@given(edit=st.one_of(
+    st.tuples(st.just("value"), st.integers(0, 20), st.sampled_from(SENS_FORMATS), json_values),
+    st.tuples(st.just("value"), st.integers(0, 20), st.sampled_from(SENS_FORMATS),
+              st.floats(allow_nan=False, allow_infinity=False)),
+    st.tuples(st.just("key"), st.sampled_from(["layers", "tokens", "schema"]), st.none(), json_values),
+    st.tuples(st.just("raw"), st.none(), st.none(), st.binary(max_size=40))))
+def test_fuzz_sensitivity_cache(edit):
+    """A tampered cache entry is used only when it is a valid table for this run (a valid table is
+    data like any input); anything else is measured again, equal to a clean measurement, and replaced."""
+    require("transformers")
+    from dse.calibsens import cache_problem, calibration_table
+    from quantcore.formats import get_format
+
+    base = _hf_base()
+    reference, name, good = _sens_reference()
+    formats = [get_format(f) for f in SENS_FORMATS]
+    with tempfile.TemporaryDirectory() as tmp, environ(QUANTDSE_CACHE_DIR=tmp):
+        path = Path(tmp) / "sensitivity" / name
+        path.parent.mkdir()
+        doc = json.loads(good)
+        kind, a, b, value = edit
+        if kind == "value":
+            set_error(doc, a, b, value)
+            path.write_text(json.dumps(doc))
+        elif kind == "key":
+            doc[a] = value
+            path.write_text(json.dumps(doc))
+        else:
+            path.write_bytes(value)
+        try:
+            valid = cache_problem(json.loads(path.read_text()), sorted(reference), list(SENS_FORMATS)) is None
+        except (ValueError, UnicodeDecodeError):
+            valid = False
+        table, info = calibration_table("output", str(base), formats, base.parent / "calib.txt")
+        event(f"cached: {info['cached']}")
+        assert info["cached"] == valid
+        for row in table.values():
+            assert all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in row.values())
+        if not valid:
+            assert table == reference
+            assert json.loads(path.read_bytes())["layers"] == reference  # the bad entry was replaced
+
+
+def _synthetic_local() -> dict:
+    from tests.test_local import _synthetic_calibration
+
+    return _synthetic_calibration(threads=1)
+
+
+@fuzz("local_cache")
+@given(edits=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20),
+                                st.one_of(st.sampled_from(["overhead_s", "bytes_per_s", "peak_flops_per_s", "p",
+                                                           "m_half", "reread", "llc_bytes", "row_s", "par_speedup"]),
+                                          st.text(max_size=4)),
+                                st.one_of(json_values, st.floats(), st.sampled_from([0, -1, 1e-300, 1e300]),
+                                          st.floats(1e-3, 8.0), st.floats(1e-3, 8.0))),  # in range: still valid
+                      min_size=1, max_size=3),
+       top=st.one_of(st.none(), st.tuples(st.sampled_from(["kernels", "fingerprint", "gemv_max_m"]), json_values)))
+def test_fuzz_local_calibration_cache(edits, top):
+    """Costs from a tampered local calibration: a valid document costs finite, non-negative numbers;
+    an invalid one is refused (auto_calibrate=false) with one line."""
+    from hwmodels import calibrate
+    from hwmodels.families.local import calibration_problem
+
+    doc = _synthetic_local()
+    kernels = list(doc["kernels"])
+    for k, f, key, value in edits:
+        entry = doc["kernels"][kernels[k % len(kernels)]]
+        regimes = list(entry["fits"])
+        entry["fits"][regimes[f % len(regimes)]][key] = value
+    if top is not None:
+        key, value = top
+        if key == "gemv_max_m":
+            doc["kernels"][kernels[0]][key] = value
+        else:
+            doc[key] = value
+    doc = json.loads(json.dumps(doc, allow_nan=True))
+    problem = calibration_problem(doc)
+    event(f"valid: {problem is None}")
+    with mock.patch.object(calibrate, "ensure_calibration", lambda threads, auto: doc):
+        r = run(cost.main, ["--hw", "local", "--set", "threads=1", "--set", "auto_calibrate=false",
+                            "--gemm", "16,256,256", "--format", "int8", "--json"])
+    check_contract(r, None, {})
+    if problem is not None:
+        assert_one_line_error(r, "cached calibration of --hw local is not usable")
+    elif r.code == 0:
+        out = json.loads(r.out)
+        assert math.isfinite(out["latency_s"]) and out["latency_s"] >= 0
+
+
+# ------------------------------------------------------------------ resume CSVs (experiments.sweep, CLI level)
+
+SWEEP_ARGS = ["--hw", "systolic", "--grid", "rows=16,32", "--model", "resnet-50", "--budgets", "5bits,6bits",
+              "--formats", "int4-g128,int8,fp16", "--phase", "prefill", "--seq", "1", "--workers", "1"]
+
+
+def _good_sweep() -> Path:
+    from experiments import sweep as sw
+
+    path = _base_folder("sweep") / "sweep.csv"
+    if not path.exists():
+        r = run(sw.main, SWEEP_ARGS + ["--out", path])
+        assert r.code == 0, r.err
+    return path
+
+
+csv_edits = st.one_of(
+    st.tuples(st.just("cell"), st.integers(1, 4), st.integers(0, 40),
+              st.one_of(st.sampled_from(["nan", "inf", "-1", "1e999", "", "x", "\x00", "é", '"', "1,2"]),
+                        st.text(max_size=6))),
+    st.tuples(st.just("bytes"), st.integers(0, 2000), st.integers(0, 0), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("latin1"), st.integers(0, 2000), st.integers(0, 0), st.just("é".encode("latin-1"))),
+    st.tuples(st.just("truncate"), st.integers(0, 2000), st.integers(0, 0), st.just(b"")))
+
+
+@fuzz("resume_csv")
+@given(edits=st.lists(csv_edits, min_size=1, max_size=3))
+def test_fuzz_resume_csv(edits):
+    """Resuming a sweep from a tampered --out: exit 0 with a complete, well-formed CSV, or one line."""
+    import csv as csv_module
+    import io
+
+    from experiments import sweep as sw
+
+    good = _good_sweep().read_bytes()
+    data = bytearray(good)
+    for kind, row, col, value in edits:
+        if kind == "cell":
+            lines = bytes(data).decode("utf-8", "replace").split("\n")
+            if row < len(lines) and lines[row]:
+                cells = next(csv_module.reader([lines[row]]))
+                cells[col % len(cells)] = value
+                buf = io.StringIO()
+                csv_module.writer(buf, lineterminator="").writerow(cells)
+                lines[row] = buf.getvalue()
+            data = bytearray("\n".join(lines).encode("utf-8", "surrogatepass"))
+        elif kind == "truncate":
+            data = data[:row]
+        else:
+            at = row % (len(data) + 1)
+            data[at:at] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sweep.csv"
+        out.write_bytes(bytes(data))
+        r = run(sw.main, SWEEP_ARGS + ["--out", out])
+        assert r.code in (0, 2), (r.code, r.err[-2000:])
+        if r.code == 2:
+            assert_one_line_error(r)
+            assert out.read_bytes() == bytes(data), "a refused resume changed the file"
+        else:
+            rows = list(csv_module.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+            assert len(rows) == 4 and {r["status"] for r in rows} <= {"optimal", "failed", "infeasible"}
+            for row in rows:
+                for key in sw.TOTALS:
+                    assert row[key] == "" or (math.isfinite(float(row[key])) and float(row[key]) >= 0), (key, row)
+
+
+# ------------------------------------------------------------------ policies
+
+def _good_policy() -> Path:
+    from policies.env import N_FEATURES, FeatureScaler
+    from policies.policy import save_policy
+
+    folder = _base_folder("policy") / "pol"
+    if not folder.exists():
+        rng = np.random.default_rng(0)
+        tensors = {"hidden.0.weight": rng.normal(size=(8, N_FEATURES)).astype(np.float32),
+                   "hidden.0.bias": np.zeros(8, np.float32), "mu.weight": rng.normal(size=(1, 8)).astype(np.float32),
+                   "mu.bias": np.zeros(1, np.float32)}
+        save_policy(folder, tensors, [8], FeatureScaler(), "fuzz", {"seed": 0})
+    return folder
+
+
+POLICY_KEYS = ("schema", "name", "hash", "safetensors_sha256", "architecture", "normalisation", "training",
+               "architecture.features", "architecture.hidden", "normalisation.mean", "normalisation.std")
+policy_edits = st.one_of(
+    st.tuples(st.just("json"), st.sampled_from(POLICY_KEYS),
+              st.one_of(json_values, st.sampled_from([12, 12.0, 12.5, "12", [8], [8.5], [0], [10 ** 9], [1.0] * 12]))),
+    st.tuples(st.just("tensors"), st.sampled_from(["flip", "truncate", "bf16", "f16", "shape", "nan"]),
+              st.integers(0, 10_000)),
+    st.tuples(st.just("set"), st.sampled_from(["polish", "polish=", "polish=false", "polish_seconds=1e400",
+                                               "polish_seconds=-1", "polish_seconds=0.01", " polish = true",
+                                               "polish_seconds=x"]), st.none()))
+
+
+@fuzz("policy")
+@given(edits=st.lists(policy_edits, min_size=1, max_size=3), rehash=st.booleans())
+def test_fuzz_policy(edits, rehash):
+    """dse.search --method rl --policy on a damaged policy folder (its hash recomputed or not): the contract."""
+    import hashlib
+
+    from safetensors.numpy import load, save
+
+    from dse import search as dse_search
+
+    base = _good_policy()
+    config, sens = write_tiny(_base_folder("policy"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "pol"
+        shutil.copytree(base, folder)
+        meta = json.loads((folder / "policy.json").read_text())
+        blob = (folder / "policy.safetensors").read_bytes()
+        sets = []
+        for kind, key, value in edits:
+            if kind == "json":
+                node, *rest = key.split(".")
+                if rest and isinstance(meta.get(node), dict):
+                    meta[node][rest[0]] = value
+                elif not rest:
+                    meta[node] = value
+            elif kind == "set":
+                sets += ["--set", key]
+            else:
+                tensors = load((base / "policy.safetensors").read_bytes())  # the undamaged tensors
+                if key == "flip" and blob:
+                    b = bytearray(blob)
+                    b[value % len(b)] ^= 0x41
+                    blob = bytes(b)
+                    continue
+                if key == "truncate":
+                    blob = blob[:value % (len(blob) + 1)]
+                    continue
+                torch = require("torch")
+                from safetensors.torch import save as tsave
+
+                if key in ("bf16", "f16"):
+                    dtype = torch.bfloat16 if key == "bf16" else torch.float16
+                    blob = tsave({k: torch.from_numpy(v).to(dtype) for k, v in tensors.items()})
+                    continue
+                if key == "shape":
+                    tensors["mu.bias"] = np.zeros(2, np.float32)
+                else:
+                    tensors["mu.weight"] = np.full_like(tensors["mu.weight"], np.nan)
+                blob = save(tensors)
+        if rehash:
+            meta["safetensors_sha256"] = hashlib.sha256(blob).hexdigest()
+        (folder / "policy.json").write_text(json.dumps(meta, allow_nan=True))
+        (folder / "policy.safetensors").write_bytes(blob)
+        out = Path(tmp) / "plan.json"
+        r = run(dse_search.main, ["--hw", "u280", "--model", config, "--sensitivity", sens, "--budget", "6bits",
+                                  "--method", "rl", "--policy", folder, "--out", out, *sets])
+        check_contract(r, out, {folder / "policy.json": (folder / "policy.json").read_bytes()})
+        if r.code == 0:
+            check_plan(json.loads(out.read_text()))
+
+
+# ------------------------------------------------------------------ spec `extends`: never a file outside the spec's folder
+
+extends_values = st.one_of(
+    st.sampled_from(["./base.toml", "base.toml", "../outside.toml", "/etc/passwd", "sub/../base.toml",
+                     "sub/../../outside.toml", "link/outside.toml", "a100-80gb", "u280", "outside", "passwd",
+                     "base", "", " ", "./", "..", "\\..\\outside.toml", "~/outside.toml", "base.toml\x00x"]),
+    st.builds(lambda parts, tail: "/".join(parts) + tail,
+              st.lists(st.sampled_from(["..", ".", "sub", "link", ""]), max_size=4),
+              st.sampled_from(["/outside.toml", "/base.toml", "outside.toml", ""])),
+    st.text(max_size=12))
+
+
+@fuzz("extends")
+@given(extends=extends_values)
+def test_fuzz_spec_extends(extends):
+    """Whatever `extends` says, only files inside the spec's folder (or built-in specs) are read."""
+    from quantcore import io as qio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        specs = root / "specs"
+        (specs / "sub").mkdir(parents=True)
+        u280 = (SPEC_DIR / "u280.toml").read_text()
+        (specs / "base.toml").write_text(u280.replace('name = "u280"', 'name = "base"'))
+        (root / "outside.toml").write_text(u280.replace('name = "u280"', 'name = "outside"'))
+        (root / "passwd").write_text(u280)
+        (specs / "link").symlink_to(root)
+        top = specs / "top.toml"
+        top.write_text(f'schema = "hwmodels.spec/1"\nname = "top"\nextends = {json.dumps(extends)}\n')
+        read = []
+        real_read = qio.read_input
+
+        def recording(path, *args, **kwargs):
+            read.append(os.path.realpath(path))
+            return real_read(path, *args, **kwargs)
+
+        cwd = os.getcwd()
+        os.chdir(root)  # a bare name must not be looked up in the current folder
+        try:
+            with mock.patch.object(qio, "read_input", recording):
+                r = run(cost.main, ["--hw", top, "--gemm", "1,64,64", "--format", "int8", "--json"])
+        finally:
+            os.chdir(cwd)
+        check_contract(r, None, {top: top.read_bytes()})
+        allowed = (os.path.realpath(specs), os.path.realpath(SPEC_DIR))
+        outside = [p for p in read if not any(os.path.commonpath([a, p]) == a for a in allowed)]
+        assert not outside, f"extends {extends!r} read {outside}"
+
+
+# ------------------------------------------------------------------ caps from the environment
+
+cap_text = st.one_of(st.integers(-5, 10 ** 30).map(str), st.sampled_from(["", " ", "1e20", "1e400", "nan", "inf",
+                                                                           "1.5", "0x10", "٣", "10_000", "-0", "+7"]),
+                     st.floats().map(str), st.text(max_size=6))
+
+
+@fuzz("env_caps")
+@given(values=st.dictionaries(st.sampled_from(sorted(CAPS)), cap_text, min_size=1, max_size=3))
+def test_fuzz_environment_caps(values):
+    """Any value of any QUANTDSE_MAX_* variable: the contract, and a cap is never an overflow."""
+    env = {CAPS[name].env: text for name, text in values.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config, sens = write_tiny(folder)
+        out = folder / "plan.json"
+        with environ(**env):
+            r = run(search.main, ["--hw", "u280", "--model", config, "--sensitivity", sens, "--budget", "6bits",
+                                  "--out", out])
+            check_contract(r, out, {config: config.read_bytes(), sens: sens.read_bytes()})
+            for name in values:
+                try:
+                    got = cap(name)
+                except Exception as exc:  # noqa: BLE001 - only the one-line error may come out
+                    assert type(exc).__name__ == "QuantDSEError" and CAPS[name].env in str(exc)
+                    assert r.code == 2 or name not in ("json_bytes", "depth", "layers")
+                    continue
+                assert isinstance(got, int) and 1 <= got <= CAP_CEILING
+            if r.code == 0:
+                check_plan(json.loads(out.read_text()))

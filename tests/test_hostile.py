@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,22 +20,12 @@ import pytest
 from dse import pareto, search
 from dse import models as dse_models
 from hwmodels import calibrate, cost
-from quantcore.cli import os_error_line, run_cli
+from quantcore.cli import os_error_line
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_files, load_json, nesting_depth
 from tests.conftest import ROOT
 from tests.hostile import (TINY, assert_one_line_error, check_plan, no_temp_files, run, safetensors_bytes,
-                           with_header, write_tiny)
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    config, sens = write_tiny(tmp_path)
-    return tmp_path, config, sens
-
-
-def search_args(config, sens, *extra):
-    return ["--hw", "u280", "--model", config, "--sensitivity", sens, *extra]
+                           search_args, with_header, write_tiny)
 
 
 # ------------------------------------------------------------------ 1. OSError -> one line, in run_cli
@@ -283,7 +272,7 @@ def test_library_error_while_streaming_is_one_line(tmp_path):
     ("{sens}", "is also an input of this run"),
     ("/dev/null", "is not a regular file"),
     ("{folder}/sub/", "ends with '/'"),
-    ("", "output path is empty"),
+    ("", "--out is empty"),
     ("{folder}", "is a folder"),
 ])
 def test_out_misuse_is_refused(tiny, out, fragment):
@@ -299,7 +288,7 @@ def test_out_misuse_is_refused(tiny, out, fragment):
 def test_multi_target_out_is_checked_and_all_or_none(tiny):
     folder, config, sens = tiny
     args = ["--hw", "u280,a100-80gb", "--model", config, "--sensitivity", sens, "--budget", "4bits"]
-    assert_one_line_error(run(search.main, [*args, "--out", ""]), "output path is empty")
+    assert_one_line_error(run(search.main, [*args, "--out", ""]), "--out is empty")
     (folder / "plan-a100-80gb.json").mkdir()  # the second target's file cannot be written
     assert_one_line_error(run(search.main, [*args, "--out", folder / "plan.json"]), "is a folder")
     assert not (folder / "plan-u280.json").exists() and no_temp_files(folder)
@@ -503,9 +492,14 @@ def test_calibrate_from_writes_a_spec_that_loads(tmp_path, monkeypatch, hw_as_pa
         mine.mkdir()
         (mine / "my-a100.toml").write_text((SPEC_DIR / "a100-80gb.toml").read_text())
         hw = str(mine / "my-a100.toml")
-    out = tmp_path / "out" / out_name
-    out.parent.mkdir()
+    out = (tmp_path / "targets" if hw_as_path else tmp_path / "out") / out_name
+    out.parent.mkdir(exist_ok=True)
     monkeypatch.chdir(tmp_path)
+    if hw_as_path:  # a derived spec extends its parent by a path that must stay in its own folder
+        (tmp_path / "out").mkdir()
+        r = run(calibrate.main, ["--hw", hw, "--from", "m.json", "--out", tmp_path / "out" / out_name])
+        assert_one_line_error(r, "leads out of")
+        assert not (tmp_path / "out" / out_name).exists()
     r = run(calibrate.main, ["--hw", hw, "--from", "m.json", "--out", out, "--json"])
     assert r.code == 0, r.err
     monkeypatch.chdir(ROOT)

@@ -273,7 +273,7 @@ def test_bad_cli_input(capsys, argv, message):
 #: systematic held-out error the quick calibration may keep per kernel (percent; the full one
 #: targets 10 %, README). The bound a test can assert adds twice the measured pass-to-pass noise
 #: of the same held-out shapes (`heldout_noise`, a median): no model beats the timing noise, and
-#: on a loaded shared machine that noise reaches 20-30 %; on a quiet one it is a few percent.
+#: on a heavily loaded machine that noise reaches 20-30 %; on a quiet one it is a few percent.
 QUICK_HELDOUT_MAPE = 20.0
 
 
@@ -284,7 +284,7 @@ def test_quick_calibration_predicts_fresh_measurements(cache, capsys):
     assert doc["fingerprint"]["threads"] == 1 and doc["path"].startswith(str(cache))
     # the kernels plans use for bf16 and quantized weights; mm-fp32 is left out: with one regime (quick mode
     # fits no GEMV/GEMM split) its M = 2-8 rows grow faster than the curve, 70-190 % held-out on this machine.
-    # The median over them meets the bound (one kernel timed through a load spike on a shared machine must
+    # The median over them meets the bound (one kernel timed through a load spike on a busy machine must
     # not decide it); every one stays within three times it.
     names = ("mm-bf16", "int8pack-mm", "int-mm", "int4pack-mm-g32", "int4pack-mm-g128")
     kernels = [doc["kernels"][name] for name in names]

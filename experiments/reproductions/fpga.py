@@ -2,16 +2,16 @@
 
 LLM workloads follow FlightLLM's profiler: one prefill of the prompt, then single decode
 steps whose context grows by one token each, costed per bucket of 16 tokens (at the
-bucket's last context, times 16). FlightLLM's figures are decode throughput, as its
-artifact defines it (profile/run.py: decode_len / decode time, printed as "Avg
-throughput"): generated tokens / decode time, and tokens / decode joules. AccLLM's are
-generated tokens / total time (prefill included).
+bucket's last context, times 16). Throughput has one definition for both designs: generated
+tokens / decode time, and tokens / decode joules, as FlightLLM's artifact prints it
+(profile/run.py: decode_len / decode time, "Avg throughput"). AccLLM's paper does not say
+whether its 164 token/s counts the prefill; each AccLLM row's note gives ours both ways.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from hwmodels import provenance
 
 from hwmodels.ops import ops_for_graph
 from hwmodels.registry import load_model
@@ -70,7 +70,7 @@ def generation(hw: str, format_names: list[str], kv_bits: int, overrides: list[s
 FLIGHTLLM_FORMAT = "int4-a8"
 
 
-@functools.cache
+@provenance.cached
 def _flightllm(hw: str = "u280-flightllm", *overrides: str) -> dict:
     """FlightLLM's generation on `hw` (spec overrides as `key=value`), run once per argument set."""
     return generation(hw, [FLIGHTLLM_FORMAT], kv_bits=8, overrides=list(overrides) or None)
@@ -84,8 +84,8 @@ def _accllm() -> dict:
 ACCLLM_TABLE7 = "AccLLM (Liang et al., arXiv 2505.03745 / IEEE TVLSI 2026), Table VII"
 PUBLISHED = {"accllm_tokens_per_s": 164.0, "accllm_w": 33.0, "flightllm_tokens_per_s": 55.0, "flightllm_w": 45.0}
 SETUP = (f"Llama-2-7B batch 1, prefill {PROMPT} + decode {GENERATED}; u280-accllm W2A8KV4 (int2-g128), 2:4, "
-         f"Λ-attention 4+508, tokens / total time, vs u280-flightllm int4 weights (its artifact's), q/k 30 % "
-         f"N:16 sparse, KV8, 3 SLRs x 8 HBM channels at 0.8 SLR scaling, tokens / decode time")
+         f"Λ-attention 4+508, vs u280-flightllm int4 weights (its artifact's), q/k 30 % "
+         f"N:16 sparse, KV8, 3 SLRs x 8 HBM channels at 0.8 SLR scaling; both as generated tokens / decode time")
 
 
 #: FlightLLM's own profiler output on the VHK158 (profile/README.md, 128 + 512 case): decode
@@ -104,7 +104,7 @@ WHAT_CHANGED = ("An earlier model ran FlightLLM at int8 (the IR's dtype), on all
 def flightllm_vhk158_profiler_tokens_per_s() -> dict:
     ours = _flightllm("vhk158-flightllm")
     no_index = _flightllm("vhk158-flightllm", "sparse_index_bits=0")
-    return {"check": "independent",
+    return {"refs": ["flightllm"],
             "ours": ours["decode_tokens_per_s"], "published": VHK158_PROFILER["tokens_per_s"],
             "source": "FlightLLM/flightllm_test_demo profile/README.md output: VHK158 FPGA, Llama-2-7B batch 1, "
                       "prefill 128 + decode 512, avg (decode) throughput 103.5 token/s",
@@ -124,9 +124,11 @@ def flightllm_vhk158_profiler_tokens_per_s() -> dict:
 
 
 def accllm_tokens_per_s() -> dict:
-    return {"check": "independent", "ours": _accllm()["tokens_per_s"], "published": PUBLISHED["accllm_tokens_per_s"],
+    acc = _accllm()
+    return {"refs": ["accllm"], "ours": acc["decode_tokens_per_s"], "published": PUBLISHED["accllm_tokens_per_s"],
             "source": f"{ACCLLM_TABLE7}: 164 token/s (cycle-accurate simulator, 225 MHz)", "setup": SETUP,
-            "note": "Decode is HBM-bound on 2-bit 2:4 weights + 4-bit KV; the Λ window is an estimate."}
+            "note": f"Decode is HBM-bound on 2-bit 2:4 weights + 4-bit KV; the Λ window is an estimate. Counting the "
+                    f"128-token prefill too: {acc['tokens_per_s']:.1f} token/s."}
 
 
 def _flight_note(flight: dict) -> str:
@@ -142,7 +144,7 @@ def _flight_note(flight: dict) -> str:
 
 def flightllm_tokens_per_s() -> dict:
     flight = _flightllm()
-    return {"check": "independent", "ours": flight["decode_tokens_per_s"],
+    return {"refs": ["flightllm", "accllm"], "ours": flight["decode_tokens_per_s"],
             "published": PUBLISHED["flightllm_tokens_per_s"],
             "source": f"{ACCLLM_TABLE7}: FlightLLM on the U280, 55 token/s at 45 W (from FlightLLM, FPGA'24; its "
                       f"artifact's board test, fpga_implementation/README.md, 'can verify Figure 1 (55 token/s)')",
@@ -151,18 +153,18 @@ def flightllm_tokens_per_s() -> dict:
 
 def accllm_throughput_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
-    return {"check": "independent",
-            "ours": acc["tokens_per_s"] / flight["decode_tokens_per_s"], "published": 2.98,
+    return {"refs": ["accllm", "flightllm"],
+            "ours": acc["decode_tokens_per_s"] / flight["decode_tokens_per_s"], "published": 2.98,
             "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 2.98x throughput vs FlightLLM (164 vs 55 token/s)",
-            "setup": SETUP, "note": "Our AccLLM figure over our FlightLLM figure, each as its paper defines "
-                                    "throughput. " + _flight_note(flight)}
+            "setup": SETUP, "note": f"Our AccLLM figure over our FlightLLM figure, both decode throughput (with "
+                                    f"AccLLM's prefill counted: {acc['tokens_per_s'] / flight['decode_tokens_per_s']:.2f}). "
+                                    + _flight_note(flight)}
 
 
 def accllm_energy_eff_vs_flightllm() -> dict:
     acc, flight = _accllm(), _flightllm()
-    return {"check": "calibration",
-            "why_calibration": "board power is given (33 W and 45 W from the same Table VII), not predicted",
-            "ours": acc["tokens_per_j"] / flight["decode_tokens_per_j"], "published": 4.07,
+    return {"refs": ["accllm", "flightllm"], "quantity": "energy",
+            "ours": acc["decode_tokens_per_j"] / flight["decode_tokens_per_j"], "published": 4.07,
             "source": f"AccLLM abstract and {ACCLLM_TABLE7}: 4.07x energy efficiency vs FlightLLM "
                       f"(4.96 token/J at 33 W vs 55 token/s at 45 W)",
             "setup": SETUP + "; energy = each paper's reported board power (33 W, 45 W) x our modelled time",
@@ -216,11 +218,7 @@ def flightllm_energy_eff_vs_v100s() -> dict:
     need_j = 6.0 / paper_fpga  # J per V100S token that the 6.0x implies: 4.9
     tdp = load_model("v100s").spec.params["tdp_w"]
     at_tdp = flight["decode_tokens_per_j"] / (1e3 / opt["decode_ms"] / tdp)
-    return {"check": "calibration", "tolerance": 0.6,
-            "why_calibration": "FlightLLM's board power (45 W) is given, and the GPU's sm_active_power_w and "
-                               "dram_j_per_byte were set with a V100 power reading in view",
-            "miss": "the 6.0x needs 4.9 J per V100S token: more than a V100S at vLLM speed can draw under its "
-                    "250 W limit (see note); the paper's GPU power and speed are not in the sources",
+    return {"refs": ["flightllm"], "quantity": "energy",
             "ours": flight["decode_tokens_per_j"] / opt["tokens_per_j"], "published": 6.0,
             "source": "FlightLLM (Zeng et al., FPGA'24), abstract: 6.0x energy efficiency vs NVIDIA V100S "
                       "(LLaMA2-7B, vLLM and SmoothQuant, batch 1)",
@@ -237,7 +235,7 @@ def flightllm_energy_eff_vs_v100s() -> dict:
                     f"differently. Charging the GPU its {tdp:.0f} W TDP (a common convention; the paper's method is "
                     f"not in the sources) gives {at_tdp:.1f}x. The speed side is checked: the same runtime model "
                     f"gives {a100['decode_ms']:.1f} ms/token on an A100-40GB against the {FLIGHTLLM_GPU_OPT_MS:.1f} of "
-                    f"the artifact's GPU-opt (vLLM 0.1.7) output (tests/data/gpu_measurements.json). With the "
+                    f"the artifact's GPU-opt (vLLM 0.1.7) output (experiments/reproductions/gpu_published.json). With the "
                     f"artifact's GPU-naive runtime (HF generate, {FLIGHTLLM_GPU_NAIVE_MS:.1f} ms/token on its A100, "
                     f"i.e. {naive_lo * 1e6:.0f} us per kernel) the V100S gives {naive['decode_ms']:.1f} ms/token at "
                     f"{naive['watts']:.0f} W = {naive['tokens_per_j']:.2f} token/J and a ratio of "

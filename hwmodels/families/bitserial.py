@@ -45,6 +45,7 @@ class Model(HardwareModel):
     DESCRIPTION = "analytic, tile-level (BitMoD simulator conventions)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
     ENERGY_BASIS = "per-op energy tables: the simulator's PE energies, CACTI 7 buffer energies, DRAM pJ/bit (estimate)"
+    ENERGY_PARAMS = ("pe_energy_j", "dram_energy_j_per_bit", "sram_read_j", "sram_write_j")
     SCHEMA = {
         "clock_hz": Param(float, "clock frequency", min=1e6),
         "rows": _positive_int("PE rows (output channels per tile) in prefill"),

@@ -75,6 +75,7 @@ def _ceil_div(a, b):
 class Model(HardwareModel):
     """Cycle-level cost of CoDeNet's two-engine accelerator; see the module docstring."""
 
+    ENERGY_PARAMS = ("static_power_w", "ddr_energy_j_per_byte", "mac_energy_j")
     SCHEMA = SCHEMA
     DESCRIPTION = "cycle-level: CoDeNet 1x1 + 3x3 depthwise/deformable engines, DDR, first layer on ARM"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)

@@ -30,12 +30,14 @@ graph work around it that a kernel benchmark leaves out. T-MAC runs integer weig
 of 1..4 bits (int, ggml integer types, ternary as 2 planes, binary); other formats fall
 back to the llama.cpp kernels, as in T-MAC's llama.cpp integration.
 
-llama.cpp quantizes activations to int8 and multiplies with `sdot` after unpacking each
+llama.cpp quantizes activations to int8 and multiplies with `sdot` (or, in a build without the
+dot-product extension, `dotprod = false`, ggml's 6-op vmull fallback) after unpacking each
 16-byte int8 vector of weights with shifts and masks; each quantization group (block or
 k-quant sub-block) then costs a horizontal reduction and a scale multiply-add
 (`ggml_vec_dot_*` in ggml-quants.c). Per token:
 
-    ops per row = k * (unpack(b) + offset + 1 mac) / simd_bytes + ceil(k / group) * dequant_ops_per_group
+    ops per row = k * (unpack(b) + offset + mac) / simd_bytes + ceil(k / group) * dequant_ops_per_group
+    (mac: 1 sdot, or 6 ops of the fallback without the dot-product extension)
 
 fp16/bf16/fp32 weights take one FMA per `simd_bytes / bytes` lanes. llama.cpp splits the
 rows n over threads, and repeats the dequantization for every token (no weight reuse).
@@ -81,6 +83,9 @@ HIGH_PLANE_OPS = 3.0
 #: ops to decode non-uniform codes (nf4, fp4, fp8, mx) through a `tbl` codebook (llama.cpp
 #: iq4_nl decodes 4-bit codes with one `vqtbl1q_s8` per vector).
 CODEBOOK_OPS = 1.0
+#: ops per 16-byte int8 multiply-accumulate: one `sdot` with the Armv8.2 dot-product extension;
+#: without it ggml's `ggml_vdotq_s32` fallback (ggml-quants.c) runs smull + smull2 + 2 saddlp + 2 add
+MAC_OPS = {True: 1.0, False: 6.0}
 
 SCHEMA = {
     "clock_hz": Param(float, "core clock of the cores running the kernel (Hz)", min=1e8, max=7e9),
@@ -100,6 +105,8 @@ SCHEMA = {
                                 min=1.0, max=256.0),
     "dequant_ops_per_group": Param(float, "llama.cpp: ops per quantization group (reduce, scale fma)",
                                    min=0.0, max=64.0),
+    "dotprod": Param(bool, "llama.cpp was built with the Armv8.2 dot-product instructions (sdot: 1 op per "
+                           "16-byte int8 MAC); false = ggml's vmull fallback, 6 ops", default=True),
     "tmac_time_scale": Param(float, "measured T-MAC kernel time over its counted SIMD ops at "
                                     "simd_issue_per_cycle (1 = the count)", min=0.1, max=4.0, default=1.0),
     "op_overhead_s": Param(float, "fixed time per weight GEMM outside its kernel: the llama.cpp graph "
@@ -131,7 +138,7 @@ def _runs_as(fmt, k: int):
     return fmt.fallback_for(k) if hasattr(fmt, "fallback_for") else fmt
 
 
-def dequant_ops_per_row(fmt, k: int, simd_bytes: int, group_ops: float) -> float:
+def dequant_ops_per_row(fmt, k: int, simd_bytes: int, group_ops: float, dotprod: bool = True) -> float:
     """llama.cpp SIMD ops for one row of k weights and one token in `fmt`."""
     if not fmt.is_quantized:
         bf16 = fmt.name.startswith("bf16")          # widened to fp32 (one shift) before the FMA
@@ -142,12 +149,13 @@ def dequant_ops_per_row(fmt, k: int, simd_bytes: int, group_ops: float) -> float
     unpack = _unpack_ops(bits) + (0.0 if uniform else CODEBOOK_OPS)
     offset = 1.0 if (fmt.symmetric and uniform and bits < 8) else 0.0  # q4_0's `sub 8`; zero points fold into mins
     groups = 1 if fmt.group_size is None else -(-k // fmt.group_size)
-    return k * (unpack + offset + 1.0) / simd_bytes + groups * group_ops
+    return k * (unpack + offset + MAC_OPS[dotprod]) / simd_bytes + groups * group_ops
 
 
 class Model(HardwareModel):
     """A multi-core CPU with SIMD, running T-MAC or llama.cpp low-bit kernels."""
 
+    ENERGY_PARAMS = ("core_power_w", "dram_energy_j_per_byte")
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic SIMD-instruction roofline (T-MAC LUT / llama.cpp dequant)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
@@ -183,7 +191,8 @@ class Model(HardwareModel):
         bpw = bits_table(k, formats)
         deq = np.empty((L, F))
         for j, f in enumerate(formats):
-            col_d = np.array([dequant_ops_per_row(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"])
+            col_d = np.array([dequant_ops_per_row(_runs_as(f, int(kk)), int(kk), simd, p["dequant_ops_per_group"],
+                                                  p["dotprod"])
                               for kk in uniq])
             deq[:, j] = col_d[inverse]
 

@@ -90,6 +90,7 @@ def _ceil_div(a, b):
 class Model(HardwareModel):
     """Cycle-level cost of a FlightLLM-style engine; see the module docstring."""
 
+    ENERGY_PARAMS = ("static_power_w", "hbm_energy_j_per_byte", "mac_energy_j", "board_power_w")
     SCHEMA = SCHEMA
     DESCRIPTION = "cycle-level: FlightLLM-style MM/MV units, HBM streaming, max(compute, memory) + fill"
 

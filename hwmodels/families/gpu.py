@@ -20,7 +20,8 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
 - K loop: each unit walks ceil(K_split / tile_k) k-steps. A k-step costs the max of
   compute (tensor-core MMA + CUDA-core dequant + a fixed barrier/ldmatrix overhead),
   its share of HBM bandwidth (weights stream from HBM; each operand tile is charged to
-  DRAM once, its reuse by other tiles is served by L2), its L2 read, and the memory
+  DRAM once, its reuse by other tiles is served by L2; a tile padded past M or N loads only
+  its valid rows and columns), its L2 read, and the memory
   latency a `pipeline_stages`-deep cp.async pipeline can hide (small M is latency bound).
   A wave adds a prologue (first loads: one DRAM latency) and an epilogue (store C).
 - Achieved efficiency therefore comes from named mechanisms: tile padding, tail waves,
@@ -36,7 +37,9 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   of the int8 tensor rate (`mmq_tensor_fraction`).
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
-  fma per weight for scale and zero, `dequant_ops_tinygemm`).
+  fma per weight for scale and zero, `dequant_ops_tinygemm`). tinygemm is built for small M:
+  its real (unpadded) FLOP rate has a ceiling, `tinygemm_tensor_fraction` of the fp16 tensor
+  rate, so a large-M int4 prefill under gpt-fast/torchao is compute-bound far below the peak.
 - Energy: board power has three parts. (1) idle_power_w for the whole time. (2) While a
   kernel runs, every SM holding a CTA draws sm_active_power_w whatever its utilisation:
   the GPU sits in P0 (boost clock and voltage), and warps stalled on loads still clock
@@ -45,7 +48,7 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   idle + DRAM energy. (3) Activity: energy per DRAM byte (the DRAM device plus the GPU's
   PHY, memory controller and crossbar), per L2 byte, per tensor FLOP and per CUDA-core op.
   The split of the dynamic budget (TDP - idle) between (2) and the tensor datapath is an
-  estimate; each spec's [sources] gives it, and tests/data/gpu_measurements.json checks
+  estimate; each spec's [sources] gives it, and experiments/reproductions/gpu_published.json checks
   the resulting decode power against a published nvidia-smi reading.
 
 tests/test_gpu.py holds the same model written as a plain loop (tile by tile, wave by
@@ -141,6 +144,9 @@ SCHEMA = {
     "w4a16_kernel": Param(str, "kernel for 4-bit int weight-only GEMMs: marlin (Marlin/AWQ/exllama class, "
                           "dequant_ops_int) or tinygemm (PyTorch _weight_int4pack_mm as in gpt-fast, "
                           "dequant_ops_tinygemm)", choices=("marlin", "tinygemm"), default="marlin"),
+    "tinygemm_tensor_fraction": Param(float, "ceiling of tinygemm (w4a16_kernel=tinygemm) in real FLOP/s, as a fraction of "
+                                      "the fp16 tensor rate: its kernel is built for small M and does not reach the "
+                                      "tensor rate at large M; set by the runtime", min=0.001, max=1.0, default=1.0),
     "dequant_ops_tinygemm": Param(float, "ops/weight of tinygemm's int4 -> bf16 dequant: per 32-bit word of 8 "
                                   "weights 4 lop3 + 3 shifts + 4 bf16x2 fma (bias) + 4 bf16x2 fma (scale, zero) = "
                                   "15 lane-instructions (pytorch aten/src/ATen/native/cuda/int4mm.cu, "
@@ -215,6 +221,7 @@ def _next_pow2(x: np.ndarray) -> np.ndarray:
 class Model(HardwareModel):
     """Tile-and-wave GEMM model of an NVIDIA GPU (see the module docstring)."""
 
+    ENERGY_PARAMS = ("idle_power_w", "sm_active_power_w", "tdp_w", "dram_j_per_byte", "l2_j_per_byte", "tc_j_per_flop", "cuda_core_j_per_op")
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic tile/wave GEMM model (CTA tiles, split-K, pipelined K loop, HBM/L2)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
@@ -288,7 +295,7 @@ class Model(HardwareModel):
         """Per-format [F] arrays: tensor rate, activation bytes, dequant ops, psum ops, energy scale."""
         rates = self.rates
         p = self.spec.params
-        out = {"rate": [], "act_bytes": [], "dequant": [], "psum": [], "tc_energy": []}
+        out = {"rate": [], "act_bytes": [], "dequant": [], "psum": [], "tc_energy": [], "real_rate": []}
         for fmt in formats:
             kern = self.kernel(fmt)
             if kern is None:  # unsupported: any finite placeholder, masked to inf by cost()
@@ -301,6 +308,8 @@ class Model(HardwareModel):
             out["dequant"].append(self._dequant_ops(kind))
             out["psum"].append(p["psum_ops_per_group"] / fmt.group_size if grouped else 0.0)
             out["tc_energy"].append(TC_ENERGY_SCALE[tc])
+            # a ceiling on real (unpadded) FLOPs: tinygemm's measured large-M rate; none for other kernels
+            out["real_rate"].append(rates["fp16"] * p["tinygemm_tensor_fraction"] if kind == "tinygemm" else np.inf)
         return {k: np.array(v, dtype=np.float64) for k, v in out.items()}
 
     def tiling(self, m: np.ndarray, k: np.ndarray, n: np.ndarray, batch: np.ndarray | None = None) -> dict:
@@ -387,11 +396,14 @@ class Model(HardwareModel):
         slot_l2_bw = self.l2_rate / slots
         slot_alu = self.alu_rate / slots
 
-        # one k-step of one unit (a CTA tile of one K split)
-        w_step = tk * tn * wbytes                                           # weight tile bytes
-        a_step = tm * tk * act_b                                            # activation tile bytes
+        # one k-step of one unit (a CTA tile of one K split): the bytes of its valid rows and columns
+        # (a tile padded past N or M computes the padding but loads no memory for it, e.g. the
+        # 128-wide V of attention on a 256-wide tile)
+        w_step = tk * col(t["cols"]) * wbytes                               # weight tile bytes
+        a_step = col(t["rows"]) * tk * act_b                                # activation tile bytes
         dram_step = w_step / tiles_m + a_step / tiles_n                     # DRAM share: reuse hits L2
-        t_mma = 2.0 * tm * tn * tk / (rate / slots)
+        t_mma = np.maximum(2.0 * tm * tn * tk / (rate / slots),
+                           2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
         t_deq = (tk * tn * deq + tm * tn * tk * psum) / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step + a_step) / slot_l2_bw
@@ -446,6 +458,11 @@ class Model(HardwareModel):
         energy = (p["idle_power_w"] * latency + p["sm_active_power_w"] * sm_seconds
                   + p["dram_j_per_byte"] * dram_bytes + p["l2_j_per_byte"] * l2_bytes
                   + p["tc_j_per_flop"] * fa["tc_energy"][None, :] * mma_flops + p["cuda_core_j_per_op"] * alu_ops)
+        # the power limit: while the tensor/CUDA pipes are busy the card boosts until it draws its TDP
+        # (the sustained clock is that power-limited clock), so board power is at least idle + the
+        # busy share of (TDP - idle); energy = that power x time when it exceeds the activity sum
+        busy = np.clip(np.where(latency > 0, compute_s / np.maximum(latency, 1e-30), 0.0), 0.0, 1.0)
+        energy = np.maximum(energy, (p["idle_power_w"] + (p["tdp_w"] - p["idle_power_w"]) * busy) * latency)
         shape = latency.shape
         share = 1.0 / col(batch)
         bc = lambda a: np.broadcast_to(a * share, shape).astype(np.float64)  # noqa: E731  one GEMM's share

@@ -32,7 +32,11 @@ command to run.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+
+from quantcore.errors import QuantDSEError
 
 from hwmodels.interface import COMPUTE, MEMORY, OTHER, CostTable, HardwareModel
 from hwmodels.ops import Ops, bits_table
@@ -67,9 +71,35 @@ def gemm_kernel(fmt) -> str | None:
     return None
 
 
+def calibration_problem(doc) -> str | None:
+    """Why a calibration document read back from the cache cannot cost anything (None when it can)."""
+    from hwmodels.fit import params_problem
+
+    fp = doc.get("fingerprint") if isinstance(doc, dict) else None
+    threads = fp.get("threads") if isinstance(fp, dict) else None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        return "fingerprint.threads is not a thread count"
+    kernels = doc.get("kernels")
+    if not isinstance(kernels, dict):
+        return "kernels is not an object"
+    for name, entry in kernels.items():
+        fits = entry.get("fits") if isinstance(entry, dict) else None
+        if not isinstance(fits, dict):
+            return f"kernel {str(name)[:40]} has no fits"
+        split = entry.get("gemv_max_m", 1)
+        if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+            return f"kernel {str(name)[:40]}: gemv_max_m is not a whole number >= 1"
+        for regime, params in fits.items():
+            problem = params_problem(params)
+            if problem:
+                return f"kernel {str(name)[:40]} {str(regime)[:10]}: {problem}"
+    return None
+
+
 class Model(HardwareModel):
     """This machine's CPU, from fits to its measured torch kernels."""
 
+    ENERGY_PARAMS = ("core_power_w",)
     SCHEMA = SCHEMA
     DESCRIPTION = "measured torch CPU kernels, parametric fit (python -m hwmodels.calibrate --hw local)"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)
@@ -83,9 +113,18 @@ class Model(HardwareModel):
     def calibration(self) -> dict:
         """The cached calibration for this machine and thread count (loaded or made on first use)."""
         if self._calibration is None:
-            from hwmodels.calibrate import ensure_calibration
+            from hwmodels.calibrate import calibrate, ensure_calibration
 
-            self._calibration = ensure_calibration(self.spec["threads"], self.spec["auto_calibrate"])
+            doc = ensure_calibration(self.spec["threads"], self.spec["auto_calibrate"])
+            problem = calibration_problem(doc)
+            if problem is not None:  # the cache is outside data like any input
+                if not self.spec["auto_calibrate"]:
+                    raise QuantDSEError(f"the cached calibration of --hw local is not usable ({problem}): "
+                                        "run python -m hwmodels.calibrate --hw local")
+                print(f"notice: the cached calibration of --hw local is not usable ({problem}): "
+                      "running the quick one again", file=sys.stderr)
+                doc = calibrate(quick=True, threads=self.spec["threads"], progress=False)
+            self._calibration = doc
         return self._calibration
 
     @property

@@ -94,6 +94,7 @@ def mac_precision(fmt) -> str:
 class Model(HardwareModel):
     """Systolic array (SCALE-Sim v3 compute model) with a double-buffered memory system."""
 
+    ENERGY_PARAMS = ("dram_pj_per_bit", "energy_table")
     SCHEMA = SCHEMA
     DESCRIPTION = "analytic: SCALE-Sim v3 compute cycles + double-buffered DRAM stalls + Accelergy-style energy"
     #: where the energy figures come from (plans carry it as provenance.energy_basis)

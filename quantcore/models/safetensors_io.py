@@ -129,8 +129,24 @@ def checkpoint_files(path: Path) -> list[Path]:
         return [path / s for s in shards]
     files = sorted(path.glob("*.safetensors"))
     if not files:
+        refuse_pickles(path)
         raise QuantDSEError(f"no *.safetensors files in {path}: point --model at a checkpoint folder")
     return files
+
+
+#: weight files that are pickles (unpickling runs code): never read, only named in the refusal
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def refuse_pickles(folder: Path) -> None:
+    """A folder whose only weights are pickles: the one-line refusal, with how to convert them."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise QuantDSEError(
+            f"model folder {folder} has only pickled weights ({pickles[0]}), which quantdse never loads "
+            "(unpickling runs code): convert them once where you trust the file: python -c \"from transformers "
+            f"import AutoModel; AutoModel.from_pretrained('{folder}', use_safetensors=False)"
+            f".save_pretrained('{folder}')\" (save_pretrained writes model.safetensors)")
 
 
 def read_tensors(path: Path) -> dict[str, TensorInfo]:
