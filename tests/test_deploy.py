@@ -163,3 +163,24 @@ def test_main_screen_suggested_export_succeeds(tmp_path, capsys, monkeypatch):
     argv = shlex.split(line.split("quantizer config:")[1])[3:]  # after "python -m dse.export"
     assert _export(*argv, "--out", "cfg.out") == 0
     assert (tmp_path / "cfg.out").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_docs_deploy_commands_run(tmp_path):
+    """Every `python -m` command of docs/deploy.md runs, in order, in one folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_readme import readme_commands
+
+    root = Path(__file__).resolve().parents[1]
+    commands = readme_commands((root / "docs" / "deploy.md").read_text(encoding="utf-8"))
+    assert len(commands) >= 8
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for argv in commands:
+        run = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, (argv, run.stderr[-1000:])
+        assert "Traceback" not in run.stderr

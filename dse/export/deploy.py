@@ -68,13 +68,21 @@ def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: 
     search and stays 16-bit (a change to fp16)."""
     import dataclasses
 
-    from dse.export.base import Change
+    from dse.export.base import Change, same_quantizer
     from dse.search import search
+    from quantcore.formats import get_format
 
     request = request_from_plan(plan, deploy, None if deploy else tuple(export_formats))
     if not embeddings:
         request = dataclasses.replace(request, include=tuple(i for i in request.include if i != "embeddings"))
-    new = search(request)
+    try:
+        new = search(request)
+    except QuantDSEError as exc:
+        from dse.export.targets import get_target
+
+        runtime = f" (costed on the {get_target(deploy).runtime} runtime where {plan['hardware']} has runtimes)" \
+            if deploy else ""
+        raise QuantDSEError(f"--nearest re-search for {deploy or 'the exporter'}{runtime}: {exc}") from None
     after = {l["name"]: l for l in new["layers"]}
     changes = []
     for l in plan["layers"]:
@@ -82,8 +90,9 @@ def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: 
         if n is None:  # left the search: kept at 16 bits as a fixed weight
             changes.append(Change(l["name"], l["format"], "fp16", "re-searched", l["bits"], 16.0, l["error"], 0.0))
         elif n["format"] != l["format"]:
-            changes.append(Change(l["name"], l["format"], n["format"], "re-searched", l["bits"], n["bits"],
-                                  l["error"], n["error"]))
+            same = same_quantizer(get_format(l["format"]), get_format(n["format"]))
+            changes.append(Change(l["name"], l["format"], n["format"], "storage" if same else "re-searched",
+                                  l["bits"], n["bits"], l["error"], n["error"]))
     return new, changes
 
 
