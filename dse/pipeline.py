@@ -6,6 +6,7 @@ which is what Pareto sweeps reuse.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import OrderedDict
@@ -68,6 +69,7 @@ class SearchRequest:
     policy: str | None = None
     solver_options: Mapping[str, object] = field(default_factory=dict)
     include: tuple = ()
+    target: str | None = None  # --for: a deployment target (dse.export.targets): formats, runtime, tied layers
 
     def __post_init__(self):
         # stored as tuples of (name, value) pairs, in the order given, so a request stays hashable and frozen
@@ -169,6 +171,7 @@ class Prepared:
     free_memory: object = None  # hwmodels.memory.FreeMemory, or None where the spec models no memory
     largest_memory: float = 0.0  # bytes of the weights with every layer at its largest candidate
     notes: list = field(default_factory=list)  # what the user is told on stderr and in the plan
+    ties: list = field(default_factory=list)  # [[row indices]] that take one format (--for: fused layers)
 
     def device_limit(self, limits: dict) -> float | None:
         """The device's free memory as a limit in bytes, where the weights under `limits` could exceed it."""
@@ -197,7 +200,7 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     if request.formats:
         return parse_format_list(",".join(request.formats)), None
     sens = request.sensitivity
-    if sens is not None and sens not in SENSITIVITY_SOURCES:
+    if sens is not None and sens not in SENSITIVITY_SOURCES and not sens.startswith("imatrix:"):
         if not (sens.endswith(".json") or Path(sens).is_file()):
             SENSITIVITY_SOURCES.check(sens)  # neither a source nor a file: the names, with close matches
         file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
@@ -305,6 +308,7 @@ class Cache:
         return self._tables[key]
 
     def prepared(self, request: SearchRequest) -> Prepared:
+        request = for_target(request)
         names = [f.name for f in fields(request) if f.name not in SOLVE_ONLY]
         return self._recent(self._designs, "designs", _key(request, names), lambda: _design(request, self))
 
@@ -316,6 +320,36 @@ class Cache:
         key = (method, seed, options, problem.shape, tuple((c.kind, c.rhs) for c in problem.constraints()),
                digest.hexdigest())
         return self._recent(self._solves, "solves", key, run)
+
+
+def for_target(request: SearchRequest) -> SearchRequest:
+    """The request with its deployment target's formats and runtime filled in (`--for`)."""
+    if not request.target:
+        return request
+    from dse.export.targets import get_target, target_formats
+    from hwmodels.registry import load_model
+
+    target = get_target(request.target)
+    supported = target_formats(target)
+    formats = supported
+    if request.formats:
+        from quantcore.formats import get_format
+
+        names = [get_format(f).name for f in request.formats]
+        bad = [n for n in names if n not in supported]
+        if bad:
+            raise QuantDSEError(f"--for {target.name} cannot deploy {', '.join(bad)}: drop them from --formats "
+                                f"(it deploys {', '.join(supported)})")
+        formats = tuple(names)
+    overrides = dict(request.overrides)
+    runtime = overrides.get("runtime")
+    if runtime is not None and str(runtime).strip() != target.runtime:
+        raise QuantDSEError(f"--for {target.name} runs on the {target.runtime} runtime, not "
+                            f"{str(runtime).strip()}: drop --set runtime=... or pick another --for")
+    if runtime is None and hasattr(load_model(request.hw, list(request.overrides)), "runtime"):  # GPU families
+        overrides["runtime"] = target.runtime
+    return dataclasses.replace(request, formats=formats, overrides=overrides)
+
 
 
 def _model_work(request: SearchRequest) -> ModelWork:
@@ -373,6 +407,10 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
                         workload=workload, dropped=dropped, free_memory=free_memory(hardware.spec, graph, workload),
                         largest_memory=largest, notes=notes + workload_notes)
     check_costs(prepared)
+    if request.target:  # the layers the runtime fuses take one format
+        from dse.export.targets import get_target, tied_groups
+
+        prepared.ties = tied_groups([l.name for l in layers], get_target(request.target).fuse)
     return prepared
 
 
@@ -408,21 +446,25 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     """
     from dse.solvers import solve
 
+    from dse.problem import tie
+
     problem = prepared.problem(limits)
-    message = problem.infeasible_message(lambda kinds: infeasible_hint(prepared, problem, kinds))
+    solved, rows = tie(problem, prepared.ties)  # fused layers: one decision each
+    message = solved.infeasible_message(lambda kinds: infeasible_hint(prepared, solved, kinds))
     if message:
         raise QuantDSEError(message)
     method = method or prepared.request.method
     seed = prepared.request.seed if seed is None else seed
     extra = solver_options(prepared, method)
-    run = lambda: solve(problem, method=method, seed=seed, **extra, **options)  # noqa: E731
+    run = lambda: solve(solved, method=method, seed=seed, **extra, **options)  # noqa: E731
     from dse.solvers import reads_run
 
     user_options = method == prepared.request.method and prepared.request.solver_options
     reusable = cache is not None and not user_options and not options and not reads_run(method)
-    result = cache.solve(problem, method, seed, (), run) if reusable else run()
+    result = cache.solve(solved, method, seed, (), run) if reusable else run()
     if not result.success:
         raise QuantDSEError(f"{method} found no plan: {result.message or result.status}")
+    result = dataclasses.replace(result, assignment=np.asarray(result.assignment)[rows])  # a cached result stays as solved
     broken = problem.violations(result.assignment)
     if broken:  # a solver bug, not bad input: keep the traceback
         raise AssertionError(f"{method} returned an over-budget plan: {broken}")

@@ -46,7 +46,9 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     for i, layer in enumerate(prepared.layers):
         f = int(a[i])
         layers.append({
-            "name": layer.name, "format": prepared.formats[f].name, "bits": _r(prepared.bits[i, f]),
+            # the format the tool applies (llama.cpp k-quants on rows not a multiple of 256 fall back)
+            "name": layer.name, "format": prepared.formats[f].fallback_for(layer.row).name,
+            "bits": _r(prepared.bits[i, f]),
             "params": int(layer.params), "error": _r(problem.error[i, f]),
             "latency_s": _r(costs.latency_s[i, f]), "energy_j": _r(costs.energy_j[i, f]),
             "memory_bytes": _r(memory[i, f]), "kind": layer.kind, "role": layer.role,
@@ -85,7 +87,9 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "sensitivity_description": prepared.sensitivity.description,
                        "model_source": prepared.graph.source,
                        "hardware_overrides": [f"{k}={_text(v)}" for k, v in req.overrides], "include": list(req.include),
-                       "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate")},
+                       "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate"),
+                       "runtime": (getattr(prepared.hardware, "runtime", None) or {}).get("name"),
+                       "target": req.target},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 

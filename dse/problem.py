@@ -170,3 +170,44 @@ def _distinct(a: float, b: float) -> tuple[str, str]:
         if x != y:
             return x, y
     return f"{a:.17g}", f"{b:.17g}"
+
+
+def tie(problem: Problem, groups: list) -> tuple[Problem, np.ndarray]:
+    """(a Problem with each group of rows merged into one decision, rows: original row -> merged row).
+
+    Layers a runtime fuses into one module take one format: merging them into one row (errors,
+    costs and parameters summed; bits weighted by parameters; a format allowed only where it is
+    allowed for every member) lets every solver run unchanged. `merged_assignment[rows]` is the
+    assignment of the original problem.
+    """
+    L = len(problem.layer_names)
+    rows = np.arange(L)
+    if not groups:
+        return problem, rows
+    leader = np.arange(L)
+    for group in groups:
+        leader[list(group)] = min(group)
+    keep = np.flatnonzero(leader == np.arange(L))
+    index = np.full(L, -1)
+    index[keep] = np.arange(len(keep))
+    rows = index[leader]
+    M, F = len(keep), len(problem.format_names)
+
+    def add(arr):
+        out = np.zeros((M, F))
+        np.add.at(out, rows, arr)
+        return out
+
+    params = np.zeros(M)
+    np.add.at(params, rows, problem.params)
+    bit_weight = add(problem.params[:, None] * problem.bits)
+    mask = np.ones((M, F), dtype=bool)
+    np.logical_and.at(mask, rows, problem.mask)
+    names = [" + ".join(problem.layer_names[i] for i in np.flatnonzero(rows == r)) for r in range(M)]
+    merged = Problem(layer_names=names, format_names=list(problem.format_names), error=add(problem.error),
+                     params=params, bits=bit_weight / np.where(params > 0, params, 1.0)[:, None],
+                     latency_s=add(problem.latency_s), energy_j=add(problem.energy_j), mask=mask,
+                     limits=dict(problem.limits), fixed_memory=problem.fixed_memory,
+                     fixed_latency_s=problem.fixed_latency_s, fixed_energy_j=problem.fixed_energy_j,
+                     sources=dict(problem.sources))
+    return merged, rows

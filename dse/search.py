@@ -39,13 +39,16 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (python -m dse.models --list), config.json, safetensors file or "
                                    "folder; default llama-2-7b")
     p.add_argument("--method", default="ilp", help="ilp, lagrangian, baq, nas, greedy, uniform, rl (default: ilp)")
-    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output or FILE.json (default: weights "
+    p.add_argument("--sensitivity", help="weights, prior, hessian, fisher, output, imatrix:FILE (llama.cpp importance matrix, .gguf or .dat) or FILE.json (default: weights "
                                          "if the model has them, else prior)")
     p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
     add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
     p.add_argument("--formats-for", metavar="TARGET",
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
+    p.add_argument("--for", dest="target", metavar="TARGET",
+                   help="deployment target (llamacpp, vllm-gptq, vllm-compressed-tensors, llmcompressor, autoround, "
+                        "modelopt, tensorrt-llm): the formats it deploys, its runtime, its fused layers tied")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware spec param (co-design), repeatable; with --method rl also "
                         "polish=false (raw rollout) and polish_seconds=S")
@@ -120,7 +123,7 @@ def request_from_args(args) -> SearchRequest:
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=hardware, solver_options=solver,
-        policy=args.policy, seed=args.seed, include=tuple(args.include))
+        policy=args.policy, seed=args.seed, include=tuple(args.include), target=args.target)
 
 
 def split_set(items: list[str], method: str, hw: str) -> tuple[dict, dict]:
@@ -276,7 +279,7 @@ def _main(argv=None) -> int:
     if args.json:
         sys.stdout.write(plan_json(plan))
     else:
-        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out)))
+        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.out, plan=plan)))
         if plan["method"] in ("rl", "rl-measured"):
             print(rl_summary(plan["solver"]))
     return 0

@@ -170,8 +170,12 @@ def file_errors(table: dict, layers, formats) -> np.ndarray:
     return out
 
 
-def _weights(graph, layers, formats, **_) -> Sensitivity:
-    return Sensitivity(weight_errors(graph, layers, formats), "weights",
+def _weights(graph, layers, formats, seed: int = 0, **_) -> Sensitivity:
+    """The weights' own quantization error, cached per checkpoint, formats and seed (dse.senscache)."""
+    from dse.senscache import cached_weight_errors
+
+    errors, _ = cached_weight_errors(graph, layers, formats, seed, lambda ls, fs: weight_errors(graph, ls, fs))
+    return Sensitivity(errors, "weights",
                        "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
 
 
@@ -206,6 +210,11 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
     model / calib / seed: the model as the user named it, calibration texts and seed for the
     calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
     the JSON path `source`, where the caller has read it already."""
+    if source.startswith("imatrix:"):  # llama.cpp's importance matrix (dse.imatrix)
+        from dse.imatrix import imatrix_errors
+
+        errors, description = imatrix_errors(graph, layers, formats, source.removeprefix("imatrix:"))
+        return Sensitivity(errors, "imatrix", description)
     if source not in SENSITIVITY_SOURCES and (source.endswith(".json") or Path(source).is_file()):
         table, note = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers])
         if note:

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     if args.json:
         sys.stdout.write(dumps(summary_doc(plan)))
     else:
-        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.plan, written=False)))
+        print(format_table(plan, verbose=args.verbose, steps=next_steps(args.plan, written=False, plan=plan)))
         if args.plot:
             print(f"figure written to {args.plot}")
     return 0

@@ -288,15 +288,20 @@ def _fixed(fx: dict, key: str, factor: float, unit: str) -> str:
     return f"fixed {fx[key] * factor:.{2 if unit == 'mJ' else 3}f} {unit}"
 
 
-def next_steps(out: str | None, written: bool = True) -> list[str]:
+def next_steps(out: str | None, written: bool = True, plan: dict | None = None) -> list[str]:
     """What to do with the plan (lines start with a label, so a README quoting them runs no command).
 
-    written: the plan was just written to `out` (dse.show names a plan file that was there already)."""
+    written: the plan was just written to `out` (dse.show names a plan file that was there already).
+    plan: the export suggested is one that writes this plan as it is (its deployment target, else
+    the first exporter that needs no --nearest); none is suggested when no exporter can."""
+    from dse.export.base import export_for
+
     path = out or "plan.json"
+    target = export_for(plan) if plan is not None else "llamacpp"
     return [f"plan written to {out}; next:" if out and written else "next:",
             *([] if out else ["  keep the plan:    add --out plan.json"]),
             f"  every layer:      python -m dse.show {path} --verbose   (--plot plan.png draws it)",
-            f"  quantizer config: python -m dse.export --plan {path} --to llamacpp"]
+            *([f"  quantizer config: python -m dse.export --plan {path} --to {target}"] if target else [])]
 
 
 def format_layers(plan: dict) -> str:

@@ -33,11 +33,12 @@ texts than 37 free choices.
   0.07 at 4); in these units rather than percent (x 100) SAC learned better at 3 bits
   (all 3 seeds above the ILP on held-out texts against 2 of 3).
 - `episodes` (default 192) bounds the run: about 1.5 minutes on 2 CPU cores.
-- The plan returned is the fine-tuned actor's deterministic rollout (mean action), not
-  the best episode: what the agent learned, not what its exploration stumbled on. Its
-  metric and the ILP plan's are reported on `holdout` other calibration texts (the
-  shipped texts are split, seeded), beside the best exploration episode's and the
-  forecast's.
+- The candidate is the fine-tuned actor's deterministic rollout (mean action), not the
+  best episode: what the agent learned, not what its exploration stumbled on. Its metric
+  and the ILP plan's are measured on `holdout` other calibration texts (the shipped texts
+  are split, seeded), beside the best exploration episode's and the forecast's; the plan
+  returned is the better of the two on those texts (the ILP's on a tie), and the solver's
+  message and `returned` / `returned_margin_heldout` say which and by how much.
 """
 from __future__ import annotations
 
@@ -231,8 +232,13 @@ def finetune(problem, ilp_assignment, model_name, policy=None, layers=None, weig
             **{f"shift_{k}": round(float(2 * v - 1), 4) for k, v in zip(SHIFTS, mean_action)},
             "policy": pol.name, "policy_hash": pol.hash, "ilp_objective": problem.objective(ilp_assignment)}
     better = metric.sign * (held["rl"] - held["ilp"]) > 0
-    message = (f"measured {metric.name} on {n_hold} held-out texts: rl {held['rl']:.5f} vs ilp {held['ilp']:.5f} "
-               f"({'rl better' if better else 'ilp better or equal'}; forecast {held['forecast']:.5f}); "
-               f"on the {n_texts} reward texts rl {info['measured']:.5f} vs ilp {ilp_train:.5f}")
-    return SolveResult("feasible", learned, problem.objective(learned), float("nan"), time.perf_counter() - started,
+    chosen = learned if better else np.asarray(ilp_assignment)  # never a worse plan than the ILP's, silently
+    info["returned"] = "rl" if better else "ilp"
+    info["returned_margin_heldout"] = float(metric.sign * (held["rl"] - held["ilp"]))
+    message = (f"returned the {'rl' if better else 'ilp'} plan: measured {metric.name} on {n_hold} held-out texts "
+               f"rl {held['rl']:.5f} vs ilp {held['ilp']:.5f} ({'rl' if better else 'ilp'} better by "
+               f"{abs(held['rl'] - held['ilp']):.5f}{'' if better else ' or equal'}; forecast {held['forecast']:.5f}, "
+               f"best episode {held['best_episode']:.5f}); on the {n_texts} reward texts rl {info['measured']:.5f} "
+               f"vs ilp {ilp_train:.5f}")
+    return SolveResult("feasible", chosen, problem.objective(chosen), float("nan"), time.perf_counter() - started,
                        "rl", message, info=info)

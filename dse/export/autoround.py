@@ -18,7 +18,10 @@ from dse.export.base import Export
 
 NAME = "autoround"
 DEFAULT_OUT = "layer_config.json"
-FORMATS = gptqmodel.INT_FORMATS + ("mxfp4", "nvfp4", "fp16", "bf16")
+#: 8-bit asymmetric ints are refused: auto_round/compressors/layer_config_resolver.py (auto-round 0.16.1)
+#: rejects "8-bit asymmetric weight quantization" for formats without a W8-asym path (GPTQ/auto_round)
+FORMATS = tuple(f for f in gptqmodel.INT_FORMATS if not f.startswith("int8") or "-asym" not in f) + \
+    ("mxfp4", "nvfp4", "fp16", "bf16")
 
 
 def entry(fmt) -> dict:

@@ -166,7 +166,8 @@ class ErrorEstimator:
         return self._cache[key]
 
 
-def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, embeddings: bool = False) -> Export:
+def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, embeddings: bool = False,
+            deploy: str | None = None) -> Export:
     """Match the plan to its model and give every layer a format `target` writes.
 
     embeddings: whether the target quantizes embedding tables (llama.cpp does; the others quantize
@@ -190,7 +191,11 @@ def resolve(plan: dict, path: str, target: str, supported: list, nearest: bool, 
                 if not nearest:
                     what = (f"does not quantize embeddings ({fmt.name})" if pool is dense
                             else f"cannot express {fmt.name}")
-                    raise QuantDSEError(f"layer {layer.name}: {target} {what}; nearest it supports is {near.name}: "
+                    who = deploy or target
+                    raise QuantDSEError(f"layer {layer.name}: {who} {what}; nearest it supports is {near.name}: "
+                                        f"search with --for {who}, or pass --nearest to re-search under the "
+                                        "plan's limits" if deploy else
+                                        f"layer {layer.name}: {target} {what}; nearest it supports is {near.name}: "
                                         f"pass --nearest to map it, or search with --formats-for {target}")
                 written, reason = near, "nearest"
         new_error = error if reason in ("", "storage") else estimate(layer, written)
@@ -282,3 +287,62 @@ def dominant_format(export: Export, quantized_only: bool = True) -> Format | Non
     return get_format(max(weight, key=lambda n: (weight[n], n)))
 
 
+
+
+# ---------------------------------------------------------------- deployment rules
+
+#: exporters tried, in order, for a plan made without --for (the first that writes it as it is)
+SUGGESTED = ("compressed-tensors", "gptqmodel", "llamacpp", "autoround", "modelopt")
+#: exporters whose files are loaded by a runtime that fuses q/k/v and gate/up (vLLM; llm-compressor's
+#: oneshot asserts one scheme per fused group)
+FUSING = {"compressed-tensors": "vllm-compressed-tensors", "llmcompressor": "llmcompressor", "modelopt": "modelopt"}
+
+
+def writes_as_is(module, layers: list) -> bool:
+    """Whether `module` writes every plan layer ({"format", "kind"}) exactly or as a storage alias."""
+    supported = [get_format(f) for f in module.FORMATS]
+    names = {f.name for f in supported}
+    embeddings = getattr(module, "EMBEDDINGS", False)
+    for entry in layers:
+        fmt = get_format(entry["format"])
+        if entry.get("kind") == "embedding" and not embeddings:
+            if fmt.is_quantized:
+                return False
+            continue
+        if fmt.name not in names and not any(same_quantizer(f, fmt) for f in supported):
+            return False
+    return True
+
+
+def export_for(plan: dict) -> str | None:
+    """The `--to` that writes this plan without --nearest: its deployment target, else the first of SUGGESTED."""
+    from dse.export import target_module
+
+    target = _provenance(plan).get("target")
+    if isinstance(target, str) and target:
+        return target
+    for name in SUGGESTED:
+        if writes_as_is(target_module(name), plan.get("layers", [])):
+            return name
+    return None
+
+
+def check_fused(export: Export, deploy: str, only=None) -> None:
+    """Layers the runtime loads as one module must have one format: else a one-line error naming them.
+
+    only: format names; when given, only groups with a member in one of them are checked."""
+    from dse.export.targets import fused_key, get_target
+
+    fuse = get_target(deploy).fuse
+    groups: dict = {}
+    for l in export.layers:
+        key = fused_key(l.name, fuse)
+        if key is not None:
+            groups.setdefault(key, []).append(l)
+    for (head, kind), members in groups.items():
+        formats = sorted({l.format.name for l in members})
+        if len(formats) > 1 and (only is None or set(formats) & set(only)):
+            raise QuantDSEError(
+                f"layer {members[0].name}: {deploy} loads {', '.join(l.name[len(head) + 1:] for l in members[:4])}"
+                f"{' ...' if len(members) > 4 else ''} of {head} as one fused module ({kind}) but the plan gives "
+                f"{', '.join(formats)}: search with --for {deploy} (one format per fused module), or pass --nearest")

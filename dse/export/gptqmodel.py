@@ -25,6 +25,10 @@ BITS = (2, 3, 4, 8)
 GROUPS = (None, 32, 64, 128)
 
 
+def lm_head_here(export: Export, names: list) -> bool:
+    return any(n in {l.name for l in export.graph.layers if l.kind == "lm-head"} for n in names)
+
+
 def format_of(bits: int, group_size: int | None, sym: bool) -> str:
     """The format name of GPTQ {bits, group_size, sym} (the inverse of `fields`)."""
     return f"int{bits}" + (f"-g{group_size}" if group_size and group_size > 0 else "") + \
@@ -41,10 +45,27 @@ def fields(fmt) -> dict:
     return {"bits": int(fmt.weight_bits), "group_size": fmt.group_size or -1, "sym": bool(fmt.symmetric)}
 
 
+#: vLLM loads these HF modules as one (packed_modules_mapping, e.g. vllm/model_executor/models/llama.py) and
+#: matches `dynamic` against the fused name (quantization/utils/gptq_utils.py get_dynamic_override)
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def with_fused(names: list) -> list:
+    """`names` plus vLLM's fused module name wherever every shard of it is among them (one format)."""
+    present = set(names)
+    extra = []
+    for name in names:
+        head, _, leaf = name.rpartition(".")
+        for fused, shards in FUSED.items():
+            if leaf == shards[0] and all(f"{head}.{s}" in present for s in shards):
+                extra.append(f"{head}.{fused}")
+    return names + extra
+
+
 def write(export: Export) -> tuple[dict, dict]:
     """(quantize_config.json as a dict, extras)."""
     base = dominant_format(export) or get_format("int4-g128-qz")
-    universe = [l.name for l in export.graph.layers if l.params > 0]
+    universe = with_fused([l.name for l in export.graph.layers if l.params > 0])
     dynamic: dict = {}
     lm_head = None
     for fmt_name, names in by_format(export).items():
@@ -52,8 +73,11 @@ def write(export: Export) -> tuple[dict, dict]:
         for name in names:
             if export.graph.layer(name).kind == "lm-head":
                 lm_head = fmt
-        if fmt.name == base.name:
+        names = with_fused(names)
+        if fmt.name == base.name and not lm_head_here(export, names):
             continue
+        if fmt.name == base.name:  # GPTQModel's lm_head takes its own default unless a rule names it
+            names = [n for n in names if lm_head_here(export, [n])]
         if not fmt.is_quantized:
             for pattern in grouped_pattern(names, universe):
                 dynamic[f"-:{pattern.lstrip('^')}"] = {}

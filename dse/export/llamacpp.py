@@ -69,6 +69,32 @@ def gguf_names(graph) -> dict:
     return out
 
 
+def quantizable(tensor: str) -> bool:
+    """Whether llama-quantize may change this tensor's type: ``tensor_allows_quantization`` in
+    src/llama-quant.cpp (ggml-org/llama.cpp 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714) keeps norms,
+    expert routers (ffn_gate_inp), position embeddings and BERT's token types as converted."""
+    return (tensor.endswith("weight") and "_norm.weight" not in tensor and "ffn_gate_inp.weight" not in tensor
+            and tensor not in ("position_embd.weight", "token_types.weight"))
+
+
+def apply_fallbacks(export: Export) -> None:
+    """Write the type llama-quantize applies: a k-quant on rows that are not a multiple of 256 falls
+    back (``tensor_type_fallback``: q2_K/q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; f16
+    where rows are not a multiple of 32 either). The plan's bits and error already count the fallback
+    (quantcore.formats), so the change is in name only; the export lists it."""
+    for l in export.layers:
+        applied = l.format.fallback_for(l.layer.row)
+        if applied is l.format:
+            continue
+        bits = l.format.bits_per_weight(l.layer.row)
+        export.changes.append(Change(l.name, l.format.name, applied.name, "llama.cpp fallback", bits, bits,
+                                     l.error, l.error))
+        l.format = applied
+    if any(c.reason == "llama.cpp fallback" for c in export.changes):
+        export.notes.append("rows not a multiple of 256 take llama-quantize's fallback type (its bits and error "
+                            "were already costed so): the file names the type applied")
+
+
 def fold_experts(export: Export, tensors: dict) -> None:
     """One type per merged expert tensor: the widest format among the layer's experts."""
     estimate = export.estimate
@@ -105,16 +131,19 @@ def write(export: Export) -> tuple[str, dict]:
     if dropped:
         export.notes.append(f"not in the GGUF file (convert_hf_to_gguf.py drops them): {', '.join(dropped)}")
     fold_experts(export, tensors)
+    apply_fallbacks(export)
     planned = {l.name for l in export.layers}
     per_type: dict = {}
     for l in export.layers:
         for t in tensors.get(l.name, ()):
             per_type.setdefault(t, set()).add(GGML_TYPES[l.format.name])
-    # fixed 16-bit weights the plan costed (embeddings, routers) keep f16, as the plan counts them
+    # fixed 16-bit weights the plan costed (embeddings, routers) keep f16, as the plan counts them;
+    # no rule for tensors llama-quantize never quantizes (it would have no effect)
     for name, ts in tensors.items():
         if name not in planned:
             for t in ts:
-                per_type.setdefault(t, {"f16"})
+                if quantizable(t):
+                    per_type.setdefault(t, {"f16"})
     universe = sorted(per_type)
     by_type: dict = {}
     for t in universe:

@@ -16,7 +16,16 @@ DEFAULT_OUT = "recipe.yaml"
 FORMATS = ctensors.FORMATS
 
 
+#: formats whose fused groups llm-compressor's oneshot joins (a shared NVFP4 global scale, fused FP8/MXFP4
+#: scales: modifiers/utils/helpers.py update_fused_layer_weight_global_scales, "a requirement currently
+#: being set by vLLM"); a q/k/v or gate/up group mixing them with another scheme stops oneshot
+JOINED = ("nvfp4", "nvfp4-a4", "mxfp4", "fp8-e4m3", "fp8-e4m3-a8")
+
+
 def write(export: Export) -> tuple[str, dict]:
+    from dse.export.base import check_fused
+
+    check_fused(export, "llmcompressor", only=JOINED)
     config_groups, ignore, _ = ctensors.groups(export)
     for group in config_groups.values():
         group.pop("format", None)  # llm-compressor infers the compression format when it saves

@@ -5,7 +5,10 @@ and modelopt.torch.export.convert_hf_config ``convert_hf_quant_config_format`` r
 ``{"producer": {...}, "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": null,
 "quantized_layers": {module: {"quant_algo": ..., "group_size": ...}}, "exclude_modules": [...]}}``.
 
-Per-layer algorithms and the formats they store: W4A16_AWQ / W4A8_AWQ (int4, fp16 scale per
+W4A8_AWQ is not written: ModelOpt's own reader (modelopt/torch/export/convert_hf_config.py
+``_quant_algo_to_group_config``, nvidia-modelopt 0.47.0) reads it as 4-bit *float* weights with fp8
+activations, not int4 (so int4-g128-a8 has no exact ModelOpt algorithm).
+Per-layer algorithms and the formats they store: W4A16_AWQ (int4, fp16 scale per
 group of 128, ``has_zero_point`` false; AWQ's per-channel ``pre_quant_scale`` is k fp16 values
 per layer, not counted), W8A16 and W8A8_SQ_PER_CHANNEL (int8, a scale per channel),
 FP8_PER_CHANNEL_PER_TOKEN (fp8 e4m3 weights with a scale per channel, fp8 activations per
@@ -21,7 +24,6 @@ NAME = "modelopt"
 DEFAULT_OUT = "hf_quant_config.json"
 _ALGOS = {
     "int4-g128": {"quant_algo": "W4A16_AWQ", "group_size": 128, "has_zero_point": False, "pre_quant_scale": True},
-    "int4-g128-a8": {"quant_algo": "W4A8_AWQ", "group_size": 128, "has_zero_point": False, "pre_quant_scale": True},
     "int8": {"quant_algo": "W8A16"},
     "int8-a8": {"quant_algo": "W8A8_SQ_PER_CHANNEL"},
     "fp8-e4m3-a8": {"quant_algo": "FP8_PER_CHANNEL_PER_TOKEN"},
