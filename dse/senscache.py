@@ -39,7 +39,7 @@ def cached_weight_errors(graph, layers, formats, seed: int, compute) -> tuple[np
     """(errors [layers x formats], info {"cached": cells read, "computed": cells computed, "seconds"}).
 
     compute(layers, formats) -> array: the uncached computation (dse.sensitivity.weight_errors)."""
-    from hwmodels.calibrate import cache_dir
+    from hwmodels.calibration_cache import cache_dir
     from quantcore.io import atomic_write_text, dumps, load_json
 
     start = time.perf_counter()
