@@ -51,7 +51,8 @@ def _torch_extra(exc: BaseException) -> str | None:
     while tb is not None:
         module = tb.tb_frame.f_globals  # the module itself (gone from sys.modules if its import failed)
         parts = module.get("__name__", "").split(".")
-        packages = (vars(sys.modules.get(".".join(parts[:depth]), sys)) for depth in range(len(parts) - 1, 0, -1))
+        packages = (getattr(sys.modules.get(".".join(parts[:depth])), "__dict__", {})
+                    for depth in range(len(parts) - 1, 0, -1))
         for where in (module, *packages):
             extra = where.get(TORCH_EXTRA_ATTRIBUTE)
             if isinstance(extra, str):
