@@ -16,7 +16,7 @@ E||(W - Q) x||^2 ~= sum_ij E[x_j^2] (W - Q)_ij^2 (columns uncorrelated: the diag
 itself weights by). We report it relative to the same weighting of W, the analogue of `weights`'
 ||W-Q||^2 / mean W^2: sum_ij imp_j (W-Q)_ij^2 / mean_ij(imp_j W_ij^2). The weights come from the
 model (a safetensors checkpoint); GGUF names map to HF layers through the gguf package's
-tensor-name map (dse.export.llamacpp.gguf_names). A layer the file does not cover is weighted
+tensor-name map (quantcore.models.gguf.gguf_names). A layer the file does not cover is weighted
 uniformly (its `weights` error) and the description says how many.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def imatrix_errors(graph, layers, formats, path: str) -> tuple[np.ndarray, str]:
     if graph.weights is None:
         raise QuantDSEError(f"--sensitivity imatrix needs the model's weights (the importance weighs their "
                             f"quantization error): pass a safetensors checkpoint as --model, not {graph.name}")
-    from dse.export.llamacpp import gguf_names
+    from quantcore.models.gguf import gguf_names
 
     table = read_imatrix(path)
     names = gguf_names(graph)
