@@ -556,3 +556,22 @@ def test_security_page_commands_print_what_it_shows(tmp_path):
                               timeout=300)
         assert done.returncode == 2 and done.stderr == expected + "\n", (command, done.stderr)
         assert not (tmp_path / "my-policy").exists()
+
+
+# ------------------------------------------------------------------ a plan's model source
+
+def test_export_reads_a_plans_model_only_inside_the_plans_folder(tiny, tmp_path_factory):
+    """provenance.model_source is untrusted: beside the plan it is read, elsewhere it is refused."""
+    from dse.export.__main__ import main as export_main
+
+    folder, config, sens = tiny
+    plan = folder / "plan.json"
+    assert run(search.main, search_args(config, sens, "--budget", "4.5bits", "--out", plan)).code == 0
+    out = folder / "types.txt"
+    assert run(export_main, ["--plan", plan, "--to", "llamacpp", "--out", out, "--nearest"]).code == 0 and out.exists()
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "plan.json"
+    shutil.copy(plan, elsewhere)  # the same plan, away from the model it names
+    moved_out = elsewhere.parent / "types.txt"
+    r = run(export_main, ["--plan", elsewhere, "--to", "llamacpp", "--out", moved_out, "--nearest"])
+    assert_one_line_error(r, "provenance.model_source")
+    assert not moved_out.exists()

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     formats = target_formats(get_target(deploy)) + ("bf16",) if deploy else module.FORMATS
     original, moved = plan, []
     if args.nearest:  # a constrained re-search under the plan's own limits, not a per-layer swap
-        plan, moved = resolve_nearest(plan, deploy, [f for f in formats if f not in ("bf16", "fp32")],
+        plan, moved = resolve_nearest(plan, args.plan, deploy, [f for f in formats if f not in ("bf16", "fp32")],
                                       embeddings=getattr(module, "EMBEDDINGS", False))
     export = resolve(plan, args.plan, module.NAME, [get_format(f) for f in formats], False,
                      embeddings=getattr(module, "EMBEDDINGS", False), deploy=deploy)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                                            ("effective_bits", "latency_s", "energy_j", "memory_bytes", "error")))
     content, extras = module.write(export)
     if deploy:
-        export.notes += recost(plan, deploy)
+        export.notes += recost(plan, args.plan, deploy)
     text = _text(content)
     if args.out:
         atomic_write_text(args.out, text)

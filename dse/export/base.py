@@ -79,18 +79,31 @@ def need(package: str, target: str):
         raise QuantDSEError(f"--to {target} needs the {package} package: pip install 'quantdse[export]'") from None
 
 
+def model_reference(plan: dict, path: str) -> str:
+    """What the plan's model is read from: its catalog name, or the config / checkpoint it was searched
+    on, which must lie inside the plan's own folder (a plan is untrusted input: it may not point the
+    tool at any other file)."""
+    import os
+    from pathlib import Path
+
+    from quantcore.io import path_inside
+    from quantcore.models.registry import list_catalog
+
+    kind, _, where = str(_provenance(plan).get("model_source", "catalog")).partition(":")
+    where = where.removesuffix(" (installed package)")
+    in_catalog = isinstance(plan["model"], str) and plan["model"] in list_catalog()
+    if in_catalog or not where or kind not in ("config", "safetensors", "diffusers", "diffusers+safetensors"):
+        return plan["model"]
+    folder = Path(path).parent
+    inside = os.path.relpath(os.path.realpath(where), os.path.realpath(folder)) if Path(where).is_absolute() else where
+    return str(path_inside(inside, folder, f"plan {path}: provenance.model_source"))
+
+
 def plan_graph(plan: dict, path: str):
     """The LayerGraph the plan was searched on (catalog name, config or safetensors source)."""
     from quantcore.models import load_graph
 
-    from quantcore.models.registry import list_catalog
-
-    source = str(_provenance(plan).get("model_source", "catalog"))
-    kind, _, where = source.partition(":")
-    where = where.removesuffix(" (installed package)")
-    in_catalog = isinstance(plan["model"], str) and plan["model"] in list_catalog()
-    target = (where if kind in ("config", "safetensors", "diffusers", "diffusers+safetensors") and where
-              and not in_catalog else plan["model"])
+    target = model_reference(plan, path)
     try:
         return load_graph(target)
     except QuantDSEError as exc:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from quantcore.errors import QuantDSEError
-from dse.export.base import _provenance
+from dse.export.base import _provenance, model_reference
 
 
 def deployment_for(to: str, plan: dict) -> str | None:
@@ -28,17 +28,13 @@ def deployment_for(to: str, plan: dict) -> str | None:
     return None
 
 
-def request_from_plan(plan: dict, deploy: str | None, formats=None):
+def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
     """The SearchRequest that made `plan` (model, hardware, workload, limits, sensitivity, seed), for `deploy`."""
     from dse.pipeline import SearchRequest
     from hwmodels.workload import Workload
 
     prov = _provenance(plan)
-    kind, _, where = str(prov.get("model_source", "catalog")).partition(":")
-    where = where.removesuffix(" (installed package)")
-    from quantcore.models.registry import list_catalog
-
-    model = where if kind in ("config", "safetensors") and where and plan["model"] not in list_catalog() else plan["model"]
+    model = model_reference(plan, path)
     budget = plan.get("budget", {})
     limits = dict(budget.get("limits", {}))
     if plan.get("device", {}).get("memory_limit_added"):
@@ -61,7 +57,7 @@ def request_from_plan(plan: dict, deploy: str | None, formats=None):
         overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy)
 
 
-def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:
+def resolve_nearest(plan: dict, path: str, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:
     """(the plan re-searched for `deploy` (or with the exporter's formats), [Change] per layer whose format moved).
 
     embeddings: whether the tool quantizes embedding tables; if not, a searched embedding leaves the
@@ -72,7 +68,7 @@ def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: 
     from dse.search import search
     from quantcore.formats import get_format
 
-    request = request_from_plan(plan, deploy, None if deploy else tuple(export_formats))
+    request = request_from_plan(plan, path, deploy, None if deploy else tuple(export_formats))
     if not embeddings:
         request = dataclasses.replace(request, include=tuple(i for i in request.include if i != "embeddings"))
     try:
@@ -96,7 +92,7 @@ def resolve_nearest(plan: dict, deploy: str | None, export_formats, embeddings: 
     return new, changes
 
 
-def recost(plan: dict, deploy: str) -> list[str]:
+def recost(plan: dict, path: str, deploy: str) -> list[str]:
     """Notes on the plan's totals under `deploy`'s runtime, where that differs from the plan's."""
     from dse.export.targets import get_target
     from dse.pipeline import prepare
@@ -108,7 +104,7 @@ def recost(plan: dict, deploy: str) -> list[str]:
     if prov.get("runtime") in (None, runtime) or not hasattr(load_model(plan["hardware"], []), "runtime"):
         return []
     names = list(dict.fromkeys(l["format"] for l in plan["layers"]))
-    request = request_from_plan(plan, None, tuple(names))
+    request = request_from_plan(plan, path, None, tuple(names))
     import dataclasses
 
     request = dataclasses.replace(request, sensitivity="prior", overrides=request.overrides + (f"runtime={runtime}",))
