@@ -27,7 +27,11 @@ run: $(CORE)
 test: $(DEV)
 	$(PY) -m pytest -q -m "not slow"
 
+# llama.cpp's source for the slow llama-quantize test (tests/llamacpp_build.py builds it once, cached outside the clone)
+LLAMACPP_SRC := $(or $(QUANTDSE_LLAMACPP_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/quantdse/llama.cpp)
+
 test-slow: $(DEV)
+	test -f $(LLAMACPP_SRC)/llama_cpp_python-0.3.36.tar.gz || $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(LLAMACPP_SRC)
 	$(PY) -m pytest -q -m slow
 
 test-all: $(DEV)
