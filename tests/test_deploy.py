@@ -173,10 +173,10 @@ def test_docs_deploy_commands_run(tmp_path):
     import sys
     from pathlib import Path
 
-    from test_readme import readme_commands
+    from test_readme import is_runnable, page_steps
 
     root = Path(__file__).resolve().parents[1]
-    commands = readme_commands((root / "docs" / "deploy.md").read_text(encoding="utf-8"))
+    commands = [step.argv for step in page_steps(root / "docs" / "deploy.md")[0] if is_runnable(step)]
     assert len(commands) >= 8
     env = {**os.environ, "PYTHONPATH": str(root)}
     for argv in commands:
