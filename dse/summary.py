@@ -197,7 +197,7 @@ def _bound_share(layers: list[dict]) -> str:
 def format_summary(plan: dict, steps: list[str] | None = None) -> str:
     """The plan in under a screen: header, roles with exceptions, formats, totals, next step.
 
-    `steps`: the next-step lines (as next_steps() makes them; [] for none; None: next_steps(None)).
+    `steps`: the next-step lines (as next_steps() makes them; [] for none; None: next_steps(None, plan=plan)).
     """
     layers = plan["layers"]
     budget = plan.get("budget", {})
@@ -238,9 +238,7 @@ def format_summary(plan: dict, steps: list[str] | None = None) -> str:
         from dse.diffusion import image_line
 
         lines.append(image_line(plan))
-    steps = next_steps(None) if steps is None else steps
-    if plan.get("pipeline"):  # a diffusion plan's quantizer is SVDQuant's (dse/export/nunchaku.py)
-        steps = [s.replace("--to llamacpp", "--to nunchaku") for s in steps]
+    steps = next_steps(None, plan=plan) if steps is None else steps
     if steps:
         lines += ["", *steps]
     return "\n".join(lines)

@@ -334,7 +334,8 @@ def export_for(plan: dict) -> str | None:
     target = _provenance(plan).get("target")
     if isinstance(target, str) and target:
         return target
-    for name in SUGGESTED:
+    # a text-to-image pipeline's low-rank W4A4 formats are SVDQuant's: its Nunchaku export comes first
+    for name in (("nunchaku",) if plan.get("pipeline") else ()) + SUGGESTED:
         if writes_as_is(target_module(name), plan.get("layers", [])):
             return name
     return None
