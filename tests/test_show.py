@@ -72,12 +72,17 @@ def test_summary_reads_what_newer_plans_add():
 
 
 def test_summary_shows_limits_in_typed_units_and_the_fixed_part():
-    text = format_summary(small_plan())
+    from dse.export.base import export_for
+
+    plan = small_plan()
+    text = format_summary(plan)
     assert "limit 5bits (binding)" in text and "limit 4.3ms (binding)" in text  # not {'bits': 5.0, ...}
     assert "{" not in text
     assert "fixed 1.000 ms" in text and "fixed 0.100 GB" in text and "fits u280's 8 GB" in text
     assert "data-free prior" in text and "lower is better" in text
-    assert "python -m dse.export --plan plan.json --to llamacpp" in text and "--out plan.json" in text
+    # the export suggested is one that writes this plan as it is (no --nearest)
+    assert f"python -m dse.export --plan plan.json --to {export_for(plan)}" in text and "--out plan.json" in text
+    assert export_for(plan) is not None
 
 
 def llama_plan(tmp_path, capsys, *extra):
