@@ -380,12 +380,15 @@ def read_rows(path: str | Path, sweep: Sweep) -> tuple[list[Row], int]:
         shown = shown if len(shown) <= 120 and shown.isprintable() else repr(shown[:80]) + "..."
         raise QuantDSEError(f"--out {path} holds a sweep with other columns ({shown}): "
                             "choose another --out or delete the file")
-    rows, bad = [], 0
+    points = {p.key() for p in sweep.points}
+    rows, bad, seen = [], 0, set()
     for cells in lines[1:]:
         row = _parse_row(sweep, cells) if len(cells) == len(columns) else None
-        if row is None:
+        key = sweep.row_key(row) if row is not None else None
+        if key not in points or key in seen:  # unreadable, of no point of this sweep, or a second copy
             bad += 1
         else:
+            seen.add(key)
             rows.append(row)
     return rows, bad
 
