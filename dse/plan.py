@@ -143,7 +143,7 @@ def plan_problems(doc: Any) -> list[str]:
     """Every way `doc` is not a valid plan: the schema's rules, finite numbers, unique layer names."""
     from quantcore.jsoncheck import problems
 
-    if not isinstance(doc, dict) or doc.get("schema") not in SCHEMA_FILES:
+    if not isinstance(doc, dict) or not isinstance(doc.get("schema"), str) or doc["schema"] not in SCHEMA_FILES:
         got = doc.get("schema") if isinstance(doc, dict) else None
         return [f'"schema" must be "{PLAN_SCHEMA}", got {got!r}']
     out = problems(doc, plan_schema(doc["schema"]))

@@ -411,6 +411,8 @@ def test_fuzz_plan_file_schema(edits):
             target = doc
         elif kind == "totals":
             target = doc.get("totals") if isinstance(doc.get("totals"), dict) else None
+        elif kind == "number" and key in PLAN_FIELDS["totals"]:  # a number where the totals hold one
+            target = doc.get("totals") if isinstance(doc.get("totals"), dict) else None
         elif kind in ("layer", "number"):
             target = layer
         elif kind == "delete":

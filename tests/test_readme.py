@@ -17,7 +17,7 @@ Markers, HTML comments that the rendered page does not show (docs/doctests.md):
 
 - `<!-- output: COMMAND -->`: the next code block is COMMAND's stdout. COMMAND runs at that point of
   the page (once: if the command just before it is the same, its output is the one compared) and its
-  stdout must equal the block, wall-clock seconds (`0.21 s`) aside.
+  stdout must equal the block, wall-clock seconds (`0.21 s`) and sweep rates (`2.6 points/s`) aside.
 - `<!-- file: PATH -->`: the next code block is the content of PATH as an earlier command wrote it.
 - `<!-- pending: WHY -->`: the next python block cannot run yet; it is expected to fail (a strict
   xfail), so the test says when it starts to work and the marker should go.
@@ -59,6 +59,7 @@ NOT_RUN_HERE = {
 }
 MARKER = re.compile(r"^\s*<!--\s*(output|file|pending|can-i-use):\s*(.*?)\s*-->\s*$")
 SECONDS = re.compile(r"\b\d+(?:\.\d+)? s\b")
+RATE = re.compile(r"\b\d+(?:\.\d+)? points/s\b")  # a sweep's wall-clock rate
 
 
 @dataclass
@@ -205,8 +206,8 @@ def page_steps(path: Path) -> tuple[list[Step], list[tuple[Block, str | None]]]:
 
 
 def normalise(text: str) -> str:
-    """Trailing spaces and blank lines dropped, wall-clock seconds masked (they vary run to run)."""
-    lines = [SECONDS.sub("N s", line.rstrip()) for line in text.splitlines()]
+    """Trailing spaces and blank lines dropped, wall-clock seconds and rates masked (they vary run to run)."""
+    lines = [RATE.sub("N points/s", SECONDS.sub("N s", line.rstrip())) for line in text.splitlines()]
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines)
