@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from dse.budget import budget_from_text
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, check_outputs
@@ -141,9 +142,9 @@ class Sweep:
         """The SearchRequest of `point`: its target, workload values, hardware values as --set overrides."""
         settings = dict(point.settings)
         workload = {k: _workload_value(k, settings.pop(k)) for k in WORKLOAD_KEYS if k in settings}
-        return replace(self.base, hw=point.hw, model=point.model, budget=point.budget, method=point.method,
-                       workload=replace(self.base.workload, **workload),
-                       overrides=tuple(self.base.overrides) + tuple(f"{k}={v}" for k, v in settings.items()))
+        return replace(self.base, hw=point.hw, model=point.model, budget=budget_from_text(point.budget),
+                       method=point.method, workload=replace(self.base.workload, **workload),
+                       overrides={**dict(self.base.overrides), **settings})
 
     def row_key(self, row) -> tuple:
         return tuple(str(row[k]) for k in ("hw", *self.keys, "model", "budget", "method"))
