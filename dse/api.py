@@ -42,7 +42,8 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
            formats: tuple | list | None = None, sensitivity: str | None = None, calib: str | None = None,
            max_latency_ms: float | None = None, max_energy_mj: float | None = None,
            max_memory_gb: float | None = None, options: Mapping[str, object] | None = None, seed: int = 0,
-           policy: str | None = None, include: tuple = ()) -> Plan:
+           policy: str | None = None, include: tuple = (), activations: tuple | list | None = None,
+           kv_formats: tuple | list | None = None) -> Plan:
     """Pick a number format per layer of `model` for target `hw` under `budget`; return the `Plan`.
 
     :param model: a catalog name (``python -m dse.models --list``), a config.json or safetensors path,
@@ -65,6 +66,10 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
     :param seed: seed of every random choice.
     :param policy: ``method="rl"``: a policy folder or zoo name.
     :param include: ``("embeddings",)`` to search the token embedding too.
+    :param activations: activation suffixes the search chooses among per layer, ``("", "-a8", "-a4")``
+        (`dse.precision.parse_activations("16,8,4")` reads the CLI's text); None: as the formats name them.
+    :param kv_formats: KV-cache formats searched per K and V tensor, ``("fp16", "int8", "int4-g64")``;
+        None: the cache is fixed at the workload's kv_bits.
     :raises QuantDSEError: bad input (naming the parameter) or no plan within the limits.
     """
     if budget is not None and not isinstance(budget, Budget):
@@ -77,7 +82,9 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
         workload=workload if workload is not None else Workload.unset(),
         formats=tuple(formats) if formats is not None else None, max_latency_ms=max_latency_ms,
         max_energy_mj=max_energy_mj, max_memory_gb=max_memory_gb, overrides=dict(overrides or {}), seed=seed,
-        policy=policy, solver_options=dict(options or {}), include=tuple(include))
+        policy=policy, solver_options=dict(options or {}), include=tuple(include),
+        activations=tuple(activations) if activations is not None else None,
+        kv_formats=tuple(kv_formats) if kv_formats is not None else None)
     return Plan.from_dict(run(request))
 
 

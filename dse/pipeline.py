@@ -51,6 +51,10 @@ class SearchRequest:
     :param policy: ``method="rl"``: a policy folder or zoo name (None: the shipped default).
     :param solver_options: options the method declares, ``{"time_limit": 10.0}``; an unknown one is an error.
     :param include: ``("embeddings",)``: search the token embedding too.
+    :param activations: activation suffixes each weight candidate is expanded into (``("", "-a8", "-a4")``,
+        dse.precision.parse_activations); None: the candidates as named.
+    :param kv_formats: KV-cache candidates searched per K and V tensor (dse.kvcache); None: the cache is fixed
+        at the workload's kv_bits.
     """
 
     hw: object
@@ -70,6 +74,8 @@ class SearchRequest:
     solver_options: Mapping[str, object] = field(default_factory=dict)
     include: tuple = ()
     target: str | None = None  # --for: a deployment target (dse.export.targets): formats, runtime, tied layers
+    activations: tuple | None = None
+    kv_formats: tuple | None = None
 
     def __post_init__(self):
         # stored as tuples of (name, value) pairs, in the order given, so a request stays hashable and frozen
@@ -83,6 +89,9 @@ class SearchRequest:
         if self.formats is not None:
             object.__setattr__(self, "formats", tuple(self.formats))
         object.__setattr__(self, "include", tuple(self.include))
+        for name in ("activations", "kv_formats"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def override_dict(self) -> dict:
@@ -172,11 +181,13 @@ class Prepared:
     largest_memory: float = 0.0  # bytes of the weights with every layer at its largest candidate
     notes: list = field(default_factory=list)  # what the user is told on stderr and in the plan
     ties: list = field(default_factory=list)  # [[row indices]] that take one format (--for: fused layers)
+    kv: object = None  # dse.kvcache.KVTable: K/V cache items searched as rows after the layers; None: fixed cache
 
     def device_limit(self, limits: dict) -> float | None:
         """The device's free memory as a limit in bytes, where the weights under `limits` could exceed it."""
-        bound = bits_memory_bound(limits, self.largest_memory, float(sum(l.params for l in self.layers)),
-                                  self.fixed_memory)
+        cache = 0.0 if self.kv is None else float(self.kv.memory.max(axis=1).sum())
+        bound = bits_memory_bound(limits, self.largest_memory + cache, float(sum(l.params for l in self.layers)),
+                                  self.fixed_memory + cache)
         return device_memory_limit(self.hardware, self.free_memory, bound)
 
     def problem(self, limits: dict) -> Problem:
@@ -185,10 +196,17 @@ class Prepared:
         device = self.device_limit(limits)
         if device is not None:
             limits["memory"], sources["memory"] = device, "device"
+        arrays = dict(error=np.nan_to_num(self.sensitivity.errors, nan=np.inf),
+                      params=np.array([l.params for l in self.layers]), bits=self.bits,
+                      latency_s=self.costs.latency_s, energy_j=self.costs.energy_j, mask=mask)
+        names = [f.name for f in self.formats]
+        if self.kv is not None:
+            from dse.precision import with_kv_rows
+
+            names, arrays = with_kv_rows(names, arrays, self.kv)
         return Problem(
-            layer_names=[l.name for l in self.layers], format_names=[f.name for f in self.formats],
-            error=np.nan_to_num(self.sensitivity.errors, nan=np.inf), params=np.array([l.params for l in self.layers]),
-            bits=self.bits, latency_s=self.costs.latency_s, energy_j=self.costs.energy_j, mask=mask,
+            layer_names=[l.name for l in self.layers] + ([it.name for it in self.kv.items] if self.kv else []),
+            format_names=names, **arrays,
             limits=dict(limits), fixed_memory=self.fixed_memory, fixed_latency_s=self.fixed_latency_s,
             fixed_energy_j=self.fixed_energy_j, sources=sources)
 
@@ -226,7 +244,7 @@ class ModelWork:
 SOLVE_ONLY = frozenset({"budget", "method", "max_latency_ms", "max_energy_mj", "max_memory_gb", "policy",
                         "solver_options", "reward"})
 #: the fields that change the model's graph, candidates and sensitivity (not the hardware or workload)
-MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed")
+MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed", "activations")
 
 
 def _frozen(value):
@@ -361,6 +379,10 @@ def _model_work(request: SearchRequest) -> ModelWork:
     if not layers:
         raise QuantDSEError(f"model {graph.name} has no quantizable layers (linear/conv): check --model")
     candidates, file = _candidate_formats(request, layers, graph)
+    if request.activations:
+        from dse.precision import expand_activations
+
+        candidates = expand_activations(candidates, request.activations)
     return ModelWork(graph, layers, candidates, file)
 
 
@@ -389,28 +411,48 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     costs = hardware.cost(ops, formats, workload)
     keep, dropped, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
     if note:
+        from dse.precision import check_asked
+
+        check_asked(request, dropped, hardware.name, layers)
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     sensitivity = cache.sensitivity(request, work, formats)
+    if work.file is None and any(f.act_bits < 16 for f in formats):
+        from dse.precision import with_activation_prior
+
+        sensitivity = with_activation_prior(sensitivity, layers, formats)
     bits = cache.table(("bits", model_key, tuple(f.name for f in formats)),
                        lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats,
                                           np.array([l.n for l in layers])))
     emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)
+    kv = None
+    fm = free_memory(hardware.spec, graph, workload)
+    if request.kv_formats:  # the cache is searched: its attention and memory leave the fixed part
+        from dse.kvcache import kv_format_list, kv_table
+
+        kv = kv_table(graph, hardware, workload, kv_format_list(",".join(request.kv_formats)), notes,
+                      errors=getattr(sensitivity, "kv_errors", None))
+        att = None
+        fm = None if fm is None else dataclasses.replace(fm, kv_cache=0.0)
     fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
     fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
     params = np.array([l.params for l in layers], dtype=np.float64)
     largest = max_weight_bytes(bits, params, costs.supported & np.isfinite(sensitivity.errors), fixed_memory)
     prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
                         fixed_memory=fixed_memory, fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy,
-                        workload=workload, dropped=dropped, free_memory=free_memory(hardware.spec, graph, workload),
-                        largest_memory=largest, notes=notes + workload_notes)
+                        workload=workload, dropped=dropped, free_memory=fm,
+                        largest_memory=largest, notes=notes + workload_notes, kv=kv)
     check_costs(prepared)
     if request.target:  # the layers the runtime fuses take one format
         from dse.export.targets import get_target, tied_groups
 
         prepared.ties = tied_groups([l.name for l in layers], get_target(request.target).fuse)
+    if kv is not None:  # a runtime with one KV type for the model: its items take one format
+        from dse.kvcache import tie_groups
+
+        prepared.ties = list(prepared.ties) + tie_groups(kv.items, kv.scope, len(layers))
     return prepared
 
 
@@ -449,6 +491,11 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     from dse.problem import tie
 
     problem = prepared.problem(limits)
+    from dse.solvers import reads_run
+
+    if prepared.kv is not None and reads_run(method or prepared.request.method):
+        raise QuantDSEError(f"--method {method or prepared.request.method} reads the model's layers and cannot "
+                            "search --kv-formats: use --method ilp (or fix the cache with --kv-bits)")
     solved, rows = tie(problem, prepared.ties)  # fused layers: one decision each
     message = solved.infeasible_message(lambda kinds: infeasible_hint(prepared, solved, kinds))
     if message:
@@ -457,7 +504,6 @@ def solve_prepared(prepared: Prepared, limits: dict, method: str | None = None, 
     seed = prepared.request.seed if seed is None else seed
     extra = solver_options(prepared, method)
     run = lambda: solve(solved, method=method, seed=seed, **extra, **options)  # noqa: E731
-    from dse.solvers import reads_run
 
     user_options = method == prepared.request.method and prepared.request.solver_options
     reusable = cache is not None and not user_options and not options and not reads_run(method)

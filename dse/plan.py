@@ -1,7 +1,9 @@
-"""The plan (schema ``dse.plan/1``): the document other quantizers consume.
+"""The plan (schema ``dse.plan/2``): the document other quantizers consume.
 
 Written atomically; the same inputs give the same bytes apart from the timing
-field ``solver.seconds``. Its JSON Schema is committed as ``dse/schemas/plan-1.schema.json``;
+field ``solver.seconds``. Its JSON Schema is committed as ``dse/schemas/plan-2.schema.json``
+(plan/2 adds each layer's ``activation`` and, when the KV cache was searched, a ``kv`` entry per
+cached K and V tensor; ``dse.plan/1`` files, ``plan-1.schema.json``, are still read);
 `load_plan` checks every plan read against it (types, ranges, finite numbers) and that layer
 names are unique, and reports every problem in one line. `Plan` is the typed, frozen view the
 Python API returns.
@@ -22,10 +24,11 @@ from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, dumps, load_json
 from dse.device import device_doc, memory_note
 
-PLAN_SCHEMA = "dse.plan/1"
+PLAN_SCHEMA = "dse.plan/2"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
-#: the JSON Schema of each plan version this release reads
-SCHEMA_FILES = {PLAN_SCHEMA: Path(__file__).parent / "schemas" / "plan-1.schema.json"}
+#: the JSON Schema of each plan version this release reads (it writes PLAN_SCHEMA)
+SCHEMA_FILES = {"dse.plan/1": Path(__file__).parent / "schemas" / "plan-1.schema.json",
+                PLAN_SCHEMA: Path(__file__).parent / "schemas" / "plan-2.schema.json"}
 #: problems listed in one error line before "and N more"
 MAX_PROBLEMS = 6
 
@@ -42,19 +45,26 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     a = result.assignment
     costs = prepared.costs
     memory = problem.memory
+    from dse.precision import activation_doc
+
     layers = []
     for i, layer in enumerate(prepared.layers):
         f = int(a[i])
+        fmt = prepared.formats[f].fallback_for(layer.row)
         layers.append({
             # the format the tool applies (llama.cpp k-quants on rows not a multiple of 256 fall back)
-            "name": layer.name, "format": prepared.formats[f].fallback_for(layer.row).name,
+            "name": layer.name, "format": fmt.name,
             "bits": _r(prepared.bits[i, f]),
             "params": int(layer.params), "error": _r(problem.error[i, f]),
             "latency_s": _r(costs.latency_s[i, f]), "energy_j": _r(costs.energy_j[i, f]),
             "memory_bytes": _r(memory[i, f]), "kind": layer.kind, "role": layer.role,
             "block": layer.block, "bound": ("compute", "memory", "other")[int(costs.bound[i, f])],
+            "activation": activation_doc(fmt),
         })
     totals = {k: _r(v) for k, v in problem.totals(a).items()}
+    kv = kv_entries(prepared, problem, a)
+    if kv:
+        totals["kv_cache_bytes"] = _r(sum(e["memory_bytes"] for e in kv))
     solver = {"status": result.status, "gap": _r(result.gap) if np.isfinite(result.gap) else None,
               "seconds": round(float(result.seconds), 6), "objective": _r(result.objective),
               "message": result.message}
@@ -68,7 +78,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "schema": PLAN_SCHEMA,
         "model": prepared.graph.name,
         "hardware": prepared.hardware.name,
-        "workload": prepared.workload.as_dict(),
+        "workload": workload_doc(prepared),
         "budget": {**budget_doc, "limits": limits},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
@@ -78,9 +88,10 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                   "note": fixed_note(prepared)},
         "device": device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
-                                                      prepared.free_memory)] if added else []),
+                                                      prepared.free_memory)] if added else []) + kv_note(kv),
         "solver": solver,
         **pipeline,
+        **({"kv": kv} if kv else {}),
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,
                        "sensitivity": prepared.sensitivity.source,
                        "sensitivity_is_prior": prepared.sensitivity.source == "prior",
@@ -92,6 +103,53 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "target": req.target},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
+
+
+def workload_doc(prepared) -> dict:
+    """The plan's workload; with the cache searched, its sentence says so instead of naming --kv-bits."""
+    import re
+
+    doc = prepared.workload.as_dict()
+    if getattr(prepared, "kv", None) is not None:
+        doc["description"] = re.sub(r"an? \d+-bit KV cache", "a KV cache searched per K/V tensor",
+                                    doc["description"])
+    return doc
+
+
+def kv_note(kv: list) -> list:
+    """One line for people: the KV formats chosen, K and V apart, and the cache's size."""
+    if not kv:
+        return []
+    from collections import Counter
+
+    parts = []
+    for tensor in ("k", "v"):
+        counts = Counter(e["format"] for e in kv if e["tensor"] == tensor)
+        parts.append(f"{tensor.upper()} " + ", ".join(f"{n} in {c} layers" for n, c in counts.most_common()))
+    total = sum(e["memory_bytes"] for e in kv)
+    tied = f", {kv[0]['tied']}" if kv[0].get("tied") else " per layer"
+    return [f"KV cache searched{tied}: {'; '.join(parts)}; {total / 1e9:.3f} GB, counted in memory"]
+
+
+def kv_entries(prepared, problem, a) -> list:
+    """The plan's ``kv``: one entry per cached K / V tensor (rows after the layers), when it was searched."""
+    kv = prepared.kv
+    if kv is None:
+        return []
+    L = len(prepared.layers)
+    index = {f.name: j for j, f in enumerate(kv.formats)}
+    tied = {"kv": "one KV type for the model (the runtime's)", "k,v": "one K type and one V type for the model "
+            "(the runtime's)"}.get(kv.scope)
+    out = []
+    for i, item in enumerate(kv.items):
+        j = index[problem.format_names[int(a[L + i])]]
+        fmt = kv.formats[j]
+        entry = {"name": item.name, "module": item.module, "tensor": item.tensor, "format": fmt.name,
+                 "bits": _r(fmt.bits_per_weight(item.head_dim)), "memory_bytes": _r(kv.memory[i, j]),
+                 "error": _r(kv.error[i, j]), "latency_s": _r(kv.latency_s[i, j]), "energy_j": _r(kv.energy_j[i, j]),
+                 "block": item.block}
+        out.append({**entry, "tied": tied} if tied else entry)
+    return out
 
 
 def _text(value) -> str:
@@ -112,7 +170,9 @@ def fixed_note(prepared) -> str:
     if graph.extra_params:
         parts.append("norms/biases (16-bit)")
     attention = sum(l.kind == "attention" for l in graph.layers)
-    if attention:
+    if attention and getattr(prepared, "kv", None) is not None:
+        pass  # the KV cache and the attention that reads it are searched (the plan's kv)
+    elif attention:
         w = prepared.workload
         cache = "the KV cache" if w.phase != "forward" else "the keys and values"
         parts.append(f"attention of {attention} layers over the image and text tokens (16-bit)" if w.phase == "denoise"
@@ -135,7 +195,7 @@ def write_plan(plan: dict, path: str) -> None:
 
 @lru_cache(maxsize=None)
 def plan_schema(version: str = PLAN_SCHEMA) -> dict:
-    """The committed JSON Schema of a plan version (``dse/schemas/plan-1.schema.json``)."""
+    """The committed JSON Schema of a plan version (``dse/schemas/plan-2.schema.json``, ``plan-1``)."""
     return json.loads(SCHEMA_FILES[version].read_text(encoding="utf-8"))
 
 
@@ -145,7 +205,7 @@ def plan_problems(doc: Any) -> list[str]:
 
     if not isinstance(doc, dict) or not isinstance(doc.get("schema"), str) or doc["schema"] not in SCHEMA_FILES:
         got = doc.get("schema") if isinstance(doc, dict) else None
-        return [f'"schema" must be "{PLAN_SCHEMA}", got {got!r}']
+        return ['"schema" must be ' + " or ".join(f'"{v}"' for v in reversed(SCHEMA_FILES)) + f", got {got!r}"]
     out = problems(doc, plan_schema(doc["schema"]))
     layers = doc.get("layers")
     if isinstance(layers, list):
@@ -219,7 +279,7 @@ class PlanLayer:
 
 @dataclass(frozen=True)
 class Plan:
-    """A plan (``dse.plan/1``) as a frozen, typed value: what `dse.search` returns.
+    """A plan (``dse.plan/2``; ``dse.plan/1`` read too) as a frozen, typed value: what `dse.search` returns.
 
     ``Plan.from_json(text)`` / ``plan.to_json()`` convert to and from the file other tools read
     (every document is checked against the committed schema); ``plan.save(path)`` writes it
@@ -236,7 +296,7 @@ class Plan:
     :param solver: status, gap, seconds and the solver's own figures.
     :param provenance: version, seed, cost model, sensitivity source and overrides.
     :param extra: every other top-level entry (formats, fixed, device, notes, ...), in file order.
-    :param schema: the plan version (``dse.plan/1``).
+    :param schema: the plan version (``dse.plan/2``, or ``dse.plan/1`` as read).
     :param order: the document's keys in file order (`to_dict` keeps them).
     """
 

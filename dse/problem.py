@@ -7,6 +7,10 @@ subject to  sum_l coef_c[l, f_l] <= rhs_c   for every constraint c
 Constraints are linear in the one-hot choice, so every solver (ILP, Lagrangian,
 greedy, ...) reads the same `constraints()` list. Costs that no choice changes
 (embeddings, attention, norms) are `fixed_*` and are taken off the right-hand side.
+
+A row need not be a weight: a KV-cache tensor (``<attention>.k_cache``) is a row with no
+parameters (it adds nothing to the average bits) whose `item_memory` is the cache's bytes in
+each format, and whose latency is the attention matmul that reads it (dse.kvcache).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class Problem:
     fixed_latency_s: float = 0.0
     fixed_energy_j: float = 0.0
     sources: dict = field(default_factory=dict)  # where a limit came from when not the user: {"memory": "device"}
+    item_memory: np.ndarray | None = None  # [L, F] bytes a row holds besides its weights (a KV cache); None: 0
 
     def __post_init__(self):
         L, F = len(self.layer_names), len(self.format_names)
@@ -65,6 +70,8 @@ class Problem:
         if unknown:
             raise QuantDSEError(f"unknown constraint {sorted(unknown)}: use {', '.join(CONSTRAINT_UNITS)}")
         self.params = np.asarray(self.params, dtype=np.float64)
+        if self.item_memory is not None and self.item_memory.shape != (L, F):
+            raise ValueError(f"Problem.item_memory has shape {self.item_memory.shape}, expected {(L, F)}")
         finite = np.isfinite(self.error) & np.isfinite(self.bits)
         for kind in self.limits:
             finite &= np.isfinite(self.coef(kind))
@@ -81,8 +88,9 @@ class Problem:
 
     @property
     def memory(self) -> np.ndarray:
-        """Bytes of each layer's weights in each format."""
-        return self.params[:, None] * self.bits / 8.0
+        """Bytes of each row in each format: a layer's weights, a KV item's cache."""
+        weights = self.params[:, None] * self.bits / 8.0
+        return weights if self.item_memory is None else weights + self.item_memory
 
     def coef(self, kind: str) -> np.ndarray:
         if kind == "bits":
@@ -209,5 +217,6 @@ def tie(problem: Problem, groups: list) -> tuple[Problem, np.ndarray]:
                      latency_s=add(problem.latency_s), energy_j=add(problem.energy_j), mask=mask,
                      limits=dict(problem.limits), fixed_memory=problem.fixed_memory,
                      fixed_latency_s=problem.fixed_latency_s, fixed_energy_j=problem.fixed_energy_j,
-                     sources=dict(problem.sources))
+                     sources=dict(problem.sources),
+                     item_memory=None if problem.item_memory is None else add(problem.item_memory))
     return merged, rows

@@ -44,6 +44,13 @@ def add_request_args(p: ArgumentParser) -> None:
     p.add_argument("--calib", help="calibration texts for hessian/fisher/output, one per line (default: shipped)")
     add_workload_args(p)
     p.add_argument("--formats", help="candidate formats, comma-separated (python -m dse.formats)")
+    p.add_argument("--activations", metavar="LIST",
+                   help="activation precisions the search chooses per layer, e.g. 16,8,4 (f8: fp8, 8c: per channel, "
+                        "4g128: per group): each candidate format runs with each, where the target has a kernel")
+    p.add_argument("--kv-formats", metavar="LIST",
+                   help="search the KV-cache precision per layer, K and V apart, among these formats (or 'default': "
+                        "fp16,fp8-e4m3,int8,int4-g128-asym,int4-g64,int2-g32); a memory budget then covers weights "
+                        "+ KV cache; --kv-bits fixes it instead")
     p.add_argument("--formats-for", metavar="TARGET",
                    help="only formats an export target writes exactly (python -m dse.export --list-formats TARGET)")
     p.add_argument("--for", dest="target", metavar="TARGET",
@@ -123,7 +130,21 @@ def request_from_args(args) -> SearchRequest:
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
         overrides=hardware, solver_options=solver,
-        policy=args.policy, seed=args.seed, include=tuple(args.include), target=args.target)
+        policy=args.policy, seed=args.seed, include=tuple(args.include), target=args.target,
+        **precision_args(args))
+
+
+def precision_args(args) -> dict:
+    """--activations and --kv-formats as SearchRequest fields (text read here, checked by their modules)."""
+    from dse.kvcache import kv_format_list
+    from dse.precision import parse_activations
+
+    acts = getattr(args, "activations", None)
+    kv = getattr(args, "kv_formats", None)
+    if kv is not None and args.kv_bits is not None:
+        raise QuantDSEError("--kv-bits fixes the KV cache and --kv-formats searches it: give one of them")
+    return {"activations": parse_activations(acts) if acts is not None else None,
+            "kv_formats": tuple(f.name for f in kv_format_list(kv)) if kv is not None else None}
 
 
 def split_set(items: list[str], method: str, hw: str) -> tuple[dict, dict]:

@@ -50,7 +50,14 @@ module per family; this module keeps the catalog, the name grammar and the bit a
   among four fp3/fp4 variants whose redundant -0 code is an extra special value (see
   `BITMOD_DATATYPES`); fp16 scale amax / max|grid| per candidate, round to nearest with ties
   to the lower value, as the authors' ``quant_datatype`` / ``search_datatype``.
-- The activation suffix ``-aN`` (N in 4, 8, 16) only sets `act_bits`; quantize() is weights only.
+- The activation suffix says how the layer's *input* runs (quantize() is weights only; the
+  activation's error is dse.actprior's or a measured sensitivity's business):
+  ``-aN`` integer activations of N bits (4, 8; 16 = unquantized), one dynamic scale per token
+  (SmoothQuant / vLLM W8A8, QServe's A8); ``-afN`` floating point (``-af8``: fp8 e4m3 per
+  token as TensorRT-LLM / vLLM FP8; ``-af4``: fp4 e2m1, as NVFP4's activations); a trailing
+  ``c`` quantizes per input channel (static, as LLM.int8()-style channel scales) and ``gG`` per
+  group of G along the row (Atom/QuaRot W4A4: ``int4-g128-a4g128``). Fields: `act_bits`,
+  `act_type` ("int" | "fp"), `act_granularity` ("token" | "channel" | "group"), `act_group`.
 """
 from __future__ import annotations
 
@@ -73,6 +80,8 @@ from quantcore.quantizers.nf import NF4_CODE  # noqa: F401  (re-exported)
 NOMINAL_K = 4096
 #: activation precisions a name may carry as ``-aN``
 ACT_BITS = (4, 8, 16)
+#: floating-point activation widths a name may carry as ``-afN``
+FP_ACT_BITS = (4, 8)
 #: candidate formats for a search when the user gives no --formats
 DEFAULT_SEARCH_FORMATS: tuple[str, ...] = (
     "int2-g64", "int3-g128", "int3-g64", "int4-g128", "int4-g64", "int4-g32",
@@ -104,11 +113,26 @@ class Format:
     element: str = "int"
     description: str = ""
     lowrank: int = 0  # rank of a 16-bit low-rank branch beside the quantized weight (SVDQuant); 0 = none
+    act_type: str = "int"  # "int" | "fp": the activation's number type (when act_bits < 16)
+    act_granularity: str = "token"  # "token" | "channel" | "group": what one activation scale covers
+    act_group: int | None = None  # the group size along the row when act_granularity is "group"
+
+    @property
+    def act_suffix(self) -> str:
+        """The activation part of the name: ``""`` (16-bit), ``-a8``, ``-af8``, ``-a8c``, ``-a4g128``."""
+        if self.act_bits == 16:
+            return ""
+        tail = {"token": "", "channel": "c", "group": f"g{self.act_group}"}[self.act_granularity]
+        return f"-a{'f' if self.act_type == 'fp' else ''}{self.act_bits}{tail}"
 
     @property
     def weight_name(self) -> str:
-        """The name without its ``-aN`` suffix."""
-        return self.name if self.act_bits == 16 else self.name[: -len(f"-a{self.act_bits}")]
+        """The name without its activation suffix."""
+        return self.name[: len(self.name) - len(self.act_suffix)]
+
+    def with_activation(self, act_suffix: str) -> "Format":
+        """This weight format with another activation suffix (``""`` for 16-bit activations)."""
+        return get_format(self.weight_name + act_suffix)
 
     @property
     def is_quantized(self) -> bool:
@@ -148,7 +172,7 @@ class Format:
         target = _GGML_FALLBACK.get(self.weight_name)
         if target is None or k % _GGML_BLOCKS[target][0] != 0:
             target = "fp16"
-        return get_format(target if self.act_bits == 16 else f"{target}-a{self.act_bits}")
+        return get_format(target + self.act_suffix)
 
     def quantize(self, w: np.ndarray) -> np.ndarray:
         """Fake-quantize a 2-D weight [out, k]: float32 array of the same shape."""
@@ -179,6 +203,7 @@ class Format:
             "zero_bits": self.zero_bits, "act_bits": self.act_bits,
             "block_size": self.block_size, "block_bits": self.block_bits,
             "element": self.element, "description": self.description, "lowrank": self.lowrank,
+            "act_type": self.act_type, "act_granularity": self.act_granularity, "act_group": self.act_group,
         }
 
 
@@ -237,7 +262,7 @@ _INT_RE = re.compile(r"int(\d+)(?:-g(\d+))?(-asym)?(-qz)?")
 _QZ_CATALOG_BITS = (2, 3, 4, 8)
 _FP4_RE = re.compile(r"fp4-e2m1(?:-g(\d+))?")
 _BITMOD_RE = re.compile(r"bitmod(\d+)-g(\d+)")
-_ACT_RE = re.compile(r"(.+)-a(\d+)")
+_ACT_RE = re.compile(r"(.+)-a(f?)(\d+)(c|g\d+)?")
 _RANK_RE = re.compile(r"(.+)-r(\d+)")
 #: ranks a low-rank branch may take (SVDQuant uses 32; its ablation runs 16-256)
 LOWRANK_RANGE = (1, 1024)
@@ -301,12 +326,11 @@ def _build(base: str) -> Format:
 @functools.lru_cache(maxsize=None)
 def _get(name: str) -> Format:
     text = name.strip().lower()
-    base, act = text, 16
+    base, act, act_fields = text, 16, {}
     m = _ACT_RE.fullmatch(text)
     if m:
-        base, act = m.group(1), int(m.group(2))
-        if act not in ACT_BITS:
-            raise QuantDSEError(f"activation bits {act} in {name!r} are not supported: use -a4, -a8 or -a16")
+        base, act = m.group(1), int(m.group(3))
+        act_fields = _activation_fields(m.group(2), act, m.group(4), name)
     rank = 0
     m = _RANK_RE.fullmatch(base)
     if m:
@@ -325,8 +349,25 @@ def _get(name: str) -> Format:
         fmt = dataclasses.replace(fmt, name=f"{fmt.name}-r{rank}", lowrank=rank,
                                   description=f"{fmt.description} + rank-{rank} 16-bit low-rank branch (SVDQuant)")
     if act != 16:
-        fmt = dataclasses.replace(fmt, name=f"{fmt.name}-a{act}", act_bits=act)
+        fmt = dataclasses.replace(fmt, act_bits=act, **act_fields)
+        fmt = dataclasses.replace(fmt, name=fmt.name + fmt.act_suffix)
     return _intern(fmt)
+
+
+def _activation_fields(fp: str, act: int, tail: str | None, name: str) -> dict:
+    """act_type / act_granularity / act_group of an activation suffix, or a QuantDSEError."""
+    if fp and act not in FP_ACT_BITS:
+        raise QuantDSEError(f"floating-point activation bits {act} in {name!r} are not supported: use -af8 or -af4")
+    if not fp and act not in ACT_BITS:
+        raise QuantDSEError(f"activation bits {act} in {name!r} are not supported: use -a4, -a8 or -a16")
+    if act == 16 and (fp or tail):
+        raise QuantDSEError(f"16-bit activations in {name!r} take no type or granularity: drop the suffix")
+    if tail is None:
+        return {"act_type": "fp" if fp else "int"}
+    if tail == "c":
+        return {"act_type": "fp" if fp else "int", "act_granularity": "channel"}
+    group = _check_group(tail[1:], name)
+    return {"act_type": "fp" if fp else "int", "act_granularity": "group", "act_group": group}
 
 
 @functools.lru_cache(maxsize=None)

@@ -224,6 +224,12 @@ def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill
         else:
             kind = "lut"
         return ("fp16", 2.0, kind, False, False)
+    if getattr(fmt, "act_type", "int") == "fp":  # fp8 / fp4 activations (``-afN``): fp tensor cores only
+        if act == 8 and family == "fp" and bits == 8:
+            return ("fp8", 1.0, None, False, False) if rates["fp8"] > 0 else None
+        if act == 8 and family == "int" and bits <= 4:  # TensorRT-LLM W4A8-AWQ: int4 -> fp8 in registers, fp8 MMA
+            return ("fp8", 1.0, "w4a8", False, False) if rates["fp8"] > 0 else None
+        return None  # fp4 tensor cores (Blackwell) are not in the spec schema
     if act == 8:
         if family == "fp" and bits == 8:
             return ("fp8", 1.0, None, False, False) if rates["fp8"] > 0 else None
