@@ -100,7 +100,10 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "hardware_overrides": [f"{k}={_text(v)}" for k, v in req.overrides], "include": list(req.include),
                        "energy_basis": getattr(prepared.hardware, "ENERGY_BASIS", "estimate"),
                        "runtime": (getattr(prepared.hardware, "runtime", None) or {}).get("name"),
-                       "target": req.target},
+                       "target": req.target,
+                       **({"activations": [s.removeprefix("-a") or "16" for s in req.activations]}
+                          if req.activations else {}),
+                       **({"kv_formats": list(req.kv_formats)} if req.kv_formats else {})},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 

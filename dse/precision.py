@@ -4,7 +4,8 @@
 ``int4-g128-a8``, ``int4-g128-a4``); the target's cost model says which it has a kernel for
 (hwmodels.families: int8 tensor cores W8A8/W4A8, int4 tensor cores W4A4, fp8 on Ada/Hopper, the
 CPU's int8 matmul) and `dse.device.runnable` drops the others with a note. A variant the user
-named in --formats that no layer can run is an error instead. Each variant's error is the weight
+named in --formats that no layer can run is an error instead, when it leaves none of the quantized-
+activation combinations the user named (a list with some runnable ones drops the rest with a note). Each variant's error is the weight
 error plus its input's activation error (dse.actprior's prior unless a measured source gives it).
 """
 from __future__ import annotations
@@ -58,8 +59,9 @@ def check_asked(request, dropped: tuple, hw_name: str, layers) -> None:
     if not request.formats or request.target:
         return
     asked = {get_format(n).name for n in request.formats}
+    quantized = [n for n in asked if get_format(n).act_bits < 16]
     bad = [n for n in dropped if n in asked and get_format(n).act_bits < 16]
-    if bad:
+    if bad and len(bad) == len(quantized):  # every combination asked for is unrunnable; else a note drops them
         fmt = get_format(bad[0])
         raise QuantDSEError(f"layer {layers[0].name}: {hw_name} has no kernel for {fmt.name} (weights "
                             f"{fmt.weight_name}, {fmt.act_bits}-bit {fmt.act_type} activations per "

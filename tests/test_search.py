@@ -17,7 +17,7 @@ def search_json(cli, *args):
 
 def test_main_job_u280_3p7_bits(cli):
     plan = search_json(cli, "--hw", "u280", "--budget", "3.7bits")
-    assert plan["schema"] == "dse.plan/1" and plan["model"] == "llama-2-7b" and plan["hardware"] == "u280"
+    assert plan["schema"] == "dse.plan/2" and plan["model"] == "llama-2-7b" and plan["hardware"] == "u280"
     assert 3.5 <= plan["totals"]["effective_bits"] <= 3.7
     assert plan["solver"]["status"] == "optimal"
     assert plan["provenance"]["sensitivity"] == "prior" and plan["provenance"]["sensitivity_is_prior"]
@@ -168,7 +168,7 @@ def test_plan_written_atomically_and_table_printed(cli, tmp_path):
     r = cli("dse.search", "--hw", "u280", "--budget", "3.7bits", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "totals (searched layers + fixed part)" in r.stdout and f"plan written to {out}" in r.stdout
-    assert json.loads(out.read_text())["schema"] == "dse.plan/1"
+    assert json.loads(out.read_text())["schema"] == "dse.plan/2"
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp file left behind
 
 

@@ -47,6 +47,9 @@ def format_of(cfg: dict) -> str:
 
 
 def write(export: Export) -> tuple[dict, dict]:
+    from dse.export.kvexport import kv_choice
+
+    kv_choice(export, NAME, ())  # weights only: a quantized KV cache stops here
     return {l.name: entry(l.format) for l in export.layers}, {}
 
 

@@ -90,6 +90,23 @@ def groups(export: Export) -> tuple[dict, list, set]:
     return config_groups, ignore, used
 
 
+#: the plan's KV formats compressed-tensors writes as ``kv_cache_scheme`` (vLLM reads fp8 only:
+#: ``kv_cache_dtype=fp8`` with the per-tensor scales llm-compressor calibrates)
+KV_SCHEMES = {"fp8-e4m3": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True}}
+
+
+def kv_scheme(export: Export, target: str = NAME) -> dict | None:
+    """The ``kv_cache_scheme`` of the plan's KV choice (one for K and V), or None (16-bit cache)."""
+    from dse.export.kvexport import kv_choice
+
+    choice = kv_choice(export, target, tuple(KV_SCHEMES))
+    if choice is None:
+        return None
+    export.notes.append(f"KV cache {choice['k']}: kv_cache_scheme (per-tensor scales, one for every layer; "
+                        "vLLM serves it as kv_cache_dtype=fp8)")
+    return dict(KV_SCHEMES[choice["k"]])
+
+
 def build(export: Export):
     """The validated compressed_tensors.QuantizationConfig of the plan."""
     QuantizationConfig = need("compressed_tensors.quantization", NAME).QuantizationConfig
@@ -97,7 +114,7 @@ def build(export: Export):
     return QuantizationConfig.model_validate({
         "config_groups": config_groups, "quant_method": "compressed-tensors",
         "format": used.pop() if len(used) == 1 else "mixed-precision",
-        "quantization_status": "compressed", "ignore": ignore})
+        "quantization_status": "compressed", "ignore": ignore, "kv_cache_scheme": kv_scheme(export)})
 
 
 def write(export: Export) -> tuple[dict, dict]:

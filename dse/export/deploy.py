@@ -54,7 +54,8 @@ def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
         max_latency_ms=others["latency"] * 1e3 if "latency" in others else None,
         max_energy_mj=others["energy"] * 1e3 if "energy" in others else None,
         max_memory_gb=others["memory"] / 1e9 if "memory" in others else None,
-        overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy)
+        overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy,
+        kv_formats=tuple(prov["kv_formats"]) if prov.get("kv_formats") else None)
 
 
 def resolve_nearest(plan: dict, path: str, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:

@@ -64,6 +64,9 @@ def with_fused(names: list) -> list:
 
 def write(export: Export) -> tuple[dict, dict]:
     """(quantize_config.json as a dict, extras)."""
+    from dse.export.kvexport import kv_choice
+
+    kv_choice(export, NAME, ())  # weights only: a quantized KV cache stops here
     base = dominant_format(export) or get_format("int4-g128-qz")
     universe = with_fused([l.name for l in export.graph.layers if l.params > 0])
     dynamic: dict = {}

@@ -32,6 +32,8 @@ GGML_TYPES = {"q4_0": "q4_0", "q4_1": "q4_1", "q5_0": "q5_0", "q5_1": "q5_1", "q
               "q2_k": "q2_K", "q3_k": "q3_K", "q4_k": "q4_K", "q5_k": "q5_K", "q6_k": "q6_K",
               "fp16": "f16", "bf16": "bf16", "fp32": "f32"}
 FORMATS = tuple(GGML_TYPES)
+#: the plan's KV formats llama.cpp's --cache-type-k / --cache-type-v take (common/arg.cpp kv_cache_types)
+KV_TYPES = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 #: llama-quantize quantizes token_embd.weight like any other tensor
 EMBEDDINGS = True
 
@@ -121,7 +123,18 @@ def write(export: Export) -> tuple[str, dict]:
     dominant = dominant_format(export)
     base = GGML_TYPES[dominant.name] if dominant is not None else "q8_0"
     command = f"llama-quantize --tensor-type-file {{out}} model-f16.gguf model-{base}.gguf {base.upper()}"
-    return "\n".join(lines) + "\n", {"command": command, "dropped": dropped}
+    extras = {"command": command, "dropped": dropped}
+    from dse.export.kvexport import kv_choice
+
+    kv = kv_choice(export, NAME, KV_TYPES, scope="k,v")
+    if kv is not None:  # a run-time flag, not in the GGUF: one type for all layers
+        flags = f"--cache-type-k {GGML_TYPES[kv['k']]} --cache-type-v {GGML_TYPES[kv['v']]}"
+        extras["runtime_flags"] = flags + (" -fa" if kv["v"] not in ("fp16", "bf16") else "")
+        export.notes.append(f"KV cache: pass {extras['runtime_flags']} to llama-cli / llama-server; llama.cpp's "
+                            "cache types are global (one K and one V type for all layers)"
+                            + ("; a quantized V cache needs flash attention (-fa)" if "-fa" in extras["runtime_flags"]
+                               else ""))
+    return "\n".join(lines) + "\n", extras
 
 
 def read(text: str, graph) -> dict:

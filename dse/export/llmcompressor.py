@@ -29,8 +29,11 @@ def write(export: Export) -> tuple[str, dict]:
     config_groups, ignore, _ = ctensors.groups(export)
     for group in config_groups.values():
         group.pop("format", None)  # llm-compressor infers the compression format when it saves
-    recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": {
-        "ignore": ignore, "config_groups": config_groups}}}}
+    modifier = {"ignore": ignore, "config_groups": config_groups}
+    kv = ctensors.kv_scheme(export, NAME)
+    if kv is not None:  # QuantizationModifier's kv_cache_scheme: calibrated K/V scales, as vLLM reads them
+        modifier["kv_cache_scheme"] = kv
+    recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": modifier}}}
     return need("yaml", NAME).safe_dump(recipe, sort_keys=False, width=120), {}
 
 

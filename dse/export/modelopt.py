@@ -31,9 +31,14 @@ _ALGOS = {
     "nvfp4-a4": {"quant_algo": "NVFP4", "group_size": 16},
 }
 FORMATS = tuple(_ALGOS) + ("fp16", "bf16")
+#: the plan's KV formats as ``kv_cache_quant_algo`` (TensorRT-LLM's FP8 and INT8 caches, one for K and V)
+KV_ALGOS = {"fp8-e4m3": "FP8", "int8": "INT8"}
 
 
 def write(export: Export) -> tuple[dict, dict]:
+    from dse.export.kvexport import kv_choice
+
+    kv = kv_choice(export, NAME, tuple(KV_ALGOS))
     quantized, exclude = {}, []
     for l in export.layers:
         if l.format.is_quantized:
@@ -41,7 +46,7 @@ def write(export: Export) -> tuple[dict, dict]:
         else:
             exclude.append(l.name)
     doc = {"producer": {"name": "quantdse", "version": __version__},
-           "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": None,
+           "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": KV_ALGOS[kv["k"]] if kv else None,
                             "quantized_layers": quantized, "exclude_modules": exclude}}
     return doc, {}
 

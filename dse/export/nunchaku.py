@@ -61,6 +61,9 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def write(export: Export) -> tuple[dict, dict]:
+    from dse.export.kvexport import kv_choice
+
+    kv_choice(export, NAME, ())  # weights only: a quantized KV cache stops here
     layers: dict = {}
     for l in export.layers:
         stage, name = _split(l.name)
