@@ -40,12 +40,15 @@ def parse_activations(text: str) -> tuple[str, ...]:
 
 
 def expand_activations(formats: list, suffixes) -> list:
-    """Each weight format with each activation suffix (16-bit formats stay 16-bit), without repeats."""
+    """Each weight format with each activation suffix, without repeats: 16-bit formats stay 16-bit, and
+    no variant has activations narrower than its weights (W8A4 has a kernel nowhere)."""
     out, seen = [], set()
     for fmt in formats:
         variants = [""] if not fmt.is_quantized else suffixes
         for suffix in variants:
             f = fmt.with_activation(suffix)
+            if f.act_bits < fmt.weight_bits:
+                continue
             if f.name not in seen:
                 seen.add(f.name)
                 out.append(f)
