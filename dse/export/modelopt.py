@@ -39,6 +39,9 @@ def write(export: Export) -> tuple[dict, dict]:
     from dse.export.kvexport import kv_choice
 
     kv = kv_choice(export, NAME, tuple(KV_ALGOS))
+    if kv:
+        export.notes.append(f"KV cache {kv['k']}: kv_cache_quant_algo {KV_ALGOS[kv['k']]} (one for every layer, K and V; "
+                            "TensorRT-LLM builds the engine's cache in it)")
     quantized, exclude = {}, []
     for l in export.layers:
         if l.format.is_quantized:
