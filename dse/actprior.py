@@ -20,7 +20,9 @@ whose outliers follow what the papers report, not fitted to any accuracy figure:
   per-channel outliers, values do not, so K loses more than V at the same per-token format).
 
 These magnitudes are round figures within the cited ranges (estimates). A measured source
-(hooks on the real model, dse.calibsens) replaces them where the run has one.
+(hooks on the real model, dse.calibsens) replaces them where the run has one. The sources are
+transformer LLMs: diffusion pipelines and CNNs get no activation prior (their activation variants
+carry the weight error only, as before).
 """
 from __future__ import annotations
 

@@ -417,7 +417,8 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
         notes.append(note)
         formats, costs = [formats[j] for j in keep], costs.take(keep)
     sensitivity = cache.sensitivity(request, work, formats)
-    if work.file is None and any(f.act_bits < 16 for f in formats):
+    if work.file is None and any(f.act_bits < 16 for f in formats) and \
+            graph.config.get("arch", "decoder") in ("decoder", "encoder"):  # the prior's sources are LLM papers
         from dse.precision import with_activation_prior
 
         sensitivity = with_activation_prior(sensitivity, layers, formats)
