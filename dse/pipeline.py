@@ -464,6 +464,9 @@ def check_costs(prepared: Prepared) -> None:
     tables = {"latency": prepared.costs.latency_s[ok], "energy": prepared.costs.energy_j[ok],
               "bits": prepared.bits[ok],
               "fixed": np.array([prepared.fixed_memory, prepared.fixed_latency_s, prepared.fixed_energy_j])}
+    kv = prepared.kv
+    if kv is not None:  # the searched cache's tables, where the target runs them
+        tables["KV cache"] = np.concatenate([kv.latency_s[kv.supported], kv.energy_j[kv.supported], kv.memory.ravel()])
     bad = [name for name, values in tables.items() if not (np.isfinite(values).all() and (values >= 0).all())]
     if bad:
         raise QuantDSEError(f"predicted {', '.join(bad)} of {prepared.graph.name} on {prepared.hardware.name} "

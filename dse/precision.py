@@ -4,8 +4,8 @@
 ``int4-g128-a8``, ``int4-g128-a4``); the target's cost model says which it has a kernel for
 (hwmodels.families: int8 tensor cores W8A8/W4A8, int4 tensor cores W4A4, fp8 on Ada/Hopper, the
 CPU's int8 matmul) and `dse.device.runnable` drops the others with a note. A variant the user
-named in --formats that no layer can run is an error instead, when it leaves none of the quantized-
-activation combinations the user named (a list with some runnable ones drops the rest with a note). Each variant's error is the weight
+named in --formats that no layer can run is an error instead, when its weight format was named with no
+other activation precision the target runs (`check_asked`). Each variant's error is the weight
 error plus its input's activation error (dse.actprior's prior unless a measured source gives it).
 """
 from __future__ import annotations
@@ -56,16 +56,19 @@ def expand_activations(formats: list, suffixes) -> list:
 
 
 def check_asked(request, dropped: tuple, hw_name: str, layers) -> None:
-    """A combination the user named in --formats (not one --activations made) that the target cannot run."""
+    """A weight format the user named in --formats only with activations the target has no kernel for
+    (``int4-g128-a4`` on Hopper): an error, not a note. One that also runs another way (``int8-a8``
+    dropped, ``int8`` kept) is dropped with the note."""
     from quantcore.formats import get_format
 
     if not request.formats or request.target:
         return
-    asked = {get_format(n).name for n in request.formats}
-    quantized = [n for n in asked if get_format(n).act_bits < 16]
-    bad = [n for n in dropped if n in asked and get_format(n).act_bits < 16]
-    if bad and len(bad) == len(quantized):  # every combination asked for is unrunnable; else a note drops them
-        fmt = get_format(bad[0])
+    asked = [get_format(n) for n in request.formats]
+    gone = {n for n in dropped}
+    runs = {f.weight_name for f in asked if f.name not in gone}
+    bad = [f for f in asked if f.name in gone and f.act_bits < 16 and f.weight_name not in runs]
+    if bad:
+        fmt = bad[0]
         raise QuantDSEError(f"layer {layers[0].name}: {hw_name} has no kernel for {fmt.name} (weights "
                             f"{fmt.weight_name}, {fmt.act_bits}-bit {fmt.act_type} activations per "
                             f"{fmt.act_granularity}): drop it from --formats, or use --activations to let the "

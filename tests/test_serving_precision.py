@@ -284,3 +284,39 @@ def test_llamacpp_cache_types_are_global_flags(tmp_path, capsys):
     types = {"fp16": "f16", "q8_0": "q8_0", "q4_0": "q4_0"}
     flags = f"--cache-type-k {types[k]} --cache-type-v {types[v]}"
     assert any(flags in n and "global" in n for n in report["notes"])
+
+
+# ---------------------------------------------------------------- names and bad input
+
+def test_encoder_items_are_named_after_the_attention_module():
+    """BERT / MiniLM: the parent of `key` / `value` (the contract measured sensitivity keys its tables by)."""
+    from dse.kvcache import kv_items
+    from quantcore.models import load_graph
+
+    items = kv_items(load_graph("all-minilm-l6-v2"))
+    assert [it.name for it in items[:2]] == ["encoder.layer.0.attention.self.k_cache",
+                                             "encoder.layer.0.attention.self.v_cache"]
+    assert len(items) == 12 and items[0].params == 384 * 384  # key: 384 x 384 (all-MiniLM-L6-v2 config.json)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--activations", "3"], "error: activation bits 3 in 'int8-a3' are not supported: use -a4, -a8 or -a16"),
+    (["--activations", "8,x"], "error: --activations entry 'x' is not a precision: use e.g. 16,8,4 (f8 for fp8, 8c "
+                               "per channel, 4g128 per group of 128)"),
+    (["--kv-formats", "int4-g64-a8"], "error: --kv-formats int4-g64-a8: a cache format is a storage format: drop "
+                                      "the activation or low-rank suffix (e.g. int4-g64)"),
+    (["--kv-formats", "int8", "--kv-bits", "8"], "error: --kv-bits fixes the KV cache and --kv-formats searches it: "
+                                                 "give one of them"),
+    (["--kv-formats", "int8", "--method", "rl"], "error: --method rl reads the model's layers and cannot search "
+                                                 "--kv-formats: use --method ilp (or fix the cache with --kv-bits)"),
+    (["--kv-formats", "int8", "--model", "resnet-50"], "error: resnet-50 has no attention layers: drop --kv-formats"),
+])
+def test_bad_precision_flags_are_one_line_errors(flags, message, capsys, tmp_path):
+    from dse.search import main
+
+    argv = ["--hw", "u280", "--budget", "5bits", "--out", str(tmp_path / "p.json"), *flags]
+    if "--model" not in flags:
+        argv += ["--model", "llama-3-8b"]
+    assert run_cli(main, argv) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "p.json").exists()
