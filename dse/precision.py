@@ -4,8 +4,7 @@
 ``int4-g128-a8``, ``int4-g128-a4``); the target's cost model says which it has a kernel for
 (hwmodels.families: int8 tensor cores W8A8/W4A8, int4 tensor cores W4A4, fp8 on Ada/Hopper, the
 CPU's int8 matmul) and `dse.device.runnable` drops the others with a note. A variant the user
-named in --formats that no layer can run is an error instead, when its weight format was named with no
-other activation precision the target runs (`check_asked`). Each variant's error is the weight
+named in --formats is an error instead when no quantized format the user named runs (`check_asked`). Each variant's error is the weight
 error plus its input's activation error (dse.actprior's prior unless a measured source gives it).
 """
 from __future__ import annotations
@@ -56,19 +55,17 @@ def expand_activations(formats: list, suffixes) -> list:
 
 
 def check_asked(request, dropped: tuple, hw_name: str, layers) -> None:
-    """A weight format the user named in --formats only with activations the target has no kernel for
-    (``int4-g128-a4`` on Hopper): an error, not a note. One that also runs another way (``int8-a8``
-    dropped, ``int8`` kept) is dropped with the note."""
+    """The quantized formats the user named in --formats all lack a kernel on the target, one of them for its
+    activations (``--formats int4-g128-a4,fp16`` on Hopper): an error naming it, not a note that leaves
+    only 16-bit. A list with a runnable quantized format drops the others with the note."""
     from quantcore.formats import get_format
 
     if not request.formats or request.target:
         return
-    asked = [get_format(n) for n in request.formats]
-    gone = {n for n in dropped}
-    runs = {f.weight_name for f in asked if f.name not in gone}
-    bad = [f for f in asked if f.name in gone and f.act_bits < 16 and f.weight_name not in runs]
-    if bad:
-        fmt = bad[0]
+    quantized = [f for f in (get_format(n) for n in request.formats) if f.is_quantized]
+    bad = [f for f in quantized if f.name in set(dropped)]
+    if bad and len(bad) == len(quantized) and any(f.act_bits < 16 for f in bad):
+        fmt = next(f for f in bad if f.act_bits < 16)
         raise QuantDSEError(f"layer {layers[0].name}: {hw_name} has no kernel for {fmt.name} (weights "
                             f"{fmt.weight_name}, {fmt.act_bits}-bit {fmt.act_type} activations per "
                             f"{fmt.act_granularity}): drop it from --formats, or use --activations to let the "
