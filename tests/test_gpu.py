@@ -321,6 +321,33 @@ def test_attention_decode_bytes_are_the_kv_cache_by_hand(model_name, batch, ctx,
     assert kv_bytes <= table.bytes.sum() <= 1.15 * kv_bytes
 
 
+@pytest.mark.parametrize("model_name,kv_heads,batch,ctx,kv_bits", [("llama-3-8b", 8, 256, 1280, 16),
+                                                                   ("llama-3-8b", 8, 256, 1280, 8),
+                                                                   ("llama-2-7b", 32, 64, 1280, 16)])
+def test_decode_step_bytes_are_the_weights_plus_the_kv_cache_by_hand(model_name, kv_heads, batch, ctx, kv_bits):
+    """A whole decode step at large batch and long context reads every weight once and the KV cache once,
+    written out from the architecture (Llama-3-8B: 32 layers, d 4096, 8 KV heads of 128 (GQA, 4 query heads
+    each), ffn 14336, vocab 128256; Llama-2-7B: 32 MHA heads, ffn 11008, vocab 32000) with nothing read from
+    the graph: at batch 256 and context 1280 Llama-3-8B's fp16 KV is 42.9 GB, 2.7x its 16.1 GB of
+    weights; an MHA model would read 4x that KV. The rest (activations, scores, outputs, the embedding
+    gather; the scores the two attention GEMMs write and read back) is 2-8 %."""
+    from quantcore.models import load_graph
+    from hwmodels.wholemodel import model_cost
+
+    d, layers, head_dim = 4096, 32, 128
+    ffn, vocab = {"llama-3-8b": (14336, 128256), "llama-2-7b": (11008, 32000)}[model_name]
+    per_layer = d * d * 2 + d * kv_heads * head_dim * 2 + 3 * d * ffn      # q, o; k, v; gate, up, down
+    weights = (layers * per_layer + d * vocab) * 2                          # fp16 body and lm-head
+    kv = layers * 2 * kv_heads * head_dim * ctx * batch * kv_bits / 8
+    scale_bytes = layers * 2 * kv_heads * ctx * batch * 2 * (kv_bits < 16)  # an fp16 scale per 128 elements
+    hand = weights + kv + scale_bytes
+    if model_name == "llama-3-8b":
+        assert weights == pytest.approx(15.01e9, rel=1e-3) and kv * 16 / kv_bits == pytest.approx(42.95e9, rel=1e-3)
+    got = model_cost(MODELS["a100-80gb"], load_graph(model_name), get_format("fp16"),
+                     Workload("decode", batch, ctx, kv_bits))["bytes"]
+    assert hand <= got <= 1.10 * hand, (got / 1e9, hand / 1e9)
+
+
 def test_compute_bound_gemm_draws_the_power_limit_memory_bound_gemv_does_not():
     """Energy = power x time at the power limit: a large GEMM keeps the tensor pipes busy, so its board
     power sits near the TDP (idle + busy share x (TDP - idle)); a batch-1 GEMV stays at its activity sum."""
