@@ -389,6 +389,23 @@ def test_masked_mha_decode_attention_is_cuda_core_bound_with_gqa_and_kv4_by_hand
     assert _attention_s("vllm", "llama-3-8b", "decode", 256, 1280, 4) < 0.7 * got
 
 
+def test_tensorrt_llm_runs_xqa_only_for_groups_of_eight():
+    """TensorRT-LLM's decode attention (decode_attention=xqa): its precompiled XQA kernels serve 8 query heads
+    per KV head, so Llama-2-70B's decode attention costs what the tensor form does, while Llama-3-8B's
+    groups of 4 run masked MHA, costed as the mmha form with TensorRT-LLM's 4 ops per element."""
+    for name, like in (("llama-2-70b", ["decode_attention=tensor"]),
+                       ("llama-3-8b", ["decode_attention=mmha", "mmha_ops_per_element=4"])):
+        from quantcore.models import load_graph
+        from hwmodels.wholemodel import fixed_costs
+
+        work = Workload("decode", 64, 1280, 8)
+        got = fixed_costs(load_model("a100-80gb", ["runtime=tensorrt-llm"]), load_graph(name), work)[1]
+        want = fixed_costs(load_model("a100-80gb", like), load_graph(name), work)[1]
+        assert got.latency_s.sum() == pytest.approx(want.latency_s.sum(), rel=1e-12), name
+    assert _attention_s("tensorrt-llm", "llama-3-8b", "decode", 64, 1280, 8) > 1.2 * _attention_s(
+        "vllm", "llama-3-8b", "decode", 64, 1280, 8)
+
+
 def test_masked_mha_changes_neither_memory_bound_mha_decode_nor_prefill():
     """Llama-2-7B (MHA, one query head per KV head) at fp16 KV: 4 ops per 2-byte element is far below the
     CUDA-core rate, so the step stays memory bound and mmha costs what the tensor form does; prefill

@@ -85,6 +85,10 @@ TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0
 MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
 OUT_BYTES = 2       # fp16 output
 PARTIAL_BYTES = 4   # fp32 split-K partial sums
+#: query heads per KV head that TensorRT-LLM's precompiled single-query XQA kernels serve (NVIDIA/TensorRT-LLM
+#: cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/cubin/xqa_kernel_cubin.h: every single-query-token
+#: cubin is nqpkv_8; decoderXQAImplPrecompiled.cpp supportConfig looks the grouping up among them)
+XQA_GROUP = 8
 #: software stacks (`--set runtime=NAME`): each profile's values and their sources
 RUNTIMES = tomllib.loads((Path(__file__).with_name("gpu_runtimes.toml")).read_text(encoding="utf-8"))
 RUNTIME_NAMES = tuple(k for k, v in RUNTIMES.items() if isinstance(v, dict))
@@ -153,7 +157,9 @@ SCHEMA = {
                               "a KV head's tile shared by its query heads: FlashAttention/XQA class) or mmha "
                               "(masked multi-head attention: one CTA per query head, dot products on CUDA cores, so "
                               "each query head of a GQA group dequantizes and multiplies its KV head's cache itself, "
-                              "re-read from L2); set by the runtime", choices=("tensor", "mmha"), default="tensor"),
+                              "re-read from L2), or xqa (TensorRT-LLM's dispatch: its precompiled XQA kernels, the "
+                              "tensor form, serve XQA_GROUP query heads per KV head; any other grouping runs mmha); "
+                              "set by the runtime", choices=("tensor", "mmha", "xqa"), default="tensor"),
     "mmha_ops_per_element": Param(float, "CUDA-core ops (FMA-counted) per KV element per query head in masked MHA "
                                   "(decode_attention=mmha), besides dequant_ops_int, counted from QServe's kernel "
                                   "(mit-han-lab/qserve kernels/csrc/fused_attention): K side qk_hmma_dot_simple, one "
@@ -440,7 +446,9 @@ class Model(HardwareModel):
         # masked MHA in decode: no MMA; each valid row (a query head) dequantizes every KV element
         # of the tile and multiplies it once (mmha_ops_per_element, QServe's count) on CUDA
         # cores, its KV re-read from L2
-        mmha = col(attn & (workload.phase == "decode") & (p["decode_attention"] == "mmha")) > 0
+        # (decode_attention=xqa: masked MHA unless the op's M, the query heads per KV head, is XQA_GROUP)
+        grouping = np.where(p["decode_attention"] == "xqa", ops.m != XQA_GROUP, p["decode_attention"] == "mmha")
+        mmha = col(attn & (workload.phase == "decode") & grouping) > 0
         t_mma = np.where(mmha, 0.0, t_mma)
         alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
         t_deq = alu_step / slot_alu
