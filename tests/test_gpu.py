@@ -392,18 +392,34 @@ def test_masked_mha_decode_attention_is_cuda_core_bound_with_gqa_and_kv4_by_hand
 def test_tensorrt_llm_runs_xqa_only_for_groups_of_eight():
     """TensorRT-LLM's decode attention (decode_attention=xqa): its precompiled XQA kernels serve 8 query heads
     per KV head, so Llama-2-70B's decode attention costs what the tensor form does, while Llama-3-8B's
-    groups of 4 run masked MHA, costed as the mmha form with TensorRT-LLM's 4 ops per element."""
+    groups of 4 run masked MHA, costed as the mmha form with TensorRT-LLM's 4 ops per element (fp16 KV)."""
     for name, like in (("llama-2-70b", ["decode_attention=tensor"]),
                        ("llama-3-8b", ["decode_attention=mmha", "mmha_ops_per_element=4"])):
         from quantcore.models import load_graph
         from hwmodels.wholemodel import fixed_costs
 
-        work = Workload("decode", 64, 1280, 8)
+        work = Workload("decode", 64, 1280, 16)
         got = fixed_costs(load_model("a100-80gb", ["runtime=tensorrt-llm"]), load_graph(name), work)[1]
         want = fixed_costs(load_model("a100-80gb", like), load_graph(name), work)[1]
         assert got.latency_s.sum() == pytest.approx(want.latency_s.sum(), rel=1e-12), name
-    assert _attention_s("tensorrt-llm", "llama-3-8b", "decode", 64, 1280, 8) > 1.2 * _attention_s(
-        "vllm", "llama-3-8b", "decode", 64, 1280, 8)
+    assert _attention_s("tensorrt-llm", "llama-3-8b", "decode", 64, 1280, 16) > 1.2 * _attention_s(
+        "vllm", "llama-3-8b", "decode", 64, 1280, 16)
+
+
+def test_tensorrt_llm_int8_kv_masked_mha_is_cuda_core_bound_on_the_a100_by_hand():
+    """TensorRT-LLM's masked MHA over an int8 KV cache (Llama-3-8B, groups of 4, so no XQA): every query head
+    converts each int8 element to fp32 (a conversion: 4 FMA slots), scales it, packs it to half (half a
+    conversion) and then converts and FMAs it as for fp16: 14 + 4 = 18 ops per element, at batch 256 and
+    context 1280 32 x 2 x 32 x 128 x 1280 x 256 x 18 = 1.55e12 ops = 82.6 ms per step on the A100's
+    18.7 Tops/s of CUDA cores, against 12.4 ms to read its 21.5 GB of int8 cache. On the L40S (2x the
+    CUDA-core rate per SM, 142 SMs at 2.2 GHz) the same work is 4.3x faster, under its memory time."""
+    model = load_model("a100-80gb", ["runtime=tensorrt-llm"])
+    per_element = model.spec["mmha_int8_kv_dequant_ops"] + model.spec["mmha_ops_per_element"]
+    assert per_element == 18
+    hand = 32 * 2 * 32 * 128 * 1280 * 256 * per_element / (128 * 108 * 1.35e9)
+    assert hand == pytest.approx(82.6e-3, rel=0.01)
+    got = _attention_s("tensorrt-llm", "llama-3-8b", "decode", 256, 1280, 8)
+    assert hand <= got <= 1.2 * hand
 
 
 def test_masked_mha_changes_neither_memory_bound_mha_decode_nor_prefill():

@@ -170,6 +170,10 @@ SCHEMA = {
                                   "per 8 elements = 3.25 ops) is 1.25 ops above dequant_ops_int's 2, added here: "
                                   "3.75 (every lane-instruction counted at the FP32 issue rate)",
                                   min=0.0, default=3.75),
+    "mmha_int8_kv_dequant_ops": Param(float, "CUDA-core ops (FMA-counted) per int8 KV element per query head in "
+                                      "masked MHA, in place of dequant_ops_int; 0 = dequant_ops_int. Set by the "
+                                      "runtime where its kernel converts int8 through fp32 (I2F, a conversion at a "
+                                      "quarter of the FP32 rate on sm_80+)", min=0.0, default=0.0),
     "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
                             "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
                             choices=("fused", "separate"), default="fused"),
@@ -450,7 +454,9 @@ class Model(HardwareModel):
         grouping = np.where(p["decode_attention"] == "xqa", ops.m != XQA_GROUP, p["decode_attention"] == "mmha")
         mmha = col(attn & (workload.phase == "decode") & grouping) > 0
         t_mma = np.where(mmha, 0.0, t_mma)
-        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
+        kv8 = np.array([f.family == "int" and f.weight_bits == 8 for f in formats])[None, :]
+        deq_mmha = np.where(kv8 & (p["mmha_int8_kv_dequant_ops"] > 0), p["mmha_int8_kv_dequant_ops"], deq)
+        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq_mmha), alu_step)
         t_deq = alu_step / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step) / slot_l2_bw
