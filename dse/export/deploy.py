@@ -30,6 +30,7 @@ def deployment_for(to: str, plan: dict) -> str | None:
 
 def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
     """The SearchRequest that made `plan` (model, hardware, workload, limits, sensitivity, seed), for `deploy`."""
+    from dse.budget import budget_from_text
     from dse.pipeline import SearchRequest
     from hwmodels.workload import Workload
 
@@ -40,12 +41,12 @@ def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
     if plan.get("device", {}).get("memory_limit_added"):
         limits.pop("memory", None)
     w = plan.get("workload", {})
-    overrides = tuple(o for o in prov.get("hardware_overrides", ()) if not o.startswith("runtime="))
+    overrides = _overrides(prov)
     text = budget.get("text")
     others = {k: v for k, v in limits.items() if k != budget.get("kind")}
     sens = prov.get("sensitivity")
     return SearchRequest(
-        hw=plan["hardware"], model=model, budget=text, method=plan.get("method", "ilp")
+        hw=plan["hardware"], model=model, budget=budget_from_text(text) if text else None, method=plan.get("method", "ilp")
         if plan.get("method") in ("ilp", "lagrangian", "greedy") else "ilp",
         sensitivity=sens if sens in ("weights", "prior") else None,
         workload=Workload.unset(phase=w.get("phase") if w.get("phase") != "forward" else None, batch=w.get("batch"),
@@ -55,6 +56,12 @@ def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
         max_energy_mj=others["energy"] * 1e3 if "energy" in others else None,
         max_memory_gb=others["memory"] / 1e9 if "memory" in others else None,
         overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy)
+
+
+def _overrides(prov: dict) -> dict:
+    """The plan's hardware overrides (``--set`` text, as the plan records them) but its runtime, as a dict."""
+    pairs = (str(item).partition("=") for item in prov.get("hardware_overrides", ()))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep and key.strip() != "runtime"}
 
 
 def resolve_nearest(plan: dict, path: str, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:
@@ -107,7 +114,7 @@ def recost(plan: dict, path: str, deploy: str) -> list[str]:
     request = request_from_plan(plan, path, None, tuple(names))
     import dataclasses
 
-    request = dataclasses.replace(request, sensitivity="prior", overrides=request.overrides + (f"runtime={runtime}",))
+    request = dataclasses.replace(request, sensitivity="prior", overrides={**dict(request.overrides), "runtime": runtime})
     prepared = prepare(request)
     limits = {k: v for k, v in plan.get("budget", {}).get("limits", {}).items()}
     problem = prepared.problem(limits)
