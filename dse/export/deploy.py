@@ -5,6 +5,9 @@
 - `--nearest` re-solves: the same model, hardware, workload, limits (the binding one included)
   and sensitivity, searched again with `--for TARGET`; before and after are reported, and a limit
   the target's formats cannot meet is the search's own one-line error naming it.
+- A plain `--to EXPORTER` (no deployment target) writes what the tool itself applies; where vLLM
+  could not load that file as written (a format without a kernel there, a fused module with mixed
+  formats), the export says so and names the `--for` target that would.
 - The plan is re-costed on the target's runtime (`--set runtime=...` where the hardware has
   runtime profiles); a limit that no longer holds there is reported.
 """
@@ -131,4 +134,37 @@ def recost(plan: dict, path: str, deploy: str) -> list[str]:
         kind = broken.split(":")[0]
         notes.append(f"the {kind} limit no longer holds on {runtime}: re-search with --for {deploy} "
                      f"(or export with --nearest)")
+    return notes
+
+
+def serving_notes(export, exporter: str) -> list[str]:
+    """Notes on a plain `--to exporter` file that vLLM could not load as written (formats without a
+    kernel there, fused modules with mixed formats), each naming the deployment target that fixes it."""
+    from dse.export import TARGETS as EXPORTERS
+    from dse.export.targets import TARGETS, fused_key
+
+    notes = []
+    for target in TARGETS.values():
+        if target.export != exporter or target.runtime != "vllm":
+            continue
+        no_kernel = [l for l in export.layers if target.formats and l.format.name not in target.formats]
+        groups: dict = {}
+        for l in export.layers:
+            key = fused_key(l.name, target.fuse)
+            if key is not None:
+                groups.setdefault(key, set()).add(l.format.name)
+        mixed = [(head, kind, sorted(names)) for (head, kind), names in groups.items() if len(names) > 1]
+        if not no_kernel and not mixed:
+            continue
+        parts = []
+        if no_kernel:
+            first = no_kernel[0]
+            parts.append(f"{len(no_kernel)} layers in formats it has no kernel for (e.g. {first.name}: "
+                         f"{first.format.name})")
+        if mixed:
+            head, kind, names = mixed[0]
+            parts.append(f"{len(mixed)} fused modules with mixed formats (e.g. {head} {kind}: {', '.join(names)})")
+        fix = f"search with --for {target.name}" if target.name in EXPORTERS else \
+            f"export with --to {target.name} --nearest (or search with --for {target.name})"
+        notes.append(f"vLLM cannot load this file as written: {' and '.join(parts)}; to serve it on vLLM, {fix}")
     return notes
