@@ -391,3 +391,36 @@ def test_hostile_pipeline_documents(tmp_path, patch, match, cli):
         load_graph(str(path))
     out = cli("dse.search", "--hw", "rtx4090-laptop", "--model", str(path), "--budget", "4.5bits")
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_denoise_attention_is_one_flash_kernel():
+    """FLUX.1's single-stream attention (4608 tokens, 24 heads of 128) on the laptop RTX 4090, by hand:
+    FlashAttention-2's 128 x 32 tiles, 2 CTAs per SM, 36 q tiles x 24 heads = 864 CTAs = 5 full waves of
+    152 and a tail; each CTA walks 144 key blocks of 4 x 128 x 32 x 128 FLOPs at 512 FLOP/clk/SM (fp32
+    accumulate), 4096 exp2 at 16/clk/SM and 4 x 4096 fp32 instructions at 128/clk/SM, shared by 2 CTAs.
+    DRAM sees Q, K, V and O once (no 4608 x 4608 scores); the two-GEMM form of LLM prefill writes them."""
+    from hwmodels.diffusion_ops import attention_rows
+    from hwmodels.ops import Ops
+    from hwmodels.registry import load_model
+    from hwmodels.workload import Workload
+
+    hw = load_model("rtx4090-laptop")
+    clock = 1.9e9
+    per_slot_clk = 4 * 128 * 32 * 128 / 256 + 4096 / 8 + 4 * 4096 / 64       # 8192 + 512 + 256 cycles
+    unit = 6.0e-7 + 144 * per_slot_clk / clock + 128 * 128 * 2 * 152 / (576e9 * 0.9)
+    expected = (6 * unit + 3e-6) / 24                                           # one head's share
+    g = load_graph("flux.1-dev")
+    layer = next(l for l in g.layers if l.kind == "attention" and "single_transformer_blocks.0" in l.name)
+    w = Workload(phase="denoise", batch=1, seq=1, steps=1, cfg=0, image_hw=(1024, 1024))
+    rows = attention_rows(layer, g, w)
+    assert [r[2:6] for r in rows] == [(4608, 128, 4608, 24.0), (4608, 4608, 128, 24.0)]
+    ops = Ops(tuple(r[0] for r in rows), ("attention",) * 2, *(np.array([r[i] for r in rows]) for i in (2, 3, 4)),
+              np.array([r[5] for r in rows], dtype=float), np.array([r[6] for r in rows]), ("qk", "pv"))
+    fused = hw.cost(ops, [get_format("fp16")], w)
+    assert fused.latency_s[:, 0].sum() == pytest.approx(expected * 24, rel=1e-9)
+    assert fused.latency_s[1, 0] == 0.0
+    assert fused.bytes[:, 0].sum() == pytest.approx(24 * 4 * 4608 * 128 * 2)
+    ideal = 4 * 4608 ** 2 * 128 * 24 / hw.rates["fp16"]
+    assert 1.0 < fused.latency_s[:, 0].sum() / ideal < 6 / (864 / 152) * 8960 / 8192 * 1.02  # tail, softmax
+    gemms = hw.cost(ops, [get_format("fp16")], Workload(phase="prefill", batch=1, seq=4608))
+    assert gemms.bytes[:, 0].sum() > 24 * 4608 ** 2 * 2                        # the scores reach DRAM

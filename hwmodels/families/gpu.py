@@ -366,10 +366,13 @@ class Model(HardwareModel):
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank)."""
+        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank);
+        a denoising step's attention as one fused kernel (gpu_attention)."""
+        from hwmodels.families.gpu_attention import fused_attention
         from hwmodels.families.gpu_lowrank import add_lowrank
 
-        return add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        table = add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        return fused_attention(self, ops, workload, table)
 
     def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
