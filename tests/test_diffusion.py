@@ -424,3 +424,21 @@ def test_denoise_attention_is_one_flash_kernel():
     assert 1.0 < fused.latency_s[:, 0].sum() / ideal < 6 / (864 / 152) * 8960 / 8192 * 1.02  # tail, softmax
     gemms = hw.cost(ops, [get_format("fp16")], Workload(phase="prefill", batch=1, seq=4608))
     assert gemms.bytes[:, 0].sum() > 24 * 4608 ** 2 * 2                        # the scores reach DRAM
+
+
+def test_bitsandbytes_nf4_rebuilds_bf16_weights_above_one_row():
+    """bitsandbytes' matmul_4bit (the W4A16 baseline): above one row, dequantize_4bit writes the BF16 weight
+    (read 4.5 bits, write 2 B per weight) and a dense BF16 GEMM runs; one row stays the fused gemv."""
+    from hwmodels.ops import Ops
+    from hwmodels.registry import load_model
+    from hwmodels.workload import Workload
+
+    plain = load_model("rtx4090-laptop")
+    bnb = load_model("rtx4090-laptop", overrides={"quantized_prefill": "reconstruct", "reconstruct_min_m": 1})
+    w = Workload(phase="denoise", batch=1, seq=1, steps=1, cfg=0, image_hw=(1024, 1024))
+    big, one = Ops.gemm(4608, 3072, 3072), Ops.gemm(1, 3072, 18432)
+    nf4, bf16 = get_format("nf4"), get_format("bf16")
+    rebuild = 3e-6 + 6.0e-7 + 3072 * 3072 * (4.5 / 8 + 2) / (576e9 * 0.9)
+    assert bnb.cost(big, [nf4], w).latency_s[0, 0] == pytest.approx(
+        plain.cost(big, [bf16], w).latency_s[0, 0] + rebuild, rel=1e-9)
+    assert bnb.cost(one, [nf4], w).latency_s[0, 0] == plain.cost(one, [nf4], w).latency_s[0, 0]

@@ -28,16 +28,30 @@ PROVENANCE = {
                        "AdaLayerNormZero(Single).linear is GEMV_AWQ (W4A16)",
     "w4a16_baseline": "paper: SVDQuant Sec. 5 compares against the NF4 weight-only (W4A16) FLUX.1 of diffusers / "
                       "bitsandbytes",
+    "bnb_nf4_kernel": "code: bitsandbytes-foundation/bitsandbytes bitsandbytes/autograd/_functions.py (commit "
+                      "9568735b, Oct 2024, release 0.44): matmul_4bit runs gemv_4bit only when A.numel() == "
+                      "A.shape[-1] (one row); otherwise MatMul4Bit.forward = F.dequantize_4bit(B) to the activation "
+                      "dtype, then torch.nn.functional.linear (cuBLAS BF16, fp32 accumulate): quantized_prefill="
+                      "reconstruct, reconstruct_min_m=1",
+    "attention_kernel": "code: diffusers FluxAttnProcessor2_0 calls F.scaled_dot_product_attention (flash backend: "
+                        "FlashAttention-2); mit-han-lab/nunchaku src/FluxModel.cpp (first release 37c494a) calls "
+                        "FlashAttention-2's mha_fwd_block, dense at sparsity 0: the same kernel class in both plans",
     "resolution_steps": "code: diffusers FluxPipeline defaults, 1024x1024 (steps cancel in both ratios)",
 }
 SVDQUANT = "SVDQuant (Li et al., ICLR 2025, arXiv:2411.05007), abstract"
 HW = "rtx4090-laptop"
 
 
-def _prepared(formats: tuple | None = None, budget: str = "4.5bits"):
+#: how bitsandbytes runs an NF4 layer (matmul_4bit): above one row, dequantize_4bit rebuilds the BF16
+#: weight and torch's linear runs a cuBLAS BF16 GEMM; one row (adaLN's timestep vector) takes gemv_4bit
+BNB_NF4 = {"quantized_prefill": "reconstruct", "reconstruct_min_m": 1}
+
+
+def _prepared(formats: tuple | None = None, budget: str = "4.5bits", overrides: dict | None = None):
     from dse.pipeline import SearchRequest, prepare
 
-    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget, formats=formats))
+    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget, formats=formats,
+                                 overrides=overrides or {}))
 
 
 def _stage_totals(prepared, choice) -> dict:
@@ -74,6 +88,12 @@ def _searched():
     return prepared, {l.name: int(result.assignment[i]) for i, l in enumerate(prepared.layers)}
 
 
+@cached
+def _bnb_prepared():
+    """The transformer's layers costed as bitsandbytes runs NF4 (the W4A16 baseline)."""
+    return _prepared(("nf4", "bf16"), overrides=BNB_NF4)
+
+
 def _index(prepared, name: str) -> int:
     return [f.name for f in prepared.formats].index(name)
 
@@ -90,8 +110,8 @@ def _rows():
     prepared, plan = _searched()
     searched = _stage_totals(prepared, lambda l: plan[l.name])
     bf16 = _stage_totals(prepared, lambda l: _index(prepared, "bf16"))
-    nf4 = _stage_totals(prepared, lambda l: _index(prepared, "nf4") if l.attrs.get("stage") == "transformer"
-                        else plan[l.name])
+    bnb = _bnb_prepared()
+    nf4 = _stage_totals(bnb, lambda l: _index(bnb, "nf4"))
     nunchaku = _stage_totals(prepared, lambda l: _nunchaku(prepared, l))
     return searched, bf16, nf4, nunchaku
 

@@ -375,15 +375,16 @@ class Model(HardwareModel):
         return fused_attention(self, ops, workload, table)
 
     def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
-        reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
-        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does."""
+        """The fused-kernel cost; with quantized_prefill=reconstruct, int (and LUT: NF4) weight-only GEMMs
+        above reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
+        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does (and bitsandbytes'
+        matmul_4bit above one row)."""
         table = self._cost_fused(ops, formats, workload)
         p = self.spec.params
         if p["quantized_prefill"] != "reconstruct":
             return table
         kinds = [self.kernel(f) for f in formats]
-        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm")]
+        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm", "lut")]
         rows = (ops.m > p["reconstruct_min_m"]) & np.array([kd == "linear" for kd in ops.kinds], dtype=bool)
         if not cols or not rows.any():
             return table
