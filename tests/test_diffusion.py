@@ -218,8 +218,10 @@ def test_binary2_two_bases_by_hand():
 
 
 def test_lowrank_kernel_costing():
-    """Fused: the main GEMM plus 2 M r (K + N) FLOPs at the 16-bit rate and the M x r fp32 intermediate
-    written and read; separate: the base GEMM plus two 16-bit GEMMs and an add pass, slower at large M."""
+    """Fused: the main GEMM plus the up projection (2 M r N FLOPs at the 16-bit rate, the M x r fp32
+    intermediate written and read) plus the quantize pass (read X in 16 bits, write 4 bits and a 16-bit
+    scale per 64, one launch) with the down projection's 2 M r K FLOPs inside it; separate: the base GEMM
+    plus two 16-bit GEMMs, an add pass and the quantize pass, slower at large M."""
     from hwmodels.ops import Ops
     from hwmodels.registry import load_model
     from hwmodels.workload import Workload
@@ -230,8 +232,20 @@ def test_lowrank_kernel_costing():
     p = fused.spec.params
     with_branch = fused.cost(ops, [get_format("int4-g64-r32-a4")], w).latency_s[0, 0]
     main = fused._cost_gemm(ops, [get_format("int4-g64-r32-a4")], w).latency_s[0, 0]
-    extra = 2 * m * r * (k + n) / fused.dense_fp16_rate() + 2 * m * r * 4 / (p["dram_bytes_per_s"] * p["dram_efficiency"])
+    bw, rate = p["dram_bytes_per_s"] * p["dram_efficiency"], fused.dense_fp16_rate()
+    quantize = 3e-6 + max(m * k * 2.5 / bw + m * k / 64 * 2 / bw, 2 * m * r * k / rate)
+    extra = 2 * m * r * n / rate + 2 * m * r * 4 / bw + quantize
     assert with_branch - main == pytest.approx(extra, rel=1e-9)
+    weight_only = get_format("int4-g64-r32")  # 16-bit activations: no pass, the down projection in series
+    assert fused.cost(ops, [weight_only], w).latency_s[0, 0] - fused._cost_gemm(ops, [weight_only], w).latency_s[0, 0] \
+        == pytest.approx(2 * m * r * (k + n) / rate + 2 * m * r * 4 / bw, rel=1e-9)
+    plain = get_format("int4-g64-a4")  # no branch: its quantize pass is fused before it (Atom), not charged
+    assert fused.cost(ops, [plain], w).latency_s[0, 0] == fused._cost_gemm(ops, [plain], w).latency_s[0, 0]
+    shared = Ops(("q", "down"), ("linear",) * 2, np.array([m, m]), np.array([k, k]), np.array([n, n]), np.ones(2),
+                 np.array([k * n, k * n], dtype=float), ("q", "down"))
+    svdq = get_format("int4-g64-r32-a4")
+    got = fused.cost(shared, [svdq], w).latency_s[:, 0] - fused._cost_gemm(shared, [svdq], w).latency_s[:, 0]
+    assert got == pytest.approx([extra - 2 * quantize / 3, extra - quantize], rel=1e-9)  # QKV share one pass
     separate = load_model("rtx4090-laptop", ["lowrank_kernel=separate"]).cost(ops, [get_format("int4-g64-r32-a4")], w)
     assert separate.latency_s[0, 0] > with_branch
     nf4 = fused.cost(ops, [get_format("nf4")], w).latency_s[0, 0]
