@@ -72,15 +72,17 @@ def add_lowrank(model, ops: Ops, formats: list, workload, table):
     for j in cols:
         r = float(formats[j].lowrank)
         fused = p["lowrank_kernel"] == "fused"
-        if int(formats[j].act_bits) == 4:
-            q_s, q_j, q_b = quantize_pass(model, ops, formats[j], 2.0 * m * r * k if fused else None)
-        elif fused:  # 16-bit activations: no pass; the down projection runs in series on the 16-bit tensor cores
+        q_s = q_j = q_b = zero
+        if fused:  # no pass (16-bit activations, or a conv): the down projection in series on the 16-bit tensor cores
             down_flops = 2.0 * m * r * k
             q_s = down_flops / model.dense_fp16_rate()
             q_j = (p["idle_power_w"] + p["sm_active_power_w"] * p["sm_count"]) * q_s + p["tc_j_per_flop"] * down_flops
-            q_b = zero
-        else:
-            q_s = q_j = q_b = zero
+        if int(formats[j].act_bits) == 4:
+            # a conv's K is its im2col width (C_in x kh x kw): its pass would read the feature map once, not
+            # K / C_in times, and the ops do not carry C_in, so a conv's pass is not charged (an undercount)
+            pass_s, pass_j, pass_b = quantize_pass(model, ops, formats[j], 2.0 * m * r * k if fused else None)
+            conv = np.array([kd == "conv" for kd in ops.kinds], dtype=bool)
+            q_s, q_j, q_b = (np.where(conv, a, b) for a, b in ((q_s, pass_s), (q_j, pass_j), (q_b, pass_b)))
         if fused:
             flops = 2.0 * m * r * n
             moved = 2.0 * m * r * INTERMEDIATE_BYTES
