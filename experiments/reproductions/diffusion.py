@@ -33,6 +33,10 @@ PROVENANCE = {
                       "A.shape[-1] (one row); otherwise MatMul4Bit.forward = F.dequantize_4bit(B) to the activation "
                       "dtype, then torch.nn.functional.linear (cuBLAS BF16, fp32 accumulate): quantized_prefill="
                       "reconstruct, reconstruct_min_m=1",
+    "act_quant_pass": "code: mit-han-lab/nunchaku src/Linear.cpp (37c494a): GEMM_W4A4::quantize runs "
+                      "quantize_w4a4_act_fuse_lora (16-bit X in, 4-bit X and K/64 x M scales out, the low-rank "
+                      "down projection inside); forward_quant quantizes fc2's input in fc1's epilogue "
+                      "(GELU_QUANT); src/FluxModel.cpp quantizes once for the fused qkv_proj",
     "attention_kernel": "code: diffusers FluxAttnProcessor2_0 calls F.scaled_dot_product_attention (flash backend: "
                         "FlashAttention-2); mit-han-lab/nunchaku src/FluxModel.cpp (first release 37c494a) calls "
                         "FlashAttention-2's mha_fwd_block, dense at sparsity 0: the same kernel class in both plans; its tile "
@@ -145,8 +149,8 @@ def svdquant_flux_speedup_vs_w4a16_laptop4090() -> dict:
             "note": f"searched {searched['latency_s']:.2f} s vs W4A16 {nf4['latency_s']:.2f} s per image (28 steps), "
                     f"of which {searched['fixed_s']:.2f} s is the fixed part (FlashAttention-2 in 16 bits, the same in both); "
                     f"the baseline's GEMMs are bitsandbytes' dequantize_4bit + cuBLAS BF16. Nunchaku's own "
-                    f"assignment: {nf4['latency_s'] / nunchaku['latency_s']:.2f}x. Not modelled: the activation-"
-                    "quantize pass of W4A4 (memory traffic), the baseline's model CPU offload"}
+                    f"assignment: {nf4['latency_s'] / nunchaku['latency_s']:.2f}x. The W4A4 layers include Nunchaku's "
+                    "activation-quantize pass; not modelled: the baseline's model CPU offload"}
 
 
 REPRODUCTIONS = {
