@@ -458,3 +458,24 @@ def test_bitsandbytes_nf4_rebuilds_bf16_weights_above_one_row():
     assert bnb.cost(big, [nf4], w).latency_s[0, 0] == pytest.approx(
         plain.cost(big, [bf16], w).latency_s[0, 0] + rebuild, rel=1e-9)
     assert bnb.cost(one, [nf4], w).latency_s[0, 0] == plain.cost(one, [nf4], w).latency_s[0, 0]
+
+
+def test_rtx5090_runs_nvfp4_w4a4_on_fp4_tensor_cores():
+    """Blackwell: the data sheet's 3352 sparse FP4 TOPS = 1676 dense = 170 SMs x 4096 x 2.407 GHz; NVFP4 W4A4 runs
+    on the block-scaled fp4 MMA (no CUDA-core scale work), INT4 W4A4 not at all (Nunchaku ships FP4 models for
+    Blackwell); Ada has no fp4 tensor cores. A 4608 x 3072 x 12288 GEMM: above its fp4 roofline, below fp8 W8A8
+    and half of bf16 (the shared L2 feed per SM, an Ada estimate, keeps 4-bit GEMMs from the fp4 peak)."""
+    from hwmodels.ops import Ops
+    from hwmodels.registry import load_model
+    from hwmodels.workload import Workload
+
+    b, ada = load_model("rtx5090"), load_model("rtx4090-laptop")
+    assert b.datasheet_peak("fp4") == pytest.approx(3352e12 / 2, rel=0.001)
+    nv, i4 = get_format("nvfp4-a4"), get_format("int4-g64-a4")
+    assert b.supports(nv) and not b.supports(i4) and ada.supports(i4) and not ada.supports(nv)
+    m, k, n = 4608, 3072, 12288
+    t = b.cost(Ops.gemm(m, k, n), [nv], Workload()).latency_s[0, 0]
+    roofline = 2 * m * k * n / (170 * 4096 * 2.407e9)
+    fp8, bf16 = (b.cost(Ops.gemm(m, k, n), [get_format(f)], Workload()).latency_s[0, 0] for f in ("fp8-e4m3-a8", "bf16"))
+    assert roofline < t < fp8 < bf16 and t < bf16 / 2
+    assert b.cost(Ops.gemm(m, k, n), [get_format("nvfp4-r32-a4")], Workload()).latency_s[0, 0] > t
