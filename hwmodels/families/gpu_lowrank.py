@@ -1,7 +1,7 @@
 """SVDQuant's W4A4 on a GPU: the activation-quantize pass and the low-rank branch X W ~ X L1 L2 + Q(X) Q(R).
 
 A W4A4 GEMM reads 4-bit activations, so in Nunchaku a pass before it reads X (16-bit) and writes
-Q(X) with one 16-bit scale per group of the format (quantize_w4a4_act_fuse_lora: `ascales` of
+Q(X) with one scale per group of the format (16-bit for int4, e4m3 for NVFP4) (quantize_w4a4_act_fuse_lora: `ascales` of
 K / 64 x M). Plain W4A4 formats (no branch: Atom, QuaRot) are taken to quantize inside the kernel
 before them (Atom fuses it into the norm), so they pay no pass here. The branch of rank r adds the down projection X L1 (M x K x r), the up
 projection (X L1) L2 (M x r x N) and r (K + N) 16-bit weights. How they run is the
@@ -29,7 +29,6 @@ from hwmodels.ops import Ops
 INTERMEDIATE_BYTES = 4  # X L1 leaves the quantize kernel in fp32 (Nunchaku keeps the low-rank partials in fp32)
 OUT_BYTES = 2
 IN_BYTES = 2            # X arrives in 16 bits
-SCALE_BYTES = 2         # one fp16/bf16 scale per activation group (Nunchaku's ascales)
 #: the share of one quantize pass a layer pays when Nunchaku fuses (see the module docstring)
 FUSED_PASS_SHARE = {"q": 1 / 3, "k": 1 / 3, "v": 1 / 3, "down": 0.0}
 
@@ -47,7 +46,7 @@ def quantize_pass(model, ops: Ops, fmt, down_flops=None) -> tuple:
     p = model.spec.params
     m, k = ops.m.astype(np.float64), ops.k.astype(np.float64)
     group = float(fmt.group_size or 0) or k
-    moved = m * k * (IN_BYTES + fmt.act_bits / 8.0) + m * k / group * SCALE_BYTES
+    moved = m * k * (IN_BYTES + fmt.act_bits / 8.0) + m * k / group * fmt.scale_bits / 8.0
     flops = np.zeros_like(m) if down_flops is None else down_flops
     busy = np.maximum(moved / (p["dram_bytes_per_s"] * p["dram_efficiency"]), flops / model.dense_fp16_rate())
     seconds = p["launch_overhead_s"] + busy
