@@ -105,11 +105,21 @@ def _index(prepared, name: str) -> int:
     return [f.name for f in prepared.formats].index(name)
 
 
-def _nunchaku(prepared, layer) -> int:
+def _nunchaku(prepared, layer, w4a4: str = "int4-g64-r32-a4") -> int:
     """Nunchaku's FLUX.1 assignment: block GEMMs W4A4 + rank 32, adaLN AWQ W4A16, the rest BF16."""
     if layer.attrs.get("stage") != "transformer" or layer.block is None:
         return _index(prepared, "bf16")
-    return _index(prepared, "int4-g64" if layer.role == "adaln" else "int4-g64-r32-a4")
+    return _index(prepared, "int4-g64" if layer.role == "adaln" else w4a4)
+
+
+@cached
+def _rows_5090():
+    """(Nunchaku's NVFP4 assignment, BF16) transformer stages on the RTX 5090."""
+    from dse.pipeline import SearchRequest, prepare
+
+    prepared = prepare(SearchRequest(hw="rtx5090", model="flux.1-dev", formats=("nvfp4-r32-a4", "int4-g64", "bf16")))
+    return (_stage_totals(prepared, lambda l: _nunchaku(prepared, l, "nvfp4-r32-a4")),
+            _stage_totals(prepared, lambda l: _index(prepared, "bf16")))
 
 
 @cached
@@ -153,7 +163,23 @@ def svdquant_flux_speedup_vs_w4a16_laptop4090() -> dict:
                     "activation-quantize pass; not modelled: the baseline's model CPU offload"}
 
 
+def svdquant_flux_nvfp4_speedup_vs_bf16_rtx5090() -> dict:
+    nvfp4, bf16 = _rows_5090()
+    return {"ours": bf16["latency_s"] / nvfp4["latency_s"], "published": 3.1, "refs": ["svdquant"],
+            "source": "mit-han-lab/nunchaku README.md (SVDQuant's engine): 'Our NVFP4 model is also 3.1x faster "
+                      "than both BF16 and NF4 on the RTX 5090 GPU'",
+            "setup": "rtx5090, flux.1-dev transformer stage at 1024x1024, 28 steps, per image: Nunchaku's assignment "
+                     "in NVFP4 (block GEMMs nvfp4-r32-a4, adaLN int4-g64 W4A16, the rest BF16) vs every layer in BF16; "
+                     "attention (FlashAttention-2, 16-bit) in both",
+            "provenance": {**PROVENANCE, "nvfp4_layers": "code: mit-han-lab/nunchaku src/FluxModel.h as for INT4; "
+                                                        "docs/source/faq/model.rst: FP4 models on Blackwell"},
+            "note": f"NVFP4 {nvfp4['latency_s']:.2f} s vs BF16 {bf16['latency_s']:.2f} s per image, of which "
+                    f"{nvfp4['fixed_s']:.2f} s is the fixed part (attention) in both; the BF16 transformer "
+                    f"({bf16['memory_bytes'] / 1e9:.1f} GB) fits the 32 GB card without offload"}
+
+
 REPRODUCTIONS = {
+    "svdquant_flux_nvfp4_speedup_vs_bf16_rtx5090": svdquant_flux_nvfp4_speedup_vs_bf16_rtx5090,
     "svdquant_flux_memory_vs_bf16_laptop4090": svdquant_flux_memory_vs_bf16_laptop4090,
     "svdquant_flux_speedup_vs_w4a16_laptop4090": svdquant_flux_speedup_vs_w4a16_laptop4090,
 }
