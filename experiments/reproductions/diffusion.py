@@ -54,9 +54,10 @@ BNB_NF4 = {"quantized_prefill": "reconstruct", "reconstruct_min_m": 1}
 
 
 def _prepared(formats: tuple | None = None, budget: str = "4.5bits", overrides: dict | None = None):
+    from dse.budget import budget_from_text
     from dse.pipeline import SearchRequest, prepare
 
-    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget, formats=formats,
+    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget_from_text(budget), formats=formats,
                                  overrides=overrides or {}))
 
 
