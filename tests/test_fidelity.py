@@ -59,7 +59,6 @@ KNOWN_MISSES = {
     "gpu_trtllm-llama-7b-fp16-ttft-128-a100": (0.2, "TensorRT-LLM v0.5 first-token latency"),
     "gpu_trtllm-llama-7b-fp8-ttft-2048-h100": (0.25, "TensorRT-LLM v0.5 first-token latency"),
     "gpu_v100sxm2-decode-board-power": (0.2, "V100 decode power"),
-    "svdquant_flux_speedup_vs_w4a16_laptop4090": (0.25, "SVDQuant's FLUX.1 speed-up on the laptop RTX 4090"),
 }
 
 
