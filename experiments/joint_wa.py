@@ -125,6 +125,28 @@ def compare(points: list[dict]) -> list[dict]:
     return out
 
 
+def markdown_table(doc: dict) -> str:
+    """The points of a document as the Markdown table docs/activations.md shows (one row per budget)."""
+    by = {(p["family"], p["budget_ms"]): p for p in doc["points"]}
+    win = {c["budget_ms"]: c["winner"] for c in doc["comparison"]}
+    lines = ["| budget (ms) | joint: latency (ms) | joint: cosine | joint: activations a16/a8/a4 (% of weights) "
+             "| a8: latency (ms) | a8: cosine | higher cosine |",
+             "|---:|---:|---:|---:|---:|---:|:---|"]
+    for ms in sorted({p["budget_ms"] for p in doc["points"]}):
+        cells = [f"{ms:.4f}"]
+        for fam in ("joint", "a8"):
+            p = by.get((fam, ms))
+            if p is None or not p["feasible"]:
+                cells += ["no plan", "-"] + (["-"] if fam == "joint" else [])
+                continue
+            cells += [f"{p['latency_ms']:.4f}", f"{p['cosine']:.5f}"]
+            if fam == "joint":
+                cells.append("/".join(f"{100 * p['activation_share'][k]:.0f}" for k in ("a16", "a8", "a4")))
+        cells.append(win.get(ms, "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="experiments.joint_wa", description=__doc__.split("\n")[0].split(": ", 1)[1])
     p.add_argument("--out", required=True, help="the JSON document to write (points, comparison, provenance)")
