@@ -177,28 +177,18 @@ def file_errors(table: dict, layers, formats) -> np.ndarray:
     return out
 
 
-#: what the weights-only sources say when candidates carry an activation precision
-WEIGHTS_ONLY_NOTE = ("; activations not measured: an -aN format has its weight format's error (use --sensitivity "
-                     "hessian, fisher or output)")
-
-
-def _weights_only(formats) -> str:
-    return WEIGHTS_ONLY_NOTE if any(f.act_bits < 16 for f in formats) else ""
-
-
 def _weights(graph, layers, formats, seed: int = 0, **_) -> Sensitivity:
     """The weights' own quantization error, cached per checkpoint, formats and seed (dse.senscache)."""
     from dse.senscache import cached_weight_errors
 
     errors, _ = cached_weight_errors(graph, layers, formats, seed, lambda ls, fs: weight_errors(graph, ls, fs))
     return Sensitivity(errors, "weights",
-                       "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)" + _weights_only(formats))
+                       "real quantization error of the model's weights (||W-Q(W)||^2 / mean W^2)")
 
 
 def _prior(graph, layers, formats, **_) -> Sensitivity:
     return Sensitivity(prior_errors(layers, formats), "prior",
-                       "data-free prior: expected error on Student-t weights fitted to shape and role" +
-                       _weights_only(formats))
+                       "data-free prior: expected error on Student-t weights fitted to shape and role")
 
 
 def _calibrated(source: str):
