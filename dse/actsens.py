@@ -156,10 +156,22 @@ def site_gradient_errors(source: str, sites, forward, batches, n_texts: int, tok
             for n, row in sq.items()}
 
 
-def input_site_grams(sites, forward, batches, token_mask=None) -> dict:
-    """{site: {label: (E^T E, X^T E)}} over the real tokens, float64, for the output source's joint error."""
+def _inference_pass(handles, forward, batches, token_mask, current: dict) -> None:
+    """Run every batch without gradients, current["keep"] its real tokens, then remove the hooks `handles`."""
     import torch
 
+    try:
+        with torch.inference_mode():
+            for b in batches:
+                current["keep"] = token_mask(b) if token_mask is not None else None
+                forward(b)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def input_site_grams(sites, forward, batches, token_mask=None) -> dict:
+    """{site: {label: (E^T E, X^T E)}} over the real tokens, float64, for the output source's joint error."""
     acc: dict = {s.name: {} for s in sites}
     current: dict = {}
 
@@ -174,15 +186,8 @@ def input_site_grams(sites, forward, batches, token_mask=None) -> dict:
                 acc[site.name][label] = (ee, xe) if old is None else (old[0] + ee, old[1] + xe)
         return fn
 
-    handles = [s.module.register_forward_pre_hook(hook(s)) for s in sites]
-    try:
-        with torch.inference_mode():
-            for b in batches:
-                current["keep"] = token_mask(b) if token_mask is not None else None
-                forward(b)
-    finally:
-        for h in handles:
-            h.remove()
+    _inference_pass([s.module.register_forward_pre_hook(hook(s)) for s in sites], forward, batches, token_mask,
+                    current)
     return acc
 
 
@@ -198,8 +203,6 @@ def joint_output_error(w, wq, gram, ee, xe, y2: float) -> float:
 def cache_output_errors(sites, forward, batches, token_mask=None) -> dict:
     """{item: {label: ||A_q - A||^2 / ||A||^2}}: A the attention module's output over the real tokens,
     A_q the same module run again on the same inputs with only that K/V item quantized."""
-    import torch
-
     from dse.runtimequant import fake_quantize
 
     num = {s.name: {label: 0.0 for label in s.variants} for s in sites}
@@ -230,13 +233,6 @@ def cache_output_errors(sites, forward, batches, token_mask=None) -> dict:
             return None
         return fn
 
-    handles = [s.attention.register_forward_hook(hook(s), with_kwargs=True) for s in sites]
-    try:
-        with torch.inference_mode():
-            for b in batches:
-                current["keep"] = token_mask(b) if token_mask is not None else None
-                forward(b)
-    finally:
-        for h in handles:
-            h.remove()
+    _inference_pass([s.attention.register_forward_hook(hook(s), with_kwargs=True) for s in sites], forward, batches,
+                    token_mask, current)
     return {n: {label: v / den[n] if den[n] > 0 else 0.0 for label, v in row.items()} for n, row in num.items()}
