@@ -9,7 +9,8 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   8-bit activations -> W4A8 (QServe): int8 tensor cores after a register-level 4->8 bit
   unpack; `-a4` int weights -> W4A4 (Atom/QuaRot): int4 tensor cores, group scales applied
   to the int32 partial sums on CUDA cores; fp8 weights with 8-bit activations -> fp8
-  tensor cores (Hopper, Ada). Decision: fp8 W8A8 on a chip without fp8 tensor cores (A100,
+  tensor cores (Hopper, Ada); NVFP4/MXFP4 weights with 4-bit activations -> block-scaled fp4
+  tensor cores (Blackwell), the scales applied inside the MMA. Decision: fp8 W8A8 on a chip without fp8 tensor cores (A100,
   V100) is unsupported (no such kernel); fp8 weight-only runs as dequant-to-fp16 there
   (vLLM's fp8 Marlin does this on Ampere).
 - Tiles: the output is cut into tile_m x tile_n CTA tiles; tile_m shrinks to the smallest
@@ -39,9 +40,9 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   weight operand of tensor-core GEMMs, one tile of a KV head shared by its query heads
   (FlashAttention / XQA class); "mmha" is the masked multi-head attention kernel of
   FasterTransformer / TensorRT-LLM that QServe's fused attention derives from: one CTA per query
-  head, fp32 dot products on CUDA cores, so each query head of a GQA group dequantizes its KV head's
-  cache, converts and multiplies every element itself, the cache read once from DRAM and re-read
-  from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
+  head, dot products on CUDA cores (Q.K as half2 FMAs, softmax.V converted to fp32), so each query
+  head of a GQA group dequantizes its KV head's cache and multiplies every element itself, the cache
+  read once from DRAM and re-read from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
   bound on the A100 where the tensor form is memory bound.
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
@@ -78,13 +79,17 @@ from hwmodels.workload import Workload
 #: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense
 #: throughput per SM per clock (data-sheet peak = that x sm_count x boost_clock_hz)
 TC_RATE_PARAM = {"fp16": "fp16_flops_per_sm_clk", "tf32": "tf32_flops_per_sm_clk", "int8": "int8_ops_per_sm_clk",
-                 "int4": "int4_ops_per_sm_clk", "fp8": "fp8_flops_per_sm_clk"}
+                 "int4": "int4_ops_per_sm_clk", "fp8": "fp8_flops_per_sm_clk", "fp4": "fp4_flops_per_sm_clk"}
 #: tensor-core energy relative to one fp16 MMA FLOP (narrower multipliers cost less;
 #: Horowitz ISSCC'14: int8 mult 0.2 pJ vs fp16 mult 1.1 pJ, so <= 1/2 is conservative)
-TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5}
+TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5, "fp4": 0.25}
 MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
 OUT_BYTES = 2       # fp16 output
 PARTIAL_BYTES = 4   # fp32 split-K partial sums
+#: query heads per KV head that TensorRT-LLM's precompiled single-query XQA kernels serve (NVIDIA/TensorRT-LLM
+#: cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/cubin/xqa_kernel_cubin.h: every single-query-token
+#: cubin is nqpkv_8; decoderXQAImplPrecompiled.cpp supportConfig looks the grouping up among them)
+XQA_GROUP = 8
 #: software stacks (`--set runtime=NAME`): each profile's values and their sources
 RUNTIMES = tomllib.loads((Path(__file__).with_name("gpu_runtimes.toml")).read_text(encoding="utf-8"))
 RUNTIME_NAMES = tuple(k for k, v in RUNTIMES.items() if isinstance(v, dict))
@@ -105,6 +110,8 @@ SCHEMA = {
     "int4_ops_per_sm_clk": Param(float, "dense int4 tensor-core OP per SM per clock; 0 = no int4 tensor cores", min=0.0),
     "fp8_flops_per_sm_clk": Param(float, "dense fp8 tensor-core FLOP per SM per clock, FP32 accumulate; 0 = no fp8 "
                                   "tensor cores", min=0.0),
+    "fp4_flops_per_sm_clk": Param(float, "dense block-scaled fp4 (NVFP4/MXFP4) tensor-core FLOP per SM per clock, "
+                                  "FP32 accumulate; 0 = no fp4 tensor cores (before Blackwell)", min=0.0, default=0.0),
     "cuda_core_ops_per_sm_clk": Param(float, "CUDA-core (non-tensor) FP32 ops per SM per clock, an FMA counted as 2",
                                       min=1.0),
     "dram_bytes_per_s": Param(float, "data-sheet HBM/GDDR bandwidth (B/s)", min=1e9),
@@ -153,14 +160,23 @@ SCHEMA = {
                               "a KV head's tile shared by its query heads: FlashAttention/XQA class) or mmha "
                               "(masked multi-head attention: one CTA per query head, dot products on CUDA cores, so "
                               "each query head of a GQA group dequantizes and multiplies its KV head's cache itself, "
-                              "re-read from L2); set by the runtime", choices=("tensor", "mmha"), default="tensor"),
+                              "re-read from L2), or xqa (TensorRT-LLM's dispatch: its precompiled XQA kernels, the "
+                              "tensor form, serve XQA_GROUP query heads per KV head; any other grouping runs mmha); "
+                              "set by the runtime", choices=("tensor", "mmha", "xqa"), default="tensor"),
     "mmha_ops_per_element": Param(float, "CUDA-core ops (FMA-counted) per KV element per query head in masked MHA "
-                                  "(decode_attention=mmha), besides the KV dequant: one half->float convert and "
-                                  "one fp32 FMA = 2 lane-instructions (code: TensorRT-LLM / QServe "
-                                  "decoderMaskedMultiheadAttentionUtils.h fma(uint4, uint4, Float8_) converts each half2 "
-                                  "with half2_to_float2, then fmas in fp32; the convert counted at the FP32 rate, an "
-                                  "estimate: sm_80+ compile __half2float to HADD2.F32 on the FMA pipe)",
-                                  min=0.0, default=4.0),
+                                  "(decode_attention=mmha), besides dequant_ops_int, counted from QServe's kernel "
+                                  "(mit-han-lab/qserve kernels/csrc/fused_attention): K side qk_hmma_dot_simple, one "
+                                  "fma.rn.f16x2 per 2 elements = 1 op; V side fma(uint16_t, uint4, Float8_) with "
+                                  "MMHA_USE_FP32_ACUM_FOR_LOGITS off: half2 -> float2, then fp32 FMAs = 4 ops; mean "
+                                  "2.5. Its KV4 dequant (convert_from_4bit_kv_cache: dequantize_s4_to_fp16x2, 1 shift "
+                                  "+ 4 lop3 + 2 sub + 2 fma, then 4 __hfma2 for scale and zero = 13 lane-instructions "
+                                  "per 8 elements = 3.25 ops) is 1.25 ops above dequant_ops_int's 2, added here: "
+                                  "3.75 (every lane-instruction counted at the FP32 issue rate)",
+                                  min=0.0, default=3.75),
+    "mmha_int8_kv_dequant_ops": Param(float, "CUDA-core ops (FMA-counted) per int8 KV element per query head in "
+                                      "masked MHA, in place of dequant_ops_int; 0 = dequant_ops_int. Set by the "
+                                      "runtime where its kernel converts int8 through fp32 (I2F, a conversion at a "
+                                      "quarter of the FP32 rate on sm_80+)", min=0.0, default=0.0),
     "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
                             "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
                             choices=("fused", "separate"), default="fused"),
@@ -232,6 +248,8 @@ def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill
         if family == "int" and bits <= 4:
             return ("int8", 1.0, "w4a8", False, False) if rates["int8"] > 0 else None
         return None
+    if act == 4 and family in ("nvfp", "mx") and bits == 4:  # block-scaled MMA: the tensor core applies the scales
+        return ("fp4", 0.5, None, False, False) if rates.get("fp4", 0) > 0 else None
     if act == 4 and family == "int" and bits <= 4:
         return ("int4", 0.5, None, fmt.group_size is not None, False) if rates["int4"] > 0 else None
     return None
@@ -366,21 +384,25 @@ class Model(HardwareModel):
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank)."""
+        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank);
+        a denoising step's attention as one fused kernel (gpu_attention)."""
+        from hwmodels.families.gpu_attention import fused_attention
         from hwmodels.families.gpu_lowrank import add_lowrank
 
-        return add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        table = add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        return fused_attention(self, ops, workload, table)
 
     def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
-        reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
-        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does."""
+        """The fused-kernel cost; with quantized_prefill=reconstruct, int (and LUT: NF4) weight-only GEMMs
+        above reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
+        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does (and bitsandbytes'
+        matmul_4bit above one row)."""
         table = self._cost_fused(ops, formats, workload)
         p = self.spec.params
         if p["quantized_prefill"] != "reconstruct":
             return table
         kinds = [self.kernel(f) for f in formats]
-        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm")]
+        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm", "lut")]
         rows = (ops.m > p["reconstruct_min_m"]) & np.array([kd == "linear" for kd in ops.kinds], dtype=bool)
         if not cols or not rows.any():
             return table
@@ -435,11 +457,15 @@ class Model(HardwareModel):
                            2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
         alu_step = tk * tn * deq + tm * tn * tk * psum                      # CUDA-core ops of one k-step
         # masked MHA in decode: no MMA; each valid row (a query head) dequantizes every KV element
-        # of the tile, converts it to fp32 and multiplies it once (mmha_ops_per_element) on CUDA
+        # of the tile and multiplies it once (mmha_ops_per_element, QServe's count) on CUDA
         # cores, its KV re-read from L2
-        mmha = col(attn & (workload.phase == "decode") & (p["decode_attention"] == "mmha")) > 0
+        # (decode_attention=xqa: masked MHA unless the op's M, the query heads per KV head, is XQA_GROUP)
+        grouping = np.where(p["decode_attention"] == "xqa", ops.m != XQA_GROUP, p["decode_attention"] == "mmha")
+        mmha = col(attn & (workload.phase == "decode") & grouping) > 0
         t_mma = np.where(mmha, 0.0, t_mma)
-        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
+        kv8 = np.array([f.family == "int" and f.weight_bits == 8 for f in formats])[None, :]
+        deq_mmha = np.where(kv8 & (p["mmha_int8_kv_dequant_ops"] > 0), p["mmha_int8_kv_dequant_ops"], deq)
+        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq_mmha), alu_step)
         t_deq = alu_step / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step) / slot_l2_bw
