@@ -6,8 +6,8 @@ Each layer's weight is replaced by its format's reference `quantize()` (quantcor
 its activation precision (the format's ``-aN``, or the plan entry's ``activation``) quantizes the
 layer's input through a forward pre-hook, and K/V cache choices (items ``<attention>.k_cache`` /
 ``.v_cache``, a catalog format each) quantize the key / value projections' outputs through
-forward hooks (dse.runtimequant says how). The model embeds the calibration texts, and the embeddings are compared with the fp model's
-(no labels needed):
+forward hooks (dse.runtimequant says how). The model embeds the calibration texts, and the
+embeddings are compared with the fp model's (no labels needed):
 
 - ``cosine`` (the headline metric, higher is better): mean cosine similarity of each text's
   quantized embedding to its fp embedding;
@@ -173,10 +173,11 @@ def _act_entry(entry):
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in (4, 8, 16):
         raise QuantDSEError(f"plan layer {entry.get('name')}: activation bits {str(bits)[:20]} are not 4, 8 or 16: "
                             "regenerate the plan")
-    if bits == 16:
-        return None
-    return ActSpec(bits, str(a.get("type", "int")), str(a.get("granularity", "token")),
-                   int(a.get("group_size") or DEFAULT_ACT_GROUP))
+    group = a.get("group_size") or DEFAULT_ACT_GROUP
+    if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= 65536:
+        raise QuantDSEError(f"plan layer {entry.get('name')}: activation group_size {str(group)[:20]} is not a "
+                            "whole number from 1 to 65536: regenerate the plan")
+    return None if bits == 16 else ActSpec(bits, str(a.get("type", "int")), str(a.get("granularity", "token")), group)
 
 
 def plan_assignment(plan: dict) -> tuple[dict, dict]:

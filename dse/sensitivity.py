@@ -272,7 +272,8 @@ def main(argv=None) -> int:
                                 f"on the real model), not {source}")
         table, info = calibration_table(source, args.model, formats, kv_formats=parse_format_list(args.kv_formats))
         doc = {"schema": SENSITIVITY_SCHEMA, "model": graph.name, "source": source,
-               "description": f"{DESCRIPTIONS[source]} (shipped calibration.txt: {info['texts']} texts)", "layers": table}
+               "description": f"{DESCRIPTIONS[source]} (shipped calibration.txt: {info['texts']} texts)",
+               "layers": table}
     else:
         doc = table_doc(graph, layers, formats, compute_sensitivity(graph, layers, formats, source, model=args.model))
     atomic_write_text(args.out, dumps(doc))

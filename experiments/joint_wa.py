@@ -126,7 +126,8 @@ def compare(points: list[dict]) -> list[dict]:
         if j and a:
             out.append({"budget_ms": ms, "joint": j["cosine"], "a8": a["cosine"],
                         "joint_latency_ms": j["latency_ms"], "a8_latency_ms": a["latency_ms"],
-                        "winner": "joint" if j["cosine"] > a["cosine"] else "a8" if a["cosine"] > j["cosine"] else "tie"})
+                        "winner": ("joint" if j["cosine"] > a["cosine"] else
+                                   "a8" if a["cosine"] > j["cosine"] else "tie")})
     return out
 
 
@@ -200,7 +201,8 @@ def main(argv=None) -> int:
     atomic_write_text(args.out, dumps(doc))
     if args.plot:
         plot(doc, args.plot)
-    print(f"{MODEL} on {HW}, prefill {BATCH}x{SEQ}; sensitivity {args.sensitivity}; cosine on {len(held)} held-out texts")
+    print(f"{MODEL} on {HW}, prefill {BATCH}x{SEQ}; sensitivity {args.sensitivity}; "
+          f"cosine on {len(held)} held-out texts")
     print(f"{'budget':>10} {'joint ms':>9} {'joint cos':>10} {'a8 ms':>7} {'a8 cos':>8}  winner")
     by = {(p["family"], p["budget_ms"]): p for p in points}
     for ms in budgets:
