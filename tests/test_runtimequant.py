@@ -135,3 +135,21 @@ def test_kv_items_and_the_cache_hook_match_attention_by_hand():
     ctx = (p @ heads(vq)).transpose(1, 2).reshape(2, 7, 16)
     assert torch.allclose(got["ctx"], ctx, atol=1e-5)
     assert not torch.allclose(seen["value"], vq, atol=1e-2)  # 2 bits: the hook did change V
+
+
+def test_plan_assignment_reads_activation_objects_and_kv_items():
+    from dse.evaluate import plan_assignment
+    from quantcore.errors import QuantDSEError
+
+    plan = {"layers": [{"name": "a", "format": "int8-a8"},
+                       {"name": "b", "format": "int8", "activation": {"bits": 4, "granularity": "group", "group_size": 64}},
+                       {"name": "c", "format": "int8-a8", "activation": {"bits": 16}},
+                       {"name": "x.k_cache", "format": "int4-g64"}],
+            "kv": {"x.v_cache": "int8", "not-a-cache": "int2-g32"}}
+    formats, acts = plan_assignment(plan)
+    assert formats == {"a": "int8-a8", "b": "int8", "c": "int8-a8", "x.k_cache": "int4-g64", "x.v_cache": "int8"}
+    assert acts == {"b": ActSpec(4, "int", "group", 64), "c": None}
+    for bad, message in (({"bits": 3}, "activation bits 3 are not 4, 8 or 16"),
+                         ({"bits": 8, "group_size": "x"}, "activation group_size x is not a whole number")):
+        with pytest.raises(QuantDSEError, match=message):
+            plan_assignment({"layers": [{"name": "a", "format": "int8", "activation": bad}]})
