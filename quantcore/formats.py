@@ -126,6 +126,11 @@ class Format:
         return f"-a{'f' if self.act_type == 'fp' else ''}{self.act_bits}{tail}"
 
     @property
+    def act_group_size(self) -> int | None:
+        """`act_group` under the name quantcore.quantizers.activation reads."""
+        return self.act_group
+
+    @property
     def weight_name(self) -> str:
         """The name without its activation suffix."""
         return self.name[: len(self.name) - len(self.act_suffix)]
