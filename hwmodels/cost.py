@@ -2,6 +2,7 @@
 
     python -m hwmodels.cost --hw a100-80gb --gemm 1,4096,4096 --format int4-g128 --json
     python -m hwmodels.cost --hw u280 --model llama-2-7b --format int4-g128 --phase decode --seq 2048
+    python -m hwmodels.cost --hw a100-40gb --model codellama-34b --format fp16 --phase generate --devices 2
     python -m hwmodels.cost --hw systolic --set rows=32 --set cols=32 --set dataflow=os --gemm 64,64,64 --format int8
 """
 from __future__ import annotations
@@ -30,6 +31,14 @@ def _parse_gemm(text: str) -> tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
+def add_serving_args(p: ArgumentParser) -> None:
+    """--output-len --devices --parallel: a whole request, and the devices serving it (dse.search shares them)."""
+    p.add_argument("--output-len", type=int, help="--phase generate: tokens each sequence generates (default 128)")
+    p.add_argument("--devices", type=int, help="devices serving the model (default 1; their link comes from the spec)")
+    p.add_argument("--parallel", choices=("tp", "pp"),
+                   help="how --devices split the model: tp (tensor parallel, default) or pp (pipeline parallel)")
+
+
 def main(argv=None) -> int:
     p = ArgumentParser(prog="hwmodels.cost", description=__doc__.split("\n")[0])
     p.add_argument("--hw", required=True, help="target name or spec .toml path")
@@ -38,20 +47,24 @@ def main(argv=None) -> int:
     what.add_argument("--gemm", help="M,K,N: M tokens x K inputs x N outputs")
     what.add_argument("--model", help="catalog name, config.json or safetensors: one whole pass")
     p.add_argument("--format", required=True, help="weight format (python -m dse.formats), e.g. int4-g128-a8")
-    p.add_argument("--phase", choices=PHASES, help="decode (default for a GEMM and decoders) or prefill; encoders "
-                                                   "and CNNs run one forward pass")
+    p.add_argument("--phase", choices=PHASES, help="decode (default for a GEMM and decoders), prefill or generate "
+                                                   "(a whole request); encoders and CNNs run one forward pass")
     p.add_argument("--batch", type=int, help="sequences or images per pass (default 1)")
     p.add_argument("--seq", type=int, help="prompt or context length (default 2048; encoders: their max positions)")
     p.add_argument("--kv-bits", type=int, help="KV cache precision (default 16)")
+    add_serving_args(p)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from quantcore.formats import get_format
 
     fmt = get_format(args.format)
-    asked = Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits)
+    asked = Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits,
+                           output_len=args.output_len, devices=args.devices, parallel=args.parallel)
     model = load_model(args.hw, args.overrides)
     if args.gemm:
+        if asked.phase == "generate" or (asked.devices or 1) > 1 or asked.output_len:
+            raise QuantDSEError("--phase generate, --output-len and --devices cost a whole model: use --model")
         workload = Workload(**{k: v for k, v in vars(asked).items() if v is not None})  # a decode step by default
         m, k, n = _parse_gemm(args.gemm)
         table = model.cost(Ops.gemm(m, k, n), [fmt], workload)
