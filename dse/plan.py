@@ -21,6 +21,7 @@ from dse.version import __version__
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, dumps, load_json
 from dse.device import device_doc, memory_note
+from dse.serving import serving_doc
 
 PLAN_SCHEMA = "dse.plan/1"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
@@ -54,12 +55,16 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
             "memory_bytes": _r(memory[i, f]), "kind": layer.kind, "role": layer.role,
             "block": layer.block, "bound": ("compute", "memory", "other")[int(costs.bound[i, f])],
         })
-    totals = {k: _r(v) for k, v in problem.totals(a).items()}
+    totals = problem.totals(a)
+    user_limits = req.limits()[0]
+    serving = serving_doc(prepared, problem, a, totals, user_limits)
+    totals = {k: _r(v) for k, v in {**totals, **serving["totals"]}.items()}
     solver = {"status": result.status, "gap": _r(result.gap) if np.isfinite(result.gap) else None,
               "seconds": round(float(result.seconds), 6), "objective": _r(result.objective),
               "message": result.message}
     solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
-    limits = {k: _r(v) for k, v in problem.limits.items()}
+    limits = {k: _r(v) for k, v in {**problem.limits, **{k: v for k, v in user_limits.items()
+                                                         if k not in problem.limits}}.items()}
     added = problem.sources.get("memory") == "device"
     from dse.diffusion import is_pipeline, pipeline_doc
 
@@ -69,16 +74,17 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "model": prepared.graph.name,
         "hardware": prepared.hardware.name,
         "workload": prepared.workload.as_dict(),
-        "budget": {**budget_doc, "limits": limits},
+        "budget": {**budget_doc, "limits": limits, "binding": serving["binding"]},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
         "totals": totals,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
                   "note": fixed_note(prepared)},
-        "device": device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
+        "device": {**device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
+                   **({"offload": serving["offload"]} if serving["offload"] else {})},
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
-                                                      prepared.free_memory)] if added else []),
+                                                      prepared.free_memory)] if added else []) + serving["notes"],
         "solver": solver,
         **pipeline,
         "provenance": {"version": __version__, "seed": req.seed, "cost_model": prepared.hardware.cost_model_id,

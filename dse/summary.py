@@ -250,7 +250,22 @@ def _totals(plan: dict) -> list[str]:
     limits = budget.get("limits", {})
     device = plan.get("device", {}) or {}
 
+    binds = budget.get("binding")
+
     def limit(kind: str) -> str:
+        """The user's limit of this kind, and the limit that binds where that is another (the device's memory)."""
+        if binds is not None:  # the plan says which limits bind
+            from dse.serving import binding_text
+
+            own = [b for b in binds if b["kind"] == kind]
+            user = kind in limits and not any(b["source"] == "device" and b["limit"] == limits[kind] for b in own)
+            shown = [f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if any(
+                b["source"] != "device" for b in own) else "")] if user else []
+            device = [f"{binding_text(b, budget)} (binding)" for b in own if b["source"] == "device"]
+            if device and not user and budget.get("kind") == kind:  # the user's limit was looser than the device
+                shown.append(f"limit {budget.get('text')}")
+            shown += device
+            return "   ".join(shown)
         if kind not in limits:
             return ""
         key = SHOWN_UNITS[kind].key
@@ -268,12 +283,27 @@ def _totals(plan: dict) -> list[str]:
             ["latency", f"{t['latency_s'] * 1e3:.3f} ms", _fixed(fx, "latency_s", 1e3, "ms"),
              "   ".join(s for s in (limit("latency"), _bound_share(plan["layers"])) if s)],
             ["energy", f"{t['energy_j'] * 1e3:.2f} mJ", _fixed(fx, "energy_j", 1e3, "mJ"), limit("energy")],
+            *serving_rows(plan, limit),
             ["error", f"{t['error']:.4g}", "", ""]]
     lines = _table(rows)
     lines[-1] += f"  {error_text(plan)}"
     if fx.get("note"):
         lines += textwrap.wrap(f"fixed part: {fx['note']}", width=96, initial_indent="  ", subsequent_indent="    ")
     return lines
+
+
+def serving_rows(plan: dict, limit=lambda kind: "") -> list[list[str]]:
+    """tokens/s, time to first token and time per output token, where the plan has them."""
+    t, rows = plan["totals"], []
+    what = {"decode": "output tokens of one step", "prefill": "prompt tokens", "generate": "output tokens of the request"}
+    if isinstance(t.get("tokens_per_s"), (int, float)):
+        phase = plan.get("workload", {}).get("phase", "")
+        rows.append(["tokens/s", f"{t['tokens_per_s']:,.1f}", what.get(phase, ""), limit("throughput")])
+    if isinstance(t.get("ttft_s"), (int, float)):
+        rows.append(["TTFT", f"{t['ttft_s'] * 1e3:.3f} ms", "time to first token", limit("ttft")])
+    if isinstance(t.get("tpot_s"), (int, float)):
+        rows.append(["TPOT", f"{t['tpot_s'] * 1e3:.3f} ms", "time per output token", limit("tpot")])
+    return rows
 
 
 def _bytes(n: float) -> str:

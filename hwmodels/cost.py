@@ -17,7 +17,7 @@ from quantcore.limits import RANGES
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
-from hwmodels.workload import PHASES, Workload
+from hwmodels.workload import PHASES, Workload, add_serving_args
 
 
 def _parse_gemm(text: str) -> tuple[int, int, int]:
@@ -29,14 +29,6 @@ def _parse_gemm(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < lo or max(dims) > hi:
         raise QuantDSEError(f"--gemm {text!r} must be three positive integers M,K,N, each at most {hi:,}, e.g. --gemm 1,4096,4096")
     return dims  # type: ignore[return-value]
-
-
-def add_serving_args(p: ArgumentParser) -> None:
-    """--output-len --devices --parallel: a whole request, and the devices serving it (dse.search shares them)."""
-    p.add_argument("--output-len", type=int, help="--phase generate: tokens each sequence generates (default 128)")
-    p.add_argument("--devices", type=int, help="devices serving the model (default 1; their link comes from the spec)")
-    p.add_argument("--parallel", choices=("tp", "pp"),
-                   help="how --devices split the model: tp (tensor parallel, default) or pp (pipeline parallel)")
 
 
 def main(argv=None) -> int:

@@ -113,3 +113,17 @@ def free_memory(spec, graph, workload: Workload) -> FreeMemory | None:
                           devices)
     shard = per_device_graph(graph, devices, "tp")
     return FreeMemory(capacity, kv_cache_bytes(shard, workload), activation_bytes(shard, workload), devices)
+
+
+def offload(spec, fm: FreeMemory, weight_bytes: float, workload: Workload) -> dict | None:
+    """Weights past the free memory under `allow_offload`: they stay in host memory and stream over the
+    host link on every forward pass, each device its share over its own link; None where all fit.
+
+    {"offloaded_bytes", "host_link_bytes_per_s", "seconds_per_pass"} (seconds None: no host link in the spec)."""
+    over = weight_bytes - fm.free
+    if over <= fm.free * 1e-9 or not bool(spec.get("allow_offload", False)):
+        return None
+    bw = float(spec.get("host_link_bytes_per_s", 0.0) or 0.0)
+    devices = workload.devices or 1
+    return {"offloaded_bytes": over, "host_link_bytes_per_s": bw,
+            "seconds_per_pass": over / devices / bw if bw > 0 else None}

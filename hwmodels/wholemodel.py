@@ -108,8 +108,15 @@ class ServingCost:
     tpot: tuple | None
     output_tokens: int
 
+    def take(self, columns) -> "ServingCost":
+        """The costs restricted to the given format columns."""
+        c = np.asarray(columns, dtype=np.int64)
+        cut = lambda split: None if split is None else (split[0][:, c], split[1])  # noqa: E731
+        return ServingCost(self.layers.take(c), self.fixed, self.parts, cut(self.ttft), cut(self.tpot),
+                           self.output_tokens)
 
-def _pass(model, graph, layers, formats, workload: Workload) -> PassTables:
+
+def _pass(model, graph, layers, formats, workload: Workload, ops=None) -> PassTables:
     from hwmodels.parallel import comm, per_device_graph
 
     devices, mode = workload.devices or 1, workload.parallel or "tp"
@@ -117,7 +124,9 @@ def _pass(model, graph, layers, formats, workload: Workload) -> PassTables:
     if shard is not graph:
         names = {l.name for l in layers}
         layers = [l for l in shard.layers if l.name in names]
-    table = model.cost(ops_for_graph(shard, workload, layers), formats, workload)
+    if ops is None or shard is not graph:
+        ops = ops_for_graph(shard, workload, layers)
+    table = model.cost(ops, formats, workload)
     emb, att = fixed_costs(model, shard, workload)
     if mode == "tp" and devices > 1:  # every device runs its shard: energy is N times one device's
         table = CostTable(table.cycles, table.latency_s, table.energy_j * devices, table.bytes, table.bound,
@@ -158,10 +167,12 @@ def request_attention(model, graph, workload: Workload, samples: int = ATTENTION
     return total
 
 
-def serving_tables(model, graph, layers, formats, workload: Workload) -> ServingCost:
-    """The whole workload's cost of `layers` in each of `formats`, and its first-token / per-token split."""
+def serving_tables(model, graph, layers, formats, workload: Workload, ops=None) -> ServingCost:
+    """The whole workload's cost of `layers` in each of `formats`, and its first-token / per-token split.
+
+    ops: the layers' ops for a one-pass workload on one device, where the caller has them already."""
     if workload.phase != "generate":
-        one = _pass(model, graph, layers, formats, workload)
+        one = _pass(model, graph, layers, formats, workload, ops)
         fixed = _add(_add(one.embeddings, one.attention), one.comm)
         split = (one.layers.latency_s, fixed["latency_s"])
         return ServingCost(one.layers, fixed, {"attention": one.attention, "sixteen_bit": one.embeddings,

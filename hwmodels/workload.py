@@ -202,3 +202,11 @@ class Workload:
             return f"prefill of {seqs} of {self.seq} prompt tokens, {self.kv_bits}-bit KV cache"
         a = "an" if str(self.kv_bits).startswith("8") or self.kv_bits in (11, 18) else "a"
         return f"one decode step of {seqs}, {self.seq}-token context in {a} {self.kv_bits}-bit KV cache"
+
+
+def add_serving_args(p: ArgumentParser) -> None:
+    """--output-len --devices --parallel: a whole request, and the devices serving it (dse.search shares them)."""
+    p.add_argument("--output-len", type=int, help="--phase generate: tokens each sequence generates (default 128)")
+    p.add_argument("--devices", type=int, help="devices serving the model (default 1; their link comes from the spec)")
+    p.add_argument("--parallel", choices=("tp", "pp"),
+                   help="how --devices split the model: tp (tensor parallel, default) or pp (pipeline parallel)")
