@@ -63,8 +63,8 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
               "seconds": round(float(result.seconds), 6), "objective": _r(result.objective),
               "message": result.message}
     solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
-    limits = {k: _r(v) for k, v in {**problem.limits, **{k: v for k, v in user_limits.items()
-                                                         if k not in problem.limits}}.items()}
+    solved = {k: v for k, v in problem.limits.items() if problem.sources.get(k) != "throughput"}
+    limits = {k: _r(v) for k, v in {**solved, **{k: v for k, v in user_limits.items() if k not in solved}}.items()}
     added = problem.sources.get("memory") == "device"
     from dse.diffusion import is_pipeline, pipeline_doc
 

@@ -65,7 +65,7 @@ def add_workload_args(p: ArgumentParser) -> None:
     """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
     p.add_argument("--phase", choices=PHASES,
                    help="decode (one generation step against the KV cache), prefill (the prompt) or generate (a "
-                        "whole request: prefill, then --output-len tokens); default: decode for decoder LLMs; "
+                        "whole request: prefill, then output tokens, see output-len); default: decode for decoder LLMs; "
                         "encoders and CNNs always run one forward pass (forward)")
     p.add_argument("--batch", type=int, help="sequences (or images) per pass (default: 1)")
     p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode) or tokens per "

@@ -25,7 +25,8 @@ def binding(problem, assignment: np.ndarray, totals: dict, user_limits: dict) ->
     out = []
     for c in problem.constraints():
         used = float(c.coef[rows, assignment].sum())
-        if used >= c.rhs - 1e-3 * abs(c.limit) and c.limit > 0:
+        scale = c.rhs / c.limit if c.kind == "bits" else 1.0  # a bits limit's rhs is in bits x params
+        if c.rhs - used <= 1e-3 * c.limit * scale:  # within 0.1 % of the limit, as the summary has always said
             source = problem.sources.get(c.kind, "budget")
             kind = "throughput" if source == "throughput" else c.kind
             limit = user_limits["throughput"] if source == "throughput" else c.limit

@@ -274,7 +274,9 @@ def _totals(plan: dict) -> list[str]:
 
     cap = device.get("memory_capacity_bytes")
     free = device.get("free_for_weights_bytes")
-    room = (f"the {free / 1e9:.2f} GB {plan['hardware']} leaves for weights" if isinstance(free, (int, float))
+    n = device.get("devices", 1)
+    room = (f"the {free / 1e9:.2f} GB {plan['hardware']} leaves for weights" if isinstance(free, (int, float)) and n == 1
+            else f"the {free / 1e9:.2f} GB {n} x {plan['hardware']} leave for weights" if isinstance(free, (int, float))
             else f"{plan['hardware']}'s {cap / 1e9:.0f} GB" if cap else "")
     fits = "" if not room else ("fits " if device.get("weights_fit") else "exceeds ") + room
     rows = [["bits/weight", f"{t['effective_bits']:.3f}", "", limit("bits")],
@@ -293,16 +295,18 @@ def _totals(plan: dict) -> list[str]:
 
 
 def serving_rows(plan: dict, limit=lambda kind: "") -> list[list[str]]:
-    """tokens/s, time to first token and time per output token, where the plan has them."""
+    """tokens/s of every decoder plan; time to first token and per output token of a whole request
+    (a decode step's TPOT is its latency, a prefill's TTFT too: the plan's totals carry them)."""
     t, rows = plan["totals"], []
-    what = {"decode": "output tokens of one step", "prefill": "prompt tokens", "generate": "output tokens of the request"}
+    what = {"decode": "output tokens of one step", "prefill": "prompt tokens", "generate": "output tokens"}
+    phase = plan.get("workload", {}).get("phase", "")
     if isinstance(t.get("tokens_per_s"), (int, float)):
-        phase = plan.get("workload", {}).get("phase", "")
-        rows.append(["tokens/s", f"{t['tokens_per_s']:,.1f}", what.get(phase, ""), limit("throughput")])
-    if isinstance(t.get("ttft_s"), (int, float)):
-        rows.append(["TTFT", f"{t['ttft_s'] * 1e3:.3f} ms", "time to first token", limit("ttft")])
-    if isinstance(t.get("tpot_s"), (int, float)):
-        rows.append(["TPOT", f"{t['tpot_s'] * 1e3:.3f} ms", "time per output token", limit("tpot")])
+        rows.append(["tokens/s", f"{t['tokens_per_s']:,.1f}", "",
+                     "   ".join(s for s in (limit("throughput"), what.get(phase, "")) if s)])
+    for key, kind, label in (("ttft_s", "ttft", "TTFT"), ("tpot_s", "tpot", "TPOT")):
+        if isinstance(t.get(key), (int, float)) and (phase == "generate" or limit(kind)):
+            rows.append([label, f"{t[key] * 1e3:.3f} ms", "", "   ".join(
+                s for s in (limit(kind), "time to first token" if kind == "ttft" else "time per output token") if s)])
     return rows
 
 
