@@ -190,6 +190,14 @@ class Prepared:
                                   self.fixed_memory)
         return device_memory_limit(self.hardware, self.free_memory, bound)
 
+    def serving_totals(self, assignment) -> dict:
+        """tokens_per_s, ttft_s, tpot_s of one format per layer (empty for models that make no tokens)."""
+        from hwmodels.wholemodel import serving_totals
+
+        if self.serving is None or self.graph.config.get("arch", "decoder") != "decoder":
+            return {}
+        return serving_totals(self.serving, np.asarray(assignment))
+
     def problem(self, limits: dict) -> Problem:
         mask = self.costs.supported & np.isfinite(self.sensitivity.errors)
         limits, sources = serving_limits(self, limits)

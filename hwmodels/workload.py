@@ -73,9 +73,10 @@ class Workload:
     @classmethod
     def unset(cls, phase=None, batch=None, seq=None, kv_bits=None, steps=None, image_hw=None, output_len=None,
               devices=None, parallel=None) -> "Workload":
-        """The workload as the user gave it: None where the model kind decides."""
+        """The workload as the user gave it: None where the model kind decides (one device, tensor parallel
+        unless told)."""
         return cls(phase=phase, batch=batch, seq=seq, kv_bits=kv_bits, steps=steps, image_hw=image_hw,
-                   output_len=output_len, devices=devices, parallel=parallel)
+                   output_len=output_len, devices=devices or 1, parallel=parallel or "tp")
 
     @property
     def tokens(self) -> int:
