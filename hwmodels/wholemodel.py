@@ -68,7 +68,7 @@ def _sum(table: CostTable | None) -> dict:
 def _add(a: dict, b: dict, times: float = 1.0) -> dict:
     """a + times x b, key by key (nested dicts too)."""
     return {k: _add(a.get(k, {}), b.get(k, {}), times) if isinstance(a.get(k, b.get(k)), dict)
-            else a.get(k, 0.0) + times * b.get(k, 0.0) for k in set(a) | set(b)}
+            else a.get(k, 0.0) + times * b.get(k, 0.0) for k in [*a, *(k for k in b if k not in a)]}
 
 
 def _combine(a: CostTable, b: CostTable, times: float) -> CostTable:
@@ -78,7 +78,7 @@ def _combine(a: CostTable, b: CostTable, times: float) -> CostTable:
                      a.bytes + times * b.bytes, np.where(tb > a.latency_s, b.bound, a.bound),
                      a.supported & b.supported,
                      {k: a.breakdown.get(k, 0.0) + times * b.breakdown.get(k, 0.0)
-                      for k in set(a.breakdown) | set(b.breakdown)})
+                      for k in [*a.breakdown, *(k for k in b.breakdown if k not in a.breakdown)]})
 
 
 @dataclass
