@@ -1,4 +1,6 @@
-"""SmoothQuant+ (Pan et al., arXiv:2312.03788): Code Llama-34B W4 on one A100-40GB against FP16 on two.
+"""Serving on several GPUs: SmoothQuant+'s Code Llama-34B, and TensorRT-LLM's tensor-parallel tables.
+
+SmoothQuant+ (Pan et al., arXiv:2312.03788): Code Llama-34B W4 on one A100-40GB against FP16 on two.
 
 Published (abstract and README of Adlik/smoothquantplus): with SmoothQuant+'s 4-bit group-wise
 weights in vLLM, Code Llama-34B on one A100 40GB reaches 1.9 to 4.0 times the throughput of the
@@ -12,6 +14,14 @@ end: each configuration serves as many sequences of that shape as its memory hol
 Ours: whole requests (`--phase generate`) through the search's own cost tables
 (hwmodels.wholemodel.serving_tables): int4-g128 weights (the vLLM runtime keeps the lm-head in
 FP16), FP16 with tensor parallelism over two A100-40GB (NVLink 3 ring all-reduce, 2 per block).
+
+TensorRT-LLM's performance page (docs/source/performance.md, v0.6.1 Peak Throughput, v0.5 Low
+Latency): every entry of a model in our catalog run with tensor parallelism (TP 2 and 4; its TP 8
+entries are Falcon-180B, which the catalog lacks). gptSessionBenchmark runs static batches: a
+prefill of the batch's prompts, then one decode step per output token, which is `--phase generate`;
+throughput is output tokens over that time (per GPU on the H100 table), and the first-token
+latency a one-token request. FP8 on H100 is W8A8 FP8 with the FP8 KV cache the build sets
+(`--enable_fp8 --fp8_kv_cache`), costed as an 8-bit KV cache.
 """
 from __future__ import annotations
 
@@ -119,3 +129,66 @@ REPRODUCTIONS = {
     "smoothquant_plus_codellama34b_throughput_ratio_batch8": _throughput_equal,
     "smoothquant_plus_codellama34b_throughput_ratio_full": _throughput_full,
 }
+
+
+TRTLLM_SOURCE = "NVIDIA/TensorRT-LLM docs/source/performance.md"
+#: (hw, model, format, kv_bits, tp, batch, input, output, published, unit, table): every tensor-parallel entry
+#: of a model in the catalog. unit: tok_s_gpu (H100 table: out tok/s per GPU), tok_s (A100 table: out tok/s),
+#: ttft_ms (Low Latency tables, batch 1).
+TRTLLM_TP = [
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 1024, 128, 128, 2657, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 480, 128, 2048, 1486, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 96, 2048, 128, 306, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 64, 2048, 2048, 547, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
+    ("a100-80gb", "llama-2-7b", "fp16", 16, 2, 64, 2048, 2048, 782, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
+    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1280, 128, 128, 670, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
+    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 240, 128, 2048, 525, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
+    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 120, 2048, 128, 79, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 1, 128, 1, 26, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"),
+    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 1, 2048, 1, 109, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"),
+    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1, 128, 1, 47, "ttft_ms", "v0.5 Low Latency, A100 (FP16)"),
+    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1, 2048, 1, 377, "ttft_ms", "v0.5 Low Latency, A100 (FP16)"),
+]
+
+
+@cached
+def trtllm_figure(hw, model_name, fmt, kv_bits, tp, batch, prompt, output, unit) -> float:
+    """Our figure for one TensorRT-LLM entry: a static batch through the tensorrt-llm runtime on `tp` GPUs."""
+    from quantcore.formats import get_format
+    from quantcore.models import load_graph
+    from hwmodels.registry import load_model
+    from hwmodels.wholemodel import model_cost
+    from hwmodels.workload import Workload
+
+    model = load_model(hw, {"runtime": "tensorrt-llm"})
+    graph = load_graph(model_name)
+    if unit == "ttft_ms":
+        work = Workload(phase="prefill", batch=batch, seq=prompt, kv_bits=kv_bits, devices=tp)
+        return model_cost(model, graph, get_format(fmt), work)["latency_s"] * 1e3
+    work = Workload(phase="generate", batch=batch, seq=prompt, output_len=output, kv_bits=kv_bits, devices=tp)
+    tokens = model_cost(model, graph, get_format(fmt), work)["tokens_per_s"]
+    return tokens / tp if unit == "tok_s_gpu" else tokens
+
+
+def _trtllm(entry):
+    hw, model_name, fmt, kv_bits, tp, batch, prompt, output, published, unit, table = entry
+
+    def fn() -> dict:
+        what = {"tok_s_gpu": "output tokens/s per GPU", "tok_s": "output tokens/s", "ttft_ms": "first-token ms"}[unit]
+        ours = trtllm_figure(hw, model_name, fmt, kv_bits, tp, batch, prompt, output, unit)
+        note = ({"note": f"the A100 table's header says out tok/s, the H100 table's out tok/s/GPU; compared as written "
+                         f"(per GPU, ours would be {ours / tp:.0f})"} if unit == "tok_s" else {})
+        return {"refs": ["trtllm-perf-v0.5"], "published": published, "source": f"{TRTLLM_SOURCE} ({table})",
+                "ours": ours, **note,
+                "setup": (f"{model_name} {fmt} on {tp}x {hw} tensor parallel, runtime tensorrt-llm, batch {batch}, "
+                          f"input {prompt}, output {output}, {kv_bits}-bit KV cache: {what}")}
+    return fn
+
+
+def _trtllm_name(entry) -> str:
+    hw, model_name, _, _, tp, batch, prompt, output, _, unit, _ = entry
+    kind = "ttft" if unit == "ttft_ms" else "tok_s"
+    return f"trtllm_tp{tp}_{hw.split('-')[0]}_{model_name.replace('-', '_')}_b{batch}_{prompt}_{output}_{kind}"
+
+
+REPRODUCTIONS.update({_trtllm_name(e): _trtllm(e) for e in TRTLLM_TP})
