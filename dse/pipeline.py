@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from dse.budget import MAX_SI, UNITS, Budget, budget_from_text
+from dse.budget import MAX_SI, UNITS, Budget
 from dse.device import bits_memory_bound, device_memory_limit, infeasible_hint, max_weight_bytes, runnable
 from quantcore.errors import QuantDSEError
 from dse.problem import Problem
@@ -79,8 +79,6 @@ class SearchRequest:
         # stored as tuples of (name, value) pairs, in the order given, so a request stays hashable and frozen
         object.__setattr__(self, "overrides", _pairs(self.overrides, "overrides"))
         object.__setattr__(self, "solver_options", _pairs(self.solver_options, "solver_options"))
-        if isinstance(self.budget, str):  # adapter: experiments.sweep still builds requests from budget text
-            object.__setattr__(self, "budget", budget_from_text(self.budget))
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise QuantDSEError(f"must be a Budget (Budget.bits(3.7), Budget.gb(3.5), Budget.ms(12), Budget.mj(5)), "
                                 f"got {self.budget!r}", param="budget")
@@ -138,27 +136,17 @@ SLO_FLAGS = ("max_ttft_ms", "max_tpot_ms")
 
 
 def _pairs(values, param: str) -> tuple:
-    """A mapping (or pairs) as a tuple of (name, value); "KEY=VALUE" texts are split (adapter for
-    experiments.sweep, which builds requests from command-line text)."""
+    """A mapping of name -> value (or the (name, value) pairs a request stores) as a tuple of pairs."""
     if isinstance(values, Mapping):
-        items = list(values.items())
+        items = tuple(values.items())
+    elif isinstance(values, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in values):
+        items = values  # a request's own pairs, as dataclasses.replace passes them back
     else:
-        items = []
-        for item in values or ():
-            if isinstance(item, str):
-                key, sep, text = item.partition("=")
-                if not sep:
-                    raise QuantDSEError(f"item {item!r} must be KEY=VALUE, e.g. clock_hz=300e6", param=param)
-                items.append((key.strip(), text.strip()))
-            elif isinstance(item, tuple) and len(item) == 2:
-                items.append(item)
-            else:
-                raise QuantDSEError(f"must be a dict of name -> value, e.g. {{'rows': 32}}, got {values!r}",
-                                    param=param)
+        raise QuantDSEError(f"must be a dict of name -> value, e.g. {{'rows': 32}}, got {values!r}", param=param)
     for key, _ in items:
         if not isinstance(key, str) or not key:
             raise QuantDSEError(f"names must be non-empty strings, got {key!r}", param=param)
-    return tuple(items)
+    return items
 
 
 @dataclass

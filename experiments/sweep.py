@@ -698,13 +698,11 @@ def sweep(hw, grid: dict | None = None, models=("llama-2-7b",), budgets=("4bits"
           out: str | None = None, workers: int | None = 1, use_ray: bool = False, address: str | None = None,
           progress: bool | None = None, cache=None, **request) -> SweepResult:
     """The CLI as a function (for notebooks): hw is a target or a list of them; `request` takes
-    SearchRequest fields (workload=Workload(...), formats=(...), sensitivity=..., overrides=("k=v", ...),
+    SearchRequest fields (workload=Workload(...), formats=(...), sensitivity=..., overrides={"rows": 32},
     seed=...). Rows are `Row`s: `row["latency_s"]`, `row["rows"]` (grid values as text)."""
     from dse.pipeline import SearchRequest
 
     targets = parse_targets([hw] if isinstance(hw, str) else list(hw))
-    if "overrides" in request:
-        request["overrides"] = tuple(request["overrides"])
     if request.get("formats") is not None:
         request["formats"] = tuple(request["formats"])
     if request.get("include") is not None:

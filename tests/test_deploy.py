@@ -184,3 +184,34 @@ def test_docs_deploy_commands_run(tmp_path):
                              timeout=600)
         assert run.returncode == 0, (argv, run.stderr[-1000:])
         assert "Traceback" not in run.stderr
+
+
+def _note_layers(note: str) -> str:
+    return re.search(r"\(e\.g\. ([\w.]+):", note).group(1)
+
+
+def test_plain_gptqmodel_export_says_when_vllm_cannot_load_it(tmp_path, capsys):
+    """Without --for, the file is what GPTQModel applies; where vLLM's rules (reimplemented above) reject
+    a module of it, the export says so and names the target that fixes it: no silent mismatch."""
+    mixed_path, plain_path = tmp_path / "mixed.json", tmp_path / "plain.json"
+    _search("--hw", "rtx4090", "--budget", "3.5bits", "--formats", "int3-g128,int4-g128,int8", "--out", str(mixed_path))
+    _search("--hw", "rtx4090", "--budget", "4.5bits", "--formats", "int4-g128", "--out", str(plain_path))
+    for path, expect_note in ((mixed_path, True), (plain_path, False)):
+        out = tmp_path / f"{path.stem}.quantize_config.json"
+        capsys.readouterr()
+        assert _export("--plan", str(path), "--to", "gptqmodel", "--out", str(out), "--json") == 0
+        report = json.loads(capsys.readouterr().out)
+        loaded = _vllm_gptq_modules(json.loads(out.read_text()), load_graph("llama-2-7b"))
+        plan = json.loads(path.read_text())
+        fmt = {l["name"]: get_format(l["format"]) for l in plan["layers"]}
+        rejected = set()
+        for prefix, q in loaded.items():
+            head, _, leaf = prefix.rpartition(".")
+            shards = [f"{head}.{s}" for s in PACKED[leaf]] if leaf in PACKED else [prefix]
+            planned = {(fmt[s].weight_bits, fmt[s].group_size or -1, fmt[s].symmetric) for s in shards if s in fmt}
+            if q is not None and ((q[0], q[2]) not in MARLIN_TYPES or q[1] not in MARLIN_GROUPS or len(planned) > 1):
+                rejected.update(shards)
+        notes = [n for n in report["notes"] if n.startswith("vLLM cannot load this file as written")]
+        assert bool(rejected) == expect_note and len(notes) == int(expect_note), (path.stem, notes)
+        if notes:
+            assert _note_layers(notes[0]) in rejected and "--to vllm-gptq --nearest" in notes[0]

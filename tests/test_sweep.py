@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from dse.budget import Budget
 from dse.pipeline import SearchRequest
 from dse.search import search
 from experiments import sweep as sw
@@ -37,8 +38,8 @@ def test_rows_equal_the_plans_dse_search_writes():
     for row in result.rows:
         if row["budget"] == "1ms":
             continue
-        plan = search(SearchRequest(hw="systolic", model="resnet-50", budget="5bits", workload=WORKLOAD,
-                                    formats=FORMATS, overrides=(f"rows={row['rows']}", f"dataflow={row['dataflow']}")))
+        plan = search(SearchRequest(hw="systolic", model="resnet-50", budget=Budget.bits(5), workload=WORKLOAD,
+                                    formats=FORMATS, overrides={"rows": row["rows"], "dataflow": row["dataflow"]}))
         assert row["status"] == plan["solver"]["status"] == "optimal"
         for key in sw.TOTALS:
             assert row[key] == pytest.approx(plan["totals"][key], rel=1e-12), key

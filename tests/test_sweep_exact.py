@@ -4,6 +4,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from dse.budget import Budget
 from dse.pipeline import Cache, SearchRequest
 from dse.search import search
 from experiments import sweep as sw
@@ -103,8 +104,8 @@ def test_cache_misses_on_every_input_that_changes_a_result():
     base = SearchRequest(hw="systolic", model="resnet-50", workload=Workload("prefill", 1, 1),
                          formats=("int4-g128", "int8", "fp16"))
     first = cache.prepared(base)
-    assert cache.prepared(sw.replace(base, budget="4bits", method="greedy")) is first  # solve-only fields: a hit
-    for changed in (dict(overrides=("rows=8",)), dict(formats=("int8", "fp16")), dict(sensitivity="weights"),
+    assert cache.prepared(sw.replace(base, budget=Budget.bits(4), method="greedy")) is first  # solve-only fields: a hit
+    for changed in (dict(overrides={"rows": 8}), dict(formats=("int8", "fp16")), dict(sensitivity="weights"),
                     dict(workload=Workload("prefill", 2, 1)), dict(include=("embeddings",)), dict(hw="u280")):
         try:
             other = cache.prepared(sw.replace(base, **changed))
@@ -163,7 +164,7 @@ def test_several_targets_and_workload_axes_are_columns(tmp_path):
         assert float(r["tokens_per_s"]) == pytest.approx(int(r["batch"]) / float(r["latency_s"]), rel=1e-12)
         assert r["images_per_s"] == ""
     one = next(r for r in rows if (r["hw"], r["batch"], r["kv_bits"]) == ("rtx4090", "4", "8"))
-    plan = search(SearchRequest(hw="rtx4090", model="llama-2-7b", budget="4bits",
+    plan = search(SearchRequest(hw="rtx4090", model="llama-2-7b", budget=Budget.bits(4),
                                 workload=Workload.unset(phase="decode", batch=4, seq=256, kv_bits=8)))
     assert float(one["latency_s"]) == pytest.approx(plan["totals"]["latency_s"], rel=1e-9)
 

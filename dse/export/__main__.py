@@ -87,7 +87,7 @@ def main(argv=None) -> int:
 
         raise QuantDSEError("--plan and --to are required, e.g. --plan plan.json --to llamacpp")
     from dse.export.base import check_fused
-    from dse.export.deploy import deployment_for, recost, resolve_nearest
+    from dse.export.deploy import deployment_for, recost, resolve_nearest, serving_notes
     from dse.export.targets import TARGETS as DEPLOYMENTS, get_target, target_formats
     from quantcore.formats import get_format
 
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     content, extras = module.write(export)
     if deploy:
         export.notes += recost(plan, args.plan, deploy)
+    else:
+        export.notes += serving_notes(export, module.NAME)
     text = _text(content)
     if args.out:
         atomic_write_text(args.out, text)

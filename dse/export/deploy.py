@@ -5,6 +5,9 @@
 - `--nearest` re-solves: the same model, hardware, workload, limits (the binding one included)
   and sensitivity, searched again with `--for TARGET`; before and after are reported, and a limit
   the target's formats cannot meet is the search's own one-line error naming it.
+- A plain `--to EXPORTER` (no deployment target) writes what the tool itself applies; where vLLM
+  could not load that file as written (a format without a kernel there, a fused module with mixed
+  formats), the export says so and names the `--for` target that would.
 - The plan is re-costed on the target's runtime (`--set runtime=...` where the hardware has
   runtime profiles); a limit that no longer holds there is reported.
 """
@@ -30,6 +33,7 @@ def deployment_for(to: str, plan: dict) -> str | None:
 
 def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
     """The SearchRequest that made `plan` (model, hardware, workload, limits, sensitivity, seed), for `deploy`."""
+    from dse.budget import budget_from_text
     from dse.pipeline import SearchRequest
     from hwmodels.workload import Workload
 
@@ -40,12 +44,12 @@ def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
     if plan.get("device", {}).get("memory_limit_added"):
         limits.pop("memory", None)
     w = plan.get("workload", {})
-    overrides = tuple(o for o in prov.get("hardware_overrides", ()) if not o.startswith("runtime="))
+    overrides = _overrides(prov)
     text = budget.get("text")
     others = {k: v for k, v in limits.items() if k != budget.get("kind")}
     sens = prov.get("sensitivity")
     return SearchRequest(
-        hw=plan["hardware"], model=model, budget=text, method=plan.get("method", "ilp")
+        hw=plan["hardware"], model=model, budget=budget_from_text(text) if text else None, method=plan.get("method", "ilp")
         if plan.get("method") in ("ilp", "lagrangian", "greedy") else "ilp",
         sensitivity=sens if sens in ("weights", "prior") else None,
         workload=Workload.unset(phase=w.get("phase") if w.get("phase") != "forward" else None, batch=w.get("batch"),
@@ -55,6 +59,12 @@ def request_from_plan(plan: dict, path: str, deploy: str | None, formats=None):
         max_energy_mj=others["energy"] * 1e3 if "energy" in others else None,
         max_memory_gb=others["memory"] / 1e9 if "memory" in others else None,
         overrides=overrides, seed=int(prov.get("seed", 0)), include=tuple(prov.get("include", ())), target=deploy)
+
+
+def _overrides(prov: dict) -> dict:
+    """The plan's hardware overrides (``--set`` text, as the plan records them) but its runtime, as a dict."""
+    pairs = (str(item).partition("=") for item in prov.get("hardware_overrides", ()))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep and key.strip() != "runtime"}
 
 
 def resolve_nearest(plan: dict, path: str, deploy: str | None, export_formats, embeddings: bool = True) -> tuple[dict, list]:
@@ -107,7 +117,7 @@ def recost(plan: dict, path: str, deploy: str) -> list[str]:
     request = request_from_plan(plan, path, None, tuple(names))
     import dataclasses
 
-    request = dataclasses.replace(request, sensitivity="prior", overrides=request.overrides + (f"runtime={runtime}",))
+    request = dataclasses.replace(request, sensitivity="prior", overrides={**dict(request.overrides), "runtime": runtime})
     prepared = prepare(request)
     limits = {k: v for k, v in plan.get("budget", {}).get("limits", {}).items()}
     problem = prepared.problem(limits)
@@ -124,4 +134,37 @@ def recost(plan: dict, path: str, deploy: str) -> list[str]:
         kind = broken.split(":")[0]
         notes.append(f"the {kind} limit no longer holds on {runtime}: re-search with --for {deploy} "
                      f"(or export with --nearest)")
+    return notes
+
+
+def serving_notes(export, exporter: str) -> list[str]:
+    """Notes on a plain `--to exporter` file that vLLM could not load as written (formats without a
+    kernel there, fused modules with mixed formats), each naming the deployment target that fixes it."""
+    from dse.export import TARGETS as EXPORTERS
+    from dse.export.targets import TARGETS, fused_key
+
+    notes = []
+    for target in TARGETS.values():
+        if target.export != exporter or target.runtime != "vllm":
+            continue
+        no_kernel = [l for l in export.layers if target.formats and l.format.name not in target.formats]
+        groups: dict = {}
+        for l in export.layers:
+            key = fused_key(l.name, target.fuse)
+            if key is not None:
+                groups.setdefault(key, set()).add(l.format.name)
+        mixed = [(head, kind, sorted(names)) for (head, kind), names in groups.items() if len(names) > 1]
+        if not no_kernel and not mixed:
+            continue
+        parts = []
+        if no_kernel:
+            first = no_kernel[0]
+            parts.append(f"{len(no_kernel)} layers in formats it has no kernel for (e.g. {first.name}: "
+                         f"{first.format.name})")
+        if mixed:
+            head, kind, names = mixed[0]
+            parts.append(f"{len(mixed)} fused modules with mixed formats (e.g. {head} {kind}: {', '.join(names)})")
+        fix = f"search with --for {target.name}" if target.name in EXPORTERS else \
+            f"export with --to {target.name} --nearest (or search with --for {target.name})"
+        notes.append(f"vLLM cannot load this file as written: {' and '.join(parts)}; to serve it on vLLM, {fix}")
     return notes

@@ -35,9 +35,10 @@ HW = "rtx4090-laptop"
 
 
 def _prepared(formats: tuple | None = None, budget: str = "4.5bits"):
+    from dse.budget import budget_from_text
     from dse.pipeline import SearchRequest, prepare
 
-    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget, formats=formats))
+    return prepare(SearchRequest(hw=HW, model="flux.1-dev", budget=budget_from_text(budget), formats=formats))
 
 
 def _stage_totals(prepared, choice) -> dict:
