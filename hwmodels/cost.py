@@ -14,6 +14,7 @@ from quantcore.io import dumps
 from quantcore.cli import ArgumentParser, run_cli
 from quantcore.errors import QuantDSEError
 from quantcore.limits import RANGES
+from hwmodels.memory import memory_doc
 from hwmodels.ops import Ops
 from hwmodels.registry import load_model
 from hwmodels.wholemodel import model_cost
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
         workload = asked.for_model(graph)
         result = {"hardware": model.name, "model": graph.name, "format": fmt.name,
                   "workload": workload.as_dict(), **model_cost(model, graph, fmt, workload)}
+        memory = memory_doc(model.spec, graph, fmt, workload)
+        if memory is not None:
+            result["memory"] = memory
     if not all(math.isfinite(result[k]) and result[k] >= 0 for k in ("cycles", "latency_s", "energy_j", "bytes")):
         raise QuantDSEError(f"predicted cost on {model.name} is not finite and non-negative: check --set values "
                             "and the model's config")
@@ -79,9 +83,11 @@ def main(argv=None) -> int:
         sys.stdout.write(dumps(result))
     else:
         for key, value in result.items():
-            if key == "breakdown":
+            if key in ("breakdown", "memory"):
+                if key == "memory":
+                    print("memory (bytes; per device where several)")
                 for bk, bv in value.items():
-                    print(f"  {bk:28s} {bv:.6g}")
+                    print(f"  {bk:28s} {bv:.6g}" if isinstance(bv, float) else f"  {bk:28s} {bv}")
             else:
                 print(f"{key:30s} {value}")
     return 0

@@ -127,3 +127,22 @@ def offload(spec, fm: FreeMemory, weight_bytes: float, workload: Workload) -> di
     devices = workload.devices or 1
     return {"offloaded_bytes": over, "host_link_bytes_per_s": bw,
             "seconds_per_pass": over / devices / bw if bw > 0 else None}
+
+
+def weight_bytes(graph, fmt) -> float:
+    """Bytes of the weights with every searched layer in `fmt` and the rest (embeddings, norms) at 16 bits."""
+    fixed = sum(l.params for l in graph.layers if not l.quantizable) + graph.extra_params
+    return 2.0 * fixed + sum(l.params * fmt.bits_per_weight(l.row) / 8.0 for l in graph.quantizable())
+
+
+def memory_doc(spec, graph, fmt, workload: Workload) -> dict | None:
+    """What `hwmodels.cost --model` says of memory: the weights in `fmt`, what each device holds, whether it fits."""
+    fm = free_memory(spec, graph, workload)
+    if fm is None:
+        return None
+    weights = weight_bytes(graph, fmt)
+    devices = workload.devices or 1
+    doc = {"weights_bytes": weights, "weights_per_device_bytes": weights / devices, **fm.as_dict(),
+           "weights_fit": bool(weights <= fm.free * (1 + 1e-9))}
+    spill = offload(spec, fm, weights, workload)
+    return {**doc, "offload": spill} if spill else doc

@@ -201,3 +201,49 @@ def test_problem_ties_carry_the_serving_rows():
                 limits={"ttft": 10.0}, serving={"ttft": (ttft, 0.5)}, **arrays)
     merged, rows = tie(p, [[0, 1]])
     assert merged.coef("ttft")[0] == pytest.approx(ttft[0] + ttft[1]) and merged.rhs("ttft") == 9.5
+
+
+def test_cost_says_what_each_device_holds(capsys):
+    from hwmodels import cost
+
+    assert cost.main(["--hw", "h100-sxm", "--model", "llama-2-70b", "--format", "fp16", "--devices", "2",
+                      "--json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    graph = load_graph("llama-2-70b")
+    assert memory["weights_bytes"] == pytest.approx(2.0 * graph.params)  # every weight at 16 bits
+    assert memory["weights_per_device_bytes"] == pytest.approx(graph.params)
+    assert memory["free_for_weights_bytes"] == pytest.approx(2 * memory["free_per_device_bytes"])
+    assert memory["weights_fit"] is True
+
+
+def test_pareto_frontier_in_tokens_per_s(capsys):
+    from dse import pareto
+
+    assert pareto.main(["--hw", "a100-80gb", "--model", "llama-3-8b", "--batch", "16", "--sweep",
+                        "throughput=1000:2000:500", "--x", "throughput", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["budget"] for r in rows] == [1000.0, 1500.0, 2000.0]
+    for r in rows:
+        assert r["tokens_per_s"] >= r["budget"] * (1 - 1e-9)
+        assert r["tokens_per_s"] == pytest.approx(16 / r["latency_s"])
+    # higher throughput costs error: every point is on the (max tokens/s, min error) frontier
+    assert all(r["on_frontier"] for r in rows) and rows[0]["error"] < rows[-1]["error"]
+
+
+def test_sweep_grid_over_devices():
+    from experiments.sweep import main as sweep_main
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert sweep_main(["--hw", "a100-40gb", "--grid", "devices=1,2", "--model", "codellama-34b", "--budgets",
+                           "16bits", "--phase", "generate", "--seq", "32", "--output-len", "16", "--batch", "8",
+                           "--workers", "1", "--json"]) == 0
+    rows = json.loads(out.getvalue())
+    one, two = rows
+    assert (one["devices"], two["devices"]) == ("1", "2") and one["output_len"] == 16
+    assert two["memory_bytes"] > 40e9 > one["memory_bytes"]  # FP16 fits two A100-40GB, not one
+    for r in rows:
+        assert r["tokens_per_s"] == pytest.approx(8 * 16 / r["latency_s"])
+        assert r["latency_s"] == pytest.approx(r["ttft_s"] + 15 * r["tpot_s"])
