@@ -124,7 +124,3 @@ def comm(graph, tokens: int, spec, devices: int, mode: str) -> dict:
     return {"latency_s": (devices - 1) * p2p_s(message, bw, lat), "bytes": (devices - 1) * message,
             "messages": devices - 1, "message_bytes": message}
 
-
-def memory_share(devices: int, mode: str) -> float:
-    """The fraction of the weights one device holds (both modes split them N ways)."""
-    return 1.0 / max(devices, 1)

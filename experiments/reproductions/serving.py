@@ -132,23 +132,25 @@ REPRODUCTIONS = {
 
 
 TRTLLM_SOURCE = "NVIDIA/TensorRT-LLM docs/source/performance.md"
-#: (hw, model, format, kv_bits, tp, batch, input, output, published, unit, table): every tensor-parallel entry
-#: of a model in the catalog. unit: tok_s_gpu (H100 table: out tok/s per GPU), tok_s (A100 table: out tok/s),
-#: ttft_ms (Low Latency tables, batch 1).
-TRTLLM_TP = [
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 1024, 128, 128, 2657, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 480, 128, 2048, 1486, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 96, 2048, 128, 306, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 2, 64, 2048, 2048, 547, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"),
-    ("a100-80gb", "llama-2-7b", "fp16", 16, 2, 64, 2048, 2048, 782, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
-    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1280, 128, 128, 670, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
-    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 240, 128, 2048, 525, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
-    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 120, 2048, 128, 79, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"),
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 1, 128, 1, 26, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"),
-    ("h100-sxm", "llama-2-70b", "fp8-e4m3-a8", 8, 4, 1, 2048, 1, 109, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"),
-    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1, 128, 1, 47, "ttft_ms", "v0.5 Low Latency, A100 (FP16)"),
-    ("a100-80gb", "llama-2-70b", "fp16", 16, 4, 1, 2048, 1, 377, "ttft_ms", "v0.5 Low Latency, A100 (FP16)"),
-]
+#: (hw, format, kv_bits, unit, table) -> [(model, tp, batch, input, output, published)]: every tensor-parallel
+#: entry of a model in the catalog. unit: tok_s_gpu (H100 table: out tok/s per GPU), tok_s (A100 table: out
+#: tok/s), ttft_ms (Low Latency tables, batch 1).
+TRTLLM_TABLES = {
+    ("h100-sxm", "fp8-e4m3-a8", 8, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"): [
+        ("llama-2-70b", 2, 1024, 128, 128, 2657), ("llama-2-70b", 4, 480, 128, 2048, 1486),
+        ("llama-2-70b", 2, 96, 2048, 128, 306), ("llama-2-70b", 2, 64, 2048, 2048, 547)],
+    ("a100-80gb", "fp16", 16, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"): [
+        ("llama-2-7b", 2, 64, 2048, 2048, 782), ("llama-2-70b", 4, 1280, 128, 128, 670),
+        ("llama-2-70b", 4, 240, 128, 2048, 525), ("llama-2-70b", 4, 120, 2048, 128, 79)],
+    ("h100-sxm", "fp8-e4m3-a8", 8, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"): [
+        ("llama-2-70b", 4, 1, 128, 1, 26), ("llama-2-70b", 4, 1, 2048, 1, 109)],
+    ("a100-80gb", "fp16", 16, "ttft_ms", "v0.5 Low Latency, A100 (FP16)"): [
+        ("llama-2-70b", 4, 1, 128, 1, 47), ("llama-2-70b", 4, 1, 2048, 1, 377)],
+}
+#: (hw, model, format, kv_bits, tp, batch, input, output, published, unit, table), one per entry
+TRTLLM_TP = [(hw, model, fmt, kv, tp, batch, prompt, output, published, unit, table)
+             for (hw, fmt, kv, unit, table), entries in TRTLLM_TABLES.items()
+             for model, tp, batch, prompt, output, published in entries]
 
 
 @cached
