@@ -33,6 +33,7 @@ ACT_BYTES = 2  # activations are sent at 16 bits
 
 
 def check_parallel(devices: int, mode: str) -> None:
+    """`mode` must be a known split (the device count is checked with the other workload integers)."""
     if mode not in PARALLEL_MODES:
         raise QuantDSEError(f"--parallel {mode!r} is unknown: use tp (tensor) or pp (pipeline)")
 
@@ -83,7 +84,7 @@ def shard_layer(layer, devices: int):
 
 def per_device_graph(graph, devices: int, mode: str):
     """The graph one device computes: TP shards every layer; PP keeps layers whole (the pass visits
-    every stage, so its time is the whole graph's) and splits only memory (`memory_share`)."""
+    every stage, so its time is the whole graph's) and splits only memory (hwmodels.memory.free_memory)."""
     if devices <= 1 or mode == "pp":
         return graph
     from quantcore.models.graph import LayerGraph
