@@ -321,6 +321,33 @@ def test_attention_decode_bytes_are_the_kv_cache_by_hand(model_name, batch, ctx,
     assert kv_bytes <= table.bytes.sum() <= 1.15 * kv_bytes
 
 
+@pytest.mark.parametrize("model_name,kv_heads,batch,ctx,kv_bits", [("llama-3-8b", 8, 256, 1280, 16),
+                                                                   ("llama-3-8b", 8, 256, 1280, 8),
+                                                                   ("llama-2-7b", 32, 64, 1280, 16)])
+def test_decode_step_bytes_are_the_weights_plus_the_kv_cache_by_hand(model_name, kv_heads, batch, ctx, kv_bits):
+    """A whole decode step at large batch and long context reads every weight once and the KV cache once,
+    written out from the architecture (Llama-3-8B: 32 layers, d 4096, 8 KV heads of 128 (GQA, 4 query heads
+    each), ffn 14336, vocab 128256; Llama-2-7B: 32 MHA heads, ffn 11008, vocab 32000) with nothing read from
+    the graph: at batch 256 and context 1280 Llama-3-8B's fp16 KV is 42.9 GB, 2.7x its 16.1 GB of
+    weights; an MHA model would read 4x that KV. The rest (activations, scores, outputs, the embedding
+    gather; the scores the two attention GEMMs write and read back) is 2-8 %."""
+    from quantcore.models import load_graph
+    from hwmodels.wholemodel import model_cost
+
+    d, layers, head_dim = 4096, 32, 128
+    ffn, vocab = {"llama-3-8b": (14336, 128256), "llama-2-7b": (11008, 32000)}[model_name]
+    per_layer = d * d * 2 + d * kv_heads * head_dim * 2 + 3 * d * ffn      # q, o; k, v; gate, up, down
+    weights = (layers * per_layer + d * vocab) * 2                          # fp16 body and lm-head
+    kv = layers * 2 * kv_heads * head_dim * ctx * batch * kv_bits / 8
+    scale_bytes = layers * 2 * kv_heads * ctx * batch * 2 * (kv_bits < 16)  # an fp16 scale per 128 elements
+    hand = weights + kv + scale_bytes
+    if model_name == "llama-3-8b":
+        assert weights == pytest.approx(15.01e9, rel=1e-3) and kv * 16 / kv_bits == pytest.approx(42.95e9, rel=1e-3)
+    got = model_cost(MODELS["a100-80gb"], load_graph(model_name), get_format("fp16"),
+                     Workload("decode", batch, ctx, kv_bits))["bytes"]
+    assert hand <= got <= 1.10 * hand, (got / 1e9, hand / 1e9)
+
+
 def test_compute_bound_gemm_draws_the_power_limit_memory_bound_gemv_does_not():
     """Energy = power x time at the power limit: a large GEMM keeps the tensor pipes busy, so its board
     power sits near the TDP (idle + busy share x (TDP - idle)); a batch-1 GEMV stays at its activity sum."""
@@ -345,20 +372,54 @@ def _attention_s(runtime, model_name, phase, batch, ctx, kv_bits):
 
 
 def test_masked_mha_decode_attention_is_cuda_core_bound_with_gqa_and_kv4_by_hand():
-    """QServe's masked MHA (runtime qserve, decode_attention=mmha): one CTA per query head, fp32 FMAs on
+    """QServe's masked MHA (runtime qserve, decode_attention=mmha): one CTA per query head, dot products on
     CUDA cores. Llama-3-8B at batch 256, context 1280, KV4 on the A100: every query head (32 per layer)
-    dequantizes (2 ops), converts to fp32 and multiplies (an FMA: 2 + 2 ops) each K and V element of
-    its KV head: 32 layers x 2 x 32 heads x 128 x 1280 x 256 x 6 ops = 5.15e11 ops at 128 x 108 x 1.35 GHz
-    = 18.7 Tops/s = 27.6 ms, above the 5.9 ms the 10.7 GB of KV cache take at 0.85 x 2039 GB/s, and
+    dequantizes each K and V element of its KV head (13 lane-instructions per 8 int4 = 3.25 ops), then
+    multiplies it: K in half2 FMAs (1 op), V converted to fp32 and FMA'd (4 ops): 5.75 ops per element
+    on average, 32 layers x 2 x 32 heads x 128 x 1280 x 256 x 5.75 = 4.94e11 ops at 128 x 108 x 1.35 GHz
+    = 18.7 Tops/s = 26.4 ms, above the 6.2 ms the 10.7 GB of KV cache take at 0.85 x 2039 GB/s, and
     above the tensor-core form (the default), which shares each KV tile among the group's query heads."""
     model = load_model("a100-80gb", ["runtime=qserve"])
-    ops = 32 * 2 * 32 * 128 * 1280 * 256 * (2 + 2 + 2)
-    assert model.spec["mmha_ops_per_element"] + model.spec["dequant_ops_int"] == 6
+    ops = 32 * 2 * 32 * 128 * 1280 * 256 * ((3.25 + 1 + 3.25 + 4) / 2)
+    assert model.spec["mmha_ops_per_element"] + model.spec["dequant_ops_int"] == 5.75
     hand = ops / (model.spec["cuda_core_ops_per_sm_clk"] * model.spec["sm_count"] * model.spec["sustained_clock_hz"])
-    assert hand == pytest.approx(27.6e-3, rel=0.01)
+    assert hand == pytest.approx(26.4e-3, rel=0.01)
     got = _attention_s("qserve", "llama-3-8b", "decode", 256, 1280, 4)
     assert hand <= got <= 1.3 * hand
     assert _attention_s("vllm", "llama-3-8b", "decode", 256, 1280, 4) < 0.7 * got
+
+
+def test_tensorrt_llm_runs_xqa_only_for_groups_of_eight():
+    """TensorRT-LLM's decode attention (decode_attention=xqa): its precompiled XQA kernels serve 8 query heads
+    per KV head, so Llama-2-70B's decode attention costs what the tensor form does, while Llama-3-8B's
+    groups of 4 run masked MHA, costed as the mmha form with TensorRT-LLM's 4 ops per element (fp16 KV)."""
+    for name, like in (("llama-2-70b", ["decode_attention=tensor"]),
+                       ("llama-3-8b", ["decode_attention=mmha", "mmha_ops_per_element=4"])):
+        from quantcore.models import load_graph
+        from hwmodels.wholemodel import fixed_costs
+
+        work = Workload("decode", 64, 1280, 16)
+        got = fixed_costs(load_model("a100-80gb", ["runtime=tensorrt-llm"]), load_graph(name), work)[1]
+        want = fixed_costs(load_model("a100-80gb", like), load_graph(name), work)[1]
+        assert got.latency_s.sum() == pytest.approx(want.latency_s.sum(), rel=1e-12), name
+    assert _attention_s("tensorrt-llm", "llama-3-8b", "decode", 64, 1280, 16) > 1.2 * _attention_s(
+        "vllm", "llama-3-8b", "decode", 64, 1280, 16)
+
+
+def test_tensorrt_llm_int8_kv_masked_mha_is_cuda_core_bound_on_the_a100_by_hand():
+    """TensorRT-LLM's masked MHA over an int8 KV cache (Llama-3-8B, groups of 4, so no XQA): every query head
+    converts each int8 element to fp32 (a conversion: 4 FMA slots), scales it, packs it to half (half a
+    conversion) and then converts and FMAs it as for fp16: 14 + 4 = 18 ops per element, at batch 256 and
+    context 1280 32 x 2 x 32 x 128 x 1280 x 256 x 18 = 1.55e12 ops = 82.6 ms per step on the A100's
+    18.7 Tops/s of CUDA cores, against 12.4 ms to read its 21.5 GB of int8 cache. On the L40S (2x the
+    CUDA-core rate per SM, 142 SMs at 2.2 GHz) the same work is 4.3x faster, under its memory time."""
+    model = load_model("a100-80gb", ["runtime=tensorrt-llm"])
+    per_element = model.spec["mmha_int8_kv_dequant_ops"] + model.spec["mmha_ops_per_element"]
+    assert per_element == 18
+    hand = 32 * 2 * 32 * 128 * 1280 * 256 * per_element / (128 * 108 * 1.35e9)
+    assert hand == pytest.approx(82.6e-3, rel=0.01)
+    got = _attention_s("tensorrt-llm", "llama-3-8b", "decode", 256, 1280, 8)
+    assert hand <= got <= 1.2 * hand
 
 
 def test_masked_mha_changes_neither_memory_bound_mha_decode_nor_prefill():

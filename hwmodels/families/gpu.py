@@ -39,9 +39,9 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   weight operand of tensor-core GEMMs, one tile of a KV head shared by its query heads
   (FlashAttention / XQA class); "mmha" is the masked multi-head attention kernel of
   FasterTransformer / TensorRT-LLM that QServe's fused attention derives from: one CTA per query
-  head, fp32 dot products on CUDA cores, so each query head of a GQA group dequantizes its KV head's
-  cache, converts and multiplies every element itself, the cache read once from DRAM and re-read
-  from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
+  head, dot products on CUDA cores (Q.K as half2 FMAs, softmax.V converted to fp32), so each query
+  head of a GQA group dequantizes its KV head's cache and multiplies every element itself, the cache
+  read once from DRAM and re-read from L2 by the other query heads of the group. With GQA and a 4-bit KV cache this is CUDA-core
   bound on the A100 where the tensor form is memory bound.
 - The W4A16 kernel is a knob: "marlin" (lop3 dequant, Marlin/AWQ class) or "tinygemm"
   (PyTorch's _weight_int4pack_mm, used by gpt-fast: bf16 magic-number convert + an
@@ -85,6 +85,10 @@ TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0
 MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
 OUT_BYTES = 2       # fp16 output
 PARTIAL_BYTES = 4   # fp32 split-K partial sums
+#: query heads per KV head that TensorRT-LLM's precompiled single-query XQA kernels serve (NVIDIA/TensorRT-LLM
+#: cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/cubin/xqa_kernel_cubin.h: every single-query-token
+#: cubin is nqpkv_8; decoderXQAImplPrecompiled.cpp supportConfig looks the grouping up among them)
+XQA_GROUP = 8
 #: software stacks (`--set runtime=NAME`): each profile's values and their sources
 RUNTIMES = tomllib.loads((Path(__file__).with_name("gpu_runtimes.toml")).read_text(encoding="utf-8"))
 RUNTIME_NAMES = tuple(k for k, v in RUNTIMES.items() if isinstance(v, dict))
@@ -153,14 +157,23 @@ SCHEMA = {
                               "a KV head's tile shared by its query heads: FlashAttention/XQA class) or mmha "
                               "(masked multi-head attention: one CTA per query head, dot products on CUDA cores, so "
                               "each query head of a GQA group dequantizes and multiplies its KV head's cache itself, "
-                              "re-read from L2); set by the runtime", choices=("tensor", "mmha"), default="tensor"),
+                              "re-read from L2), or xqa (TensorRT-LLM's dispatch: its precompiled XQA kernels, the "
+                              "tensor form, serve XQA_GROUP query heads per KV head; any other grouping runs mmha); "
+                              "set by the runtime", choices=("tensor", "mmha", "xqa"), default="tensor"),
     "mmha_ops_per_element": Param(float, "CUDA-core ops (FMA-counted) per KV element per query head in masked MHA "
-                                  "(decode_attention=mmha), besides the KV dequant: one half->float convert and "
-                                  "one fp32 FMA = 2 lane-instructions (code: TensorRT-LLM / QServe "
-                                  "decoderMaskedMultiheadAttentionUtils.h fma(uint4, uint4, Float8_) converts each half2 "
-                                  "with half2_to_float2, then fmas in fp32; the convert counted at the FP32 rate, an "
-                                  "estimate: sm_80+ compile __half2float to HADD2.F32 on the FMA pipe)",
-                                  min=0.0, default=4.0),
+                                  "(decode_attention=mmha), besides dequant_ops_int, counted from QServe's kernel "
+                                  "(mit-han-lab/qserve kernels/csrc/fused_attention): K side qk_hmma_dot_simple, one "
+                                  "fma.rn.f16x2 per 2 elements = 1 op; V side fma(uint16_t, uint4, Float8_) with "
+                                  "MMHA_USE_FP32_ACUM_FOR_LOGITS off: half2 -> float2, then fp32 FMAs = 4 ops; mean "
+                                  "2.5. Its KV4 dequant (convert_from_4bit_kv_cache: dequantize_s4_to_fp16x2, 1 shift "
+                                  "+ 4 lop3 + 2 sub + 2 fma, then 4 __hfma2 for scale and zero = 13 lane-instructions "
+                                  "per 8 elements = 3.25 ops) is 1.25 ops above dequant_ops_int's 2, added here: "
+                                  "3.75 (every lane-instruction counted at the FP32 issue rate)",
+                                  min=0.0, default=3.75),
+    "mmha_int8_kv_dequant_ops": Param(float, "CUDA-core ops (FMA-counted) per int8 KV element per query head in "
+                                      "masked MHA, in place of dequant_ops_int; 0 = dequant_ops_int. Set by the "
+                                      "runtime where its kernel converts int8 through fp32 (I2F, a conversion at a "
+                                      "quarter of the FP32 rate on sm_80+)", min=0.0, default=0.0),
     "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
                             "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
                             choices=("fused", "separate"), default="fused"),
@@ -435,11 +448,15 @@ class Model(HardwareModel):
                            2.0 * col(t["rows"]) * col(t["cols"]) * tk / (fa["real_rate"][None, :] / slots))
         alu_step = tk * tn * deq + tm * tn * tk * psum                      # CUDA-core ops of one k-step
         # masked MHA in decode: no MMA; each valid row (a query head) dequantizes every KV element
-        # of the tile, converts it to fp32 and multiplies it once (mmha_ops_per_element) on CUDA
+        # of the tile and multiplies it once (mmha_ops_per_element, QServe's count) on CUDA
         # cores, its KV re-read from L2
-        mmha = col(attn & (workload.phase == "decode") & (p["decode_attention"] == "mmha")) > 0
+        # (decode_attention=xqa: masked MHA unless the op's M, the query heads per KV head, is XQA_GROUP)
+        grouping = np.where(p["decode_attention"] == "xqa", ops.m != XQA_GROUP, p["decode_attention"] == "mmha")
+        mmha = col(attn & (workload.phase == "decode") & grouping) > 0
         t_mma = np.where(mmha, 0.0, t_mma)
-        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq), alu_step)
+        kv8 = np.array([f.family == "int" and f.weight_bits == 8 for f in formats])[None, :]
+        deq_mmha = np.where(kv8 & (p["mmha_int8_kv_dequant_ops"] > 0), p["mmha_int8_kv_dequant_ops"], deq)
+        alu_step = np.where(mmha, col(t["rows"]) * tk * col(t["cols"]) * (p["mmha_ops_per_element"] + deq_mmha), alu_step)
         t_deq = alu_step / slot_alu
         t_comp = t_mma + t_deq + p["kstep_overhead_cycles"] / clock
         t_l2 = (w_step * np.where(mmha, col(t["rows"]), 1.0) + a_step) / slot_l2_bw
