@@ -7,10 +7,11 @@ the totals by stage and states seconds and joules per image and images per secon
 from __future__ import annotations
 
 #: candidates when --formats is not given: SVDQuant's W4A4 with its rank-32 16-bit branch (its
-#: default rank, Li et al. 2024 Sec. 5.1) and without, weight-only 4/8-bit (W4A16 as AWQ/NF4
-#: baselines), W8A8, fp8 and 16-bit
-DIFFUSION_SEARCH_FORMATS = ("int4-g64-r32-a4", "int4-g64-a4", "int4-g64", "int4-g128", "nf4", "int8-a8", "int8",
-                            "fp8-e4m3-a8", "fp16")
+#: default rank, Li et al. 2024 Sec. 5.1) and without, in int4 (before Blackwell) and NVFP4
+#: (Blackwell; a target runs the ones it has tensor cores for), weight-only 4/8-bit (W4A16 as
+#: AWQ/NF4 baselines), W8A8, fp8 and 16-bit
+DIFFUSION_SEARCH_FORMATS = ("int4-g64-r32-a4", "int4-g64-a4", "nvfp4-r32-a4", "nvfp4-a4", "int4-g64", "int4-g128",
+                            "nf4", "int8-a8", "int8", "fp8-e4m3-a8", "fp16")
 STAGE_LABELS = {"transformer": "transformer", "unet": "UNet", "text_encoder": "text encoder",
                 "text_encoder_2": "text encoder 2",
                 "vae": "VAE decoder"}

@@ -9,7 +9,8 @@ How one GEMM (M x K x N, weight operand K x N) runs, the way CUTLASS/cuBLAS/Marl
   8-bit activations -> W4A8 (QServe): int8 tensor cores after a register-level 4->8 bit
   unpack; `-a4` int weights -> W4A4 (Atom/QuaRot): int4 tensor cores, group scales applied
   to the int32 partial sums on CUDA cores; fp8 weights with 8-bit activations -> fp8
-  tensor cores (Hopper, Ada). Decision: fp8 W8A8 on a chip without fp8 tensor cores (A100,
+  tensor cores (Hopper, Ada); NVFP4/MXFP4 weights with 4-bit activations -> block-scaled fp4
+  tensor cores (Blackwell), the scales applied inside the MMA. Decision: fp8 W8A8 on a chip without fp8 tensor cores (A100,
   V100) is unsupported (no such kernel); fp8 weight-only runs as dequant-to-fp16 there
   (vLLM's fp8 Marlin does this on Ampere).
 - Tiles: the output is cut into tile_m x tile_n CTA tiles; tile_m shrinks to the smallest
@@ -78,10 +79,10 @@ from hwmodels.workload import Workload
 #: tensor-core datatypes a kernel may run on, by name -> the spec param with its dense
 #: throughput per SM per clock (data-sheet peak = that x sm_count x boost_clock_hz)
 TC_RATE_PARAM = {"fp16": "fp16_flops_per_sm_clk", "tf32": "tf32_flops_per_sm_clk", "int8": "int8_ops_per_sm_clk",
-                 "int4": "int4_ops_per_sm_clk", "fp8": "fp8_flops_per_sm_clk"}
+                 "int4": "int4_ops_per_sm_clk", "fp8": "fp8_flops_per_sm_clk", "fp4": "fp4_flops_per_sm_clk"}
 #: tensor-core energy relative to one fp16 MMA FLOP (narrower multipliers cost less;
 #: Horowitz ISSCC'14: int8 mult 0.2 pJ vs fp16 mult 1.1 pJ, so <= 1/2 is conservative)
-TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5}
+TC_ENERGY_SCALE = {"fp16": 1.0, "tf32": 2.0, "int8": 0.5, "int4": 0.25, "fp8": 0.5, "fp4": 0.25}
 MMA_M = 16          # rows of one mma.sync / wgmma fragment: the smallest useful tile_m
 OUT_BYTES = 2       # fp16 output
 PARTIAL_BYTES = 4   # fp32 split-K partial sums
@@ -109,6 +110,8 @@ SCHEMA = {
     "int4_ops_per_sm_clk": Param(float, "dense int4 tensor-core OP per SM per clock; 0 = no int4 tensor cores", min=0.0),
     "fp8_flops_per_sm_clk": Param(float, "dense fp8 tensor-core FLOP per SM per clock, FP32 accumulate; 0 = no fp8 "
                                   "tensor cores", min=0.0),
+    "fp4_flops_per_sm_clk": Param(float, "dense block-scaled fp4 (NVFP4/MXFP4) tensor-core FLOP per SM per clock, "
+                                  "FP32 accumulate; 0 = no fp4 tensor cores (before Blackwell)", min=0.0, default=0.0),
     "cuda_core_ops_per_sm_clk": Param(float, "CUDA-core (non-tensor) FP32 ops per SM per clock, an FMA counted as 2",
                                       min=1.0),
     "dram_bytes_per_s": Param(float, "data-sheet HBM/GDDR bandwidth (B/s)", min=1e9),
@@ -245,6 +248,8 @@ def kernel_for(fmt, rates: dict, w4a16_kernel: str = "marlin", quantized_prefill
         if family == "int" and bits <= 4:
             return ("int8", 1.0, "w4a8", False, False) if rates["int8"] > 0 else None
         return None
+    if act == 4 and family in ("nvfp", "mx") and bits == 4:  # block-scaled MMA: the tensor core applies the scales
+        return ("fp4", 0.5, None, False, False) if rates.get("fp4", 0) > 0 else None
     if act == 4 and family == "int" and bits <= 4:
         return ("int4", 0.5, None, fmt.group_size is not None, False) if rates["int4"] > 0 else None
     return None
@@ -379,21 +384,25 @@ class Model(HardwareModel):
 
     # -------------------------------------------------------------------- cost
     def _cost(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank)."""
+        """The GEMM cost (`_cost_gemm`), plus the low-rank branch of SVDQuant formats (gpu_lowrank);
+        a denoising step's attention as one fused kernel (gpu_attention)."""
+        from hwmodels.families.gpu_attention import fused_attention
         from hwmodels.families.gpu_lowrank import add_lowrank
 
-        return add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        table = add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
+        return fused_attention(self, ops, workload, table)
 
     def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
-        """The fused-kernel cost; with quantized_prefill=reconstruct, int weight-only GEMMs above
-        reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
-        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does."""
+        """The fused-kernel cost; with quantized_prefill=reconstruct, int (and LUT: NF4) weight-only GEMMs
+        above reconstruct_min_m rows instead pay a dense fp16 GEMM plus one pass that rebuilds the fp16
+        weights (read the packed weights, write 2 B per weight), as ExLlamaV2 does (and bitsandbytes'
+        matmul_4bit above one row)."""
         table = self._cost_fused(ops, formats, workload)
         p = self.spec.params
         if p["quantized_prefill"] != "reconstruct":
             return table
         kinds = [self.kernel(f) for f in formats]
-        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm")]
+        cols = [i for i, k in enumerate(kinds) if k is not None and k[2] in ("int", "odd", "tinygemm", "lut")]
         rows = (ops.m > p["reconstruct_min_m"]) & np.array([kd == "linear" for kd in ops.kinds], dtype=bool)
         if not cols or not rows.any():
             return table
