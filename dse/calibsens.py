@@ -25,6 +25,10 @@ prediction (in units of L; half of it is the predicted drop of mean cosine):
   Y = X W^T + b its outputs, both captured with forward hooks; exact, via the input Gram
   matrix X^T X). Relative, so every layer's noise-to-signal ratio counts alike.
 
+A format's activation suffix (``-aN``) and the K/V cache items (``<attention>.k_cache`` /
+``.v_cache``, with `kv_formats`) are measured through hooks on the same calibration texts, in the
+same units: dse.actsens says how.
+
 Tables are cached as dse.sensitivity/1 JSON under $QUANTDSE_CACHE_DIR (else ~/.cache/quantdse),
 keyed by (source, model files, calibration texts, formats, settings): a second search is instant.
 """
@@ -47,7 +51,7 @@ FISHER_DRAWS = 1
 #: texts per batch for the gradient-based sources
 CALIB_BATCH = 32
 #: bump when the definition of a table changes (old cache entries are then ignored)
-CACHE_VERSION = 2  # 2: output Grams keyed by the input tensor itself (1 could mix layers up)
+CACHE_VERSION = 3  # 2: output Grams keyed by the input tensor itself (1 could mix layers up); 3: -aN and K/V rows
 
 DESCRIPTIONS = {
     "hessian": "HAWQ-V3: 1/2 Tr(H_l)/n_l x ||Q(W)-W||^2, Hutchinson trace of the self-distillation loss Hessian "
@@ -225,19 +229,21 @@ def layer_statistics(source: str, modules: dict, forward, batches, n_texts: int,
 
 # ------------------------------------------------------------------ the real model, cached
 
-def cache_problem(doc, names: list[str], formats: list[str]) -> str | None:
+def cache_problem(doc, names: list[str], formats: list[str], kv_names=(), kv_formats=()) -> str | None:
     """Why a cached table cannot stand for this run (None when it can): the layers and formats
-    this run searches, each error a finite number >= 0, the token count a count."""
+    this run searches (and its K/V items and their formats), each error a finite number >= 0,
+    the token count a count."""
     if not isinstance(doc, dict) or doc.get("schema") != "dse.sensitivity/1":
         return 'not a "dse.sensitivity/1" document'
     tokens = doc.get("tokens")
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
         return '"tokens" is not a count'
     layers = doc.get("layers")
-    if not isinstance(layers, dict) or sorted(layers) != sorted(names):
+    if not isinstance(layers, dict) or sorted(layers) != sorted([*names, *kv_names]):
         return "its layers are not this model's searched layers"
+    kv_names = set(kv_names)
     for name, row in layers.items():
-        if not isinstance(row, dict) or sorted(row) != sorted(formats):
+        if not isinstance(row, dict) or sorted(row) != sorted(kv_formats if name in kv_names else formats):
             return f"layer {name} does not have exactly this run's formats"
         for fmt, value in row.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -245,21 +251,76 @@ def cache_problem(doc, names: list[str], formats: list[str]) -> str | None:
     return None
 
 
-def _cache_path(source, encoder, texts, formats, seed):
+def _cache_path(source, encoder, texts, formats, seed, kv_formats=()):
     from dse.calibration import texts_digest
     from hwmodels.calibration_cache import cache_dir
+    from quantcore.quantizers.activation import act_spec
 
+    acts = sorted({spec.label for f in formats for spec in [act_spec(f)] if spec is not None})
     key = json.dumps({"v": CACHE_VERSION, "source": source, "model": encoder.digest, "texts": texts_digest(texts),
-                      "formats": [f.name for f in formats], "seed": seed, "batch": CALIB_BATCH,
-                      "probes": HUTCHINSON_PROBES, "draws": FISHER_DRAWS})
+                      "formats": [f.name for f in formats], "acts": acts, "kv": [f.name for f in kv_formats],
+                      "seed": seed, "batch": CALIB_BATCH, "probes": HUTCHINSON_PROBES, "draws": FISHER_DRAWS})
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "sensitivity" / f"{encoder.name}-{source}-{digest}.json"
 
 
-def calibration_table(source: str, model, formats, calib=None, seed: int = 0) -> tuple[dict, dict]:
-    """({layer: {format: error}}, info) for a real model on calibration texts (cached)."""
+def runtime_errors(source: str, encoder, modules: dict, stats: dict, formats, kv_formats, batches, n_texts: int,
+                   weight_rows: dict, seed: int = 0) -> dict:
+    """{row: {format: error}} for the -aN formats of every layer and for every K/V item (dse.actsens).
+
+    weight_rows: {layer: {weight format name: error}}, what error_table gave for the weight alone."""
+    from dse import actsens
+    from dse.hfmodel import quantize_weight
+    from quantcore.formats import get_format
+    from quantcore.quantizers.activation import act_spec
+
+    forward, mask = encoder.embed_batch, (lambda b: b.mask.bool())
+    samples = HUTCHINSON_PROBES if source == "hessian" else FISHER_DRAWS
+    specs = {f.name: act_spec(f) for f in formats}
+    out: dict = {}
+    sites = actsens.input_sites(modules, sorted({s for s in specs.values() if s is not None}, key=lambda s: s.label))
+    if sites and source == "output":
+        grams = actsens.input_site_grams(sites, forward, batches, mask)
+        for name, mod in modules.items():
+            w = mod.weight.detach().reshape(mod.weight.shape[0], -1).double()
+            gram, y2 = stats[name]
+            out[name] = {}
+            for f in formats:
+                if specs[f.name] is not None:
+                    wq = torch_from(quantize_weight(mod.weight, get_format(f.weight_name)))
+                    ee, xe = grams[name][specs[f.name].label]
+                    out[name][f.name] = actsens.joint_output_error(w, wq, gram, ee, xe, y2)
+    elif sites:
+        site = actsens.site_gradient_errors(source, sites, forward, batches, n_texts, mask, seed, samples)
+        out = {name: {f.name: weight_rows[name][f.weight_name] + site[name][specs[f.name].label]
+                      for f in formats if specs[f.name] is not None} for name in modules}
+    if kv_formats:
+        caches = actsens.cache_sites(encoder.model, kv_formats)
+        if source == "output":
+            out.update(actsens.cache_output_errors(caches, forward, batches, mask))
+        else:
+            out.update(actsens.site_gradient_errors(source, caches, forward, batches, n_texts, mask, seed + 1,
+                                                    samples))
+    return out
+
+
+def torch_from(array):
+    """A float64 torch tensor of a numpy array."""
+    import torch
+
+    return torch.from_numpy(np.asarray(array, dtype=np.float64))
+
+
+def calibration_table(source: str, model, formats, calib=None, seed: int = 0, kv_formats=()) -> tuple[dict, dict]:
+    """({layer: {format: error}}, info) for a real model on calibration texts (cached).
+
+    Formats with ``-aN`` are measured with the layer's input quantized too; kv_formats (catalog
+    Formats) add a row per K/V cache item (``<attention>.k_cache`` / ``.v_cache``) with one
+    column per K/V format."""
     from dse.calibration import read_texts
     from dse.hfmodel import load_encoder
+    from dse.runtimequant import kv_items
+    from quantcore.formats import get_format
 
     if source not in SOURCES:
         raise QuantDSEError(f"unknown calibration source {source!r}: use {', '.join(SOURCES)}")
@@ -268,13 +329,16 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
                             "all-minilm-l6-v2, or a checkpoint folder)")
     texts = read_texts(calib)
     encoder = load_encoder(str(model))
-    path = _cache_path(source, encoder, texts, formats, seed)
+    kv_formats = list(kv_formats)
+    path = _cache_path(source, encoder, texts, formats, seed, kv_formats)
     _, names, modules = encoder.searched_modules()
+    kv_names = list(kv_items(encoder.model)) if kv_formats else []
+    fnames, kvnames = [f.name for f in formats], [f.name for f in kv_formats]
     info = {"texts": len(texts), "cache": str(path), "cached": False}
     if path.exists():
         try:
             doc = load_json(path, "sensitivity cache", note=False)
-            problem = cache_problem(doc, names, [f.name for f in formats])
+            problem = cache_problem(doc, names, fnames, kv_names, kvnames)
         except (OSError, QuantDSEError) as exc:
             problem = str(exc) if isinstance(exc, QuantDSEError) else f"{exc.strerror or exc}"
         if problem is None:
@@ -291,15 +355,22 @@ def calibration_table(source: str, model, formats, calib=None, seed: int = 0) ->
         p.requires_grad_(False)
     for m in modules.values():
         m.weight.requires_grad_(True)
+    weight_formats = list({get_format(f.weight_name).name: get_format(f.weight_name) for f in formats}.values())
     try:
         stats = layer_statistics(source, modules, forward, batches, len(texts),
                                  token_mask=lambda b: b.mask.bool(), seed=seed)
+        rows = error_table(source, modules, stats, weight_formats)
+        weight_rows = {n: dict(zip([f.name for f in weight_formats], r)) for n, r in rows.items()}
+        for p in encoder.model.parameters():
+            p.requires_grad_(False)
+        extra = runtime_errors(source, encoder, modules, stats, formats, kv_formats, batches, len(texts),
+                               weight_rows, seed)
     finally:
         for p, r in zip(encoder.model.parameters(), requires):
             p.requires_grad_(r)
-    rows = error_table(source, modules, stats, formats)
-    table = {n: dict(zip([f.name for f in formats], rows[n])) if n in rows else {f.name: 0.0 for f in formats}
-             for n in names}
+    table = {n: {f.name: extra.get(n, {}).get(f.name, weight_rows[n][f.weight_name]) for f in formats}
+             if n in weight_rows else {f.name: 0.0 for f in formats} for n in names}
+    table.update({n: {f: float(extra[n][f]) for f in kvnames} for n in kv_names})
     doc = {"schema": "dse.sensitivity/1", "source": source, "description": DESCRIPTIONS[source],
            "model": encoder.name, "texts": len(texts), "tokens": info["tokens"], "seed": seed, "layers": table}
     try:  # a cache that cannot be written costs the next run time, not this run its result

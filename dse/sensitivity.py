@@ -107,14 +107,21 @@ def read_sensitivity_file(path: str, layers, others=()) -> tuple[dict, str | Non
     table = doc.get("layers")
     if not isinstance(table, dict) or not table:
         raise QuantDSEError(f'sensitivity file {path}: "layers" must be a non-empty object {{layer: {{format: error}}}}')
+    from dse.runtimequant import is_kv_item
+
     names = {l.name for l in layers}
     others = set(others)
     unsearched = [name for name in table if name not in names and name in others]
-    note = None
+    caches = [name for name in table if name not in names and is_kv_item(name)]
+    notes = []
     if unsearched:
-        note = (f"sensitivity file {path}: ignoring {len(unsearched)} layers the search does not choose "
-                f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)")
-        dropped = set(unsearched)
+        notes.append(f"ignoring {len(unsearched)} layers the search does not choose "
+                     f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)")
+    if caches:
+        notes.append(f"ignoring {len(caches)} K/V cache rows (e.g. {caches[0]}): layer formats are searched here")
+    note = f"sensitivity file {path}: {'; '.join(notes)}" if notes else None
+    if unsearched or caches:
+        dropped = {*unsearched, *caches}
         table = {k: v for k, v in table.items() if k not in dropped}
     for layer in layers:
         if layer.name not in table:
@@ -249,15 +256,30 @@ def main(argv=None) -> int:
                    help="weights (default when the model has them), prior (default for config-only models), or "
                         "hessian, fisher, output (measured on the shipped calibration texts)")
     p.add_argument("--formats", help="formats, comma-separated (default: dse.search's default candidates)")
+    p.add_argument("--kv-formats", help="also a row per K/V cache item (<attention>.k_cache / .v_cache) with these "
+                                        "formats, e.g. int8,int4-g64,int2-g32 (hessian, fisher, output only)")
     p.add_argument("--out", required=True, help="the JSON file to write (schema dse.sensitivity/1, atomically)")
     args = p.parse_args(argv)
     graph = load_graph(args.model)
     layers = graph.quantizable()
     formats = parse_format_list(args.formats) if args.formats else [get_format(n) for n in DEFAULT_SEARCH_FORMATS]
     source = args.sensitivity or ("weights" if graph.weights is not None else "prior")
-    sensitivity = compute_sensitivity(graph, layers, formats, source, model=args.model)
-    atomic_write_text(args.out, dumps(table_doc(graph, layers, formats, sensitivity)))
-    print(f"{len(layers)} layers x {len(formats)} formats ({source}) written to {args.out}", file=sys.stderr)
+    if args.kv_formats:
+        from dse.calibsens import DESCRIPTIONS, calibration_table
+
+        if source not in DESCRIPTIONS:
+            raise QuantDSEError(f"--kv-formats needs --sensitivity hessian, fisher or output (K/V errors are measured "
+                                f"on the real model), not {source}")
+        table, info = calibration_table(source, args.model, formats, kv_formats=parse_format_list(args.kv_formats))
+        doc = {"schema": SENSITIVITY_SCHEMA, "model": graph.name, "source": source,
+               "description": f"{DESCRIPTIONS[source]} (shipped calibration.txt: {info['texts']} texts)",
+               "layers": table}
+    else:
+        doc = table_doc(graph, layers, formats, compute_sensitivity(graph, layers, formats, source, model=args.model))
+    atomic_write_text(args.out, dumps(doc))
+    kv_rows = len(doc["layers"]) - len(layers)
+    print(f"{len(layers)} layers x {len(formats)} formats" + (f" and {kv_rows} K/V items" if kv_rows else "") +
+          f" ({source}) written to {args.out}", file=sys.stderr)
     return 0
 
 
