@@ -41,8 +41,9 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
            overrides: Mapping[str, object] | None = None, workload: Workload | None = None, method: str = "ilp",
            formats: tuple | list | None = None, sensitivity: str | None = None, calib: str | None = None,
            max_latency_ms: float | None = None, max_energy_mj: float | None = None,
-           max_memory_gb: float | None = None, options: Mapping[str, object] | None = None, seed: int = 0,
-           policy: str | None = None, include: tuple = (), activations: tuple | list | None = None,
+           max_memory_gb: float | None = None, max_ttft_ms: float | None = None, max_tpot_ms: float | None = None,
+           options: Mapping[str, object] | None = None, seed: int = 0, policy: str | None = None,
+           include: tuple = (), activations: tuple | list | None = None,
            kv_formats: tuple | list | None = None) -> Plan:
     """Pick a number format per layer of `model` for target `hw` under `budget`; return the `Plan`.
 
@@ -50,9 +51,12 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
         or a torch ``nn.Module``; None: the built-in default (llama-2-7b).
     :param hw: a target name (``python -m hwmodels.list``), a spec .toml path, or a `HardwareSpec`.
     :param budget: ``Budget.bits(3.7)`` (average effective bits per weight), ``Budget.gb(3.5)``,
-        ``Budget.ms(12)`` or ``Budget.mj(5)``; may be None when a ``max_*`` limit is given.
+        ``Budget.ms(12)``, ``Budget.mj(5)`` or ``Budget.tokens_per_s(2000)`` (a minimum throughput);
+        may be None when a ``max_*`` limit is given.
     :param overrides: hardware spec params for a co-design point, e.g. ``{"rows": 32, "dataflow": "os"}``.
-    :param workload: ``Workload(phase="decode", batch=1, seq=2048)``; None: the model kind decides.
+    :param workload: ``Workload(phase="decode", batch=1, seq=2048)``, a whole request
+        ``Workload(phase="generate", seq=512, output_len=128)``, on ``devices=2, parallel="tp"``;
+        None: the model kind decides.
     :param method: a solver name: ilp, lagrangian, baq, nas, greedy, uniform, or a plugin's (rl).
     :param formats: candidate format names; None: the default candidates.
     :param sensitivity: weights, prior, hessian, fisher, output or a .json table; None: weights
@@ -61,6 +65,8 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
     :param max_latency_ms: a further latency limit (every limit holds).
     :param max_energy_mj: a further energy limit.
     :param max_memory_gb: a further weight-memory limit.
+    :param max_ttft_ms: a time-to-first-token SLO (a prefill or a whole request, ``phase="generate"``).
+    :param max_tpot_ms: a time-per-output-token SLO (a decode step or a whole request).
     :param options: the solver's options, e.g. ``{"time_limit": 10.0}`` for ilp
         (``dse.solvers.options(method)`` lists them).
     :param seed: seed of every random choice.
@@ -81,7 +87,8 @@ def search(model: object, hw: object, budget: Budget | None = None, *,
         hw=hw, model=model, budget=budget, method=method, sensitivity=sensitivity, calib=calib,
         workload=workload if workload is not None else Workload.unset(),
         formats=tuple(formats) if formats is not None else None, max_latency_ms=max_latency_ms,
-        max_energy_mj=max_energy_mj, max_memory_gb=max_memory_gb, seed=seed, policy=policy,
+        max_energy_mj=max_energy_mj, max_memory_gb=max_memory_gb, max_ttft_ms=max_ttft_ms, max_tpot_ms=max_tpot_ms,
+        seed=seed, policy=policy,
         overrides=overrides if overrides is not None else {}, solver_options=options if options is not None else {},
         include=tuple(include), activations=tuple(activations) if activations is not None else None,
         kv_formats=tuple(kv_formats) if kv_formats is not None else None)

@@ -1,5 +1,11 @@
-"""Budgets: `Budget.bits(3.7)`, `Budget.gb(3.5)`, `Budget.ms(12)`, `Budget.mj(5)` -> a constraint kind and
-an SI limit. `parse_budget` reads the command line's text form (`3.7bits`, `3.5GB`, `12ms`, `5mJ`)."""
+"""Budgets: `Budget.bits(3.7)`, `Budget.gb(3.5)`, `Budget.ms(12)`, `Budget.mj(5)`, `Budget.tokens_per_s(2000)`
+-> a constraint kind and an SI limit. `parse_budget` reads the command line's text form (`3.7bits`, `3.5GB`,
+`12ms`, `5mJ`, `2000tok/s`).
+
+Throughput (`tok/s`) is the one limit from below: the workload's output tokens per second (a decode
+step's batch, a prefill's prompt tokens, a request's generated tokens) must reach it, which is a
+latency limit of tokens / throughput (dse.pipeline turns it into one). `ttft` and `tpot` (time to
+first token, time per later output token) are the serving SLOs `--max-ttft-ms` / `--max-tpot-ms`."""
 from __future__ import annotations
 
 import math
@@ -17,7 +23,10 @@ UNITS = {
     "GiB": ("memory", 2.0 ** 30), "MiB": ("memory", 2.0 ** 20), "bytes": ("memory", 1.0), "B": ("memory", 1.0),
     "s": ("latency", 1.0), "ms": ("latency", 1e-3), "us": ("latency", 1e-6),
     "J": ("energy", 1.0), "mJ": ("energy", 1e-3), "uJ": ("energy", 1e-6),
+    "tok/s": ("throughput", 1.0),
 }
+#: kinds whose limit is a minimum (every other limit is a maximum)
+AT_LEAST = frozenset({"throughput"})
 
 
 class Shown(NamedTuple):
@@ -29,11 +38,14 @@ class Shown(NamedTuple):
 
 #: kind -> how its limits and totals are shown
 SHOWN_UNITS = {"bits": Shown("bits", 1.0, "effective_bits"), "memory": Shown("GB", 1e-9, "memory_bytes"),
-               "latency": Shown("ms", 1e3, "latency_s"), "energy": Shown("mJ", 1e3, "energy_j")}
+               "latency": Shown("ms", 1e3, "latency_s"), "energy": Shown("mJ", 1e3, "energy_j"),
+               "throughput": Shown("tok/s", 1.0, "tokens_per_s"), "ttft": Shown("ms", 1e3, "ttft_s"),
+               "tpot": Shown("ms", 1e3, "tpot_s")}
 #: largest budget of each kind, in SI (README "Limits on input"): past these a limit binds nothing
 #: real, and the solvers' arithmetic (HiGHS treats 1e20 as infinite) would no longer be exact
-MAX_SI = {"bits": 64.0, "memory": 1e18, "latency": 1e6, "energy": 1e12}
-_PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf))\s*([a-zA-Z]+)\s*$")
+MAX_SI = {"bits": 64.0, "memory": 1e18, "latency": 1e6, "energy": 1e12, "throughput": 1e12, "ttft": 1e6,
+          "tpot": 1e6}
+_PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf))\s*([a-zA-Z]+(?:/s)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -85,9 +97,14 @@ class Budget:
         """Energy of one pass of the workload in millijoules (the target's energy model: an estimate)."""
         return cls(value, "mJ")
 
+    @classmethod
+    def tokens_per_s(cls, value: float) -> "Budget":
+        """A minimum throughput: the workload's output tokens per second."""
+        return cls(value, "tok/s")
+
     @property
     def kind(self) -> str:
-        """The constraint: bits, memory, latency or energy."""
+        """The constraint: bits, memory, latency, energy or throughput (a minimum)."""
         return UNITS[self.unit][0]
 
     @property
@@ -115,11 +132,12 @@ def parse_budget(text: str) -> tuple[str, float, float]:
     """Return (kind, SI limit, value as written) for a budget string like "3.7bits"."""
     match = _PATTERN.match(str(text))
     if not match:
-        raise QuantDSEError(f"malformed budget {text!r}: write a number and a unit, e.g. 3.7bits, 3.5GB, 12ms, 5mJ")
+        raise QuantDSEError(f"malformed budget {text!r}: write a number and a unit, e.g. 3.7bits, 3.5GB, 12ms, 5mJ, "
+                            "2000tok/s")
     value = float(match.group(1))
     unit = match.group(2)
     if unit not in UNITS:
-        raise QuantDSEError(f"unknown budget unit {unit!r} in {text!r}: use bits, GB, MB, GiB, ms, s, us, mJ or J "
+        raise QuantDSEError(f"unknown budget unit {unit!r} in {text!r}: use bits, GB, MB, GiB, ms, s, us, mJ, J or tok/s "
                             "(case matters: GB is bytes, mJ millijoules)")
     if not math.isfinite(value) or value <= 0:
         raise QuantDSEError(f"budget {text!r} must be a positive finite number")

@@ -27,6 +27,9 @@ TOTAL_ROWS = [(label.format(s.unit), s.key, s.factor, digits) for s, label, digi
     (SHOWN_UNITS["bits"], "{}/weight", ".3f"), (SHOWN_UNITS["memory"], "memory {}", ".3f"),
     (SHOWN_UNITS["latency"], "latency {}", ".3f"), (SHOWN_UNITS["energy"], "energy {}", ".2f"))]
 TOTAL_ROWS.append(("error", "error", 1.0, ".4g"))
+#: serving rows, shown where any plan has them (decoder LLMs; TTFT and TPOT for whole requests)
+SERVING_ROWS = [("tokens/s", "tokens_per_s", 1.0, ",.1f"), ("TTFT ms", "ttft_s", 1e3, ".3f"),
+                ("TPOT ms", "tpot_s", 1e3, ".3f")]
 
 
 def labels_for(plans: list[dict], names: list[str] | None = None) -> list[str]:
@@ -102,6 +105,11 @@ def format_comparison(doc: dict) -> str:
             lines.append(f"  workload of {labels[i]}: {workload_text(w or {})}")
     for name, key, factor, digits in TOTAL_ROWS:
         lines.append(row(name, [format(doc["totals"][lab][key] * factor, digits) for lab in labels]))
+    requests = any((w or {}).get("phase") == "generate" for w in doc["workloads"])
+    for name, key, factor, digits in SERVING_ROWS:  # TTFT / TPOT of a single pass are its latency: requests only
+        values = [doc["totals"][lab].get(key) for lab in labels]
+        if any(isinstance(v, (int, float)) for v in values) and (key == "tokens_per_s" or requests):
+            lines.append(row(name, [format(v * factor, digits) if isinstance(v, (int, float)) else "-" for v in values]))
     lines.append(row("status", [str(doc["status"][lab]) for lab in labels]))
     lines += ["", "formats by role (majority by weights; * = mixed within the role; <- = the plans differ)"]
     for r in doc["roles"]:

@@ -2,6 +2,7 @@
 
     python -m dse.pareto --hw u280 --model llama-2-7b --sweep bits=2.5:8:0.25 --x latency --out p.csv --plot p.png
     python -m dse.pareto --hw systolic --set rows=32 --set cols=32 --phase prefill --seq 512 --sweep latency=1:20:1
+    python -m dse.pareto --hw a100-80gb --model llama-3-8b --batch 16 --sweep bits=3:8:1 --x throughput
 
 The model, hardware tables and sensitivity are prepared once (dse.pipeline); each
 budget value only builds a new Problem and solves it. The workload and co-design
@@ -29,7 +30,9 @@ SWEEP_UNITS = {kind: (UNITS[s.unit][1], s.unit) for kind, s in SHOWN_UNITS.items
 #: --x choice -> key of Problem.totals()
 X_TOTALS = {kind: s.key for kind, s in SHOWN_UNITS.items()}
 COLUMNS = ["budget", "status", "method", "error", "effective_bits", "memory_bytes", "latency_s", "energy_j",
-           "seconds", "gap", "on_frontier"]
+           "tokens_per_s", "ttft_s", "tpot_s", "seconds", "gap", "on_frontier"]
+#: kinds whose total is better higher (the frontier negates them)
+HIGHER_IS_BETTER = frozenset({"throughput"})
 
 
 def parse_sweep(text: str) -> tuple[str, np.ndarray]:
@@ -65,11 +68,12 @@ def frontier(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[float], method: str = "ilp",
-                 x: str = "bits", progress: bool = False, **options) -> list[dict]:
+                 x: str = "bits", progress: bool = False, serving: Callable | None = None, **options) -> list[dict]:
     """Solve `problem_factory(v)` for each budget value; one row per value (see COLUMNS).
 
     Infeasible budgets are rows with status "infeasible" and NaN totals; `on_frontier`
-    marks the non-dominated rows in (x total, error).
+    marks the non-dominated rows in (x total, error). serving(assignment): the plan's
+    tokens_per_s / ttft_s / tpot_s (dse.pipeline.Prepared.serving_totals); None: NaN.
     """
     from tqdm import tqdm
 
@@ -88,11 +92,14 @@ def pareto_sweep(problem_factory: Callable[[float], object], values: Iterable[fl
             if broken:
                 raise AssertionError(f"{method} returned an over-budget assignment: {broken}")
             totals = problem.totals(result.assignment)
+            extra = serving(result.assignment) if serving is not None else {}
         else:
             totals = {k: float("nan") for k in ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error")}
+            extra = {}
         row.update(totals)
+        row.update({k: extra.get(k, float("nan")) for k in ("tokens_per_s", "ttft_s", "tpot_s")})
         rows.append(row)
-    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float)
+    xs = np.array([r[X_TOTALS[x]] for r in rows], dtype=float) * (-1.0 if x in HIGHER_IS_BETTER else 1.0)
     ys = np.array([r["error"] for r in rows], dtype=float)
     for r, on in zip(rows, frontier(xs, ys)):
         r["on_frontier"] = bool(on)
@@ -110,7 +117,9 @@ def rows_csv(rows: list[dict]) -> str:
 
 #: --x choice -> axis label ({}: the unit shown, dse.budget.SHOWN_UNITS)
 X_AXES = {"bits": "effective {} per weight", "memory": "weights in memory ({})",
-          "latency": "latency of one pass ({})", "energy": "energy of one pass ({})"}
+          "latency": "latency of one pass ({})", "energy": "energy of one pass ({})",
+          "throughput": "throughput ({} of output)", "ttft": "time to first token ({})",
+          "tpot": "time per output token ({})"}
 MAX_POINT_LABELS = 12
 
 
@@ -158,7 +167,8 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="dse.pareto", description=__doc__.split("\n")[0])
     add_request_args(p)
     p.add_argument("--sweep", required=True, help="KIND=START:STOP:STEP; bits (avg bits), memory (GB), "
-                                                  "latency (ms), energy (mJ); e.g. bits=2.5:8:0.25")
+                                                  "latency (ms), energy (mJ), throughput (tok/s, a minimum), ttft "
+                                                  "or tpot (ms); e.g. bits=2.5:8:0.25")
     p.add_argument("--x", choices=sorted(X_TOTALS), help="cost axis of the frontier (default: the sweep's kind)")
     p.add_argument("--out", help="CSV of every point (written atomically); without --out the CSV goes to stdout")
     p.add_argument("--plot", help="figure of error vs --x: .png, .jpg, .svg or .pdf (written atomically)")
@@ -176,6 +186,7 @@ def request_from_args(args: argparse.Namespace, kind: str, values: np.ndarray):
     flags = argparse.Namespace(**vars(args))
     flags.budget = None
     flags.max_latency_ms = flags.max_energy_mj = flags.max_memory_gb = None  # the sweep is the only limit
+    flags.max_ttft_ms = flags.max_tpot_ms = None
     return dataclasses.replace(search_request(flags), budget=Budget(float(values[0]), SHOWN_UNITS[kind].unit))
 
 
@@ -209,7 +220,8 @@ def _main(argv=None) -> int:
         print(f"note: {memory_note(prepared.graph.name, prepared.hardware.name, prepared.free_memory)}",
               file=sys.stderr)
     rows = pareto_sweep(lambda v: prepared.problem({kind: v * factor}), values, method=args.method,
-                        x=x, progress=True, seed=args.seed, **solver_options(prepared, args.method))
+                        x=x, progress=True, seed=args.seed, serving=prepared.serving_totals,
+                        **solver_options(prepared, args.method))
     outputs = [(args.out, rows_csv(rows))] if args.out is not None else []
     if args.plot is not None:
         title = (f"{prepared.graph.name} on {prepared.hardware.name} ({args.method}): "

@@ -26,7 +26,7 @@ from hwmodels.memory import free_memory
 from hwmodels.ops import bits_table, ops_for_graph
 from hwmodels.registry import load_model as load_hardware
 from hwmodels.spec import load_spec
-from hwmodels.wholemodel import fixed_costs
+from hwmodels.wholemodel import serving_tables
 from hwmodels.workload import Workload
 
 
@@ -46,6 +46,8 @@ class SearchRequest:
     :param max_latency_ms: a further latency limit (every limit holds).
     :param max_energy_mj: a further energy limit.
     :param max_memory_gb: a further weight-memory limit.
+    :param max_ttft_ms: a time-to-first-token SLO (--phase prefill or generate).
+    :param max_tpot_ms: a time-per-output-token SLO (--phase decode or generate).
     :param overrides: hardware spec params, ``{"rows": 32}``; checked against the family's schema.
     :param seed: seed of every random choice.
     :param policy: ``method="rl"``: a policy folder or zoo name (None: the shipped default).
@@ -68,6 +70,8 @@ class SearchRequest:
     max_latency_ms: float | None = None
     max_energy_mj: float | None = None
     max_memory_gb: float | None = None
+    max_ttft_ms: float | None = None
+    max_tpot_ms: float | None = None
     overrides: Mapping[str, object] = field(default_factory=dict)
     seed: int = 0
     policy: str | None = None
@@ -113,7 +117,8 @@ class SearchRequest:
             budget_doc = self.budget.as_dict()
         for param, value, unit in (("max_latency_ms", self.max_latency_ms, "ms"),
                                    ("max_energy_mj", self.max_energy_mj, "mJ"),
-                                   ("max_memory_gb", self.max_memory_gb, "GB")):
+                                   ("max_memory_gb", self.max_memory_gb, "GB"),
+                                   ("max_ttft_ms", self.max_ttft_ms, "ms"), ("max_tpot_ms", self.max_tpot_ms, "ms")):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -125,13 +130,18 @@ class SearchRequest:
                 raise QuantDSEError(f"is out of range: a {kind} limit must be at most {MAX_SI[kind] / factor:g} {unit}",
                                     param=param)
             limit = Budget(value, unit)
-            limits[limit.kind] = min(limit.si, limits.get(limit.kind, np.inf))
+            kind = param.removeprefix("max_").removesuffix("_ms") if param in SLO_FLAGS else limit.kind
+            limits[kind] = min(limit.si, limits.get(kind, np.inf))
             if not budget_doc:
-                budget_doc = limit.as_dict()
+                budget_doc = {**limit.as_dict(), "kind": kind}
         if not limits:
-            raise QuantDSEError("no budget given: give budget=Budget.bits(3.7) (or .gb, .ms, .mj) or one of "
-                                "max_latency_ms / max_energy_mj / max_memory_gb")
+            raise QuantDSEError("no budget given: give budget=Budget.bits(3.7) (or .gb, .ms, .mj, .tokens_per_s) or "
+                                "one of max_latency_ms / max_energy_mj / max_memory_gb / max_ttft_ms / max_tpot_ms")
         return limits, budget_doc
+
+
+#: the serving SLO parameters (their limit kinds are ttft and tpot)
+SLO_FLAGS = ("max_ttft_ms", "max_tpot_ms")
 
 
 def _pairs(values, param: str) -> tuple:
@@ -170,6 +180,7 @@ class Prepared:
     notes: list = field(default_factory=list)  # what the user is told on stderr and in the plan
     ties: list = field(default_factory=list)  # [[row indices]] that take one format (--for: fused layers)
     kv: object = None  # dse.kvcache.KVTable: K/V cache items searched as rows after the layers; None: fixed cache
+    serving: object = None  # hwmodels.wholemodel.ServingCost: the first-token / per-token split, output tokens
 
     def device_limit(self, limits: dict) -> float | None:
         """The device's free memory as a limit in bytes, where the weights under `limits` could exceed it."""
@@ -178,12 +189,26 @@ class Prepared:
                                   self.fixed_memory + cache)
         return device_memory_limit(self.hardware, self.free_memory, bound)
 
-    def problem(self, limits: dict) -> Problem:
+    def serving_totals(self, assignment, extra_latency_s: float = 0.0, extra_per_pass_s: float = 0.0) -> dict:
+        """tokens_per_s, ttft_s, tpot_s of one format per row (empty for models that make no tokens);
+        extra_*: seconds the tables do not hold (offloaded weights), as hwmodels.wholemodel.serving_totals."""
+        from hwmodels.wholemodel import serving_totals
+
+        if self.serving is None or self.graph.config.get("arch", "decoder") != "decoder":
+            return {}
+        a = np.asarray(assignment)
+        if self.kv is None:
+            return serving_totals(self.serving, a, extra_latency_s, extra_per_pass_s)
+        # K/V rows searched (one decode step or one prefill, one device): the token's time is the pass's
+        _, arrays = self.arrays()
+        total = float(arrays["latency_s"][np.arange(len(a)), a].sum()) + self.fixed_latency_s + extra_latency_s
+        token = "ttft_s" if self.workload.phase == "prefill" else "tpot_s"
+        return {token: total - extra_latency_s + extra_per_pass_s,
+                "tokens_per_s": self.serving.output_tokens / total if total > 0 else 0.0}
+
+    def arrays(self) -> tuple[list, dict]:
+        """(format names, the Problem's [rows, formats] arrays): the layers, then the K/V cache items."""
         mask = self.costs.supported & np.isfinite(self.sensitivity.errors)
-        limits, sources = dict(limits), {}
-        device = self.device_limit(limits)
-        if device is not None:
-            limits["memory"], sources["memory"] = device, "device"
         arrays = dict(error=np.nan_to_num(self.sensitivity.errors, nan=np.inf),
                       params=np.array([l.params for l in self.layers]), bits=self.bits,
                       latency_s=self.costs.latency_s, energy_j=self.costs.energy_j, mask=mask)
@@ -192,11 +217,43 @@ class Prepared:
             from dse.precision import with_kv_rows
 
             names, arrays = with_kv_rows(names, arrays, self.kv)
+        return names, arrays
+
+    def problem(self, limits: dict) -> Problem:
+        limits, sources = serving_limits(self, limits)
+        device = self.device_limit(limits)
+        if device is not None:
+            limits["memory"], sources["memory"] = device, "device"
+        names, arrays = self.arrays()
+        serving = {k: v for k, v in (("ttft", self.serving.ttft), ("tpot", self.serving.tpot)) if v is not None} \
+            if self.serving is not None else {}
+        if self.kv is not None:  # one pass: its first or next token takes the whole pass, K/V rows included
+            serving = {k: (arrays["latency_s"], self.fixed_latency_s) for k in serving}
         return Problem(
             layer_names=[l.name for l in self.layers] + ([it.name for it in self.kv.items] if self.kv else []),
             format_names=names, **arrays,
             limits=dict(limits), fixed_memory=self.fixed_memory, fixed_latency_s=self.fixed_latency_s,
-            fixed_energy_j=self.fixed_energy_j, sources=sources)
+            fixed_energy_j=self.fixed_energy_j, sources=sources, serving=serving)
+
+
+def serving_limits(prepared: Prepared, limits: dict) -> tuple[dict, dict]:
+    """(limits the Problem takes, where each came from): a minimum throughput becomes a latency limit
+    (the workload's output tokens / tok/s); a TTFT or TPOT limit where the workload has no such token is
+    an error that says which phase has one."""
+    limits, sources = dict(limits), {}
+    phase = prepared.workload.phase
+    if "throughput" in limits:
+        serving = prepared.serving
+        if serving is None or not serving.output_tokens or prepared.graph.config.get("arch", "decoder") != "decoder":
+            raise QuantDSEError(f"a tok/s budget applies to decoder LLMs; {prepared.graph.name} produces no tokens: "
+                                "use a latency budget (ms)")
+        latency = serving.output_tokens / limits.pop("throughput")
+        if latency < limits.get("latency", np.inf):
+            limits["latency"], sources["latency"] = latency, "throughput"
+    for kind, phases in (("ttft", "prefill or generate"), ("tpot", "decode or generate")):
+        if kind in limits and getattr(prepared.serving, kind, None) is None:
+            raise QuantDSEError(f"--max-{kind}-ms applies to --phase {phases}, not {phase}: change --phase or drop it")
+    return limits, sources
 
 
 def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tuple | None]:
@@ -229,8 +286,8 @@ class ModelWork:
 
 
 #: SearchRequest fields that change only the solve, not the prepared tables
-SOLVE_ONLY = frozenset({"budget", "method", "max_latency_ms", "max_energy_mj", "max_memory_gb", "policy",
-                        "solver_options", "reward"})
+SOLVE_ONLY = frozenset({"budget", "method", "max_latency_ms", "max_energy_mj", "max_memory_gb", "max_ttft_ms",
+                        "max_tpot_ms", "policy", "solver_options", "reward"})
 #: the fields that change the model's graph, candidates and sensitivity (not the hardware or workload)
 MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed", "activations")
 
@@ -396,14 +453,17 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     workload = request.workload.for_model(graph, workload_notes)
     ops = cache.table(("ops", model_key, workload), lambda: ops_for_graph(graph, workload, layers))
     formats = work.candidates  # each design filters the original candidates: none is lost to another design
-    costs = hardware.cost(ops, formats, workload)
-    keep, dropped, note = runnable(formats, costs, hardware, lambda fmts: hardware.cost(ops, fmts, workload))
+    serving = serving_tables(hardware, graph, layers, formats, workload, ops=ops)
+    costs = serving.layers
+    keep, dropped, note = runnable(formats, costs, hardware,
+                                   lambda fmts: serving_tables(hardware, graph, layers, fmts, workload, ops=ops).layers)
     if note:
         from dse.precision import check_asked
 
         check_asked(request, dropped, hardware.name, layers)
         notes.append(note)
-        formats, costs = [formats[j] for j in keep], costs.take(keep)
+        formats, serving = [formats[j] for j in keep], serving.take(keep)
+        costs = serving.layers
     sensitivity = cache.sensitivity(request, work, formats)
     if work.file is None and any(f.act_bits < 16 for f in formats) and \
             graph.config.get("arch", "decoder") in ("decoder", "encoder"):  # the prior's sources are LLM papers
@@ -413,26 +473,29 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     bits = cache.table(("bits", model_key, tuple(f.name for f in formats)),
                        lambda: bits_table(np.array([l.row for l in layers], dtype=np.int64), formats,
                                           np.array([l.n for l in layers])))
-    emb, att = fixed_costs(hardware, graph, workload)
     fixed_params = sum(l.params for l in graph.layers if not l.quantizable)  # embeddings, routers: 16-bit
     fixed_memory = 2.0 * (fixed_params + graph.extra_params)
+    fixed_latency, fixed_energy = serving.fixed["latency_s"], serving.fixed["energy_j"]
     kv = None
     fm = free_memory(hardware.spec, graph, workload)
     if request.kv_formats:  # the cache is searched: its attention and memory leave the fixed part
         from dse.kvcache import kv_format_list, kv_table
 
+        if workload.phase == "generate" or (workload.devices or 1) > 1:
+            raise QuantDSEError("--kv-formats searches the cache of one pass on one device: use --phase decode or "
+                                "prefill and one device, or --kv-bits for a whole request or several devices")
         kv = kv_table(graph, hardware, workload, kv_format_list(",".join(request.kv_formats)), notes,
                       errors=getattr(sensitivity, "kv_errors", None))
-        att = None
+        attention = serving.parts["attention"]
+        fixed_latency -= float(attention.get("latency_s", 0.0))
+        fixed_energy -= float(attention.get("energy_j", 0.0))
         fm = None if fm is None else dataclasses.replace(fm, kv_cache=0.0)
-    fixed_latency = sum(float(t.latency_s.sum()) for t in (emb, att) if t is not None)
-    fixed_energy = sum(float(t.energy_j.sum()) for t in (emb, att) if t is not None)
     params = np.array([l.params for l in layers], dtype=np.float64)
     largest = max_weight_bytes(bits, params, costs.supported & np.isfinite(sensitivity.errors), fixed_memory)
     prepared = Prepared(request, graph, layers, formats, hardware, sensitivity, costs, bits,
                         fixed_memory=fixed_memory, fixed_latency_s=fixed_latency, fixed_energy_j=fixed_energy,
                         workload=workload, dropped=dropped, free_memory=fm,
-                        largest_memory=largest, notes=notes + workload_notes, kv=kv)
+                        largest_memory=largest, notes=notes + workload_notes, kv=kv, serving=serving)
     check_costs(prepared)
     if request.target:  # the layers the runtime fuses take one format
         from dse.export.targets import get_target, tied_groups

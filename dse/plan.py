@@ -23,6 +23,7 @@ from dse.version import __version__
 from quantcore.errors import QuantDSEError
 from quantcore.io import atomic_write_text, dumps, load_json
 from dse.device import device_doc, memory_note
+from dse.serving import serving_doc
 
 PLAN_SCHEMA = "dse.plan/2"
 LAYER_KEYS = ("name", "format", "bits", "params", "error", "latency_s", "energy_j")
@@ -61,7 +62,10 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
             "block": layer.block, "bound": ("compute", "memory", "other")[int(costs.bound[i, f])],
             "activation": activation_doc(fmt),
         })
-    totals = {k: _r(v) for k, v in problem.totals(a).items()}
+    totals = problem.totals(a)
+    user_limits = req.limits()[0]
+    serving = serving_doc(prepared, problem, a, totals, user_limits)
+    totals = {k: _r(v) for k, v in {**totals, **serving["totals"]}.items()}
     kv = kv_entries(prepared, problem, a)
     if kv:
         totals["kv_cache_bytes"] = _r(sum(e["memory_bytes"] for e in kv))
@@ -69,7 +73,8 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
               "seconds": round(float(result.seconds), 6), "objective": _r(result.objective),
               "message": result.message}
     solver.update({k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool))})
-    limits = {k: _r(v) for k, v in problem.limits.items()}
+    solved = {k: v for k, v in problem.limits.items() if problem.sources.get(k) != "throughput"}
+    limits = {k: _r(v) for k, v in {**solved, **{k: v for k, v in user_limits.items() if k not in solved}}.items()}
     added = problem.sources.get("memory") == "device"
     from dse.diffusion import is_pipeline, pipeline_doc
 
@@ -79,16 +84,18 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
         "model": prepared.graph.name,
         "hardware": prepared.hardware.name,
         "workload": workload_doc(prepared),
-        "budget": {**budget_doc, "limits": limits},
+        "budget": {**budget_doc, "limits": limits, "binding": serving["binding"]},
         "method": req.method,
         "formats": [f.name for f in prepared.formats],
         "totals": totals,
         "fixed": {"memory_bytes": _r(problem.fixed_memory), "latency_s": _r(problem.fixed_latency_s),
                   "energy_j": _r(problem.fixed_energy_j),
                   "note": fixed_note(prepared)},
-        "device": device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
+        "device": {**device_doc(prepared.hardware.spec, prepared.free_memory, added, totals["memory_bytes"]),
+                   **({"offload": serving["offload"]} if serving["offload"] else {})},
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
-                                                      prepared.free_memory)] if added else []) + kv_note(kv),
+                                                      prepared.free_memory)] if added else [])
+                 + serving["notes"] + kv_note(kv),
         "solver": solver,
         **pipeline,
         **({"kv": kv} if kv else {}),

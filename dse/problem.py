@@ -22,7 +22,7 @@ from dse.budget import SHOWN_UNITS
 from quantcore.errors import QuantDSEError
 
 #: constraint kinds and their units
-CONSTRAINT_UNITS = {"bits": "bits", "memory": "bytes", "latency": "s", "energy": "J"}
+CONSTRAINT_UNITS = {"bits": "bits", "memory": "bytes", "latency": "s", "energy": "J", "ttft": "s", "tpot": "s"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Problem:
     fixed_energy_j: float = 0.0
     sources: dict = field(default_factory=dict)  # where a limit came from when not the user: {"memory": "device"}
     item_memory: np.ndarray | None = None  # [L, F] bytes a row holds besides its weights (a KV cache); None: 0
+    serving: dict = field(default_factory=dict)  # "ttft" / "tpot" -> (seconds [L, F], fixed seconds) of a request
 
     def __post_init__(self):
         L, F = len(self.layer_names), len(self.format_names)
@@ -101,14 +102,18 @@ class Problem:
             return self.latency_s
         if kind == "energy":
             return self.energy_j
-        raise KeyError(kind)
+        return self.serving[kind][0]
+
+    def _fixed(self, kind: str) -> float:
+        if kind in self.serving:
+            return float(self.serving[kind][1])
+        return {"memory": self.fixed_memory, "latency": self.fixed_latency_s, "energy": self.fixed_energy_j}[kind]
 
     def rhs(self, kind: str) -> float:
         limit = float(self.limits[kind])
         if kind == "bits":
             return limit * float(self.params.sum())
-        fixed = {"memory": self.fixed_memory, "latency": self.fixed_latency_s, "energy": self.fixed_energy_j}[kind]
-        return limit - fixed
+        return limit - self._fixed(kind)
 
     def constraints(self) -> list[Constraint]:
         return [Constraint(kind, self.coef(kind), self.rhs(kind), float(self.limits[kind]))
@@ -122,8 +127,7 @@ class Problem:
         low = self.masked(self.coef(kind)).min(axis=1).sum()
         if kind == "bits":
             return float(low / self.params.sum())
-        fixed = {"memory": self.fixed_memory, "latency": self.fixed_latency_s, "energy": self.fixed_energy_j}[kind]
-        return float(low + fixed)
+        return float(low + self._fixed(kind))
 
     def totals(self, assignment: np.ndarray) -> dict:
         """Totals of an assignment (one format index per layer), fixed parts included."""
@@ -218,5 +222,6 @@ def tie(problem: Problem, groups: list) -> tuple[Problem, np.ndarray]:
                      limits=dict(problem.limits), fixed_memory=problem.fixed_memory,
                      fixed_latency_s=problem.fixed_latency_s, fixed_energy_j=problem.fixed_energy_j,
                      sources=dict(problem.sources),
-                     item_memory=None if problem.item_memory is None else add(problem.item_memory))
+                     item_memory=None if problem.item_memory is None else add(problem.item_memory),
+                     serving={k: (add(coef), fixed) for k, (coef, fixed) in problem.serving.items()})
     return merged, rows

@@ -21,11 +21,12 @@ from dse.compare import compare, format_comparison, labels_for, target_path
 from dse.pipeline import SearchRequest
 from dse.plan import format_table, plan_json, write_plan
 from dse.summary import next_steps
-from hwmodels.workload import PHASES, Workload
+from hwmodels.workload import PHASES, Workload, add_serving_args
 
 #: library parameter -> the flag that sets it (errors that name a parameter name the flag instead)
 FLAGS = {"budget": "--budget", "overrides": "--set", "solver_options": "--set", "method": "--method",
          "max_latency_ms": "--max-latency-ms", "max_energy_mj": "--max-energy-mj", "max_memory_gb": "--max-memory-gb",
+         "max_ttft_ms": "--max-ttft-ms", "max_tpot_ms": "--max-tpot-ms",
          "workload": "--phase/--batch/--seq/--kv-bits"}
 
 
@@ -70,13 +71,15 @@ def add_request_args(p: ArgumentParser) -> None:
 def add_workload_args(p: ArgumentParser) -> None:
     """--phase --batch --seq --kv-bits; left out, the model kind decides (hwmodels.workload)."""
     p.add_argument("--phase", choices=PHASES,
-                   help="decode (one generation step against the KV cache) or prefill (the prompt); default: "
-                        "decode for decoder LLMs; encoders and CNNs always run one forward pass (forward)")
+                   help="decode (one generation step against the KV cache), prefill (the prompt) or generate (a "
+                        "whole request: prefill, then output tokens, see output-len); default: decode for decoder LLMs; "
+                        "encoders and CNNs always run one forward pass (forward)")
     p.add_argument("--batch", type=int, help="sequences (or images) per pass (default: 1)")
     p.add_argument("--seq", type=int, help="prompt length (prefill), context length (decode) or tokens per "
                                            "sequence (encoders); default: 2048 for decoder LLMs (at most their "
                                            "max positions), an encoder's max positions")
     p.add_argument("--kv-bits", type=int, help="KV cache precision: 16, 8, 4, 2 (default: 16)")
+    add_serving_args(p)
     p.add_argument("--steps", type=int_flag(*RANGES["steps"]), help="text-to-image models: denoising steps per image (default: the "
                                              "pipeline's, e.g. 28 for flux.1-dev)")
     p.add_argument("--resolution", type=_resolution, help="text-to-image models: image size, 1024 or 1024x768 "
@@ -96,17 +99,22 @@ def _resolution(text: str) -> tuple:
 
 def workload_from_args(args) -> Workload:
     return Workload.unset(phase=args.phase, batch=args.batch, seq=args.seq, kv_bits=args.kv_bits,
-                          steps=getattr(args, "steps", None), image_hw=getattr(args, "resolution", None))
+                          steps=getattr(args, "steps", None), image_hw=getattr(args, "resolution", None),
+                          output_len=getattr(args, "output_len", None), devices=getattr(args, "devices", None),
+                          parallel=getattr(args, "parallel", None))
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="dse.search", description=__doc__.split("\n")[0])
     add_request_args(p)
     p.add_argument("--budget", help="3.7bits (average effective bits), 3.5GB (weights), 12ms (latency), 5mJ (energy: an "
-                   "estimate from the target's energy model, see the plan's provenance.energy_basis)")
+                   "estimate from the target's energy model, see the plan's provenance.energy_basis), 2000tok/s "
+                   "(a minimum throughput of the workload's output tokens)")
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-energy-mj", type=float)
     p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--max-ttft-ms", type=float, help="time to first token SLO (--phase prefill or generate)")
+    p.add_argument("--max-tpot-ms", type=float, help="time per output token SLO (--phase decode or generate)")
     p.add_argument("--reward", default="error", choices=("error", "measured"),
                    help="--method rl: error (the table's summed error, default) or measured (fine-tune the policy on "
                         "the real model's end metric; models with installed weights)")
@@ -129,6 +137,7 @@ def request_from_args(args) -> SearchRequest:
         workload=workload_from_args(args),
         formats=_formats(args),
         max_latency_ms=args.max_latency_ms, max_energy_mj=args.max_energy_mj, max_memory_gb=args.max_memory_gb,
+        max_ttft_ms=getattr(args, "max_ttft_ms", None), max_tpot_ms=getattr(args, "max_tpot_ms", None),
         overrides=hardware, solver_options=solver,
         policy=args.policy, seed=args.seed, include=tuple(args.include), target=args.target,
         **precision_args(args))

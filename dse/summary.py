@@ -250,7 +250,22 @@ def _totals(plan: dict) -> list[str]:
     limits = budget.get("limits", {})
     device = plan.get("device", {}) or {}
 
+    binds = budget.get("binding")
+
     def limit(kind: str) -> str:
+        """The user's limit of this kind, and the limit that binds where that is another (the device's memory)."""
+        if binds is not None:  # the plan says which limits bind
+            from dse.serving import binding_text
+
+            own = [b for b in binds if b["kind"] == kind]
+            user = kind in limits and not any(b["source"] == "device" and b["limit"] == limits[kind] for b in own)
+            shown = [f"limit {limit_text(kind, limits[kind], budget)}" + (" (binding)" if any(
+                b["source"] != "device" for b in own) else "")] if user else []
+            device = [f"{binding_text(b, budget)} (binding)" for b in own if b["source"] == "device"]
+            if device and not user and budget.get("kind") == kind:  # the user's limit was looser than the device
+                shown.append(f"limit {budget.get('text')}")
+            shown += device
+            return "   ".join(shown)
         if kind not in limits:
             return ""
         key = SHOWN_UNITS[kind].key
@@ -259,7 +274,9 @@ def _totals(plan: dict) -> list[str]:
 
     cap = device.get("memory_capacity_bytes")
     free = device.get("free_for_weights_bytes")
-    room = (f"the {free / 1e9:.2f} GB {plan['hardware']} leaves for weights" if isinstance(free, (int, float))
+    n = device.get("devices", 1)
+    room = (f"the {free / 1e9:.2f} GB {plan['hardware']} leaves for weights" if isinstance(free, (int, float)) and n == 1
+            else f"the {free / 1e9:.2f} GB {n} x {plan['hardware']} leave for weights" if isinstance(free, (int, float))
             else f"{plan['hardware']}'s {cap / 1e9:.0f} GB" if cap else "")
     fits = "" if not room else ("fits " if device.get("weights_fit") else "exceeds ") + room
     rows = [["bits/weight", f"{t['effective_bits']:.3f}", "", limit("bits")],
@@ -268,12 +285,29 @@ def _totals(plan: dict) -> list[str]:
             ["latency", f"{t['latency_s'] * 1e3:.3f} ms", _fixed(fx, "latency_s", 1e3, "ms"),
              "   ".join(s for s in (limit("latency"), _bound_share(plan["layers"])) if s)],
             ["energy", f"{t['energy_j'] * 1e3:.2f} mJ", _fixed(fx, "energy_j", 1e3, "mJ"), limit("energy")],
+            *serving_rows(plan, limit),
             ["error", f"{t['error']:.4g}", "", ""]]
     lines = _table(rows)
     lines[-1] += f"  {error_text(plan)}"
     if fx.get("note"):
         lines += textwrap.wrap(f"fixed part: {fx['note']}", width=96, initial_indent="  ", subsequent_indent="    ")
     return lines
+
+
+def serving_rows(plan: dict, limit=lambda kind: "") -> list[list[str]]:
+    """tokens/s of every decoder plan; time to first token and per output token of a whole request
+    (a decode step's TPOT is its latency, a prefill's TTFT too: the plan's totals carry them)."""
+    t, rows = plan["totals"], []
+    what = {"decode": "output tokens of one step", "prefill": "prompt tokens", "generate": "output tokens"}
+    phase = plan.get("workload", {}).get("phase", "")
+    if isinstance(t.get("tokens_per_s"), (int, float)):
+        rows.append(["tokens/s", f"{t['tokens_per_s']:,.1f}", "",
+                     "   ".join(s for s in (limit("throughput"), what.get(phase, "")) if s)])
+    for key, kind, label in (("ttft_s", "ttft", "TTFT"), ("tpot_s", "tpot", "TPOT")):
+        if isinstance(t.get(key), (int, float)) and (phase == "generate" or limit(kind)):
+            rows.append([label, f"{t[key] * 1e3:.3f} ms", "", "   ".join(
+                s for s in (limit(kind), "time to first token" if kind == "ttft" else "time per output token") if s)])
+    return rows
 
 
 def _bytes(n: float) -> str:

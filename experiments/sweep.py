@@ -46,12 +46,17 @@ from quantcore.limits import int_flag
 
 TOTALS = ("effective_bits", "memory_bytes", "latency_s", "energy_j", "error")
 THROUGHPUT = ("tokens_per_s", "images_per_s")
+#: a decoder's time to first token and per output token (hwmodels.wholemodel.serving_totals)
+TOKEN_TIMES = ("ttft_s", "tpot_s")
 #: the workload fields a --grid may vary (kv-bits is accepted for kv_bits)
 WORKLOAD_KEYS = ("phase", "batch", "seq", "kv_bits")
-RESULT_COLUMNS = ("status",) + TOTALS + THROUGHPUT + ("gap", "solver", "seconds", "message")
+#: serving fields a --grid may vary too, columns only where a sweep sets them (output-len, devices, parallel)
+SERVING_KEYS = ("output_len", "devices", "parallel")
+SERVING_DEFAULTS = {"output_len": None, "devices": 1, "parallel": "tp"}
+RESULT_COLUMNS = ("status",) + TOTALS + THROUGHPUT + TOKEN_TIMES + ("gap", "solver", "seconds", "message")
 #: columns that differ between two runs of the same sweep (wall-clock measurements)
 TIMING_COLUMNS = ("seconds",)
-_FLOATS = set(TOTALS) | set(THROUGHPUT) | {"gap", "seconds"}
+_FLOATS = set(TOTALS) | set(THROUGHPUT) | set(TOKEN_TIMES) | {"gap", "seconds"}
 #: seconds to wait for a Ray cluster's port to answer before --address is declared unreachable
 RAY_CONNECT_TIMEOUT_S = 5.0
 MAX_WORKERS = 1024
@@ -84,6 +89,9 @@ class Row:
     batch: int | None = None
     seq: int | None = None
     kv_bits: int | None = None
+    output_len: int | None = None
+    devices: int | None = None
+    parallel: str | None = None
     effective_bits: float | None = None
     memory_bytes: float | None = None
     latency_s: float | None = None
@@ -91,6 +99,8 @@ class Row:
     error: float | None = None
     tokens_per_s: float | None = None
     images_per_s: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
     gap: float | None = None
     solver: str = ""
     seconds: float | None = None
@@ -136,12 +146,18 @@ class Sweep:
     @property
     def columns(self) -> list[str]:
         shown = [k for k in WORKLOAD_KEYS if k not in self.keys]  # the workload costed, unless a grid axis
+        w = self.base.workload
+        shown += [k for k in SERVING_KEYS if k not in self.keys and (
+            getattr(w, k) != SERVING_DEFAULTS[k] or (k == "output_len" and "generate" in self._phases()))]
         return ["hw", *self.keys, "model", "budget", "method", *shown, *RESULT_COLUMNS]
+
+    def _phases(self) -> set:
+        return {dict(p.settings).get("phase", self.base.workload.phase) for p in self.points}
 
     def request(self, point: Point):
         """The SearchRequest of `point`: its target, workload values, hardware values as --set overrides."""
         settings = dict(point.settings)
-        workload = {k: _workload_value(k, settings.pop(k)) for k in WORKLOAD_KEYS if k in settings}
+        workload = {k: _workload_value(k, settings.pop(k)) for k in WORKLOAD_KEYS + SERVING_KEYS if k in settings}
         return replace(self.base, hw=point.hw, model=point.model, budget=budget_from_text(point.budget),
                        method=point.method, workload=replace(self.base.workload, **workload),
                        overrides={**dict(self.base.overrides), **settings})
@@ -151,7 +167,7 @@ class Sweep:
 
 
 def _workload_value(key: str, text: str):
-    return text if key == "phase" else int(text)
+    return text if key in ("phase", "parallel") else int(text)
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -204,12 +220,16 @@ def _check_workload_axis(base, key: str, values: list[str]) -> None:
     from hwmodels.workload import PHASES
     from quantcore.limits import RANGES, int_problem
 
-    if getattr(base.workload, key) is not None:
+    if getattr(base.workload, key) != SERVING_DEFAULTS.get(key):
         raise QuantDSEError(f"--grid {key} and --{key.replace('_', '-')} both set it: drop one")
     for value in values:
         if key == "phase":
             if value not in PHASES:
                 raise QuantDSEError(f"--grid phase={value}: phase must be one of {', '.join(PHASES)}")
+            continue
+        if key == "parallel":
+            if value not in ("tp", "pp"):
+                raise QuantDSEError(f"--grid parallel={value}: parallel must be tp or pp")
             continue
         try:
             number = int(value)
@@ -237,18 +257,18 @@ def make_sweep(base, grid: dict[str, list[str]], models: list[str], budgets: lis
 
     targets = list(targets or [base.hw])
     grid = {("kv_bits" if k == "kv-bits" else k): v for k, v in grid.items()}
-    for key in WORKLOAD_KEYS:
+    for key in WORKLOAD_KEYS + SERVING_KEYS:
         if key in grid:
             _check_workload_axis(base, key, grid[key])
     for target in targets:
         spec = apply_overrides(load_spec(target), list(base.overrides))
         schema = family_schema(spec.family)
         for key, values in grid.items():
-            if key in WORKLOAD_KEYS:
+            if key in WORKLOAD_KEYS + SERVING_KEYS:
                 continue
             if key not in schema:
                 raise QuantDSEError(f"unknown --grid key {key!r} for {spec.name} (family {spec.family}): "
-                                    f"use one of {', '.join(sorted(schema) + list(WORKLOAD_KEYS))}")
+                                    f"use one of {', '.join(sorted(schema) + list(WORKLOAD_KEYS + SERVING_KEYS))}")
             for value in values:
                 try:
                     apply_overrides(spec, [f"{key}={value}"])
@@ -277,14 +297,18 @@ def _failure(exc: Exception) -> str:
     return str(exc) if isinstance(exc, QuantDSEError) else f"{type(exc).__name__}: {exc}"
 
 
-def _throughput(prepared, latency_s: float) -> dict:
-    """tokens/s (language models: batch x tokens per pass / latency) or images/s (CNNs: batch / latency)."""
+def _throughput(prepared, latency_s: float, assignment) -> dict:
+    """Decoders: tokens/s, TTFT and TPOT as the plan gives them (dse.pipeline.Prepared.serving_totals);
+    encoders: batch x seq / latency; CNNs: images/s (batch / latency)."""
     w = prepared.workload
     if not latency_s > 0:
         return {}
-    if prepared.graph.config.get("arch", "decoder") == "cnn":
+    arch = prepared.graph.config.get("arch", "decoder")
+    if arch == "cnn":
         return {"images_per_s": w.batch / latency_s}
-    return {"tokens_per_s": w.batch * (1 if w.phase == "decode" else w.seq) / latency_s}
+    if arch == "decoder":
+        return prepared.serving_totals(assignment)
+    return {"tokens_per_s": w.batch * w.seq / latency_s}
 
 
 def run_points(requests: list, cache, solve_options: tuple = ()) -> list[dict]:
@@ -306,11 +330,12 @@ def run_points(requests: list, cache, solve_options: tuple = ()) -> list[dict]:
             limits, _ = request.limits()
             prepared = cache.prepared(request)
             w = prepared.workload
-            row.update(phase=w.phase, batch=w.batch, seq=w.seq, kv_bits=w.kv_bits)
+            row.update(phase=w.phase, batch=w.batch, seq=w.seq, kv_bits=w.kv_bits, output_len=w.output_len,
+                       devices=w.devices, parallel=w.parallel)
             problem, result = solve_prepared(prepared, limits, method=request.method, cache=cache,
                                              **dict(solve_options))
             row.update(problem.totals(result.assignment))
-            row.update(_throughput(prepared, row["latency_s"]))
+            row.update(_throughput(prepared, row["latency_s"], result.assignment))
             row.update(status=result.status, gap=result.gap, seconds=result.seconds,
                        solver=str(result.info.get("proved_by") or result.info.get("solver") or request.method))
         except Exception as exc:  # recorded in the CSV: one bad point must not stop a sweep
@@ -345,9 +370,9 @@ def _parse_row(sweep: Sweep, cells: list[str]) -> Row | None:
                 values[column] = float(text)
                 if not math.isfinite(values[column]):
                     return None
-            elif column in ("batch", "seq", "kv_bits") and text != "":
+            elif column in ("batch", "seq", "kv_bits", "output_len", "devices") and text != "":
                 values[column] = int(text)
-            elif column in ("phase", "solver", "message") and text != "":
+            elif column in ("phase", "parallel", "solver", "message") and text != "":
                 values[column] = text
     except ValueError:
         return None
@@ -702,7 +727,7 @@ def build_parser() -> ArgumentParser:
                    help="solvers, comma-separated (default ilp): ilp, lagrangian, baq, nas, greedy, uniform")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a hardware spec param (python -m hwmodels.list) or workload field (phase, batch, seq, "
-                        "kv_bits) and its values, repeatable")
+                        "kv_bits, output_len, devices, parallel) and its values, repeatable")
     p.add_argument("--budgets", help="comma-separated budgets: 4bits,6bits or 3.5GB or 12ms or 5mJ")
     p.add_argument("--out", help="CSV of every point; existing points are skipped (resume). With --plot: the figure "
                                  "(default: the CSV's name with .png)")

@@ -10,6 +10,11 @@ What is left of `memory_capacity_bytes` after them is what the weights may use
 - activations: the largest layer's input and output at 16 bits for the tokens of one
   pass (serving engines reuse these buffers layer to layer), and a decoder's logits.
   Conv layers: the feature maps in and out of the largest layer.
+
+On several devices (`workload.devices`) each device holds its share: under tensor
+parallelism its heads of the KV cache and its slice of each layer's activations, under
+pipeline parallelism its 1/N of the blocks' KV cache; the weights split N ways either way
+(hwmodels.parallel), so the room for weights is N x what one device leaves.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ def kv_cache_bytes(graph, workload: Workload) -> float:
         return 0.0
     per_token = [_kv_elems_per_token(l) for l in attention]
     elems = max(per_token) if workload.phase == "forward" else sum(per_token)
-    return float(elems) * workload.batch * workload.seq * workload.kv_bits / 8.0
+    return float(elems) * workload.batch * workload.context * workload.kv_bits / 8.0
 
 
 def activation_bytes(graph, workload: Workload) -> float:
@@ -65,24 +70,79 @@ def activation_bytes(graph, workload: Workload) -> float:
 
 @dataclass(frozen=True)
 class FreeMemory:
-    """Device memory left for the weights: capacity - KV cache - activations (bytes)."""
+    """Device memory left for the weights: capacity - KV cache - activations (bytes, per device),
+    times the devices that share the weights."""
 
     capacity: float
     kv_cache: float
     activations: float
+    devices: int = 1
+
+    @property
+    def per_device(self) -> float:
+        """What one device leaves for its share of the weights."""
+        return self.capacity - self.kv_cache - self.activations
 
     @property
     def free(self) -> float:
-        return self.capacity - self.kv_cache - self.activations
+        """Room for all the weights, summed over the devices."""
+        return self.devices * self.per_device
 
     def as_dict(self) -> dict:
-        return {"memory_capacity_bytes": self.capacity, "kv_cache_bytes": self.kv_cache,
-                "activation_bytes": self.activations, "free_for_weights_bytes": self.free}
+        out = {"memory_capacity_bytes": self.capacity, "kv_cache_bytes": self.kv_cache,
+               "activation_bytes": self.activations, "free_for_weights_bytes": self.free}
+        if self.devices > 1:
+            out.update(devices=self.devices, free_per_device_bytes=self.per_device)
+        return out
 
 
 def free_memory(spec, graph, workload: Workload) -> FreeMemory | None:
-    """What the target's memory leaves for the weights, or None where the spec does not model memory."""
+    """What the target's memory leaves for the weights, or None where the spec does not model memory.
+
+    Several devices: the KV cache and activations one device holds (hwmodels.parallel)."""
     capacity = float(spec.get("memory_capacity_bytes", 0.0) or 0.0)
     if capacity <= 0:
         return None
-    return FreeMemory(capacity, kv_cache_bytes(graph, workload), activation_bytes(graph, workload))
+    devices = workload.devices or 1
+    if devices <= 1:
+        return FreeMemory(capacity, kv_cache_bytes(graph, workload), activation_bytes(graph, workload))
+    from hwmodels.parallel import per_device_graph
+
+    if workload.parallel == "pp":
+        return FreeMemory(capacity, kv_cache_bytes(graph, workload) / devices, activation_bytes(graph, workload),
+                          devices)
+    shard = per_device_graph(graph, devices, "tp")
+    return FreeMemory(capacity, kv_cache_bytes(shard, workload), activation_bytes(shard, workload), devices)
+
+
+def offload(spec, fm: FreeMemory, weight_bytes: float, workload: Workload) -> dict | None:
+    """Weights past the free memory under `allow_offload`: they stay in host memory and stream over the
+    host link on every forward pass, each device its share over its own link; None where all fit.
+
+    {"offloaded_bytes", "host_link_bytes_per_s", "seconds_per_pass"} (seconds None: no host link in the spec)."""
+    over = weight_bytes - fm.free
+    if over <= fm.free * 1e-9 or not bool(spec.get("allow_offload", False)):
+        return None
+    bw = float(spec.get("host_link_bytes_per_s", 0.0) or 0.0)
+    devices = workload.devices or 1
+    return {"offloaded_bytes": over, "host_link_bytes_per_s": bw,
+            "seconds_per_pass": over / devices / bw if bw > 0 else None}
+
+
+def weight_bytes(graph, fmt) -> float:
+    """Bytes of the weights with every searched layer in `fmt` and the rest (embeddings, norms) at 16 bits."""
+    fixed = sum(l.params for l in graph.layers if not l.quantizable) + graph.extra_params
+    return 2.0 * fixed + sum(l.params * fmt.bits_per_weight(l.row) / 8.0 for l in graph.quantizable())
+
+
+def memory_doc(spec, graph, fmt, workload: Workload) -> dict | None:
+    """What `hwmodels.cost --model` says of memory: the weights in `fmt`, what each device holds, whether it fits."""
+    fm = free_memory(spec, graph, workload)
+    if fm is None:
+        return None
+    weights = weight_bytes(graph, fmt)
+    devices = workload.devices or 1
+    doc = {"weights_bytes": weights, "weights_per_device_bytes": weights / devices, **fm.as_dict(),
+           "weights_fit": bool(weights <= fm.free * (1 + 1e-9))}
+    spill = offload(spec, fm, weights, workload)
+    return {**doc, "offload": spill} if spill else doc

@@ -40,7 +40,8 @@ CAP_CEILING = 2 ** 62
 #: documented ranges of the integer flags shared by the CLIs (README "Limits on input")
 RANGES = {"batch": (1, 1 << 16), "seq": (1, 1 << 24), "kv_bits": (1, 32), "seed": (0, 2 ** 32 - 1),
           "gemm": (1, 1 << 24), "episodes": (0, 1_000_000), "timesteps": (100, 100_000_000),
-          "steps": (1, 10_000), "resolution": (8, 1 << 14)}
+          "steps": (1, 10_000), "resolution": (8, 1 << 14),
+          "output_len": (1, 1 << 20), "devices": (1, 1024)}
 
 
 def cap(name: str) -> int:

@@ -18,6 +18,14 @@ COMMON_SCHEMA = {
                                    default=0.0),
     "allow_offload": Param(bool, "weights may exceed the memory left after the KV cache and activations "
                                  "(offloaded or sharded): dse.search adds no device memory limit", default=False),
+    "interconnect": Param(str, "the device-to-device link, in words (e.g. NVLink 3); '' = none", default=""),
+    "link_bytes_per_s": Param(float, "device-to-device bandwidth per direction (B/s) that --devices N "
+                                     "all-reduces and sends over; 0 = one device only", min=0.0, default=0.0),
+    "link_latency_s": Param(float, "time of one step of a collective (one hop of a ring) on that link", min=0.0,
+                            max=1e-3, default=0.0),
+    "host_link_bytes_per_s": Param(float, "host-to-device bandwidth per direction (B/s): what offloaded weights "
+                                          "stream over each pass (allow_offload); 0 = not modelled", min=0.0,
+                                   default=0.0),
 }
 
 FAMILIES = Registry("hardware family", {
