@@ -103,6 +103,26 @@ def test_kv_cache_bytes_by_hand_and_in_the_totals():
     assert plan["provenance"]["kv_formats"] == ["fp16", "int4-g64"]
 
 
+def test_a_searched_cache_and_the_serving_figures_agree():
+    """With K/V rows searched on one decode step, the step is the token: tpot is the plan's latency, the
+    K/V rows' time is in it once (not also in the fixed part), tokens/s is batch / step, and the SLO holds."""
+    workload = Workload.unset(phase="decode", batch=16, seq=2048)
+    plan = search("llama-3-8b", "a100-80gb", Budget.bits(5.0), formats=["int4-g128", "int8", "fp16"],
+                  workload=workload, kv_formats=["fp16", "int8"], max_tpot_ms=30.0).to_dict()
+    totals = plan["totals"]
+    assert totals["tpot_s"] == pytest.approx(totals["latency_s"], rel=1e-9)  # the plan rounds to 12 digits
+    assert totals["tokens_per_s"] == pytest.approx(16 / totals["latency_s"], rel=1e-9)
+    assert totals["tpot_s"] <= 0.030 * (1 + 1e-9)
+    rows = sum(l["latency_s"] for l in plan["layers"]) + sum(e["latency_s"] for e in plan["kv"])
+    assert totals["latency_s"] == pytest.approx(rows + plan["fixed"]["latency_s"], rel=1e-9)
+    fixed_cache = search("llama-3-8b", "a100-80gb", Budget.bits(5.0), formats=["int4-g128", "int8", "fp16"],
+                         workload=workload).to_dict()
+    assert plan["fixed"]["latency_s"] < fixed_cache["fixed"]["latency_s"]  # attention left the fixed part
+    with pytest.raises(QuantDSEError, match="one pass on one device"):
+        search("llama-3-8b", "a100-80gb", Budget.bits(5.0), kv_formats=["fp16", "int8"],
+               workload=Workload.unset(phase="generate", seq=512, output_len=64))
+
+
 @pytest.mark.parametrize("runtime,formats,scope", [("vllm", ["fp16", "fp8-e4m3"], "kv"),
                                                    ("llama.cpp", ["fp16", "q8_0", "q4_0"], "k,v")])
 def test_runtime_with_one_cache_type_ties_the_items(runtime, formats, scope):
