@@ -82,15 +82,21 @@ CT_FORMATS = "int3-g32,int4-g128,int4-g64-asym-qz,int8,nvfp4,mxfp4,fp8-e4m3,fp16
 def _apply_ct(model, config_path):
     """compressed-tensors' own apply_quantization_config; {module: catalog format of the scheme it attached}."""
     require("compressed_tensors")
-    import torch
     from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus, apply_quantization_config
-
-    from dse.export.ctensors import format_of
 
     block = json.loads(config_path.read_text())["quantization_config"]
     config = QuantizationConfig.model_validate(block)
     config.quantization_status = QuantizationStatus.INITIALIZED  # attach the schemes, no compression
     apply_quantization_config(model, config)
+    return attached_formats(model)
+
+
+def attached_formats(model) -> dict:
+    """{Linear name: catalog format of the compressed-tensors scheme attached to it} ("fp16": none)."""
+    import torch
+
+    from dse.export.ctensors import format_of
+
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):

@@ -12,7 +12,7 @@ import pytest
 from conftest import require
 from quantcore.cli import run_cli
 from quantcore.formats import get_format
-from test_export_tools import _decoder, _mix, _plan, _written
+from test_export_tools import _decoder, _mix, _plan, _written, attached_formats
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +30,12 @@ def _oneshot(folder, recipe_path) -> dict:
     (data-free schemes: no dataset);
     {Linear name: catalog format of the scheme it attached} read back through compressed-tensors."""
     require("llmcompressor", "llmcompressor (pip install --no-deps llmcompressor==0.14.0.1; the Makefile does)")
-    import torch
     import transformers
     from llmcompressor import oneshot
 
-    from dse.export.ctensors import format_of
-
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder))
     oneshot(model=model, recipe=str(recipe_path))
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            scheme = getattr(module, "quantization_scheme", None)
-            out[name] = "fp16" if scheme is None or scheme.weights is None else \
-                format_of(scheme.weights.model_dump(), scheme.input_activations)
-    return out
+    return attached_formats(model)
 
 
 def _export(plan, out, capsys) -> tuple[int, dict | str]:
