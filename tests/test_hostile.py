@@ -314,10 +314,16 @@ def test_input_protection_ends_with_the_run(tiny):
 
 # ------------------------------------------------------------------ 7. signals
 
+def _terminal_signals() -> None:
+    """In the child, before exec: Ctrl-C as a terminal's foreground job gets it. A shell starts a background
+    job (a test run with `&`) with SIGINT ignored, which its children would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(code: str, *args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, preexec_fn=_terminal_signals)
 
 
 def _wait_for(predicate, timeout=60.0):

@@ -73,7 +73,8 @@ def test_ctrl_c_on_the_process_pool_ends_on_the_first_signal(tmp_path):
             "--phase", "prefill", "--seq", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args, "--out", str(out), "--workers", "2"],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's job
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
         time.sleep(0.2)
