@@ -686,9 +686,12 @@ def run_sweep(sweep: Sweep, out: str | None = None, workers: int | None = None, 
             sink.close()
         if started:
             ray.shutdown()
-    rows = ordered(sweep, rows)
-    if out:
-        atomic_write_text(out, rows_csv(rows, columns))
+    try:  # rewrite --out in point order; on Ctrl-C here the appended file, already whole, stands
+        rows = ordered(sweep, rows)
+        if out:
+            atomic_write_text(out, rows_csv(rows, columns))
+    except KeyboardInterrupt:
+        interrupted = True
     return SweepResult(rows=rows, columns=columns, ran=ran, skipped=len(sweep.points) - len(todo), failed=failed,
                        seconds=time.perf_counter() - start, interrupted=interrupted, unreadable=unreadable,
                        reused=reused)
