@@ -53,6 +53,19 @@ KNOWN_MISSES = {
     "tmac_rpi5_llama2_7b_w2_2thread_tmac_tok_s": (0.55, "Two threads on the Raspberry Pi 5"),
     "tmac_rpi5_llama2_7b_w4_2thread_tmac_tok_s": (0.45, "Two threads on the Raspberry Pi 5"),
     "tmac_m2ultra_llama2_7b_w4_8thread_tmac_tok_s": (0.25, "Eight threads on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_1thread_tmac_tok_s": (0.35, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_1thread_tmac_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_2thread_tmac_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_2thread_tmac_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_4thread_tmac_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_4thread_tmac_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_8thread_tmac_tok_s": (0.35, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_8thread_tmac_tok_s": (0.4, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_16thread_tmac_tok_s": (0.95, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_16thread_tmac_tok_s": (0.9, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_4thread_llamacpp_tok_s": (0.2, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w2_16thread_llamacpp_tok_s": (0.3, "T-MAC's thread sweep on the M2 Ultra"),
+    "tmac_e2e_m2ultra_llama2_7b_w4_16thread_llamacpp_tok_s": (0.4, "T-MAC's thread sweep on the M2 Ultra"),
     "flightllm_energy_eff_vs_v100s": (0.55, "FlightLLM's energy efficiency over the V100S"),
     "codenet_table6_fps_config_a": (0.2, "CoDeNet's Table 6"),
     "codenet_table6_fps_config_b": (0.25, "CoDeNet's Table 6"),
@@ -224,10 +237,12 @@ def test_every_citation_and_row_document_is_in_the_references():
 
 
 def test_every_table_entry_is_a_row():
-    """T-MAC's 16 Llama-2-7B entries, CoDeNet a-e (board run) and a-c (Table 6), QServe's 8 Llama-3-8B
+    """T-MAC's 16 Llama-2-7B entries of docs/profiling_data.md and the 20 M2-Ultra entries (1, 2, 4, 8, 16
+    threads) of its e2e_threads data, CoDeNet a-e (board run) and a-c (Table 6), QServe's 8 Llama-3-8B
     entries, its two throughput increases and its own entries of the 4 other catalog models on both
     cards, and TensorRT-LLM's 11 single-GPU LLaMA 7B peak-throughput entries."""
-    assert sum(n.startswith("tmac_") for n in ROWS) == 16
+    assert sum(n.startswith("tmac_") for n in ROWS) == 36
+    assert sum(n.startswith("tmac_e2e_") for n in ROWS) == 20
     assert {f"codenet_fps_config_{c}" for c in "abcde"} | {f"codenet_table6_fps_config_{c}" for c in "abc"} <= set(ROWS)
     assert sum(n.startswith("qserve_") for n in ROWS) == 18
     assert sum(n.startswith("trtllm_peak_") for n in ROWS) == 11
