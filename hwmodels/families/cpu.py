@@ -93,7 +93,8 @@ SCHEMA = {
     "threads": Param(int, "threads running each op (one per core)", min=1, max=512, default=1),
     "simd_bytes": Param(int, "SIMD register width in bytes: 16 NEON, 32 AVX2", choices=(16, 32, 64)),
     "simd_issue_per_cycle": Param(float, "SIMD instructions one core issues per cycle", min=0.25, max=16),
-    "dram_bytes_per_s": Param(float, "peak DRAM bandwidth of the whole chip (B/s)", min=1e8),
+    "dram_bytes_per_s": Param(float, "DRAM bandwidth all the chip's cores together reach (B/s): a measured "
+                                     "all-core read rate where one is published, else the datasheet peak", min=1e8),
     "core_bytes_per_s": Param(float, "DRAM bandwidth one core can draw on its own (B/s)", min=1e8),
     "kernel": Param(str, "mpGEMM kernel: tmac (LUT, int1..4) or llamacpp (dequantize-then-multiply)",
                     choices=("tmac", "llamacpp"), default="tmac"),
