@@ -65,13 +65,12 @@ def test_hand_calculated_llamacpp_q4_0_gemv():
 
 
 def _reference_tmac(p, m, k, n, bits, asym):
-    """Stepped T-MAC: threads take row blocks and tables round-robin; one step per tbl, per
-    chunk of 32 row-planes x 16 k groups of the thread's rows, per output row's plane combine."""
+    """Stepped T-MAC: thread 0 builds every table (the INIT phase of T-MAC's llama.cpp fork), then threads
+    take row blocks round-robin; one step per tbl, per chunk of 32 row-planes x 16 k groups of the
+    thread's rows, per output row's plane combine. The op ends when the slowest thread does."""
     T, simd = p["threads"], p["simd_bytes"]
     ops = [0.0] * T
-    tables = [(tok, g) for tok in range(m) for g in range(math.ceil(k / 4))]
-    for i, _ in enumerate(tables):
-        ops[i % T] += p["tmac_ops_per_table"]
+    init = sum(p["tmac_ops_per_table"] for tok in range(m) for g in range(math.ceil(k / 4)))
     blocks = math.ceil(n / simd)
     for tok in range(m):
         for blk in range(blocks):
@@ -85,7 +84,7 @@ def _reference_tmac(p, m, k, n, bits, asym):
                 for _ in range(0, math.ceil(k / 4), 16):
                     ops[t] += p["tmac_ops_per_chunk"] + (4 / bits if asym else 0)
             ops[t] += row_planes * 2
-    return max(ops) / p["simd_issue_per_cycle"] * p["tmac_time_scale"]
+    return (init + max(ops)) / p["simd_issue_per_cycle"] * p["tmac_time_scale"]
 
 
 def _reference_llamacpp(p, m, k, n, fmt):

@@ -15,13 +15,16 @@ plane-0 vectors. A final pass combines the b planes of each output row. Per thre
     tbl     = m * ceil(ceil(n / simd_bytes) / threads) * ceil(k / 4) * b
     rows    = ceil(ceil(n / simd_bytes) / threads) * simd_bytes   (the busiest thread's row blocks)
     chunks  = m * ceil(rows * b / 32) * ceil(k / 64)
-    tables  = ceil(m * ceil(k / 4) / threads)
+    tables  = m * ceil(k / 4)   (thread 0 builds every table before the others start, see below)
     ops     = tbl * tmac_ops_per_tbl + chunks * (tmac_ops_per_chunk + [asym] 4 / b)
               + m * rows * 2b (plane combine: b converts + b-1 FMAs + 1 convert)
               + tables * tmac_ops_per_table
 
-Only the table build (shared by all planes) and the zero-point FMAs (plane 0 only) do not
-grow with b; at batch 1 they are ~3 % of a 2-bit GEMV, so the cost stays close to linear
+The table build does not shrink with threads: in T-MAC's llama.cpp fork (kaleid-liner/llama.cpp,
+ggml.c `ggml_compute_forward_mul_mat`, GGML_USE_TMAC branch) the GGML_TASK_TYPE_INIT phase that
+calls `ggml_tmac_mul_mat_task_init` (the LUT build) returns at once on every thread but thread 0,
+and the compute phase starts after it. Only the table build (shared by all planes) and the
+zero-point FMAs (plane 0 only) do not grow with b; at batch 1 they are ~3 % of a 2-bit GEMV, so the cost stays close to linear
 in the weight bits (the paper's point, and T-MAC's own kernel-level figure: W4/W2 ~ 2.0).
 The measured kernel runs faster than this count at `simd_issue_per_cycle`; a spec may
 scale the T-MAC time by `tmac_time_scale` (measured / counted, with its source). Every
@@ -201,7 +204,7 @@ class Model(HardwareModel):
         kgroups = np.ceil(kf / TMAC_GROUP)
         blocks = np.ceil(np.ceil(n / simd) / threads)
         tbl = m * blocks * kgroups * planes
-        tables = np.ceil(m * kgroups / threads)
+        tables = m * kgroups                          # built by thread 0 alone (INIT phase), see docstring
         tmac_rows = blocks * simd                     # rows of the busiest thread (whole row blocks)
         chunks = m * np.ceil(tmac_rows * planes / TMAC_CHUNK_ROWS) * np.ceil(kgroups / TMAC_CHUNK_KGROUPS)
         zero_ops = np.where(asym & (planes > 0), TMAC_ZERO_OPS / np.maximum(planes, 1.0), 0.0)
