@@ -228,12 +228,13 @@ KERNEL_FIGURE_RPI5 = {(4096, 4096): (0.494, 0.949), (11008, 4096): (1.199, 2.500
 
 @pytest.mark.parametrize("shape", sorted(KERNEL_FIGURE_RPI5))
 def test_rpi5_tmac_kernels_stream_at_the_measured_core_bandwidth(shape):
-    """Calibration consistency: rpi5.toml core_bytes_per_s (9.4 GB/s) is the median bytes/time of these
-    twelve points; each GEMV's bytes over its published time is within 8 % of it, at 2 and 4 bits alike
-    (memory-bound), and our time is within 10 % of the figure."""
+    """Independent: rpi5.toml core_bytes_per_s (9.26 GB/s) is a read-only kernel measured on a Pi 5
+    (llama.cpp issue #26484), not read from this figure. Each of T-MAC's twelve GEMVs moves its bytes at
+    9.05-10.0 GB/s, at 2 and 4 bits alike (memory-bound), within 10 % of it, and our time is within 10 %
+    of the figure's."""
     n, k = shape
     model = load_model("rpi5")
     table = model.cost(Ops.gemm(1, k, n), [get_format("int2-g128"), get_format("int4-g128")], WL)
     for j, published_ms in enumerate(KERNEL_FIGURE_RPI5[shape]):
-        assert table.bytes[0, j] / (published_ms * 1e-3) == pytest.approx(9.4e9, rel=0.08)
+        assert table.bytes[0, j] / (published_ms * 1e-3) == pytest.approx(model.spec["core_bytes_per_s"], rel=0.10)
         assert table.latency_s[0, j] * 1e3 == pytest.approx(published_ms, rel=0.10)

@@ -118,13 +118,16 @@ _M2_LLAMA = ("llama.cpp ops counted from ggml_vec_dot_q4_0_q8_0 (NEON), the same
              "(our Q4_0 GEMVs match T-MAC's kernel-level figure within 1.5 %); the "
              "files carry llama-quantize's per-tensor types (Q2_K: attn_v and ffn_down in Q3_K, output in Q6_K; "
              "Q4_0: output in Q6_K); plus the 48 us per weight GEMM outside the kernels")
-_PI = ("memory-bound at one Cortex-A76 core's 9.4 GB/s, the rate T-MAC's own 2- and 4-bit kernels stream "
-       "their weights at in its kernel-level figure (gemv_t1.png, RBP row; rpi5.toml); the llama.cpp graph work "
-       "outside the GEMMs (48 us per GEMM on M2-Ultra) is not known for the A76 and is left out, so ours is fast")
+_PI = ("T-MAC memory-bound at one Cortex-A76 core's 9.26 GB/s and two cores' 13.23 GB/s, a read-only kernel "
+       "measured on a Pi 5 (llama.cpp issue #26484; rpi5.toml), not taken from T-MAC's documents: these rows are "
+       "independent. llama.cpp compute-bound on ggml's vmull fallback (no dot-product extension in T-MAC's "
+       "build). The llama.cpp graph work outside the GEMMs (48 us per GEMM on M2-Ultra, fitted to T-MAC's table) "
+       "is not known for the A76 and is left out, so ours is fast")
 
 _THREADS = ("per-token work outside the GEMMs does not shrink with threads: the table's own 1- and 8-thread "
-            "rows give a serial part of 11-16 ms per token on M2-Ultra (Amdahl fit per column), which the model "
-            "charges as op_overhead_s, itself fitted to T-MAC's 1-thread Q4_0 row; bandwidth is "
+            "rows give a serial part of 9-16 ms per token on M2-Ultra (Amdahl fit per column); the model charges "
+            "op_overhead_s serially (fitted to T-MAC's 1-thread Q4_0 row, so M2 rows are calibration) and T-MAC's "
+            "table build on thread 0 alone (the INIT phase of T-MAC's llama.cpp fork); bandwidth is "
             "min(threads x core_bytes_per_s, dram_bytes_per_s)")
 _NOTES = {("M2-Ultra", "T-MAC"): _M2, ("M2-Ultra", "llama.cpp"): _M2_LLAMA,
           ("Raspberry Pi 5", "T-MAC"): _PI, ("Raspberry Pi 5", "llama.cpp"): _PI}
