@@ -121,7 +121,7 @@ _M2_LLAMA = ("llama.cpp ops counted from ggml_vec_dot_q4_0_q8_0 (NEON), the same
 _PI = ("T-MAC memory-bound at one Cortex-A76 core's 9.26 GB/s and two cores' 13.23 GB/s, a read-only kernel "
        "measured on a Pi 5 (llama.cpp issue #26484; rpi5.toml), not taken from T-MAC's documents: these rows are "
        "independent. llama.cpp compute-bound on ggml's vmull fallback (no dot-product extension in T-MAC's "
-       "build). The llama.cpp graph work outside the GEMMs (48 us per GEMM on M2-Ultra, fitted to T-MAC's table) "
+       "build), its per-block ops counted in A76 micro-ops (rpi5.dequant_ops_per_group). The llama.cpp graph work outside the GEMMs (48 us per GEMM on M2-Ultra, fitted to T-MAC's table) "
        "is not known for the A76 and is left out, so ours is fast")
 
 _THREADS = ("per-token work outside the GEMMs does not shrink with threads: the table's own 1- and 8-thread "
