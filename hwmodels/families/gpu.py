@@ -177,6 +177,9 @@ SCHEMA = {
                                       "masked MHA, in place of dequant_ops_int; 0 = dequant_ops_int. Set by the "
                                       "runtime where its kernel converts int8 through fp32 (I2F, a conversion at a "
                                       "quarter of the FP32 rate on sm_80+)", min=0.0, default=0.0),
+    "gemm_activation_bits": Param(str, "activation widths the stack's quantized GEMM kernels take, comma-separated "
+                                  "(16: weight-only, 8: W8A8/W4A8, 4: W4A4); a format whose activations the stack "
+                                  "has no kernel for is unsupported; set by the runtime", default="16,8,4"),
     "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
                             "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
                             choices=("fused", "separate"), default="fused"),
@@ -317,7 +320,10 @@ class Model(HardwareModel):
         return self._per_chip(key, self.spec.params["boost_clock_hz"])
 
     def kernel(self, fmt):
+        """The card's kernel for `fmt` (kernel_for), or None where the runtime has no GEMM for its activations."""
         p = self.spec.params
+        if fmt.family != "float" and str(int(fmt.act_bits)) not in p["gemm_activation_bits"].split(","):
+            return None
         return kernel_for(fmt, self.rates, p["w4a16_kernel"], p["quantized_prefill"])
 
     def dense_fp16_rate(self) -> float:
