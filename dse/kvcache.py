@@ -139,6 +139,7 @@ class KVTable:
     supported: np.ndarray
     bound: np.ndarray
     scope: str  # "kv" | "k,v" | "layer"
+    measured: bool = False  # errors from a measured source (a sensitivity file's or calibration's K/V rows)
 
 
 def kv_table(graph, hardware, workload, formats: list, notes: list, errors=None) -> KVTable:
@@ -159,6 +160,17 @@ def kv_table(graph, hardware, workload, formats: list, notes: list, errors=None)
     if errors is None:
         error = kv_errors(items, formats)
     else:
-        error = np.array([[errors.get(it.name, {}).get(f.name, np.nan) for f in formats] for it in items])
+        error = np.array([[_measured(errors, it.name, f.name) for f in formats] for it in items])
     return KVTable(items, formats, error, cache_bytes(items, formats, workload), table.latency_s, table.energy_j,
-                   table.supported & np.isfinite(error), table.bound, scope)
+                   table.supported & np.isfinite(error), table.bound, scope, measured=errors is not None)
+
+
+def _measured(errors: dict, item: str, fmt: str) -> float:
+    """A measured K/V error; an item or format the measurement lacks is an error, not a silent prior."""
+    if item not in errors:
+        raise QuantDSEError(f"the sensitivity has no K/V cache row for {item}: measure the cache with "
+                            "dse.sensitivity --kv-formats, or use a source without K/V rows for the prior")
+    if fmt not in errors[item]:
+        raise QuantDSEError(f"the sensitivity's K/V row {item} has no error for {fmt}: measure it with "
+                            f"dse.sensitivity --kv-formats ...,{fmt}, or drop {fmt} from --kv-formats")
+    return float(errors[item][fmt])

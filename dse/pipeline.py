@@ -266,7 +266,7 @@ def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tup
     if sens is not None and sens not in SENSITIVITY_SOURCES and not sens.startswith("imatrix:"):
         if not (sens.endswith(".json") or Path(sens).is_file()):
             SENSITIVITY_SOURCES.check(sens)  # neither a source nor a file: the names, with close matches
-        file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers])
+        file = read_sensitivity_file(sens, layers, [l.name for l in graph.layers], kv_searched=bool(request.kv_formats))
         return [get_format(name) for name in file_formats(file[0])], file
     if graph.config.get("arch") == "diffusion":
         from dse.diffusion import DIFFUSION_SEARCH_FORMATS
@@ -289,7 +289,7 @@ class ModelWork:
 SOLVE_ONLY = frozenset({"budget", "method", "max_latency_ms", "max_energy_mj", "max_memory_gb", "max_ttft_ms",
                         "max_tpot_ms", "policy", "solver_options", "reward"})
 #: the fields that change the model's graph, candidates and sensitivity (not the hardware or workload)
-MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed", "activations")
+MODEL_FIELDS = ("model", "include", "formats", "sensitivity", "calib", "seed", "activations", "kv_formats")
 
 
 def _frozen(value):
@@ -360,8 +360,14 @@ class Cache:
         if key not in self._sensitivity:
             graph = work.graph
             source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
+            kv_formats = ()
+            if request.kv_formats:
+                from dse.kvcache import kv_format_list
+
+                kv_formats = kv_format_list(",".join(request.kv_formats))
             self._sensitivity[key] = compute_sensitivity(graph, work.layers, formats, source, model=request.model,
-                                                         calib=request.calib, seed=request.seed, file=work.file)
+                                                         calib=request.calib, seed=request.seed, file=work.file,
+                                                         kv_formats=kv_formats)
         return self._sensitivity[key]
 
     def table(self, key, make):

@@ -95,7 +95,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                    **({"offload": serving["offload"]} if serving["offload"] else {})},
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
                                                       prepared.free_memory)] if added else [])
-                 + serving["notes"] + kv_note(kv),
+                 + serving["notes"] + kv_note(kv, getattr(prepared, "kv", None)),
         "solver": solver,
         **pipeline,
         **({"kv": kv} if kv else {}),
@@ -110,7 +110,9 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        "target": req.target,
                        **({"activations": [s.removeprefix("-a") or "16" for s in req.activations]}
                           if req.activations else {}),
-                       **({"kv_formats": list(req.kv_formats)} if req.kv_formats else {})},
+                       **({"kv_formats": list(req.kv_formats),
+                           "kv_sensitivity": "measured" if getattr(prepared.kv, "measured", False) else "prior"}
+                          if req.kv_formats else {})},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
 
@@ -126,8 +128,8 @@ def workload_doc(prepared) -> dict:
     return doc
 
 
-def kv_note(kv: list) -> list:
-    """One line for people: the KV formats chosen, K and V apart, and the cache's size."""
+def kv_note(kv: list, table=None) -> list:
+    """One line for people: the KV formats chosen, K and V apart, the cache's size and where its errors came from."""
     if not kv:
         return []
     from collections import Counter
@@ -138,7 +140,8 @@ def kv_note(kv: list) -> list:
         parts.append(f"{tensor.upper()} " + ", ".join(f"{n} in {c} layers" for n, c in counts.most_common()))
     total = sum(e["memory_bytes"] for e in kv)
     tied = f", {kv[0]['tied']}" if kv[0].get("tied") else " per layer"
-    return [f"KV cache searched{tied}: {'; '.join(parts)}; {total / 1e9:.3f} GB, counted in memory"]
+    source = "measured K/V errors" if getattr(table, "measured", False) else "K/V errors from the data-free prior"
+    return [f"KV cache searched{tied}: {'; '.join(parts)}; {total / 1e9:.3f} GB, counted in memory; {source}"]
 
 
 def kv_entries(prepared, problem, a) -> list:

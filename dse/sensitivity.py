@@ -48,6 +48,9 @@ class Sensitivity:
     errors: np.ndarray
     source: str
     description: str
+    #: measured K/V cache errors {"<attention>.k_cache": {format: error}} (a file's or a calibration source's
+    #: K/V rows); None: the search uses dse.actprior's data-free prior for the cache
+    kv_errors: dict | None = None
 
 
 def _relative_sse(w: np.ndarray, fmt) -> float:
@@ -95,11 +98,14 @@ def weight_errors(graph, layers, formats) -> np.ndarray:
     return out
 
 
-def read_sensitivity_file(path: str, layers, others=()) -> tuple[dict, str | None]:
-    """Validate a sensitivity JSON file against the model's layers: ({layer: {format: error}}, note or None).
+def read_sensitivity_file(path: str, layers, others=(), kv_searched: bool = False) -> tuple[dict, str | None, dict]:
+    """Validate a sensitivity JSON file against the model's layers:
+    ({layer: {format: error}}, note or None, {K/V cache item: {format: error}}).
 
     others: names of the model's layers a plan does not search (embeddings, attention, routers);
-    entries for them are dropped, and the note (for stderr) says so.
+    entries for them are dropped, and the note (for stderr) says so. K/V cache rows (written by
+    `dse.sensitivity --kv-formats`) come back apart, validated as layer rows are; unless the cache is
+    searched (kv_searched) the note says they are not used.
     """
     doc = load_json(path, "sensitivity file")
     if not isinstance(doc, dict) or doc.get("schema") != SENSITIVITY_SCHEMA:
@@ -117,8 +123,8 @@ def read_sensitivity_file(path: str, layers, others=()) -> tuple[dict, str | Non
     if unsearched:
         notes.append(f"ignoring {len(unsearched)} layers the search does not choose "
                      f"(e.g. {unsearched[0]}: embeddings, attention and routers stay 16-bit)")
-    if caches:
-        notes.append(f"ignoring {len(caches)} K/V cache rows (e.g. {caches[0]}): layer formats are searched here")
+    if caches and not kv_searched:
+        notes.append(f"ignoring {len(caches)} K/V cache rows (e.g. {caches[0]}): they are used with --kv-formats")
     note = f"sensitivity file {path}: {'; '.join(notes)}" if notes else None
     if unsearched or caches:
         dropped = {*unsearched, *caches}
@@ -127,18 +133,24 @@ def read_sensitivity_file(path: str, layers, others=()) -> tuple[dict, str | Non
         if layer.name not in table:
             raise QuantDSEError(f"sensitivity file {path} has no entry for layer {layer.name}: "
                                 "add it (every quantizable layer of the model needs one)")
-    for name, row in table.items():
+    for name in table:
         if name not in names:
             raise QuantDSEError(f"sensitivity file {path}: layer {name} is not in the model: "
                                 "check --model or regenerate the file")
-        if not isinstance(row, dict) or not row:
-            raise QuantDSEError(f"sensitivity file {path}: layer {name} must map formats to errors")
-        for fmt, value in row.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-                raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
-                                    f"number >= 0, got {value!r}")
-        table[name] = _canonical_row(row, path, name)
-    return table, note
+    table = {name: _checked_row(row, path, name) for name, row in table.items()}
+    kv = {name: _checked_row(doc["layers"][name], path, name) for name in caches}
+    return table, note, kv
+
+
+def _checked_row(row, path: str, name: str) -> dict:
+    """One row of a sensitivity file: a non-empty {format: finite error >= 0}, under canonical format names."""
+    if not isinstance(row, dict) or not row:
+        raise QuantDSEError(f"sensitivity file {path}: layer {name} must map formats to errors")
+    for fmt, value in row.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise QuantDSEError(f"sensitivity file {path}: error of {name} in {fmt} must be a finite "
+                                f"number >= 0, got {value!r}")
+    return _canonical_row(row, path, name)
 
 
 def _canonical_row(row: dict, path: str, layer: str) -> dict:
@@ -193,13 +205,17 @@ def _prior(graph, layers, formats, **_) -> Sensitivity:
 
 def _calibrated(source: str):
     """hessian, fisher or output: measured on calibration texts (dse.calibsens)."""
-    def compute(graph, layers, formats, model=None, calib=None, seed: int = 0) -> Sensitivity:
+    def compute(graph, layers, formats, model=None, calib=None, seed: int = 0, kv_formats=()) -> Sensitivity:
         from dse.calibsens import DESCRIPTIONS, calibration_table
+        from dse.runtimequant import is_kv_item
 
-        table, info = calibration_table(source, model if model is not None else graph.name, formats, calib, seed)
+        table, info = calibration_table(source, model if model is not None else graph.name, formats, calib, seed,
+                                        kv_formats=kv_formats)
         calib_name = Path(calib).name if calib else "shipped calibration.txt"
+        kv = {name: row for name, row in table.items() if is_kv_item(name)}
         return Sensitivity(file_errors(table, layers, formats), source,
-                           f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)")
+                           f"{DESCRIPTIONS[source]} ({calib_name}: {info['texts']} texts, {info['tokens']} tokens)",
+                           kv_errors=kv or None)
     return compute
 
 
@@ -211,26 +227,31 @@ SENSITIVITY_SOURCES = Registry("sensitivity source", {
 
 
 def compute_sensitivity(graph, layers, formats, source: str, *, model=None, calib=None, seed: int = 0,
-                        file=None) -> Sensitivity:
+                        file=None, kv_formats=()) -> Sensitivity:
     """Errors [len(layers), len(formats)] from `source`: a name in SENSITIVITY_SOURCES or a JSON path.
 
     model / calib / seed: the model as the user named it, calibration texts and seed for the
     calibration sources (hessian, fisher, output). file: what read_sensitivity_file returned for
-    the JSON path `source`, where the caller has read it already."""
+    the JSON path `source`, where the caller has read it already. kv_formats: the K/V cache formats
+    the search chooses from; a calibration source measures them too, a file gives its K/V rows."""
     if source.startswith("imatrix:"):  # llama.cpp's importance matrix (dse.imatrix)
         from dse.imatrix import imatrix_errors
 
         errors, description = imatrix_errors(graph, layers, formats, source.removeprefix("imatrix:"))
         return Sensitivity(errors, "imatrix", description)
     if source not in SENSITIVITY_SOURCES and (source.endswith(".json") or Path(source).is_file()):
-        table, note = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers])
+        table, note, kv = file or read_sensitivity_file(source, layers, [l.name for l in graph.layers],
+                                                        kv_searched=bool(kv_formats))
         if note:
             import sys
 
             print(f"note: {note}", file=sys.stderr)
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
-                           f"errors read from {source}")
-    return SENSITIVITY_SOURCES.get(source)(graph, layers, formats, model=model, calib=calib, seed=seed)
+                           f"errors read from {source}", kv_errors=kv or None)
+    measure = SENSITIVITY_SOURCES.get(source)
+    if kv_formats and source in ("hessian", "fisher", "output"):
+        return measure(graph, layers, formats, model=model, calib=calib, seed=seed, kv_formats=kv_formats)
+    return measure(graph, layers, formats, model=model, calib=calib, seed=seed)
 
 
 def table_doc(graph, layers, formats, sensitivity: Sensitivity) -> dict:

@@ -340,3 +340,52 @@ def test_bad_precision_flags_are_one_line_errors(flags, message, capsys, tmp_pat
     assert run_cli(main, argv) == 2
     assert capsys.readouterr().err.strip() == message
     assert not (tmp_path / "p.json").exists()
+
+
+# ---------------------------------------------------------------- measured K/V errors in the search
+
+def _kv_file(path, expensive: str, fmt="int4-g64"):
+    """A sensitivity file for llama-3-8b: the prior's weight rows, and K/V rows where `expensive` ("k" or "v")
+    in `fmt` costs ten times the worst weight error and the other tensor costs nothing."""
+    from dse.kvcache import kv_items
+    from dse.sensitivity import compute_sensitivity, table_doc
+    from quantcore.models import load_graph
+
+    graph = load_graph("llama-3-8b")
+    layers, formats = graph.quantizable(), [get_format(n) for n in ("int4-g128", "int8", "fp16")]
+    doc = table_doc(graph, layers, formats, compute_sensitivity(graph, layers, formats, "prior"))
+    big = 10 * max(v for row in doc["layers"].values() for v in row.values())
+    for item in kv_items(graph):
+        doc["layers"][item.name] = {"fp16": 0.0, fmt: big if item.tensor == expensive else 0.0}
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("expensive,cheap", [("k", "v"), ("v", "k")])
+def test_the_search_reads_measured_kv_rows(tmp_path, expensive, cheap):
+    """The budget (7.7 GB: int4 weights and half the cache in int4) forces some of the cache down; K and V
+    items take the same bytes in each format, so an optimum compresses the tensor whose measured error is
+    zero and keeps the other at fp16. The prior (no K/V rows) compresses both."""
+    from collections import Counter
+
+    work = Workload.unset(phase="decode", batch=16, seq=2048)
+    args = dict(formats=["int4-g128", "int8", "fp16"], workload=work, kv_formats=["fp16", "int4-g64"])
+    plan = search("llama-3-8b", "u280", Budget.gb(7.7), sensitivity=_kv_file(tmp_path / "s.json", expensive),
+                  **args).to_dict()
+    chosen = Counter((e["tensor"], e["format"]) for e in plan["kv"])
+    assert chosen == {(expensive, "fp16"): 32, (cheap, "int4-g64"): 32}
+    assert plan["provenance"]["kv_sensitivity"] == "measured" and plan["notes"][-1].endswith("measured K/V errors")
+    prior = search("llama-3-8b", "u280", Budget.gb(7.7), **args).to_dict()
+    assert prior["provenance"]["kv_sensitivity"] == "prior"
+    assert Counter(e["format"] for e in prior["kv"]) == {"int4-g64": 64}
+
+
+def test_measured_kv_rows_lacking_a_searched_format_are_one_line_errors(tmp_path, capsys):
+    path = _kv_file(tmp_path / "s.json", "k", fmt="int8")
+    code = run_cli(__import__("dse.search", fromlist=["main"]).main,
+                   ["--hw", "u280", "--model", "llama-3-8b", "--budget", "8GB", "--batch", "16", "--seq", "2048",
+                    "--sensitivity", path, "--kv-formats", "fp16,int4-g64", "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "p.json").exists()
+    assert err.startswith("error: the sensitivity's K/V row model.layers.0.self_attn.k_cache has no error for "
+                          "int4-g64: measure it with dse.sensitivity --kv-formats ...,int4-g64"), err
