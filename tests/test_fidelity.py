@@ -90,7 +90,7 @@ _LIB_MISSES = {
         "lib_a100_trtllm_llama_3_8b_tp1_2048_b32_s": 0.2,
         "lib_a100_trtllm_mistral_7b_tp1_1024_b64_s": 0.2,
     },
-    "LLM-Inference-Bench's grouped-query models on A100s": {
+    "LLM-Inference-Bench on two GPUs and with grouped-query attention": {
         "lib_a100_trtllm_llama_2_7b_tp2_128_b32_s": 0.2,
         "lib_a100_trtllm_llama_2_7b_tp2_1024_b1_s": 0.2,
         "lib_a100_trtllm_llama_2_7b_tp2_2048_b1_s": 0.25,
