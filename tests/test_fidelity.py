@@ -44,6 +44,9 @@ KNOWN_MISSES = {
     "qserve_a100_llama_2_70b_qserve_tok_s": (0.4, "QServe's absolute throughputs"),
     "qserve_l40s_mistral_7b_qserve_tok_s": (0.5, "QServe's absolute throughputs"),
     "qserve_l40s_llama_2_70b_qserve_tok_s": (0.3, "QServe's absolute throughputs"),
+    "qserve_joint_a100_llama3_8b_over_trtllm_w8a8": (0.6, "QServe's absolute throughputs"),
+    "qserve_joint_a100_llama3_8b_tok_s": (0.45, "QServe's absolute throughputs"),
+    "qserve_joint_l40s_llama3_8b_tok_s": (0.45, "QServe's absolute throughputs"),
     "trtllm_peak_l40s_llama_7b_b64_128_128_tok_s": (0.25, "TensorRT-LLM's peak throughput on the L40S"),
     "gpu_torchao-llama31-8b-int4wo64-h100": (0.25, "tinygemm on the H100"),
     "tmac_rpi5_llama2_7b_w2_1thread_llamacpp_tok_s": (0.3, "llama.cpp on the Raspberry Pi 5"),
@@ -338,10 +341,11 @@ def test_every_citation_and_row_document_is_in_the_references():
 def test_every_table_entry_is_a_row():
     """T-MAC's 16 Llama-2-7B entries, CoDeNet a-e (board run) and a-c (Table 6), QServe's 8 Llama-3-8B
     entries, its two throughput increases and its own entries of the 4 other catalog models on both
-    cards, and TensorRT-LLM's 11 single-GPU LLaMA 7B peak-throughput entries."""
+    cards, the joint-search rows (QServe over W8A8, QServe's tokens/s, on both cards), and TensorRT-LLM's
+    11 single-GPU LLaMA 7B peak-throughput entries."""
     assert sum(n.startswith("tmac_") for n in ROWS) == 16
     assert {f"codenet_fps_config_{c}" for c in "abcde"} | {f"codenet_table6_fps_config_{c}" for c in "abc"} <= set(ROWS)
-    assert sum(n.startswith("qserve_") for n in ROWS) == 18
+    assert sum(n.startswith("qserve_") for n in ROWS) == 22
     assert sum(n.startswith("trtllm_peak_") for n in ROWS) == 11
 
 
@@ -476,3 +480,21 @@ def test_no_committed_text_names_this_machine_or_its_load():
         text = path.read_text(errors="replace")
         bad += [f"{name}: {m.group(0)}" for m in pattern.finditer(text)]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("hw", ["a100-80gb", "l40s"])
+def test_qserve_joint_search_picks_within_qserves_kernels(hw):
+    """The QServe rows' formats come from dse.search on QServe's stack: every layer runs a GEMM QServe has (8-bit
+    activations, or fp16), never W4A4 (no such kernel in its qgemm folder), the cache one of its types and
+    4-bit; on the L40S the plan is QServe's own W4A8 g128 KV4, and costed through the search's serving tables it
+    gives the hand-set row's tokens/s (two paths through the model: serving_tables vs per-pass model_cost)."""
+    from experiments.reproductions.qserve_joint import joint_plan
+
+    plan = joint_plan(hw)
+    assert all(layer.format.endswith("-a8") or layer.format == "fp16" for layer in plan.layers)
+    assert {item["format"] for item in plan.extra["kv"]} == {"int4-g128-asym"}
+    if hw == "l40s":
+        weights = sum(layer.params for layer in plan.layers)
+        assert sum(l.params for l in plan.layers if l.format == "int4-g128-a8") > 0.95 * weights
+        joint, hand = ROWS["qserve_joint_l40s_llama3_8b_tok_s"], ROWS["qserve_l40s_llama3_8b_qserve_tok_s"]
+        assert joint["ours"] == pytest.approx(hand["ours"], rel=0.01)

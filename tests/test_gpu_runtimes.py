@@ -157,3 +157,27 @@ def test_mmq_tensor_fraction_scales_only_the_mmq_int8_rate():
     assert rate[0] == pytest.approx(0.27 * int8)      # MMQ: q8_1 activations on int8 tensor cores
     assert rate[1] == pytest.approx(int8)             # a W8A8 GEMM is not MMQ
     assert load_model("rtx4090").format_arrays([get_format("int8-a8")])["rate"][0] == pytest.approx(int8)
+
+
+def test_runtime_gemm_activation_bits_drops_w4a4():
+    """QServe and TensorRT-LLM have no int4-activation GEMM (their kernel folders): W4A4 is unsupported under
+    them, while the card itself (vLLM profile) runs it on int4 tensor cores; W4A8 and fp16 stay. QServe has no
+    weight-only GEMM either: a weight-only format fails on Llama's weights, while its int4 KV cache (a
+    weight-only operand of the attention in this model) is still costed."""
+    from quantcore.errors import QuantDSEError
+    from quantcore.models import load_graph
+    from hwmodels.wholemodel import model_cost
+
+    base = load_model("a100-80gb", [])
+    assert base.supports(get_format("int4-a4"))
+    for runtime in ("qserve", "tensorrt-llm"):
+        model = load_model("a100-80gb", [f"runtime={runtime}"])
+        assert not model.supports(get_format("int4-a4"))
+        assert model.supports(get_format("int4-g128-a8")) and model.supports(get_format("fp16"))
+    qserve, graph = load_model("a100-80gb", ["runtime=qserve"]), load_graph("llama-3-8b")
+    work = Workload("decode", 8, 1024, 4)
+    assert model_cost(qserve, graph, get_format("int4-g128-a8"), work)["latency_s"] > 0
+    with pytest.raises(QuantDSEError, match="not supported"):
+        model_cost(qserve, graph, get_format("int4-g128"), work)
+    trt = load_model("a100-80gb", ["runtime=tensorrt-llm"])
+    assert model_cost(trt, graph, get_format("int4-g128"), work)["latency_s"] > 0

@@ -177,6 +177,10 @@ SCHEMA = {
                                       "masked MHA, in place of dequant_ops_int; 0 = dequant_ops_int. Set by the "
                                       "runtime where its kernel converts int8 through fp32 (I2F, a conversion at a "
                                       "quarter of the FP32 rate on sm_80+)", min=0.0, default=0.0),
+    "gemm_activation_bits": Param(str, "activation widths the stack's quantized GEMM kernels take, comma-separated "
+                                  "(16: weight-only, 8: W8A8/W4A8, 4: W4A4); a format whose activations the stack "
+                                  "has no kernel for is unsupported (without 16, weight-only formats only on the "
+                                  "weight GEMMs: the KV cache is still read); set by the runtime", default="16,8,4"),
     "lowrank_kernel": Param(str, "how a low-rank branch (SVDQuant, formats -rN) runs: fused into the 4-bit "
                             "kernels as Nunchaku does, or separate 16-bit GEMMs (hwmodels/families/gpu_lowrank.py)",
                             choices=("fused", "separate"), default="fused"),
@@ -317,7 +321,10 @@ class Model(HardwareModel):
         return self._per_chip(key, self.spec.params["boost_clock_hz"])
 
     def kernel(self, fmt):
+        """The card's kernel for `fmt` (kernel_for), or None where the runtime has no GEMM for its activations."""
         p = self.spec.params
+        if int(fmt.act_bits) < 16 and str(int(fmt.act_bits)) not in p["gemm_activation_bits"].split(","):
+            return None
         return kernel_for(fmt, self.rates, p["w4a16_kernel"], p["quantized_prefill"])
 
     def dense_fp16_rate(self) -> float:
@@ -396,7 +403,18 @@ class Model(HardwareModel):
         from hwmodels.families.gpu_lowrank import add_lowrank
 
         table = add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
-        return fused_attention(self, ops, workload, table)
+        return self._weight_only_kernels(ops, formats, fused_attention(self, ops, workload, table))
+
+    def _weight_only_kernels(self, ops: Ops, formats: list, table: CostTable) -> CostTable:
+        """`table` with weight-only formats (16-bit activations, quantized weights) unsupported on the weight
+        GEMMs of a runtime without such kernels (gemm_activation_bits lacks 16); its attention still reads a
+        quantized KV cache, which the model costs as such a format."""
+        if "16" in self.spec.params["gemm_activation_bits"].split(","):
+            return table
+        weight_only = np.array([f.family != "float" and int(f.act_bits) >= 16 for f in formats], dtype=bool)
+        weights = np.array([kd in ("linear", "lm-head") for kd in ops.kinds], dtype=bool)
+        table.supported = table.supported & ~(weights[:, None] & weight_only[None, :])
+        return table
 
     def _cost_gemm(self, ops: Ops, formats: list, workload: Workload) -> CostTable:
         """The fused-kernel cost; with quantized_prefill=reconstruct, int (and LUT: NF4) weight-only GEMMs
