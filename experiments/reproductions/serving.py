@@ -19,8 +19,11 @@ TensorRT-LLM's performance page (docs/source/performance.md, v0.6.1 Peak Through
 Latency): every entry of a model in our catalog run with tensor parallelism (TP 2 and 4; its TP 8
 entries are Falcon-180B, which the catalog lacks). gptSessionBenchmark runs static batches: a
 prefill of the batch's prompts, then one decode step per output token, which is `--phase generate`;
-throughput is output tokens over that time (per GPU on the H100 table), and the first-token
-latency a one-token request. FP8 on H100 is W8A8 FP8 with the FP8 KV cache the build sets
+throughput is output tokens over that time per GPU, and the first-token latency a one-token request.
+Per GPU on the A100 table too: the v0.6.1 page heads its A100 column "out tok/s", but the same page
+as revised later (commit 77d24b5, same figures) heads it "Throughput (out tok/s/GPU)", as the H100
+table always was; the per-GPU reading is also the only one under which LLaMA 70B on 4 A100s (670)
+is not 8x slower per GPU than LLaMA 7B on one (5,586) at compute-bound batch sizes. FP8 on H100 is W8A8 FP8 with the FP8 KV cache the build sets
 (`--enable_fp8 --fp8_kv_cache`), costed as an 8-bit KV cache.
 """
 from __future__ import annotations
@@ -133,13 +136,13 @@ REPRODUCTIONS = {
 
 TRTLLM_SOURCE = "NVIDIA/TensorRT-LLM docs/source/performance.md"
 #: (hw, format, kv_bits, unit, table) -> [(model, tp, batch, input, output, published)]: every tensor-parallel
-#: entry of a model in the catalog. unit: tok_s_gpu (H100 table: out tok/s per GPU), tok_s (A100 table: out
-#: tok/s), ttft_ms (Low Latency tables, batch 1).
+#: entry of a model in the catalog. unit: tok_s_gpu (Peak Throughput tables: out tok/s per GPU), ttft_ms
+#: (Low Latency tables, batch 1).
 TRTLLM_TABLES = {
     ("h100-sxm", "fp8-e4m3-a8", 8, "tok_s_gpu", "v0.6.1 Peak Throughput, H100 (FP8)"): [
         ("llama-2-70b", 2, 1024, 128, 128, 2657), ("llama-2-70b", 4, 480, 128, 2048, 1486),
         ("llama-2-70b", 2, 96, 2048, 128, 306), ("llama-2-70b", 2, 64, 2048, 2048, 547)],
-    ("a100-80gb", "fp16", 16, "tok_s", "v0.6.1 Peak Throughput, A100 (FP16)"): [
+    ("a100-80gb", "fp16", 16, "tok_s_gpu", "v0.6.1 Peak Throughput, A100 (FP16)"): [
         ("llama-2-7b", 2, 64, 2048, 2048, 782), ("llama-2-70b", 4, 1280, 128, 128, 670),
         ("llama-2-70b", 4, 240, 128, 2048, 525), ("llama-2-70b", 4, 120, 2048, 128, 79)],
     ("h100-sxm", "fp8-e4m3-a8", 8, "ttft_ms", "v0.5 Low Latency, H100 (FP8)"): [
@@ -169,19 +172,17 @@ def trtllm_figure(hw, model_name, fmt, kv_bits, tp, batch, prompt, output, unit)
         return model_cost(model, graph, get_format(fmt), work)["latency_s"] * 1e3
     work = Workload(phase="generate", batch=batch, seq=prompt, output_len=output, kv_bits=kv_bits, devices=tp)
     tokens = model_cost(model, graph, get_format(fmt), work)["tokens_per_s"]
-    return tokens / tp if unit == "tok_s_gpu" else tokens
+    return tokens / tp
 
 
 def _trtllm(entry):
     hw, model_name, fmt, kv_bits, tp, batch, prompt, output, published, unit, table = entry
 
     def fn() -> dict:
-        what = {"tok_s_gpu": "output tokens/s per GPU", "tok_s": "output tokens/s", "ttft_ms": "first-token ms"}[unit]
+        what = {"tok_s_gpu": "output tokens/s per GPU", "ttft_ms": "first-token ms"}[unit]
         ours = trtllm_figure(hw, model_name, fmt, kv_bits, tp, batch, prompt, output, unit)
-        note = ({"note": f"the A100 table's header says out tok/s, the H100 table's out tok/s/GPU; compared as written "
-                         f"(per GPU, ours would be {ours / tp:.0f})"} if unit == "tok_s" else {})
         return {"refs": ["trtllm-perf-v0.5"], "published": published, "source": f"{TRTLLM_SOURCE} ({table})",
-                "ours": ours, **note,
+                "ours": ours,
                 "setup": (f"{model_name} {fmt} on {tp}x {hw} tensor parallel, runtime tensorrt-llm, batch {batch}, "
                           f"input {prompt}, output {output}, {kv_bits}-bit KV cache: {what}")}
     return fn
