@@ -39,12 +39,25 @@ def figure_bytes(fig, kind: str = "png") -> bytes:
     import matplotlib
     from matplotlib.text import Text
 
+    _plain_log_ticks(fig)
     buf = io.BytesIO()
     with matplotlib.rc_context({"text.parse_math": False}):  # tick labels made while drawing, too
         for text in fig.findobj(Text):
             text.set_parse_math(False)
         fig.savefig(buf, format=kind, dpi=120, bbox_inches="tight")
     return buf.getvalue()
+
+
+def _plain_log_ticks(fig) -> None:
+    """Log axes label their decades 0.01, 1, 100 instead of matplotlib's mathtext 10^k, which reads
+    as raw `$\\mathdefault{...}$` once math parsing is off (above)."""
+    from matplotlib.ticker import FuncFormatter, LogFormatterMathtext, NullFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log" and isinstance(axis.get_major_formatter(), LogFormatterMathtext):
+                axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                axis.set_minor_formatter(NullFormatter())
 
 
 def write_figure(fig, path: str) -> None:
