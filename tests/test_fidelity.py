@@ -438,6 +438,7 @@ def test_fidelity_page_shows_every_row_as_printed():
     assert reproduce.summary(list(ROWS.values())) in page
 
 
+@pytest.mark.slow  # runs the whole reproduction again among the page's commands (over a minute)
 def test_fidelity_page_commands_run(cli, tmp_path):
     """Every `python -m` line of the page runs (outputs to a temporary folder), and the H200 table it
     quotes is the one `gpu_energy --compare` prints."""
