@@ -25,18 +25,17 @@ from collections import Counter
 
 import numpy as np
 
+from experiments.reproductions.gpu import QSERVE_BATCH, QSERVE_SOURCE as SOURCE, QSERVE_TABLE, QSERVE_WEIGHTS
 from hwmodels import provenance
 
-#: the paper's cards, QServe's batch on each (README, "Max throughput batch sizes used by QServe"), and its
-#: table's Llama-3-8B tokens/s: QServe W4A8KV4 and TensorRT-LLM W8A8
-CARDS = {"a100-80gb": (256, 3005, 2396), "l40s": (128, 3656, 2634)}
+#: the paper's cards: QServe's batch on each, and its table's Llama-3-8B tokens/s for QServe W4A8KV4 and
+#: TensorRT-LLM W8A8 (the published figures experiments/reproductions/gpu.py transcribes)
+CARDS = {hw: (QSERVE_BATCH[hw], QSERVE_TABLE[hw]["qserve"], QSERVE_TABLE[hw]["w8a8"]) for hw in QSERVE_BATCH}
 PROMPT, OUTPUT = 1024, 512
 WEIGHTS = ("int4", "int4-g128", "int8", "fp16")
 ACTIVATIONS = ("", "-a8", "-a4")
 KV = ("fp16", "int8", "int4-g128-asym")
 SLACK = 1.01  # the budget: within 1 % of the fastest plan
-SOURCE = ("QServe (Lin et al., MLSys 2025, arXiv:2405.04532), absolute throughput table as in the "
-          "mit-han-lab/qserve README: Llama-3-8B, input 1024, output 512")
 
 
 @provenance.cached
@@ -108,8 +107,6 @@ def _hand_set_twin(hw: str, row: str) -> dict:
     """{"same_setup_as": the hand-set row} where the search picked the formats experiments/reproductions/gpu.py
     sets by hand for QServe on this card (its weights on 95 % of the weights, a 4-bit cache): one setup, counted
     once."""
-    from experiments.reproductions.gpu import QSERVE_WEIGHTS
-
     plan = joint_plan(hw)
     total = sum(layer.params for layer in plan.layers)
     same = sum(layer.params for layer in plan.layers if layer.format == QSERVE_WEIGHTS[hw])
