@@ -323,7 +323,7 @@ class Model(HardwareModel):
     def kernel(self, fmt):
         """The card's kernel for `fmt` (kernel_for), or None where the runtime has no GEMM for its activations."""
         p = self.spec.params
-        if int(fmt.act_bits) < 16 and str(int(fmt.act_bits)) not in p["gemm_activation_bits"].split(","):
+        if int(fmt.act_bits) < 16 and str(int(fmt.act_bits)) not in self._gemm_activation_bits():
             return None
         return kernel_for(fmt, self.rates, p["w4a16_kernel"], p["quantized_prefill"])
 
@@ -405,11 +405,15 @@ class Model(HardwareModel):
         table = add_lowrank(self, ops, formats, workload, self._cost_gemm(ops, formats, workload))
         return self._weight_only_kernels(ops, formats, fused_attention(self, ops, workload, table))
 
+    def _gemm_activation_bits(self) -> set[str]:
+        """The activation widths ("16", "8", "4") the runtime's GEMM kernels take."""
+        return set(self.spec.params["gemm_activation_bits"].split(","))
+
     def _weight_only_kernels(self, ops: Ops, formats: list, table: CostTable) -> CostTable:
         """`table` with weight-only formats (16-bit activations, quantized weights) unsupported on the weight
         GEMMs of a runtime without such kernels (gemm_activation_bits lacks 16); its attention still reads a
         quantized KV cache, which the model costs as such a format."""
-        if "16" in self.spec.params["gemm_activation_bits"].split(","):
+        if "16" in self._gemm_activation_bits():
             return table
         weight_only = np.array([f.family != "float" and int(f.act_bits) >= 16 for f in formats], dtype=bool)
         weights = np.array([kd in ("linear", "lm-head") for kd in ops.kinds], dtype=bool)
