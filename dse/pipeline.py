@@ -256,6 +256,13 @@ def serving_limits(prepared: Prepared, limits: dict) -> tuple[dict, dict]:
     return limits, sources
 
 
+def _kv_formats(request: SearchRequest) -> list:
+    """The K/V cache formats `--kv-formats` names (catalog Formats); empty when the cache is not searched."""
+    from dse.kvcache import kv_format_list
+
+    return kv_format_list(",".join(request.kv_formats)) if request.kv_formats else []
+
+
 def _candidate_formats(request: SearchRequest, layers, graph) -> tuple[list, tuple | None]:
     """(the candidate formats, what read_sensitivity_file returned where they come from a sensitivity file)."""
     from quantcore.formats import DEFAULT_SEARCH_FORMATS, get_format, parse_format_list
@@ -360,14 +367,9 @@ class Cache:
         if key not in self._sensitivity:
             graph = work.graph
             source = request.sensitivity or ("weights" if graph.weights is not None else "prior")
-            kv_formats = ()
-            if request.kv_formats:
-                from dse.kvcache import kv_format_list
-
-                kv_formats = kv_format_list(",".join(request.kv_formats))
             self._sensitivity[key] = compute_sensitivity(graph, work.layers, formats, source, model=request.model,
                                                          calib=request.calib, seed=request.seed, file=work.file,
-                                                         kv_formats=kv_formats)
+                                                         kv_formats=_kv_formats(request))
         return self._sensitivity[key]
 
     def table(self, key, make):
@@ -457,6 +459,9 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     notes = list(getattr(graph, "notes", ()))
     workload_notes: list = []  # what of the workload does not apply; noted after the dropped formats
     workload = request.workload.for_model(graph, workload_notes)
+    if request.kv_formats and (workload.phase == "generate" or (workload.devices or 1) > 1):  # before any costing
+        raise QuantDSEError("--kv-formats searches the cache of one pass on one device: use --phase decode or "
+                            "prefill and one device, or --kv-bits for a whole request or several devices")
     ops = cache.table(("ops", model_key, workload), lambda: ops_for_graph(graph, workload, layers))
     formats = work.candidates  # each design filters the original candidates: none is lost to another design
     serving = serving_tables(hardware, graph, layers, formats, workload, ops=ops)
@@ -485,12 +490,9 @@ def _design(request: SearchRequest, cache: Cache) -> Prepared:
     kv = None
     fm = free_memory(hardware.spec, graph, workload)
     if request.kv_formats:  # the cache is searched: its attention and memory leave the fixed part
-        from dse.kvcache import kv_format_list, kv_table
+        from dse.kvcache import kv_table
 
-        if workload.phase == "generate" or (workload.devices or 1) > 1:
-            raise QuantDSEError("--kv-formats searches the cache of one pass on one device: use --phase decode or "
-                                "prefill and one device, or --kv-bits for a whole request or several devices")
-        kv = kv_table(graph, hardware, workload, kv_format_list(",".join(request.kv_formats)), notes,
+        kv = kv_table(graph, hardware, workload, _kv_formats(request), notes,
                       errors=getattr(sensitivity, "kv_errors", None))
         attention = serving.parts["attention"]
         fixed_latency -= float(attention.get("latency_s", 0.0))

@@ -67,6 +67,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
     serving = serving_doc(prepared, problem, a, totals, user_limits)
     totals = {k: _r(v) for k, v in {**totals, **serving["totals"]}.items()}
     kv = kv_entries(prepared, problem, a)
+    kv_measured = getattr(getattr(prepared, "kv", None), "measured", False)  # K/V errors measured, not the prior
     if kv:
         totals["kv_cache_bytes"] = _r(sum(e["memory_bytes"] for e in kv))
     solver = {"status": result.status, "gap": _r(result.gap) if np.isfinite(result.gap) else None,
@@ -95,7 +96,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                    **({"offload": serving["offload"]} if serving["offload"] else {})},
         "notes": list(prepared.notes) + ([memory_note(prepared.graph.name, prepared.hardware.name,
                                                       prepared.free_memory)] if added else [])
-                 + serving["notes"] + kv_note(kv, getattr(prepared, "kv", None)),
+                 + serving["notes"] + kv_note(kv, kv_measured),
         "solver": solver,
         **pipeline,
         **({"kv": kv} if kv else {}),
@@ -111,7 +112,7 @@ def make_plan(prepared, problem, result, budget_doc: dict) -> dict:
                        **({"activations": [s.removeprefix("-a") or "16" for s in req.activations]}
                           if req.activations else {}),
                        **({"kv_formats": list(req.kv_formats),
-                           "kv_sensitivity": "measured" if getattr(prepared.kv, "measured", False) else "prior"}
+                           "kv_sensitivity": "measured" if kv_measured else "prior"}
                           if req.kv_formats else {})},
         "layers": layers,  # last: the summary above reads without scrolling past every layer
     }
@@ -128,7 +129,7 @@ def workload_doc(prepared) -> dict:
     return doc
 
 
-def kv_note(kv: list, table=None) -> list:
+def kv_note(kv: list, measured: bool = False) -> list:
     """One line for people: the KV formats chosen, K and V apart, the cache's size and where its errors came from."""
     if not kv:
         return []
@@ -140,7 +141,7 @@ def kv_note(kv: list, table=None) -> list:
         parts.append(f"{tensor.upper()} " + ", ".join(f"{n} in {c} layers" for n, c in counts.most_common()))
     total = sum(e["memory_bytes"] for e in kv)
     tied = f", {kv[0]['tied']}" if kv[0].get("tied") else " per layer"
-    source = "measured K/V errors" if getattr(table, "measured", False) else "K/V errors from the data-free prior"
+    source = "measured K/V errors" if measured else "K/V errors from the data-free prior"
     return [f"KV cache searched{tied}: {'; '.join(parts)}; {total / 1e9:.3f} GB, counted in memory; {source}"]
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dse.calibsens import SOURCES as CALIBRATED
 from quantcore.errors import QuantDSEError
 from quantcore.io import load_json
 from quantcore.registry import Registry
 
 SENSITIVITY_SCHEMA = "dse.sensitivity/1"
-SOURCES = ("weights", "prior", "hessian", "fisher", "output")  # built in: SENSITIVITY_SOURCES adds plugins
+SOURCES = ("weights", "prior", *CALIBRATED)  # built in: SENSITIVITY_SOURCES adds plugins
 
 #: Student-t degrees of freedom of the prior by role: lower = heavier tails (more outliers).
 #: Down/output projections and attention outputs carry the activation-outlier channels
@@ -222,7 +223,7 @@ def _calibrated(source: str):
 #: named sources: f(graph, layers, formats, *, model, calib, seed) -> Sensitivity. Other packages add
 #: sources through the ``quantdse.sensitivity`` entry-point group.
 SENSITIVITY_SOURCES = Registry("sensitivity source", {
-    "weights": _weights, "prior": _prior, **{name: _calibrated(name) for name in ("hessian", "fisher", "output")}},
+    "weights": _weights, "prior": _prior, **{name: _calibrated(name) for name in CALIBRATED}},
     group="quantdse.sensitivity", fix=f" or a .json file (schema {SENSITIVITY_SCHEMA})")
 
 
@@ -249,7 +250,7 @@ def compute_sensitivity(graph, layers, formats, source: str, *, model=None, cali
         return Sensitivity(file_errors(table, layers, formats), f"file:{Path(source).name}",
                            f"errors read from {source}", kv_errors=kv or None)
     measure = SENSITIVITY_SOURCES.get(source)
-    if kv_formats and source in ("hessian", "fisher", "output"):
+    if kv_formats and source in CALIBRATED:
         return measure(graph, layers, formats, model=model, calib=calib, seed=seed, kv_formats=kv_formats)
     return measure(graph, layers, formats, model=model, calib=calib, seed=seed)
 
