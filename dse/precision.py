@@ -17,8 +17,6 @@ import numpy as np
 from quantcore.errors import QuantDSEError
 
 _TOKEN = re.compile(r"(f?)(\d+)(c|g\d+)?")
-#: sensitivity sources that measure a format's ``-aN`` with the layer's input quantized (dse.calibsens)
-MEASURED = ("hessian", "fisher", "output")
 
 
 def parse_activations(text: str) -> tuple[str, ...]:
@@ -76,6 +74,8 @@ def check_asked(request, dropped: tuple, hw_name: str, layers) -> None:
 
 def with_activation_prior(sensitivity, layers, formats):
     """The sensitivity with each variant's activation error added (unless it measured activations itself)."""
+    from dse.calibsens import SOURCES as MEASURED  # they measure a format's -aN with the layer's input quantized
+
     if getattr(sensitivity, "measures_activations", sensitivity.source in MEASURED):
         return sensitivity
     from dse.actprior import activation_errors
